@@ -1,0 +1,3 @@
+"""hugecalc: a what-if calculator for Linux kernel memory."""
+
+__version__ = "0.1.0"

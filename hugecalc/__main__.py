@@ -1,0 +1,3 @@
+from hugecalc.cli import main
+
+main()

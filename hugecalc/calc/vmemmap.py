@@ -1,0 +1,367 @@
+"""HugeTLB Vmemmap Optimization (HVO): the vmemmap a hugetlb pool gives back, net of page tables.
+
+Models, release by release, what the kernel frees when a hugetlb page is allocated with
+``vm.hugetlb_optimize_vmemmap=1`` (or ``hugetlb_free_vmemmap=on``), and device-DAX's
+deduplication of compound-page vmemmap.
+
+Kernel reference
+----------------
+- ``hugetlb_vmemmap_size()``, ``hugetlb_vmemmap_optimizable_size()`` in ``mm/hugetlb_vmemmap.h``
+  (v6.10+): ``pages_per_huge_page * sizeof(struct page) - HUGETLB_VMEMMAP_RESERVE_SIZE``, 0 unless
+  ``is_power_of_2(sizeof(struct page))``.
+- v5.14 to v5.17: ``RESERVE_VMEMMAP_NR = 2`` (``mm/hugetlb_vmemmap.c``); 1 from v5.18.
+- ``vmemmap_remap_split()`` / ``split_vmemmap_huge_pmd()`` in ``mm/hugetlb_vmemmap.c``: one PTE
+  table per PMD-mapped vmemmap block the range ``[head vmemmap, head vmemmap + size)`` touches,
+  never merged back.
+- Documentation/mm/vmemmap_dedup.rst (the worked 2M/1G numbers, device-DAX).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Literal
+
+from hugecalc.errors import InputError
+from hugecalc.profiles import Profile
+from hugecalc.releases import DAX_VMEMMAP, HVO, HVO_ARCH, HVO_BATCHED, HVO_RESERVE_ONE, Release
+from hugecalc.result import Derivation, Model, Result, field
+from hugecalc.units import fmt_bytes, fmt_size, is_power_of_2
+
+Layout = Literal["packed", "scattered"]
+
+# Hugetlb uses the head and 3 tail struct pages (__NR_USED_SUBPAGE in include/linux/hugetlb.h);
+# device-DAX compound pages use 3 and keep page 1 too: VMEMMAP_RESERVE_NR = 2 (include/linux/mm.h).
+DAX_VMEMMAP_RESERVE_NR = 2
+
+
+class VmemmapRow(Model):
+    """HVO figures for one hugepage size, the whole pool being of that size."""
+
+    hugepage_size_bytes: int = field("Hugepage size", "bytes")
+    mapping: str = field("Mapped by")
+    hugepages: int = field("Hugepages in the pool", "count")
+    struct_pages_per_hugepage: int = field("struct pages per hugepage", "count")
+    vmemmap_bytes_per_hugepage: int = field("vmemmap per hugepage", "bytes")
+    vmemmap_pages_per_hugepage: int | float = field("vmemmap pages per hugepage", "pages")
+    reserved_pages_per_hugepage: int | float = field("vmemmap pages kept per hugepage", "pages")
+    freed_pages_per_hugepage: int = field("vmemmap pages freed per hugepage", "pages")
+    vmemmap_bytes: int = field("vmemmap of the pool", "bytes")
+    freed_bytes: int = field("vmemmap freed", "bytes")
+    split_pte_tables: int = field("PTE tables to split vmemmap PMDs", "count")
+    split_pte_table_bytes: int = field("PTE tables cost", "bytes")
+    saved_bytes: int = field("Net saving", "bytes")
+    saved_share_of_pool: float = field("Net saving / pool", "share")
+    saved_share_of_vmemmap: float = field("Net saving / vmemmap", "share")
+    restore_bytes_per_hugepage: int = field("Free memory to release one hugepage", "bytes")
+    restore_bytes: int = field("Free memory to release the pool at once", "bytes")
+    optimizable: bool = field("HVO applies")
+    reason: str | None = field("Why not")
+
+
+class VmemmapResult(Result):
+    command: str = "vmemmap"
+    rows: list[VmemmapRow]
+
+
+def hugetlb_vmemmap_size(pages_per_huge_page: int, struct_page_bytes: int) -> int:
+    """``hugetlb_vmemmap_size()``: bytes of struct pages describing one hugepage."""
+    return pages_per_huge_page * struct_page_bytes
+
+
+def hvo_reserve_pages(release: Release, devdax: bool) -> int:
+    """vmemmap pages HVO keeps mapped per hugepage (the rest map onto them read-only)."""
+    if devdax:
+        return DAX_VMEMMAP_RESERVE_NR
+    return 1 if release.has(HVO_RESERVE_ONE) else 2
+
+
+def _refusal(profile: Profile, release: Release, struct_page_bytes: int, devdax: bool) -> str | None:
+    """Why the architecture/release/config cannot optimize any size at all, or None."""
+    arch = profile.arch.value
+    if profile.bits != 64:
+        return (
+            f"{profile.name} is a {profile.bits}-bit kernel: HVO needs SPARSEMEM_VMEMMAP, which "
+            "only 64-bit kernels have"
+        )
+    if devdax:
+        if not release.has(DAX_VMEMMAP, arch):
+            return (
+                f"device-DAX vmemmap deduplication is not in {arch} {release} "
+                f"(ARCH_WANT_OPTIMIZE_DAX_VMEMMAP: {DAX_VMEMMAP.spans_for(arch)})"
+            )
+    else:
+        if not release.has(HVO):
+            return f"HVO does not exist in {release}: it was added in 5.14"
+        if not release.has(HVO_ARCH, arch):
+            return (
+                f"{arch} has no HVO in {release} (ARCH_WANT_OPTIMIZE_HUGETLB_VMEMMAP on {arch}: "
+                f"{HVO_ARCH.spans_for(arch)}; see {_arch_cite(arch)})"
+            )
+    if not is_power_of_2(struct_page_bytes):
+        return (
+            f"sizeof(struct page) = {struct_page_bytes} is not a power of two, so a struct page "
+            "can cross a page boundary and hugetlb_vmemmap_optimizable_size() returns 0 "
+            "(the vm.hugetlb_optimize_vmemmap sysctl is not even registered)"
+        )
+    return None
+
+
+def _arch_cite(arch: str) -> str:
+    for part in HVO_ARCH.cite.split("; "):
+        if part.startswith(f"{arch}:"):
+            return part.removeprefix(f"{arch}: ")
+    return HVO_ARCH.cite
+
+
+def split_pte_tables(
+    hugepages: int, vmemmap_bytes_per_hugepage: int, vmemmap_pmd_bytes: int, layout: Layout
+) -> int:
+    """PTE tables ``vmemmap_remap_split()`` allocates for a pool, PMD-mapped vmemmap assumed.
+
+    ``packed``: the hugepages are physically contiguous from a vmemmap-PMD boundary, so their
+    vmemmap ranges are contiguous and each PMD block is split once.  ``scattered``: every
+    hugepage's vmemmap lies in PMD blocks of its own (the worst case).
+    """
+    if layout == "packed":
+        return -(-hugepages * vmemmap_bytes_per_hugepage // vmemmap_pmd_bytes)
+    return hugepages * -(-vmemmap_bytes_per_hugepage // vmemmap_pmd_bytes)
+
+
+def compute_vmemmap(
+    profile: Profile,
+    release: Release,
+    *,
+    pool_bytes: int | None = None,
+    hugepage_count: int | None = None,
+    hugepage_sizes: list[int] | None = None,
+    struct_page_bytes: int | None = None,
+    devdax: bool = False,
+    layout: Layout = "packed",
+) -> VmemmapResult:
+    """HVO savings for a pool given as ``pool_bytes`` or as ``hugepage_count`` of each size.
+
+    Kernel reference
+    ----------------
+    ``hugetlb_vmemmap_optimizable_size()`` in ``mm/hugetlb_vmemmap.h``; ``vmemmap_remap_split()``
+    and ``hugetlb_vmemmap_restore_folios()`` in ``mm/hugetlb_vmemmap.c``;
+    Documentation/mm/vmemmap_dedup.rst.
+    """
+    if (pool_bytes is None) == (hugepage_count is None):
+        raise InputError("give the pool either as a size or as a count of hugepages")
+    sp = struct_page_bytes or profile.struct_page_bytes
+    word = profile.bits // 8
+    if sp <= 0 or sp % word:
+        raise InputError(
+            f"--struct-page-size {sp}: a struct page is a whole number of {word}-byte words"
+        )
+    page = profile.page_size
+    pte_table_bytes = profile.level("pte").bytes_per_table
+    # One vmemmap PMD maps PMD_SIZE bytes of struct pages.
+    vmemmap_pmd_bytes = profile.pmd_size
+
+    explicit = bool(hugepage_sizes)
+    if devdax:
+        # Device-DAX "align" sizes: PAGE_SIZE, PMD_SIZE, PUD_SIZE (vmemmap_dedup.rst "Device DAX").
+        allowed = {page: "pte", profile.pmd_size: "pmd"}
+        if "pud" in [lvl.name for lvl in profile.levels]:
+            allowed[profile.span_bytes("pud")] = "pud"
+        for size in hugepage_sizes or []:
+            if size not in allowed:
+                raise InputError(
+                    f"--hugepage-size {fmt_size(size)}: device-DAX compound pages are "
+                    f"{', '.join(fmt_size(s) for s in allowed)} on {profile.name}"
+                )
+        sizes = [(s, allowed[s]) for s in (hugepage_sizes or [s for s in allowed if s != page])]
+    else:
+        sizes = [
+            (h.size, h.mapping)
+            for h in ([profile.hugetlb_size(s) for s in hugepage_sizes] if explicit else profile.hugetlb)
+        ]
+    if not sizes:
+        raise InputError(f"profile {profile.name} supports no hugetlb page size")
+
+    refusal = _refusal(profile, release, sp, devdax)
+    reserve = hvo_reserve_pages(release, devdax)
+    kind = "device-DAX" if devdax else "HVO"
+    reserve_rule = (
+        "VMEMMAP_RESERVE_NR in __vmemmap_can_optimize(), include/linux/mm.h"
+        if devdax
+        else HVO_RESERVE_ONE.cite
+    )
+    rows: list[VmemmapRow] = []
+    explain: list[Derivation] = []
+    notes: list[str] = []
+    for size, mapping in sizes:
+        scope = fmt_size(size)
+        if pool_bytes is not None:
+            hugepages, rest = divmod(pool_bytes, size)
+            if rest and explicit:
+                raise InputError(
+                    f"--pages {fmt_size(pool_bytes)} is not a whole number of {fmt_size(size)} "
+                    "hugepages: give a multiple of the hugepage size, or a count"
+                )
+            if rest:
+                notes.append(
+                    f"{scope}: {fmt_size(pool_bytes)} is not a multiple of {scope}; "
+                    f"the pool is rounded down to {hugepages} hugepages"
+                )
+        else:
+            hugepages = hugepage_count
+        nr_pages = size // page
+        vmemmap_bytes = hugetlb_vmemmap_size(nr_pages, sp)
+        vmemmap_pages = Fraction(vmemmap_bytes, page)
+        # v5.14-v5.17 computed vmemmap pages with a shift (a partial page counts as none);
+        # v5.18+ compares bytes: hugetlb_vmemmap_optimizable_size() = size - PAGE_SIZE, 0 if <= 0.
+        optimizable_bytes = max(vmemmap_bytes - reserve * page, 0)
+        reason = refusal
+        if reason is None and (vmemmap_bytes // page) <= reserve:
+            reason = (
+                f"the vmemmap of one {scope} hugepage is {fmt_bytes(vmemmap_bytes)} "
+                f"({_pages(vmemmap_pages)} pages), not more than the {reserve} page"
+                f"{'s' if reserve > 1 else ''} {kind} keeps, so there is nothing to free "
+                f"(hugetlb_vmemmap_optimizable_size() = 0)"
+            )
+        optimizable = reason is None
+        freed_per = optimizable_bytes // page if optimizable else 0
+        split = 0
+        if optimizable and profile.vmemmap_pmd_mapped and not devdax:
+            split = split_pte_tables(hugepages, vmemmap_bytes, vmemmap_pmd_bytes, layout)
+        freed_bytes = hugepages * freed_per * page
+        split_bytes = split * pte_table_bytes
+        saved = freed_bytes - split_bytes
+        restore_per = 0 if devdax else freed_per * page
+        row = VmemmapRow(
+            hugepage_size_bytes=size,
+            mapping=mapping,
+            hugepages=hugepages,
+            struct_pages_per_hugepage=nr_pages,
+            vmemmap_bytes_per_hugepage=vmemmap_bytes,
+            vmemmap_pages_per_hugepage=_number(vmemmap_pages),
+            reserved_pages_per_hugepage=_number(vmemmap_pages - freed_per),
+            freed_pages_per_hugepage=freed_per,
+            vmemmap_bytes=hugepages * vmemmap_bytes,
+            freed_bytes=freed_bytes,
+            split_pte_tables=split,
+            split_pte_table_bytes=split_bytes,
+            saved_bytes=saved,
+            saved_share_of_pool=saved / (hugepages * size) if hugepages else 0.0,
+            saved_share_of_vmemmap=saved / (hugepages * vmemmap_bytes) if hugepages else 0.0,
+            restore_bytes_per_hugepage=restore_per,
+            restore_bytes=restore_per * hugepages,
+            optimizable=optimizable,
+            reason=reason,
+        )
+        rows.append(row)
+        explain += _derive(row, profile, release, sp, reserve, reserve_rule, layout, devdax, split_bytes)
+    inputs = {
+        "pool_bytes": pool_bytes,
+        "hugepage_count": hugepage_count,
+        "hugepage_sizes_bytes": [s for s, _ in sizes],
+        "struct_page_bytes": sp,
+        "page_size_bytes": page,
+        "devdax": devdax,
+        "layout": layout,
+    }
+    return VmemmapResult(
+        profile=profile.name, kernel=str(release), inputs=inputs, rows=rows, notes=notes, explain=explain
+    )
+
+
+def _number(x: Fraction) -> int | float:
+    return int(x) if x.denominator == 1 else float(x)
+
+
+def _pages(x: Fraction) -> str:
+    return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
+
+
+def _derive(
+    row: VmemmapRow,
+    profile: Profile,
+    release: Release,
+    sp: int,
+    reserve: int,
+    reserve_rule: str,
+    layout: Layout,
+    devdax: bool,
+    split_bytes: int,
+) -> list[Derivation]:
+    scope = fmt_size(row.hugepage_size_bytes)
+    page = profile.page_size
+    n = row.hugepages
+    d = [
+        Derivation(
+            scope=scope,
+            figure="vmemmap per hugepage",
+            formula=(
+                f"{row.struct_pages_per_hugepage} struct pages x {sp} B = "
+                f"{fmt_bytes(row.vmemmap_bytes_per_hugepage)} = "
+                f"{_pages(Fraction(row.vmemmap_bytes_per_hugepage, page))} pages of {fmt_bytes(page)}"
+            ),
+            rule="hugetlb_vmemmap_size() in mm/hugetlb_vmemmap.h; Documentation/mm/vmemmap_dedup.rst",
+        )
+    ]
+    if not row.optimizable:
+        d.append(Derivation(scope=scope, figure="HVO applies", formula=f"no: {row.reason}",
+                            rule="hugetlb_vmemmap_optimizable_size() in mm/hugetlb_vmemmap.h"))
+        return d
+    d.append(
+        Derivation(
+            scope=scope,
+            figure="vmemmap pages freed per hugepage",
+            formula=f"{_pages(Fraction(row.vmemmap_bytes_per_hugepage, page))} - {reserve} kept = "
+            f"{row.freed_pages_per_hugepage}",
+            rule=f"kernel {release}: {reserve_rule}",
+        )
+    )
+    if devdax:
+        d.append(Derivation(scope=scope, figure="PTE tables to split vmemmap PMDs",
+                            formula="0: device-DAX deduplicates while populating the vmemmap with base pages",
+                            rule="vmemmap_populate_compound_pages() in mm/sparse-vmemmap.c"))
+    elif profile.vmemmap_pmd_mapped:
+        per_pmd = profile.pmd_size // sp
+        how = (
+            f"ceil({n} x {fmt_bytes(row.vmemmap_bytes_per_hugepage)} / {fmt_bytes(profile.pmd_size)})"
+            if layout == "packed"
+            else f"{n} x ceil({fmt_bytes(row.vmemmap_bytes_per_hugepage)} / {fmt_bytes(profile.pmd_size)})"
+        )
+        d.append(
+            Derivation(
+                scope=scope,
+                figure="PTE tables to split vmemmap PMDs",
+                formula=f"{how} = {row.split_pte_tables} ({layout} pool; one vmemmap PMD describes "
+                f"{per_pmd} struct pages = {fmt_bytes(per_pmd * page)} of RAM); "
+                f"x {fmt_bytes(profile.level('pte').bytes_per_table)} = {fmt_bytes(split_bytes)}; "
+                "never merged back into a PMD",
+                rule="vmemmap_remap_split() / split_vmemmap_huge_pmd() in mm/hugetlb_vmemmap.c",
+            )
+        )
+    else:
+        d.append(Derivation(scope=scope, figure="PTE tables to split vmemmap PMDs",
+                            formula=f"0: {profile.name} maps the vmemmap with base pages",
+                            rule="vmemmap_populate() for the architecture"))
+    d.append(
+        Derivation(
+            scope=scope,
+            figure="Net saving",
+            formula=f"{n} x {row.freed_pages_per_hugepage} x {fmt_bytes(page)} - {fmt_bytes(split_bytes)} = "
+            f"{row.saved_bytes} B = {fmt_bytes(row.saved_bytes)}",
+            rule="freed pages return to MemFree and leave nr_memmap_pages (free_vmemmap_page())",
+        )
+    )
+    if not devdax:
+        batch = release.has(HVO_BATCHED)
+        d.append(
+            Derivation(
+                scope=scope,
+                figure="Free memory to release the pool",
+                formula=f"{row.freed_pages_per_hugepage} x {fmt_bytes(page)} = "
+                f"{fmt_bytes(row.restore_bytes_per_hugepage)} per hugepage before it can go back to "
+                f"the buddy allocator; x {n} = {fmt_bytes(row.restore_bytes)} when the pool is "
+                + ("released in one batch (a hugepage whose vmemmap cannot be restored stays in the pool)"
+                   if batch else "released (one hugepage at a time in this release)"),
+                rule=(HVO_BATCHED.cite if batch else "hugetlb_vmemmap_restore() / vmemmap_remap_alloc() "
+                      "in mm/hugetlb_vmemmap.c"),
+            )
+        )
+    return d

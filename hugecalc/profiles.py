@@ -1,0 +1,223 @@
+"""Machine/arch profiles: YAML in ``configs/`` read into validated pydantic models.
+
+This is the only module that reads YAML.  Everything after :func:`load_profile` is typed.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hugecalc.errors import ProfileError
+from hugecalc.units import fmt_size, is_power_of_2, parse_size
+
+DEFAULT_PROFILE = "x86-64"
+LEVEL_ORDER = ("pgd", "p4d", "pud", "pmd", "pte")
+
+
+class Arch(str, Enum):
+    """Kernel architecture names, as the release rules know them."""
+
+    x86_64 = "x86_64"
+    i386 = "i386"
+    arm64 = "arm64"
+    riscv64 = "riscv64"
+    s390 = "s390"
+    loongarch64 = "loongarch64"
+    ppc64 = "ppc64"
+
+
+def _size(value: object) -> object:
+    """YAML sizes may be written like memparse (``4K``, ``2M``) or as integers."""
+    return parse_size(value, "size") if isinstance(value, str) else value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Level(_Model):
+    """One page-table level.  Spans are derived from the levels below it."""
+
+    name: Literal["pgd", "p4d", "pud", "pmd", "pte"]
+    entries: int = Field(gt=0, description="entries per table (PTRS_PER_*)")
+    entry_bytes: int = Field(gt=0, description="bytes per entry (sizeof(pte_t) etc.)")
+    table_bytes: int | None = Field(
+        default=None, description="bytes one table occupies; default entries * entry_bytes"
+    )
+
+    @model_validator(mode="after")
+    def _table_holds_entries(self) -> Level:
+        if self.table_bytes is not None and self.table_bytes < self.entries * self.entry_bytes:
+            raise ValueError(
+                f"table_bytes {self.table_bytes} is smaller than entries * entry_bytes "
+                f"= {self.entries * self.entry_bytes}"
+            )
+        return self
+
+    @property
+    def bytes_per_table(self) -> int:
+        return self.table_bytes if self.table_bytes is not None else self.entries * self.entry_bytes
+
+
+class HugetlbSize(_Model):
+    """A hugetlb page size and how the architecture maps it."""
+
+    size: int = Field(gt=0, description="hugepage size in bytes")
+    level: Literal["pgd", "p4d", "pud", "pmd", "pte"] = Field(
+        description="page-table level whose entry maps it (the kernel's PMD/PUD, or PTE for cont-PTE)"
+    )
+    contig: int = Field(default=1, gt=0, description="entries with the contiguous bit (1 = plain leaf)")
+
+    _parse_size = field_validator("size", mode="before")(_size)
+
+    @property
+    def mapping(self) -> str:
+        """``pmd``, ``pud``, ``cont-pte``, ``cont-pmd``: the arm64 hugetlbpage.rst vocabulary."""
+        return self.level if self.contig == 1 else f"cont-{self.level}"
+
+
+class Profile(_Model):
+    """A machine: base page, page-table geometry, hugetlb sizes, struct page."""
+
+    name: str
+    description: str
+    arch: Arch
+    bits: Literal[32, 64]
+    page_size: int = Field(description="base page size in bytes (PAGE_SIZE)")
+    struct_page_bytes: int = Field(gt=0, description="sizeof(struct page)")
+    levels: list[Level] = Field(min_length=2, description="page-table levels, top (pgd) to pte")
+    user_va_bytes: int = Field(gt=0, description="user address space (TASK_SIZE)")
+    hugetlb: list[HugetlbSize] = Field(default_factory=list, description="supported hugetlb sizes")
+    cont_pte_entries: int = Field(default=1, gt=0, description="PTEs per contiguous block (1 = none)")
+    cont_pmd_entries: int = Field(default=1, gt=0, description="PMDs per contiguous block (1 = none)")
+    vmemmap_pmd_mapped: bool = Field(
+        description="the vmemmap is mapped with PMD leaves, so HVO must split them into PTE tables"
+    )
+
+    _parse_sizes = field_validator("page_size", "user_va_bytes", mode="before")(_size)
+
+    @field_validator("page_size")
+    @classmethod
+    def _page_size_power_of_2(cls, v: int) -> int:
+        if not is_power_of_2(v) or v < 4096:
+            raise ValueError(f"page_size {v} must be a power of two of at least 4096")
+        return v
+
+    @model_validator(mode="after")
+    def _geometry(self) -> Profile:
+        names = [lvl.name for lvl in self.levels]
+        if names[0] != "pgd" or names[-1] != "pte":
+            raise ValueError(f"levels must run from pgd down to pte, got {names}")
+        if [n for n in LEVEL_ORDER if n in names] != names or len(set(names)) != len(names):
+            raise ValueError(f"levels must be a subsequence of {list(LEVEL_ORDER)}, got {names}")
+        for lvl in self.levels:
+            if not is_power_of_2(lvl.entries):
+                raise ValueError(f"levels.{lvl.name}.entries {lvl.entries} must be a power of two")
+        if self.user_va_bytes > self.span_bytes("pgd") * self.level("pgd").entries:
+            raise ValueError(
+                f"user_va_bytes {self.user_va_bytes:#x} exceeds what the pgd can map "
+                f"({self.span_bytes('pgd') * self.level('pgd').entries:#x})"
+            )
+        seen = set()
+        for h in self.hugetlb:
+            if h.level not in names:
+                raise ValueError(f"hugetlb size {fmt_size(h.size)}: level {h.level} is not in levels {names}")
+            mapped = self.span_bytes(h.level) * h.contig
+            if mapped != h.size:
+                raise ValueError(
+                    f"hugetlb size {fmt_size(h.size)}: {h.contig} {h.level} entries map "
+                    f"{fmt_size(mapped)}, not {fmt_size(h.size)}"
+                )
+            if h.size in seen:
+                raise ValueError(f"hugetlb size {fmt_size(h.size)} is listed twice")
+            seen.add(h.size)
+        return self
+
+    # Derived geometry -------------------------------------------------------------------
+
+    def level(self, name: str) -> Level:
+        for lvl in self.levels:
+            if lvl.name == name:
+                return lvl
+        raise KeyError(name)
+
+    def span_bytes(self, name: str) -> int:
+        """Bytes of address space one *entry* at level ``name`` maps."""
+        span = self.page_size
+        for lvl in reversed(self.levels):
+            if lvl.name == name:
+                return span
+            span *= lvl.entries
+        raise KeyError(name)
+
+    def table_span_bytes(self, name: str) -> int:
+        """Bytes of address space one *table* at level ``name`` maps."""
+        return self.span_bytes(name) * self.level(name).entries
+
+    @property
+    def page_shift(self) -> int:
+        return int(math.log2(self.page_size))
+
+    @property
+    def pmd_size(self) -> int:
+        """The kernel's PMD_SIZE: what one entry of the level above the PTE maps."""
+        return self.span_bytes(self.levels[-2].name)
+
+    def hugetlb_size(self, size: int) -> HugetlbSize:
+        for h in self.hugetlb:
+            if h.size == size:
+                return h
+        supported = ", ".join(fmt_size(h.size) for h in self.hugetlb) or "none"
+        raise ProfileError(
+            f"hugepage size {fmt_size(size)} is not supported by profile {self.name} "
+            f"(supported: {supported})"
+        )
+
+
+def bundled_profiles() -> dict[str, Path]:
+    """Profile name -> bundled YAML file."""
+    # A source checkout (and an editable install) reads the top-level configs/ folder; a wheel
+    # carries the same files as the package data hugecalc/configs (see pyproject.toml).
+    folder = Path(__file__).resolve().parent.parent / "configs"
+    if not folder.is_dir():
+        folder = resources.files("hugecalc.configs")
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def load_profile(name_or_path: str | None = None) -> Profile:
+    """A bundled profile by name, or a user's YAML file by path; raises :class:`ProfileError`."""
+    name_or_path = name_or_path or DEFAULT_PROFILE
+    bundled = bundled_profiles()
+    if name_or_path in bundled:
+        path = bundled[name_or_path]
+    else:
+        path = Path(name_or_path)
+        if not (path.suffix in (".yaml", ".yml") or "/" in name_or_path) :
+            raise ProfileError(
+                f"profile {name_or_path!r} is neither a bundled profile "
+                f"({', '.join(sorted(bundled))}) nor a path to a .yaml file"
+            )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot read profile: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ProfileError(f"{path}: invalid profile: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: invalid profile: expected a mapping of fields at the top level")
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(part) for part in err["loc"]) or "(profile)"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {loc}: {msg}")
+        raise ProfileError(f"{path}: invalid profile:\n" + "\n".join(lines)) from e

@@ -1,0 +1,151 @@
+"""What each kernel release does: the one place that states release-dependent rules.
+
+A rule is a feature with the releases it is present in, per architecture where that matters,
+and the citation that says so.  Calculations ask ``release.has(RULE, arch)`` and quote
+``RULE.cite`` in their explanations; they never compare version numbers themselves.
+
+Citation format (drgn's): ``Linux kernel commit <sha12> ("<subject>") (in vX.Y)``.  Where no
+commit hash was read, the document or patch series is named instead: no hash is invented.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from hugecalc.errors import InputError
+
+Version = tuple[int, int]
+
+OLDEST: Version = (4, 0)
+NEWEST: Version = (6, 18)  # the newest release modelled; the default for --kernel
+
+
+@dataclass(frozen=True)
+class Release:
+    """A kernel release, ``X.Y``."""
+
+    major: int
+    minor: int
+
+    @property
+    def version(self) -> Version:
+        return (self.major, self.minor)
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+    def has(self, rule: Rule, arch: str | None = None) -> bool:
+        """Whether ``rule`` holds in this release (on ``arch``, for per-arch rules)."""
+        return rule.spans_for(arch).contains(self.version)
+
+
+@dataclass(frozen=True)
+class Span:
+    """Present from ``since`` (inclusive) until ``until`` (exclusive; None = still present)."""
+
+    since: Version
+    until: Version | None = None
+
+    def contains(self, v: Version) -> bool:
+        return self.since <= v and (self.until is None or v < self.until)
+
+    def __str__(self) -> str:
+        since = f"{self.since[0]}.{self.since[1]}"
+        if self.until is None:
+            return f"{since} and later"
+        return f"{since} to {self.until[0]}.{self.until[1] - 1}" if self.until[1] else f"{since} until {self.until[0]}.0"
+
+
+
+
+class _Spans(tuple):
+    def contains(self, v: Version) -> bool:
+        return any(s.contains(v) for s in self)
+
+    def __str__(self) -> str:
+        return ", ".join(str(s) for s in self) or "no release"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A release-dependent kernel behaviour and where it is stated."""
+
+    name: str
+    cite: str
+    spans: tuple[Span, ...] = ()
+    per_arch: dict[str, tuple[Span, ...]] | None = None
+
+    def spans_for(self, arch: str | None) -> _Spans:
+        if self.per_arch is None:
+            return _Spans(self.spans)
+        return _Spans(self.per_arch.get(arch or "", ()))
+
+
+# --- HugeTLB Vmemmap Optimization (kernel-facts §1) ------------------------------------------
+
+HVO = Rule(
+    "HugeTLB Vmemmap Optimization (hugetlb_free_vmemmap)",
+    'patch series "Free some vmemmap pages of HugeTLB page" (Muchun Song) (in v5.14); '
+    "Documentation/admin-guide/mm/hugetlbpage.rst",
+    spans=(Span((5, 14)),),
+)
+
+HVO_ARCH = Rule(
+    "HVO on this architecture (ARCH_WANT_OPTIMIZE_HUGETLB_VMEMMAP)",
+    "x86-64: in v5.14 with the feature; "
+    'arm64: Linux kernel commit 1e63ac088f20 ("arm64: mm: hugetlb: enable '
+    'HUGETLB_PAGE_FREE_VMEMMAP for arm64") (in v5.19), disabled by Linux kernel commit '
+    '060a2c92d1b6 ("arm64: mm: hugetlb: Disable HUGETLB_PAGE_OPTIMIZE_VMEMMAP") (in v6.3, '
+    "break-before-make rules); s390: Linux kernel commit 00a34d5a99c0 (in v6.2), disabled by "
+    "Linux kernel commit 64e2f60f355e (in v6.18, valid-to-valid PTE replacement is not allowed); "
+    "riscv64: Linux kernel commit a3c7d6b642e4 (in v6.4); loongarch64: in v6.2",
+    per_arch={
+        "x86_64": (Span((5, 14)),),
+        "arm64": (Span((5, 19), (6, 3)),),
+        "s390": (Span((6, 2), (6, 18)),),
+        "riscv64": (Span((6, 4)),),
+        "loongarch64": (Span((6, 2)),),
+    },
+)
+
+HVO_RESERVE_ONE = Rule(
+    "HVO keeps 1 vmemmap page per hugepage (2 before)",
+    'Linux kernel commit e7d324850bfc ("mm: hugetlb: free the 2nd vmemmap page associated '
+    'with each HugeTLB page") (in v5.18); before it RESERVE_VMEMMAP_NR = 2 (mm/hugetlb_vmemmap.c, v5.14)',
+    spans=(Span((5, 18)),),
+)
+
+HVO_BATCHED = Rule(
+    "HVO splits, remaps and restores folios in batches",
+    'patch series "Batch hugetlb vmemmap modification operations" (Mike Kravetz) (in v6.7): '
+    "hugetlb_vmemmap_optimize_folios(), hugetlb_vmemmap_restore_folios()",
+    spans=(Span((6, 7)),),
+)
+
+DAX_VMEMMAP = Rule(
+    "device-DAX compound pages share tail vmemmap pages",
+    'patch series "mm, device-dax: Introduce compound pages in devmap" (Joao Martins) (in v5.17, '
+    "release unconfirmed); ARCH_WANT_OPTIMIZE_DAX_VMEMMAP, VMEMMAP_RESERVE_NR = 2 "
+    "(__vmemmap_can_optimize(), include/linux/mm.h); Documentation/mm/vmemmap_dedup.rst",
+    per_arch={"x86_64": (Span((5, 17)),), "ppc64": (Span((6, 5)),)},
+)
+
+
+_RELEASE_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:[.\-+~].*)?\s*$")
+
+
+def parse_release(text: str | None) -> Release:
+    """``6.18``, ``v6.8``, ``6.18.44-foo`` -> Release; the newest modelled when None."""
+    if text is None:
+        return Release(*NEWEST)
+    match = _RELEASE_RE.match(text)
+    if not match:
+        raise InputError(f"--kernel {text!r} is not a kernel release: use X.Y, e.g. 6.18")
+    release = Release(int(match[1]), int(match[2]))
+    if not OLDEST <= release.version <= NEWEST:
+        raise InputError(
+            f"--kernel {text}: hugecalc models releases {OLDEST[0]}.{OLDEST[1]} to "
+            f"{NEWEST[0]}.{NEWEST[1]}; use a release in that range"
+        )
+    return release

@@ -1,0 +1,104 @@
+"""Results to a Rich table or to JSON.  Formats by each field's ``unit``; knows no command."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from hugecalc.result import Result
+from hugecalc.units import fmt_bytes, fmt_size
+
+
+def to_json(result: Result, explain: bool) -> str:
+    """The one JSON document ``--json`` prints; ``explain`` only with ``--explain``."""
+    data = result.model_dump(mode="json", exclude=None if explain else {"explain"})
+    return json.dumps(data, indent=2)
+
+
+def fmt_value(value: Any, unit: str | None) -> str:
+    """A value for a table cell, by the field's unit."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if unit == "bytes":
+        return fmt_bytes(value)
+    if unit == "size":
+        return fmt_size(value)
+    if unit == "share":
+        return f"{value * 100:.2f}%"
+    if isinstance(value, float):
+        return f"{value:,.4g}" if not value.is_integer() else f"{int(value):,}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _unit(model: type[BaseModel], name: str) -> str | None:
+    extra = model.model_fields[name].json_schema_extra
+    return extra.get("unit") if isinstance(extra, dict) else None
+
+
+def _title(model: type[BaseModel], name: str) -> str:
+    return model.model_fields[name].title or name
+
+
+def transposed_table(rows: list[BaseModel], key: str, skip: tuple[str, ...] = ()) -> Table:
+    """One column per row (labelled by ``key``), one line per field: rows compared side by side."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    if not rows:
+        return table
+    model = type(rows[0])
+    table.add_column("", style="bold", no_wrap=True)
+    for row in rows:
+        table.add_column(fmt_value(getattr(row, key), _unit(model, key)), justify="right")
+    for name in model.model_fields:
+        if name == key or name in skip:
+            continue
+        values = [getattr(r, name) for r in rows]
+        if all(v is None for v in values):
+            continue
+        table.add_row(_title(model, name), *(fmt_value(v, _unit(model, name)) for v in values))
+    return table
+
+
+def list_table(rows: list[BaseModel], skip: tuple[str, ...] = ()) -> Table:
+    """One line per row, one column per field."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    if not rows:
+        return table
+    model = type(rows[0])
+    names = [n for n in model.model_fields if n not in skip]
+    for name in names:
+        table.add_column(_title(model, name), justify="right" if _unit(model, name) else "left")
+    for row in rows:
+        table.add_row(*(fmt_value(getattr(row, n), _unit(model, n)) for n in names))
+    return table
+
+
+def print_header(console: Console, result: Result, what: str) -> None:
+    console.print(Text(f"{what} — profile {result.profile}, kernel {result.kernel}", style="bold"))
+
+
+def print_notes(console: Console, result: Result) -> None:
+    for note in result.notes:
+        console.print(Text(f"note: {note}", style="yellow"))
+
+
+def print_explain(console: Console, result: Result) -> None:
+    """Each figure's derivation, grouped by what it applies to."""
+    console.print()
+    console.print(Text("How each figure was derived", style="bold underline"))
+    scope = None
+    for d in result.explain:
+        if d.scope != scope:
+            scope = d.scope
+            console.print(Text(f"\n{scope}", style="bold"))
+        console.print(Text.assemble((f"  {d.figure}: ", "bold"), d.formula))
+        console.print(Text(f"      rule: {d.rule}", style="dim"))

@@ -1,0 +1,70 @@
+"""Sizes: the kernel's ``memparse`` spelling in, binary human sizes out.  Pure."""
+
+from __future__ import annotations
+
+import re
+
+from hugecalc.errors import InputError
+
+_SUFFIX_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+# memparse() (lib/cmdline.c) takes K/M/G/T/P/E after a C integer literal; sysfs and IEC
+# spellings ("64kB", "2MiB") are accepted too.  Always binary: 1K = 1024.
+_SIZE_RE = re.compile(
+    r"^\s*(?P<num>0[xX][0-9a-fA-F]+|\d+)\s*(?P<suffix>[kKmMgGtTpPeE]?)(?:i?[bB])?\s*$"
+)
+
+
+def parse_size(text: str, what: str = "size") -> int:
+    """Parse a size the way the kernel's ``memparse()`` does, in bytes.
+
+    >>> parse_size("2M"), parse_size("0x1000"), parse_size("64kB"), parse_size("1GiB")
+    (2097152, 4096, 65536, 1073741824)
+    """
+    match = _SIZE_RE.match(str(text))
+    if not match:
+        raise InputError(
+            f"{what} {text!r} is not a size: use a number with an optional binary suffix "
+            "K, M, G, T, P (e.g. 4096, 0x1000, 64K, 2M, 1G, 2MiB)"
+        )
+    return int(match["num"], 0) << _SUFFIX_SHIFT[match["suffix"].lower()]
+
+
+def parse_address(text: str, what: str = "address") -> int:
+    """An address: decimal or hex (``0x7f0000000000``), or a size spelling (``1G``)."""
+    return parse_size(text, what)
+
+
+_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+
+
+def fmt_bytes(n: float) -> str:
+    """A binary human size: exact when it is a whole number of the unit, else 2 decimals.
+
+    >>> fmt_bytes(4096), fmt_bytes(3137536 * 4096), fmt_bytes(1536), fmt_bytes(-8192)
+    ('4 KiB', '11.97 GiB', '1.50 KiB', '-8 KiB')
+    """
+    sign = "-" if n < 0 else ""
+    n = abs(n)
+    unit = 0
+    while n >= 1024 and unit < len(_UNITS) - 1:
+        n /= 1024
+        unit += 1
+    text = f"{n:.0f}" if float(n).is_integer() else f"{n:.2f}"
+    return f"{sign}{text} {_UNITS[unit]}"
+
+
+def fmt_size(n: int) -> str:
+    """A size the way the kernel and users spell it: ``2M``, ``1G``, ``64K``, or bytes.
+
+    >>> fmt_size(2 << 20), fmt_size(1 << 30), fmt_size(65536), fmt_size(1536)
+    ('2M', '1G', '64K', '1536')
+    """
+    for shift, suffix in ((50, "P"), (40, "T"), (30, "G"), (20, "M"), (10, "K")):
+        if n and n % (1 << shift) == 0:
+            return f"{n >> shift}{suffix}"
+    return str(n)
+
+
+def is_power_of_2(n: int) -> bool:
+    """The kernel's ``is_power_of_2()`` (include/linux/log2.h): nonzero with one bit set."""
+    return n > 0 and n & (n - 1) == 0

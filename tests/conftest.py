@@ -1,0 +1,43 @@
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from hugecalc.cli import cli
+
+
+@pytest.fixture(autouse=True)
+def _wide_plain_terminal(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("NO_COLOR", "1")
+
+
+class Run:
+    def __init__(self, result):
+        self.result = result
+        self.exit_code = result.exit_code
+        self.stdout = result.stdout
+        self.stderr = result.stderr
+
+    @property
+    def json(self):
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def run():
+    """Invoke the CLI; returns exit code, stdout and stderr kept apart."""
+
+    def _run(*args, input=None):
+        return Run(CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False))
+
+    return _run
+
+
+def needs_root_and(*paths):
+    missing = [str(p) for p in paths if not os.path.exists(p)]
+    return pytest.mark.skipif(
+        os.geteuid() != 0 or bool(missing),
+        reason="needs root" if os.geteuid() != 0 else f"kernel lacks {', '.join(missing)}",
+    )

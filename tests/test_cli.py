@@ -1,0 +1,137 @@
+"""The command line as users and their pipelines meet it: output, JSON keys, errors, exit codes."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hugecalc import __version__
+
+BAD = Path(__file__).parent / "data" / "bad_profiles"
+ROW_KEYS = {
+    "hugepage_size_bytes", "hugepages", "vmemmap_pages_per_hugepage", "vmemmap_bytes_per_hugepage",
+    "reserved_pages_per_hugepage", "freed_pages_per_hugepage", "split_pte_tables", "saved_bytes",
+    "optimizable", "reason",
+}
+
+
+def test_version(run):
+    r = run("--version")
+    assert r.exit_code == 0 and __version__ in r.stdout
+
+
+def test_vmemmap_default_rows_for_every_size(run):
+    r = run("vmemmap", "--pages", "1024G", "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = r.json
+    assert {"schema_version", "command", "profile", "kernel", "inputs"} <= set(doc)
+    assert (doc["command"], doc["profile"], doc["kernel"]) == ("vmemmap", "x86-64", "6.18")
+    assert doc["inputs"]["pool_bytes"] == 1 << 40
+    assert [row["hugepage_size_bytes"] for row in doc["rows"]] == [2 << 20, 1 << 30]
+    for row in doc["rows"]:
+        assert ROW_KEYS <= set(row)
+        assert isinstance(row["saved_bytes"], int) and isinstance(row["split_pte_tables"], int)
+    assert doc["rows"][0]["freed_pages_per_hugepage"] == 7
+    assert "explain" not in doc
+
+
+def test_vmemmap_issue_example(run):
+    doc = run("vmemmap", "--pages", "1024G", "--kernel", "5.14", "--hugepage-size", "2M", "--json").json
+    row = doc["rows"][0]
+    assert row["freed_bytes"] // 4096 == 3_145_728
+    assert row["split_pte_tables"] == 8192
+    assert row["saved_bytes"] // 4096 == 3_137_536
+
+
+def test_vmemmap_count_and_fractional_pages(run):
+    doc = run("vmemmap", "--pages", "512", "--profile", "arm64-64k", "--kernel", "6.2",
+              "--hugepage-size", "2M", "--json").json
+    row = doc["rows"][0]
+    assert row["hugepages"] == 512
+    assert row["vmemmap_pages_per_hugepage"] == 1 / 32 and row["vmemmap_bytes_per_hugepage"] == 2048
+    assert row["optimizable"] is False and "nothing to free" in row["reason"]
+
+
+def test_vmemmap_table_and_explain(run):
+    r = run("vmemmap", "--pages", "1024G", "--kernel", "5.14", "--hugepage-size", "2M", "--explain")
+    assert r.exit_code == 0
+    assert "11.97 GiB" in r.stdout and "8,192" in r.stdout
+    assert "How each figure was derived" in r.stdout
+    assert "524288 x 6 x 4 KiB - 32 MiB" in r.stdout
+    assert "RESERVE_VMEMMAP_NR = 2" in r.stdout and "split_vmemmap_huge_pmd()" in r.stdout
+
+
+def test_explain_in_json(run):
+    doc = run("vmemmap", "--pages", "1G", "--json", "--explain").json
+    assert any(d["figure"] == "Net saving" and d["scope"] == "1G" for d in doc["explain"])
+
+
+def test_vmemmap_arm64_refusal_in_table(run):
+    r = run("vmemmap", "--pages", "64G", "--profile", "arm64-4k")
+    assert r.exit_code == 0
+    assert "arm64 has no HVO in 6.18" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["vmemmap", "--pages", "12Q"], "'12Q' is not a size"),
+        (["vmemmap", "--pages", "-5G"], "'-5G' is not a size"),
+        (["vmemmap", "--pages", "0"], "must be greater than zero"),
+        (["vmemmap", "--pages", "1024G", "--hugepage-size", "3M"], "3M is not supported by profile x86-64"),
+        (["vmemmap", "--pages", "1024G", "--hugepage-size", "0"], "must be greater than zero"),
+        (["vmemmap", "--pages", "3G", "--hugepage-size", "2G"], "2G is not supported"),
+        (["vmemmap", "--pages", "1025M", "--hugepage-size", "1G"], "not a whole number of 1G hugepages"),
+        (["vmemmap", "--pages", "1G", "--profile", "/nonexistent.yaml"], "/nonexistent.yaml: cannot read profile"),
+        (["vmemmap", "--pages", "1G", "--profile", str(BAD / "unknown_key.yaml")], "page_shfit: Extra inputs"),
+        (["vmemmap", "--pages", "1G", "--kernel", "banana"], "'banana' is not a kernel release"),
+        (["vmemmap", "--pages", "1G", "--kernel", "7.4"], "models releases 4.0 to 6.18"),
+        (["vmemmap", "--pages", "1G", "--struct-page-size", "60"], "whole number of 8-byte words"),
+        (["vmemmap", "--pages", "1G", "--bogus"], "No such option"),
+        (["vmemmap"], "Missing option '--pages'"),
+    ],
+)
+def test_bad_input_exit_2_stderr_only(run, args, message):
+    r = run(*args)
+    assert r.exit_code == 2
+    assert r.stdout == ""
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 6
+
+
+def test_profiles_list_and_show(run):
+    r = run("profiles")
+    assert r.exit_code == 0 and "arm64-16k" in r.stdout and "x86-64-la57" in r.stdout
+    doc = run("profiles", "arm64-16k", "--json").json
+    assert doc["profile"]["name"] == "arm64-16k"
+    assert doc["geometry"][0] == {"level": "pgd", "entries": 2, "entry_bytes": 8, "table_bytes": 16,
+                                  "entry_span_bytes": 1 << 47, "table_span_bytes": 1 << 48}
+    r = run("profiles", "x86-64")
+    assert "Page-table levels" in r.stdout and "1 GiB" in r.stdout
+
+
+def test_profiles_unknown_name(run):
+    r = run("profiles", "sparc")
+    assert r.exit_code == 2 and "neither a bundled profile" in r.stderr and r.stdout == ""
+
+
+def test_user_profile_path(run, tmp_path):
+    src = Path(__file__).parent.parent / "configs" / "x86-64.yaml"
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(src.read_text().replace("name: x86-64", "name: mine").replace("struct_page_bytes: 64",
+                                                                                  "struct_page_bytes: 128"))
+    doc = run("vmemmap", "--pages", "2M", "--profile", str(mine), "--json").json
+    assert doc["profile"] == "mine" and doc["rows"][0]["freed_pages_per_hugepage"] == 15
+
+
+def test_installed_entry_point_no_traceback():
+    """The real console script: bad input gives exit 2, empty stdout, no traceback."""
+    exe = Path(sys.executable).parent / "hugecalc"
+    if not exe.exists():
+        pytest.skip("hugecalc console script not installed beside this python")
+    p = subprocess.run([str(exe), "vmemmap", "--pages", "12Q", "--json"], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
+    p = subprocess.run([str(exe), "vmemmap", "--pages", "1T", "--json"], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.startswith("{")

@@ -1,0 +1,81 @@
+"""`hugecalc verify vmemmap` on the running kernel, and its refusals."""
+
+from pathlib import Path
+
+import pytest
+
+from hugecalc import host
+from hugecalc.errors import HostError
+from hugecalc.host import Restorer
+from tests.conftest import needs_root_and
+
+HVO = Path("/proc/sys/vm/hugetlb_optimize_vmemmap")
+HP2M = Path("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")
+
+
+def _has_memmap_counter():
+    vmstat = Path("/proc/vmstat")
+    return vmstat.exists() and "nr_memmap_pages" in vmstat.read_text()
+
+
+@pytest.mark.root
+@needs_root_and(HVO, HP2M)
+@pytest.mark.skipif(not _has_memmap_counter(), reason="kernel lacks nr_memmap_pages")
+def test_verify_vmemmap_on_running_kernel(run):
+    before = (HVO.read_text(), HP2M.read_text())
+    r = run("verify", "vmemmap", "--hugepage-size", "2M", "--count", "4", "--json")
+    assert (HVO.read_text(), HP2M.read_text()) == before, "settings were not restored"
+    assert r.exit_code == 0, r.stderr
+    checks = r.json["checks"]
+    assert checks[0]["predicted"] == 4 * 7 and checks[0]["measured"] == 4 * 7
+    assert all(c["match"] for c in checks)
+
+
+def test_verify_refuses_without_root(run, monkeypatch):
+    monkeypatch.setattr(host, "is_root", lambda: False)
+    r = run("verify", "vmemmap")
+    assert r.exit_code == 1 and r.stdout == ""
+    assert "run it as root" in r.stderr
+
+
+def test_verify_refuses_missing_sysctl(run, monkeypatch, tmp_path):
+    monkeypatch.setattr(host, "is_root", lambda: True)
+    monkeypatch.setattr(host, "HVO_SYSCTL", tmp_path / "absent")
+    r = run("verify", "vmemmap")
+    assert r.exit_code == 1 and "this kernel has no HVO" in r.stderr
+
+
+def test_verify_refuses_missing_counter(run, monkeypatch, tmp_path):
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "vmstat").write_text("nr_free_pages 100\n")
+    (tmp_path / "sysctl").write_text("0\n")
+    monkeypatch.setattr(host, "is_root", lambda: True)
+    monkeypatch.setattr(host, "PROC", proc)
+    monkeypatch.setattr(host, "HVO_SYSCTL", tmp_path / "sysctl")
+    r = run("verify", "vmemmap")
+    assert r.exit_code == 1 and "no nr_memmap_pages counter" in r.stderr
+
+
+def test_restorer_restores_on_error(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("0\n")
+    b.write_text("5\n")
+    with pytest.raises(KeyboardInterrupt):
+        with Restorer() as r:
+            r.set(a, "1")
+            r.set(b, "9")
+            r.set(b, "10")
+            assert (a.read_text(), b.read_text()) == ("1", "10")
+            raise KeyboardInterrupt
+    assert (a.read_text(), b.read_text()) == ("0", "5")
+
+
+def test_restorer_reports_what_it_could_not_restore(tmp_path):
+    a = tmp_path / "a"
+    a.write_text("0")
+    with pytest.raises(HostError, match="could not restore"):
+        with Restorer() as r:
+            r.set(a, "1")
+            a.unlink()
+            a.mkdir()
