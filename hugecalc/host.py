@@ -16,6 +16,7 @@ from hugecalc.units import fmt_size
 
 PROC = Path("/proc")
 SYS_HUGEPAGES = Path("/sys/kernel/mm/hugepages")
+SYS_THP = Path("/sys/kernel/mm/transparent_hugepage")
 HVO_SYSCTL = PROC / "sys/vm/hugetlb_optimize_vmemmap"
 
 
@@ -113,3 +114,65 @@ class Restorer:
         if exc_type is _Terminated:
             raise HostError("terminated; every setting was restored")
         return False
+
+
+# --- page tables of a live process (hugecalc pgtable --pid) ----------------------------------
+
+PAGEMAP_PRESENT = 1 << 63
+PAGEMAP_SWAPPED = 1 << 62
+_PAGEMAP_CHUNK_PAGES = 1 << 18  # 2 MiB of pagemap per read
+
+
+def vm_pte_bytes(pid: int | str = "self") -> int:
+    for line in read_text(PROC / str(pid) / "status").splitlines():
+        if line.startswith("VmPTE:"):
+            return int(line.split()[1]) << 10
+    raise HostError(f"/proc/{pid}/status has no VmPTE line (a kernel thread?)")
+
+
+def process_mappings(pid: int, page_size: int) -> list[tuple[int, int, int, str]]:
+    """``(start, end, kernel_page_size, name)`` for each VMA of ``pid`` (from smaps)."""
+    vmas: list[tuple[int, int, int, str]] = []
+    text = read_text(PROC / str(pid) / "smaps")
+    for line in text.splitlines():
+        head = line.split(None, 5)
+        if "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+            lo, hi = (int(x, 16) for x in head[0].split("-"))
+            vmas.append((lo, hi, page_size, head[5] if len(head) > 5 else ""))
+        elif line.startswith("KernelPageSize:") and vmas:
+            lo, hi, _, name = vmas[-1]
+            vmas[-1] = (lo, hi, int(line.split()[1]) << 10, name)
+    return vmas
+
+
+def present_intervals(pid: int, start: int, end: int, page_size: int):
+    """Byte intervals of ``[start, end)`` whose pages are present or swapped (need a PTE)."""
+    import numpy as np
+
+    starts, ends = [], []
+    path = PROC / str(pid) / "pagemap"
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise HostError(f"cannot read {path}: {e.strerror}") from e
+    with f:
+        page = start // page_size
+        last = end // page_size
+        while page < last:
+            n = min(_PAGEMAP_CHUNK_PAGES, last - page)
+            f.seek(page * 8)
+            raw = f.read(n * 8)
+            if len(raw) < n * 8:
+                break
+            entries = np.frombuffer(raw, dtype=np.uint64)
+            used = (entries & np.uint64(PAGEMAP_PRESENT | PAGEMAP_SWAPPED)) != 0
+            if used.any():
+                edges = np.diff(np.concatenate(([0], used.astype(np.int8), [0])))
+                run_starts = np.flatnonzero(edges == 1)
+                run_ends = np.flatnonzero(edges == -1)
+                starts.append((page + run_starts) * page_size)
+                ends.append((page + run_ends) * page_size)
+            page += n
+    if not starts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(starts).astype(np.int64), np.concatenate(ends).astype(np.int64)

@@ -149,3 +149,27 @@ def parse_release(text: str | None) -> Release:
             f"{NEWEST[0]}.{NEWEST[1]}; use a release in that range"
         )
     return release
+
+
+# --- Page tables (kernel-facts §2) -----------------------------------------------------------
+
+PT_RECLAIM = Rule(
+    "MADV_DONTNEED frees empty PTE tables (CONFIG_PT_RECLAIM)",
+    'patch series "synchronously scan and reclaim empty user PTE pages" v4 (Qi Zheng) (in v6.14): '
+    "mm/pt_reclaim.c, try_to_free_pte() from zap_pte_range(); only x86_64 selects "
+    "ARCH_SUPPORTS_PT_RECLAIM; MADV_FREE does not reclaim",
+    per_arch={"x86_64": (Span((6, 14)),)},
+)
+
+VMPTE_ALL_LEVELS = Rule(
+    "VmPTE counts PTE, PMD and PUD tables (mm->pgtables_bytes)",
+    'Linux kernel commit af5b0f6a09e4 ("mm: consolidate page table accounting") (in v4.15)',
+    spans=(Span((4, 15)),),
+)
+
+HUGE_PMD_SHARE = Rule(
+    "MAP_SHARED hugetlb shares PMD tables between processes (ARCH_WANT_HUGE_PMD_SHARE)",
+    "huge_pmd_share() in mm/hugetlb.c: a PMD table is shared when the VMA covers the whole "
+    "PUD_SIZE-aligned range; mm_inc_nr_pmds() counts it in every sharer's VmPTE",
+    per_arch={"x86_64": (Span((4, 0)),), "arm64": (Span((4, 0)),)},
+)

@@ -74,7 +74,8 @@ def list_table(rows: list[BaseModel], skip: tuple[str, ...] = ()) -> Table:
     if not rows:
         return table
     model = type(rows[0])
-    names = [n for n in model.model_fields if n not in skip]
+    names = [n for n in model.model_fields
+             if n not in skip and any(getattr(r, n) is not None for r in rows)]
     for name in names:
         table.add_column(_title(model, name), justify="right" if _unit(model, name) else "left")
     for row in rows:

@@ -95,3 +95,148 @@ def verify_vmemmap(profile: Profile, release: Release, size: int, count: int, no
         inputs={"hugepage_size_bytes": size, "count": count, "running_kernel": host.running_release()},
         checks=checks, notes=notes,
     )
+
+
+# --- pgtable ---------------------------------------------------------------------------------
+
+MAX_VERIFY_TOUCHES = 4 << 20
+
+
+def touch_intervals(touches, start: int, end: int, page: int):
+    """The exact byte intervals a verify run touches (random fractions drawn here, per page)."""
+    import numpy as np
+
+    if touches.intervals is not None:
+        return touches.intervals
+    if touches.fraction is not None:
+        rng = np.random.default_rng(touches.seed)
+        pages = (end - start) // page
+        if pages > (64 << 20):
+            raise HostError(f"verify draws every page of the mapping: {pages:,} pages is too many; use a smaller --vsize")
+        chosen = np.flatnonzero(rng.random(pages) < touches.fraction).astype(np.int64)
+        return start + chosen * page, start + chosen * page + 1
+    stride = touches.stride or page
+    if stride <= page:
+        return np.array([start], dtype=np.int64), np.array([end], dtype=np.int64)
+    points = np.arange(start, end, stride, dtype=np.int64)
+    return points, points + 1
+
+
+def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start: int | None, touches,
+                   backing: str, after: str | None, notes: list[str]) -> VerifyResult:
+    """Map and touch in a child process; compare its VmPTE deltas with the prediction.
+
+    Kernel reference
+    ----------------
+    ``VmPTE`` (``mm_pgtables_bytes()``) counts PTE, PMD and PUD tables (v4.15+).
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from hugecalc.calc._jit import call
+    from hugecalc.calc.pgtable import Touches, _distinct_blocks, compute_pgtable
+
+    _require_root("pgtable")
+    page = profile.page_size
+    plan = compute_pgtable(profile, release, vsize=vsize, vma_start=vma_start, touches=touches,
+                           backing=backing, compare=False)
+    start, end = plan.inputs["vma_start"], plan.inputs["vma_end"]
+    starts, ends = touch_intervals(touches, start, end, page)
+    if len(starts) > MAX_VERIFY_TOUCHES:
+        raise HostError(f"{len(starts):,} touches are too many to run; use a larger stride or smaller --vsize")
+    exact = Touches(intervals=(starts, ends))
+    predicted = compute_pgtable(profile, release, vsize=vsize, vma_start=start, touches=exact,
+                                backing=backing, after=after, compare=False)
+    available = host.read_keyed(host.PROC / "meminfo")["MemAvailable"] << 10
+    hugepage = predicted.inputs["backing"].startswith("hugetlb-")
+    need = (vsize if hugepage else predicted.populated_bytes) + MIN_SPARE_BYTES
+    if available < need:
+        raise HostError(f"not enough free memory: the run populates {fmt_bytes(need - MIN_SPARE_BYTES)}, "
+                        f"MemAvailable is {fmt_bytes(available)}")
+    hp_size = 0
+    spec = {"start": start, "size": vsize, "page_size": page, "after": after,
+            "intervals": [[int(a), int(b)] for a, b in zip(starts, ends)]}
+    with host.Restorer() as restorer:
+        if hugepage:
+            hp_size = _hp(backing)
+            nr_path = host.hugepage_dir(hp_size) / "nr_hugepages"
+            have = int(host.read_text(nr_path))
+            free = int(host.read_text(nr_path.parent / "free_hugepages"))
+            restorer.set(nr_path, str(have + vsize // hp_size))
+            if int(host.read_text(nr_path.parent / "free_hugepages")) < free + vsize // hp_size:
+                raise HostError(f"the kernel could not allocate {vsize // hp_size} {fmt_size(hp_size)} hugepages")
+            spec["hugepage_size"] = hp_size
+        else:
+            spec["hugepage_size"] = 0
+            thp = host.SYS_THP / "enabled"
+            if backing == "thp":
+                if "[never]" in host.read_text(thp):
+                    restorer.set(thp, "madvise")
+                pmd_dir = host.SYS_THP / f"hugepages-{profile.pmd_size >> 10}kB" / "enabled"
+                if pmd_dir.exists() and "[never]" in host.read_text(pmd_dir):
+                    restorer.set(pmd_dir, "inherit")
+                spec["advice_before"] = "hugepage"
+            else:
+                spec["advice_before"] = "nohugepage"  # base pages only, whatever the host's THP setting
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(spec, f)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "hugecalc._probe", f.name],
+                                  capture_output=True, text=True, timeout=600)
+        finally:
+            os.unlink(f.name)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise HostError(f"the probe process failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+    out = json.loads(proc.stdout)
+    if "error" in out:
+        raise HostError(f"the probe process: {out['error']}")
+    # Tables the child already had whose range our touches also need: they make the kernel's
+    # delta smaller by whole tables.  Found from its /proc/self/maps before the mmap.
+    others = []
+    for line in out["maps"].splitlines():
+        lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+        if lo < profile.user_va_bytes:  # not [vsyscall], which is kernel address space
+            others.append((lo, hi))
+    maybe_present = 0
+    for row in predicted.levels:
+        span = profile.table_span_bytes(row.level)
+        blocks = sorted((lo // span, (hi - 1) // span) for lo, hi in others)
+        merged: list[list[int]] = []
+        for a, b in blocks:
+            if merged and a <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        for a, b in merged:
+            lo, hi = max(a * span, start), min((b + 1) * span, end)
+            if lo < hi:
+                maybe_present += int(call(_distinct_blocks, starts, ends, span, lo, hi)) * row.table_bytes
+    measured = (out["touched_kb"] - out["before_kb"]) << 10
+    pred = predicted.page_table_bytes
+    ok = measured == pred or (maybe_present and pred - maybe_present <= measured <= pred)
+    if maybe_present:
+        notes.append(f"the probe process already had mappings sharing table ranges with this one: up to "
+                     f"{fmt_bytes(maybe_present)} of the predicted tables may already have existed, so the "
+                     f"kernel's delta may be smaller by whole tables")
+    checks = [Check(figure="page-table bytes after touching (VmPTE delta)", predicted=pred, measured=measured,
+                    match=bool(ok))]
+    if after:
+        m_after = (out["after_kb"] - out["before_kb"]) << 10
+        p_after = predicted.page_table_bytes_after
+        ok_after = m_after == p_after or (maybe_present and p_after - maybe_present <= m_after <= p_after)
+        checks.append(Check(figure=f"page-table bytes after MADV_{after.upper()}", predicted=p_after,
+                            measured=m_after, match=bool(ok_after)))
+    return VerifyResult(
+        command="verify pgtable", profile=profile.name, kernel=str(release),
+        inputs={**predicted.inputs, "running_kernel": host.running_release()},
+        checks=checks, notes=notes,
+    )
+
+
+def _hp(backing: str) -> int:
+    from hugecalc.units import parse_size
+
+    return parse_size(backing.removeprefix("hugetlb-"), "--backing")

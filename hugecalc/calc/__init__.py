@@ -1,1 +1,10 @@
 """Pure calculations, one module per domain.  No click, rich or YAML here; nothing from the host."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+#: Called with a message when a numba kernel's first call in this process is still compiling
+#: after a second (see ``_jit.call``).  The CLI points it at stderr; None keeps the library silent.
+#: Kept here, not in ``_jit``, so that setting it does not import numba.
+on_slow_compile: Callable[[str], None] | None = None

@@ -1,0 +1,564 @@
+"""Page-table overhead of one mapping, level by level, and what ``madvise()`` leaves behind.
+
+A level's table is needed for every distinct table-sized, table-aligned block of address space
+that holds a touched address; the top level (PGD) always exists and is not counted, as
+``/proc/PID/status`` ``VmPTE`` does not count it.  Touches are never expanded page by page:
+strides are counted in closed form, address lists as merged intervals, and random fractions by
+drawing, per leaf table, how many of its units are touched (a numba walk).
+
+Kernel reference
+----------------
+- ``mm_pgtables_bytes()`` / ``VmPTE`` in ``fs/proc/task_mmu.c``: PTE, PMD and PUD tables since
+  Linux kernel commit af5b0f6a09e4 ("mm: consolidate page table accounting") (in v4.15).
+- ``pgtable_trans_huge_deposit()`` from ``do_huge_pmd_anonymous_page()`` (``mm/huge_memory.c``):
+  one PTE table is deposited, and counted (``mm_inc_nr_ptes``), per PMD-mapped anonymous THP;
+  ``zap_huge_pmd()`` frees it with the THP.
+- ``mm/pt_reclaim.c`` (v6.14, x86_64): ``MADV_DONTNEED`` frees PTE tables it empties; PMD/PUD
+  tables are never reclaimed; ``MADV_FREE`` frees nothing.
+- ``huge_pmd_share()`` in ``mm/hugetlb.c``: PMD-table sharing for MAP_SHARED hugetlb.
+- Documentation/mm/pte_ref.rst (2022 RFC) for the worst-case table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hugecalc.calc._jit import call, jit
+from hugecalc.errors import InputError
+from hugecalc.profiles import Profile
+from hugecalc.releases import HUGE_PMD_SHARE, PT_RECLAIM, VMPTE_ALL_LEVELS, Release
+from hugecalc.result import Derivation, Model, Result, field
+from hugecalc.units import fmt_bytes, fmt_size
+
+
+class LevelRow(Model):
+    """Tables one level needs."""
+
+    level: str = field("Level")
+    tables: int = field("Tables", "count")
+    table_bytes: int = field("Bytes per table", "bytes")
+    bytes: int = field("Bytes", "bytes")
+    in_vmpte: bool = field("In VmPTE")
+    tables_after: int | None = field("Tables after madvise", "count", default=None)
+
+
+class Comparison(Model):
+    """The same mapping and touches with another backing."""
+
+    backing: str = field("Backing")
+    page_table_bytes: int | None = field("Page tables", "bytes", default=None)
+    populated_bytes: int | None = field("Memory populated", "bytes", default=None)
+    note: str | None = field("Note", default=None)
+
+
+class PgtableResult(Result):
+    command: str = "pgtable"
+    tables: dict[str, int] = field("Tables by level")
+    levels: list[LevelRow]
+    page_table_bytes: int = field("Page tables (as VmPTE counts)", "bytes")
+    page_table_bytes_after: int | None = field("Page tables after madvise", "bytes", default=None)
+    populated_bytes: int = field("Memory the touches populate", "bytes")
+    overhead_share: float = field("Page tables / populated memory", "share")
+    shared_page_table_bytes: int | None = field("Page tables of all sharers, physically", "bytes", default=None)
+    compare: list[Comparison] = []
+
+
+class WorstCaseResult(Result):
+    command: str = "pgtable"
+    levels: list[LevelRow]
+    page_table_bytes: int = field("Page tables (as VmPTE counts)", "bytes")
+    pte_ref: list[dict] = []
+
+
+# --- numba kernels -------------------------------------------------------------------------
+
+
+@jit
+def _distinct_blocks(starts, ends, block_bytes, lo, hi):
+    """Distinct ``block_bytes``-aligned blocks holding a byte of the sorted, disjoint intervals
+    ``[starts[i], ends[i])``, clipped to ``[lo, hi)``."""
+    count = 0
+    last = -1
+    for i in range(starts.shape[0]):
+        a = max(starts[i], lo)
+        b = min(ends[i], hi)
+        if a >= b:
+            continue
+        first = a // block_bytes
+        end_block = (b - 1) // block_bytes
+        if first <= last:
+            first = last + 1
+        if first <= end_block:
+            count += end_block - first + 1
+            last = end_block
+    return count
+
+
+@jit
+def _fraction_walk(start, end, fraction, seed, leaf_span, unit_bytes, page_bytes, whole_unit,
+                   spans, counts):
+    """Walk the leaf-table blocks of ``[start, end)``; in each, draw how many of its units a
+    random ``fraction`` of base pages touches (Binomial, exact in distribution), and count the
+    tables it needs at every level (``spans``: table span per counted level, leaf last).
+
+    ``whole_unit`` (THP): a leaf block entirely inside the mapping is one unit of ``leaf_span``
+    bytes, touched when any of its base pages is; partial blocks fall back to base pages.
+    Returns the bytes the touches populate; ``counts`` is filled in.
+    """
+    np.random.seed(seed)
+    nlev = spans.shape[0]
+    last = np.full(nlev, -1, dtype=np.int64)
+    populated = 0
+    p_unit = 1.0 - (1.0 - fraction) ** (unit_bytes // page_bytes)
+    p_whole = 1.0 - (1.0 - fraction) ** (leaf_span // page_bytes)
+    block = start - start % leaf_span
+    while block < end:
+        lo = max(block, start)
+        hi = min(block + leaf_span, end)
+        if whole_unit and lo == block and hi == block + leaf_span:
+            k = 1 if np.random.random() < p_whole else 0
+            got = k * leaf_span
+        else:
+            n = (hi - lo) // unit_bytes
+            k = np.random.binomial(n, p_unit) if n > 0 else 0
+            got = k * unit_bytes
+        if k > 0:
+            populated += got
+            for lvl in range(nlev):
+                idx = block // spans[lvl]
+                if idx != last[lvl]:
+                    last[lvl] = idx
+                    counts[lvl] += 1
+        block += leaf_span
+    return populated
+
+
+# --- touch patterns -------------------------------------------------------------------------
+
+
+def _stride_blocks(first: int, n: int, stride: int, block: int) -> int:
+    """Distinct ``block``-sized blocks holding ``first + k*stride``, k < n (closed form)."""
+    if n <= 0:
+        return 0
+    if stride >= block:
+        return n  # consecutive touches are at least a block apart
+    last = first + (n - 1) * stride
+    return last // block - first // block + 1  # no block between first and last is skipped
+
+
+def _stride_touches_in(start: int, stride: int, lo: int, hi: int) -> tuple[int, int]:
+    """First touch at or after ``lo`` and the number of touches in ``[lo, hi)``."""
+    k0 = -(-(lo - start) // stride) if lo > start else 0
+    first = start + k0 * stride
+    if first >= hi:
+        return first, 0
+    return first, (hi - 1 - first) // stride + 1
+
+
+def parse_touch_file(text: str, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lines of ``ADDR`` or ``ADDR-END`` (end exclusive, like /proc/PID/maps; hex or decimal;
+    ``#`` comments) -> sorted, merged intervals inside ``[start, end)``."""
+    from hugecalc.units import parse_address
+
+    intervals = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.replace(" ", "").split("-")
+        if len(parts) > 2:
+            raise InputError(f"--touch-file line {lineno}: {raw.strip()!r} is not ADDR or ADDR-END")
+        try:
+            a = parse_address(parts[0], "address")
+            b = parse_address(parts[1], "address") if len(parts) == 2 else a + 1
+        except InputError as e:
+            raise InputError(f"--touch-file line {lineno}: {e}") from None
+        if b <= a:
+            raise InputError(f"--touch-file line {lineno}: range {raw.strip()!r} is empty or reversed")
+        if a < start or b > end:
+            raise InputError(
+                f"--touch-file line {lineno}: {raw.strip()!r} is outside the mapping [{start:#x}, {end:#x})"
+            )
+        intervals.append((a, b))
+    if not intervals:
+        raise InputError("--touch-file lists no address")
+    intervals.sort()
+    merged = [list(intervals[0])]
+    for a, b in intervals[1:]:
+        if a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    arr = np.array(merged, dtype=np.int64)
+    return np.ascontiguousarray(arr[:, 0]), np.ascontiguousarray(arr[:, 1])
+
+
+class Touches:
+    """Which bytes of ``[start, end)`` are touched: a stride, a random fraction, or intervals."""
+
+    def __init__(self, stride: int | None = None, fraction: float | None = None, seed: int = 0,
+                 intervals: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        self.stride, self.fraction, self.seed, self.intervals = stride, fraction, seed, intervals
+
+    def describe(self, page: int) -> dict:
+        if self.fraction is not None:
+            return {"touch_fraction": self.fraction, "seed": self.seed}
+        if self.intervals is not None:
+            return {"touch_intervals": int(self.intervals[0].shape[0]),
+                    "touched_bytes_listed": int((self.intervals[1] - self.intervals[0]).sum())}
+        return {"touch_stride_bytes": self.stride or page}
+
+
+# --- the model ------------------------------------------------------------------------------
+
+
+class Backing:
+    """How touched memory is mapped: leaf level, unit of population, THP deposit."""
+
+    def __init__(self, profile: Profile, name: str) -> None:
+        self.name = name
+        self.thp = name == "thp"
+        self.hugetlb = name.startswith("hugetlb-")
+        if name in ("anon", "thp"):
+            self.leaf_level, self.unit = "pte", profile.page_size
+        elif self.hugetlb:
+            from hugecalc.units import parse_size
+
+            size = parse_size(name.removeprefix("hugetlb-"), "--backing")
+            h = profile.hugetlb_size(size)
+            self.leaf_level, self.unit = h.level, size
+        else:
+            sizes = ", ".join(f"hugetlb-{fmt_size(h.size)}" for h in profile.hugetlb)
+            raise InputError(f"--backing {name!r}: use anon, thp or one of the profile's hugetlb sizes ({sizes})")
+        if self.thp and "pmd" not in [lvl.name for lvl in profile.levels[1:]]:
+            raise InputError(f"--backing thp: profile {profile.name} has no PMD level for PMD-mapped THP")
+        names = [lvl.name for lvl in profile.levels]
+        # Tables needed: every level below the top down to the one whose entries map the unit.
+        self.levels = names[1 : names.index(self.leaf_level) + 1]
+
+
+def _mapping_bounds(profile: Profile, vsize: int, vma_start: int | None, backing: Backing) -> int:
+    if vsize <= 0:
+        raise InputError("--vsize must be greater than zero")
+    if vma_start is None:
+        # Aligned to the span of the smallest table that can hold the whole mapping (or the
+        # largest counted table's span), so the mapping needs as few tables as it can.
+        counted = [profile.table_span_bytes(lvl.name) for lvl in profile.levels[1:]] or [profile.page_size]
+        align = max(min([s for s in counted if s >= vsize], default=max(counted)), backing.unit)
+        vma_start = align if align + vsize <= profile.user_va_bytes else 0
+    if vma_start % profile.page_size:
+        raise InputError(f"--vma-start {vma_start:#x} is not aligned to the {fmt_size(profile.page_size)} page")
+    if vma_start + vsize > profile.user_va_bytes:
+        raise InputError(
+            f"mapping [{vma_start:#x}, {vma_start + vsize:#x}) does not fit in {profile.name}'s user "
+            f"address space of {fmt_bytes(profile.user_va_bytes)} (TASK_SIZE {profile.user_va_bytes:#x})"
+        )
+    if backing.hugetlb and (vma_start % backing.unit or vsize % backing.unit):
+        raise InputError(
+            f"--backing {backing.name}: the mapping's start {vma_start:#x} and size {fmt_size(vsize)} must be "
+            f"multiples of the {fmt_size(backing.unit)} hugepage (hugetlb mmap alignment)"
+        )
+    return vma_start
+
+
+def _count(profile: Profile, backing: Backing, start: int, end: int, touches: Touches) -> tuple[list[int], int, int]:
+    """Tables per counted level, populated bytes, and PMD-mapped THPs (deposits)."""
+    page = profile.page_size
+    spans = [profile.table_span_bytes(name) for name in backing.levels]
+    pmd_span = profile.pmd_size
+    # THP: the PMD-aligned part entirely inside the mapping is PMD-mapped; edges are base pages.
+    thp_lo = -(-start // pmd_span) * pmd_span if backing.thp else start
+    thp_hi = (end // pmd_span) * pmd_span if backing.thp else start
+    if thp_hi <= thp_lo:
+        thp_lo = thp_hi = start
+    thps = 0
+    if touches.fraction is not None:
+        counts = np.zeros(len(spans), dtype=np.int64)
+        if not spans:  # leaf in the top level: only population matters
+            spans_arr = np.array([backing.unit], dtype=np.int64)
+            counts = np.zeros(1, dtype=np.int64)
+            populated = call(_fraction_walk, start, end, touches.fraction, touches.seed, backing.unit,
+                             backing.unit, page, False, spans_arr, counts)
+            return [], int(populated), 0
+        leaf_span = pmd_span if backing.thp else spans[-1]
+        populated = call(_fraction_walk, start, end, touches.fraction, touches.seed, leaf_span,
+                         page if backing.thp else backing.unit, page, backing.thp,
+                         np.array(spans, dtype=np.int64), counts)
+        if backing.thp:
+            thps = -1  # not separable from the walk's total; derived below
+        return [int(c) for c in counts], int(populated), thps
+
+    def blocks(block: int, lo: int, hi: int) -> int:
+        if lo >= hi:
+            return 0
+        if touches.intervals is not None:
+            return int(call(_distinct_blocks, touches.intervals[0], touches.intervals[1], block, lo, hi))
+        stride = touches.stride or page
+        first, n = _stride_touches_in(start, stride, lo, hi)
+        return _stride_blocks(first, n, stride, block)
+
+    counts = [blocks(span, start, end) for span in spans]
+    if backing.thp:
+        thps = blocks(pmd_span, thp_lo, thp_hi)
+        populated = thps * pmd_span + page * (blocks(page, start, thp_lo) + blocks(page, thp_hi, end))
+    else:
+        populated = blocks(backing.unit, start, end) * backing.unit
+    return counts, populated, thps
+
+
+def compute_pgtable(
+    profile: Profile,
+    release: Release,
+    *,
+    vsize: int,
+    vma_start: int | None = None,
+    touches: Touches | None = None,
+    backing: str = "anon",
+    after: str | None = None,
+    shared_by: int = 1,
+    compare: bool = True,
+) -> PgtableResult:
+    """Page tables one mapping needs for its touches, level by level.
+
+    Kernel reference
+    ----------------
+    ``__pte_alloc()``/``__pmd_alloc()``/``__pud_alloc()`` in ``mm/memory.c`` allocate a table on
+    the first fault in its range; ``mm_pgtables_bytes()`` (VmPTE); ``pgtable_trans_huge_deposit()``;
+    ``mm/pt_reclaim.c``; ``huge_pmd_share()`` in ``mm/hugetlb.c``.
+    """
+    touches = touches or Touches()
+    b = Backing(profile, backing)
+    start = _mapping_bounds(profile, vsize, vma_start, b)
+    end = start + vsize
+    if touches.stride is not None and touches.stride <= 0:
+        raise InputError("--touch-stride must be greater than zero")
+    if touches.fraction is not None and not 0.0 <= touches.fraction <= 1.0:
+        raise InputError(f"--touch-fraction {touches.fraction} must be between 0 and 1")
+    if shared_by < 1:
+        raise InputError("--shared-by must be at least 1")
+    if shared_by > 1 and not b.hugetlb:
+        raise InputError("--shared-by applies to MAP_SHARED hugetlb mappings (--backing hugetlb-SIZE)")
+    if after == "free" and b.hugetlb:
+        raise InputError(
+            "--after free: madvise(MADV_FREE) on a hugetlb mapping fails with EINVAL "
+            "(madvise_free_single_vma() accepts only anonymous VMAs)"
+        )
+    arch = profile.arch.value
+    counts, populated, thps = _count(profile, b, start, end, touches)
+    explain: list[Derivation] = []
+    notes: list[str] = []
+    rows = []
+    for name, n in zip(b.levels, counts):
+        lvl = profile.level(name)
+        rows.append([name, n, lvl.bytes_per_table])
+    # After madvise() of the whole mapping.
+    after_counts = None
+    if after is not None:
+        reclaim = after == "dontneed" and release.has(PT_RECLAIM, arch)
+        after_counts = []
+        for name, n, _ in rows:
+            if name == "pte" and after == "dontneed" and not b.hugetlb:
+                if reclaim:
+                    after_counts.append(0)
+                elif b.thp and thps >= 0:
+                    after_counts.append(n - thps)  # zap_huge_pmd() frees the deposited table
+                else:
+                    after_counts.append(n)
+            else:
+                after_counts.append(n)
+        why = (
+            f"kernel {release} on {arch}: " + (
+                "MADV_DONTNEED frees every PTE table it empties (CONFIG_PT_RECLAIM); PMD and upper tables stay"
+                if reclaim else
+                "MADV_FREE only marks pages lazily freeable; no table is freed" if after == "free" else
+                "hugetlb page tables are freed only at munmap()" if b.hugetlb else
+                "no PT_RECLAIM here: emptied PTE tables stay until munmap()"
+                + ("; zap_huge_pmd() frees each THP's deposited PTE table" if b.thp else "")
+            )
+        )
+        explain.append(Derivation(scope="after", figure="Tables after madvise", formula=why, rule=PT_RECLAIM.cite))
+        if b.thp and thps < 0 and after == "dontneed" and not reclaim:
+            notes.append("with --touch-fraction and thp, deposited tables are not separated from PTE tables; "
+                         "the after-figure keeps them")
+    level_rows = [
+        LevelRow(level=name, tables=n, table_bytes=tb, bytes=n * tb, in_vmpte=True,
+                 tables_after=None if after_counts is None else after_counts[i])
+        for i, (name, n, tb) in enumerate(rows)
+    ]
+    total = sum(r.bytes for r in level_rows)
+    total_after = None if after_counts is None else sum(a * r.table_bytes for a, r in zip(after_counts, level_rows))
+    top = profile.levels[0]
+    explain.append(Derivation(
+        scope="levels", figure="top level",
+        formula=f"the {top.name} ({fmt_bytes(top.bytes_per_table)}) exists for every process and is not counted",
+        rule=VMPTE_ALL_LEVELS.cite))
+    for r in level_rows:
+        span = profile.table_span_bytes(r.level)
+        explain.append(Derivation(
+            scope="levels", figure=f"{r.level} tables",
+            formula=f"distinct {fmt_bytes(span)}-aligned blocks of [{start:#x}, {end:#x}) holding a touched "
+                    f"address = {r.tables:,}; x {fmt_bytes(r.table_bytes)} = {fmt_bytes(r.bytes)}",
+            rule="__pte_alloc()/__pmd_alloc()/__pud_alloc() in mm/memory.c: a table on the first fault in its range"))
+    if b.thp:
+        explain.append(Derivation(
+            scope="levels", figure="pte tables (thp)",
+            formula="a PMD-mapped THP needs no PTE table, but one is deposited and counted per THP, so every "
+                    "touched PMD range costs a PTE table either way",
+            rule="pgtable_trans_huge_deposit() in do_huge_pmd_anonymous_page(), mm/huge_memory.c"))
+    shared_total = None
+    if shared_by > 1:
+        shared_total = total * shared_by
+        pmd_shared = b.leaf_level == "pmd" and "pud" in [lvl.name for lvl in profile.levels] and release.has(HUGE_PMD_SHARE, arch)
+        if pmd_shared:
+            pud_span = profile.table_span_bytes("pmd")
+            lo, hi = -(-start // pud_span) * pud_span, (end // pud_span) * pud_span
+            shareable = max(hi - lo, 0) // pud_span
+            pmd_bytes = profile.level("pmd").bytes_per_table
+            shared_total -= (shared_by - 1) * shareable * pmd_bytes
+            explain.append(Derivation(
+                scope="sharing", figure="PMD tables shared",
+                formula=f"{shareable} PMD tables cover whole {fmt_bytes(pud_span)}-aligned ranges of the mapping and "
+                        f"are shared by all {shared_by} processes; each process's VmPTE still counts them",
+                rule=HUGE_PMD_SHARE.cite))
+        else:
+            notes.append(f"no page-table sharing for {b.name} on {arch}: only PMD tables of MAP_SHARED hugetlb "
+                         "mappings that cover whole PUD-sized ranges are shared")
+    result_compare = []
+    if compare:
+        for other in _comparison_backings(profile, b):
+            try:
+                o = compute_pgtable(profile, release, vsize=vsize, vma_start=start, touches=touches,
+                                    backing=other, compare=False)
+                result_compare.append(Comparison(backing=other, page_table_bytes=o.page_table_bytes,
+                                                 populated_bytes=o.populated_bytes))
+            except InputError as e:
+                result_compare.append(Comparison(backing=other, note=str(e).split(": ", 1)[-1]))
+    inputs = {"vsize_bytes": vsize, "vma_start": start, "vma_end": end, "backing": backing,
+              "after": after, "shared_by": shared_by, **touches.describe(profile.page_size)}
+    return PgtableResult(
+        profile=profile.name, kernel=str(release), inputs=inputs,
+        tables={r.level: r.tables for r in level_rows}, levels=level_rows,
+        page_table_bytes=total, page_table_bytes_after=total_after, populated_bytes=populated,
+        overhead_share=total / populated if populated else 0.0,
+        shared_page_table_bytes=shared_total, compare=result_compare, notes=notes, explain=explain,
+    )
+
+
+def _comparison_backings(profile: Profile, current: Backing) -> list[str]:
+    """The profile's PMD- and PUD-level hugetlb sizes (2M and 1G on x86-64), plus anon."""
+    names = [] if current.name == "anon" else ["anon"]
+    for h in profile.hugetlb:
+        if h.contig == 1 and h.level in ("pmd", "pud"):
+            name = f"hugetlb-{fmt_size(h.size)}"
+            if name != current.name:
+                names.append(name)
+    return names
+
+
+# --- worst case -----------------------------------------------------------------------------
+
+# Documentation/mm/pte_ref.rst (Qi Zheng's 2022 RFC "Try to free user PTE page table pages"):
+# "for 32-bit, take 3G user address space, 4K page size; for 64-bit, take 48-bit address width".
+PTE_REF = [
+    {"case": "32-bit, 3G user space, 4K", "pte_bytes": 3 << 20, "pmd_bytes": 3 << 10},
+    {"case": "64-bit, 48-bit address width, 4K", "pte_bytes": 512 << 30, "pmd_bytes": 1 << 30},
+]
+
+
+def compute_worst_case(profile: Profile, release: Release) -> WorstCaseResult:
+    """Every table a process could need: its whole user address space fully populated.
+
+    Kernel reference
+    ----------------
+    ``TASK_SIZE`` per architecture; ``VmPTE`` counts every level below the PGD (v4.15+);
+    Documentation/mm/pte_ref.rst's worst-case table.
+    """
+    rows = []
+    explain = []
+    for lvl in profile.levels[1:]:
+        span = profile.table_span_bytes(lvl.name)
+        n = -(-profile.user_va_bytes // span)
+        rows.append(LevelRow(level=lvl.name, tables=n, table_bytes=lvl.bytes_per_table,
+                             bytes=n * lvl.bytes_per_table, in_vmpte=True, tables_after=None))
+        explain.append(Derivation(
+            scope="worst case", figure=f"{lvl.name} tables",
+            formula=f"ceil({profile.user_va_bytes:#x} / {fmt_bytes(span)}) = {n:,} x {fmt_bytes(lvl.bytes_per_table)} "
+                    f"= {fmt_bytes(n * lvl.bytes_per_table)}",
+            rule="TASK_SIZE; one table per table-sized block of user address space"))
+    top = profile.levels[0]
+    used = -(-profile.user_va_bytes // profile.span_bytes(top.name))
+    notes = [f"{top.name}: 1 table of {fmt_bytes(top.bytes_per_table)} ({used:,} entries used = "
+             f"{fmt_bytes(used * top.entry_bytes)}), not in VmPTE"]
+    return WorstCaseResult(
+        profile=profile.name, kernel=str(release), inputs={"worst_case": True, "user_va_bytes": profile.user_va_bytes},
+        levels=rows, page_table_bytes=sum(r.bytes for r in rows), pte_ref=PTE_REF, notes=notes, explain=explain,
+    )
+
+
+# --- a live process ---------------------------------------------------------------------------
+
+
+class ProcessVma(Model):
+    start: int = field("Start")
+    end: int = field("End")
+    kernel_page_bytes: int = field("Page", "bytes")
+    present_bytes: int = field("Present", "bytes")
+    name: str = field("Mapping")
+
+
+class ProcessResult(Result):
+    command: str = "pgtable"
+    tables: dict[str, int] = field("Tables by level")
+    levels: list[LevelRow]
+    page_table_bytes: int = field("Predicted page tables (as VmPTE counts)", "bytes")
+    vm_pte_bytes: int = field("The process's VmPTE", "bytes")
+    present_bytes: int = field("Present or swapped memory", "bytes")
+    vmas: int = field("Mappings", "count")
+
+
+def compute_process(profile: Profile, release: Release, pid: int,
+                    vmas: list[tuple[int, int, int, str, np.ndarray, np.ndarray]],
+                    vm_pte_bytes: int) -> ProcessResult:
+    """Tables a process needs for the pages it has present (or swapped), across all its mappings.
+
+    ``vmas``: ``(start, end, kernel_page_bytes, name, starts, ends)`` with the present intervals.
+    A hugetlb mapping needs no tables below its hugepage's level; tables are shared between
+    neighbouring mappings, so each level is counted over the union of all mappings.
+
+    Kernel reference
+    ----------------
+    ``mm_pgtables_bytes()`` (VmPTE); ``pagemap_pmd_range()``/``pagemap_hugetlb_range()`` in
+    ``fs/proc/task_mmu.c`` (present bit 63, swapped bit 62).
+    """
+    names = [lvl.name for lvl in profile.levels]
+    level_rows = []
+    for lvl in profile.levels[1:]:
+        depth = names.index(lvl.name)
+        parts_s, parts_e = [], []
+        for start, end, kps, _, s, e in vmas:
+            leaf = profile.hugetlb_size(kps).level if kps != profile.page_size else "pte"
+            if depth <= names.index(leaf) and s.size:
+                parts_s.append(s)
+                parts_e.append(e)
+        n = 0
+        if parts_s:
+            s = np.concatenate(parts_s)
+            e = np.concatenate(parts_e)
+            order = np.argsort(s, kind="stable")
+            n = int(call(_distinct_blocks, s[order], e[order], profile.table_span_bytes(lvl.name), 0, 1 << 62))
+        level_rows.append(LevelRow(level=lvl.name, tables=n, table_bytes=lvl.bytes_per_table,
+                                   bytes=n * lvl.bytes_per_table, in_vmpte=True))
+    total = sum(r.bytes for r in level_rows)
+    present = int(sum(int((e - s).sum()) for *_, s, e in vmas))
+    notes = []
+    if vm_pte_bytes != total:
+        notes.append(
+            f"VmPTE is {fmt_bytes(vm_pte_bytes)}, {fmt_bytes(abs(vm_pte_bytes - total))} "
+            f"{'more' if vm_pte_bytes > total else 'less'} than the tables the present pages need: tables "
+            "stay allocated after their pages are unmapped or zapped (munmap of part of a range, "
+            "MADV_DONTNEED without PT_RECLAIM, THP splits), and PMD-mapped THPs carry a deposited table")
+    return ProcessResult(
+        profile=profile.name, kernel=str(release), inputs={"pid": pid},
+        tables={r.level: r.tables for r in level_rows}, levels=level_rows, page_table_bytes=total,
+        vm_pte_bytes=vm_pte_bytes, present_bytes=present, vmas=len(vmas), notes=notes,
+    )
