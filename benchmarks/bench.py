@@ -1,6 +1,7 @@
 """`make bench`: each benchmark beside its reference, both measured in this run, as whole processes.
 
-Prints the median wall time of several interleaved runs, the ratio and the issue's target.
+Prints the median wall time of several interleaved runs, the peak RSS of each (from wait4),
+the ratio and the issue's target.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import os
+
 BIN = Path(sys.executable).parent
+HERE = Path(__file__).parent
 HUGECALC = str(BIN / "hugecalc")
 RUNS = 7
 
@@ -24,29 +28,47 @@ BENCHMARKS = [
         [sys.executable, "-c", "import numba, rich, pydantic, click"],
         1.5,
     ),
+    (
+        "hugecalc pgtable --vsize 1T --touch-fraction 0.1 --seed 1 --json",
+        [HUGECALC, "pgtable", "--vsize", "1T", "--touch-fraction", "0.1", "--seed", "1", "--json"],
+        "chunked NumPy program counting the same tables",
+        [sys.executable, str(HERE / "numpy_pgtable.py"), str(1 << 40), "0.1", "1"],
+        0.5,
+    ),
 ]
+MAX_RSS_MB = {"hugecalc pgtable --vsize 1T --touch-fraction 0.1 --seed 1 --json": 250}
 
 
-def wall(cmd: list[str]) -> float:
+def wall(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS in MB of one whole process."""
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{cmd} failed with {proc.returncode}")
+    return elapsed, usage.ru_maxrss / 1024
 
 
 def main() -> int:
     failed = 0
-    print(f"{'benchmark':<58} {'median':>9}   {'reference':<52} {'median':>9} {'ratio':>6} {'target':>7}")
     for name, cmd, ref_name, ref_cmd, target in BENCHMARKS:
         wall(cmd), wall(ref_cmd)  # warm the page cache and the numba cache
         ours, refs = [], []
         for _ in range(RUNS):
             ours.append(wall(cmd))
             refs.append(wall(ref_cmd))
-        a, b = statistics.median(ours), statistics.median(refs)
+        a, b = statistics.median(t for t, _ in ours), statistics.median(t for t, _ in refs)
+        rss_a, rss_b = max(m for _, m in ours), max(m for _, m in refs)
         ok = a / b <= target
-        failed += not ok
-        print(f"{name:<58} {a * 1000:>7.0f}ms   {ref_name:<52} {b * 1000:>7.0f}ms "
-              f"{a / b:>6.2f} {'<=' if ok else '>'}{target:>5}")
+        rss_limit = MAX_RSS_MB.get(name)
+        rss_ok = rss_limit is None or rss_a <= rss_limit
+        failed += not (ok and rss_ok)
+        print(f"{name}\n  {a * 1000:>8.0f} ms  peak RSS {rss_a:>6.0f} MB"
+              + (f" (limit {rss_limit} MB: {'ok' if rss_ok else 'OVER'})" if rss_limit else ""))
+        print(f"  {b * 1000:>8.0f} ms  peak RSS {rss_b:>6.0f} MB  reference: {ref_name}")
+        print(f"  ratio {a / b:.2f} (target <= {target}: {'ok' if ok else 'MISSED'})\n")
     return 1 if failed else 0
 
 

@@ -254,7 +254,7 @@ def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, vs
       hugecalc pgtable --vsize 16G --backing hugetlb-2M --shared-by 100
       hugecalc pgtable --worst-case --profile i386
       hugecalc pgtable --pid $$
-      printf '0x8000000000\n0x8040000000-0x8040200000\n' | hugecalc pgtable --vsize 2G --vma-start 0x8000000000 --touch-file -
+      printf '0x8000000000\n0x8000200000-0x8000400000\n' | hugecalc pgtable --vsize 2G --vma-start 0x8000000000 --touch-file -
     """
     from hugecalc.calc import pgtable as calc
     from hugecalc.render import list_table, print_header

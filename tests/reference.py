@@ -56,3 +56,35 @@ def split_pte_tables_walk(
             pmds.add(addr // pmd_size)
             addr += min(page_size, end - addr)
     return len(pmds)
+
+
+def pgtable_naive(profile, start: int, end: int, touched: list[int], backing: str):
+    """Tables per counted level and populated bytes, by listing every touched address.
+
+    A table at a level is needed for each distinct table-span block holding a touched address
+    (mm/memory.c allocates it on the first fault in its range).  thp: PMD ranges entirely inside
+    the mapping are one 2M THP each with a deposited PTE table; the rest are base pages.
+    hugetlb-S: the unit is the hugepage; no table below the level mapping it.
+    """
+    names = [lvl.name for lvl in profile.levels]
+    if backing.startswith("hugetlb-"):
+        from hugecalc.units import parse_size
+
+        h = profile.hugetlb_size(parse_size(backing.removeprefix("hugetlb-")))
+        leaf, unit = h.level, h.size
+    else:
+        leaf, unit = "pte", profile.page_size
+    levels = names[1 : names.index(leaf) + 1]
+    tables = {name: set() for name in levels}
+    units = set()
+    pmd = profile.pmd_size
+    for addr in touched:
+        assert start <= addr < end
+        for name in levels:
+            tables[name].add(addr // profile.table_span_bytes(name))
+        if backing == "thp" and addr - addr % pmd >= start and addr - addr % pmd + pmd <= end:
+            units.add(("thp", addr // pmd))
+        else:
+            units.add(("unit", addr // unit))
+    populated = sum(pmd if kind == "thp" else unit for kind, _ in units)
+    return {name: len(s) for name, s in tables.items()}, populated

@@ -1,0 +1,213 @@
+"""Page-table counts against a page-by-page reference, the kernel docs' figures and the rules."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from hugecalc import calc
+from hugecalc.calc import _jit
+from hugecalc.calc.pgtable import (
+    Touches, _distinct_blocks, compute_pgtable, compute_worst_case, parse_touch_file)
+from hugecalc.errors import InputError
+from hugecalc.profiles import bundled_profiles, load_profile
+from hugecalc.releases import parse_release
+from tests import reference
+
+K, M, G, T = 1 << 10, 1 << 20, 1 << 30, 1 << 40
+R = parse_release
+NEWEST = R(None)
+
+
+def backings(profile):
+    out = ["anon"] + (["thp"] if "pmd" in [lvl.name for lvl in profile.levels[1:]] else [])
+    return out + [f"hugetlb-{h.size >> 20}M" if h.size < G else f"hugetlb-{h.size >> 30}G"
+                  for h in profile.hugetlb if h.size >= M and h.size <= 4 * G]
+
+
+CASES = [(n, b) for n in sorted(bundled_profiles()) for b in backings(load_profile(n))]
+
+
+@pytest.mark.parametrize("name,backing", CASES)
+@pytest.mark.parametrize("stride_pages", [1, 3, 512, 700, 262144])
+def test_stride_agrees_with_page_by_page_reference(name, backing, stride_pages):
+    p = load_profile(name)
+    hp = p.page_size
+    if backing.startswith("hugetlb-"):
+        hp = next(h.size for h in p.hugetlb if backing == f"hugetlb-{h.size >> 20}M" or backing == f"hugetlb-{h.size >> 30}G")
+    stride = stride_pages * p.page_size
+    # Several leaf tables' worth, but few enough touches for the page-by-page reference.
+    vsize = min(max(8 * hp, 64 * p.pmd_size), max(200_000 * stride, 2 * hp), 64 * G)
+    vsize -= vsize % hp
+    start = 5 * hp if backing.startswith("hugetlb") else 3 * p.pmd_size + 7 * p.page_size
+    touched = list(range(start, start + vsize, stride))
+    res = compute_pgtable(p, NEWEST, vsize=vsize, vma_start=start, touches=Touches(stride=stride), backing=backing,
+                          compare=False)
+    tables, populated = reference.pgtable_naive(p, start, start + vsize, touched, backing)
+    assert res.tables == tables
+    assert res.populated_bytes == populated
+    assert res.page_table_bytes == sum(tables[lv.name] * lv.bytes_per_table for lv in p.levels if lv.name in tables)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    name=st.sampled_from(["x86-64", "arm64-16k", "x86-64-la57", "i386"]),
+    backing=st.sampled_from(["anon", "thp"]),
+    start_pages=st.integers(0, 5000),
+    vsize_pages=st.integers(1, 20000),
+    stride=st.integers(256, 3 << 21),
+)
+def test_stride_property(name, backing, start_pages, vsize_pages, stride):
+    p = load_profile(name)
+    if backing == "thp" and name == "i386":
+        backing = "anon"
+    start = (1 << 30) + start_pages * p.page_size
+    vsize = vsize_pages * p.page_size
+    touched = list(range(start, start + vsize, stride))
+    res = compute_pgtable(p, NEWEST, vsize=vsize, vma_start=start, touches=Touches(stride=stride), backing=backing,
+                          compare=False)
+    assert (res.tables, res.populated_bytes) == reference.pgtable_naive(p, start, start + vsize, touched, backing)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1 << 24), st.integers(1, 1 << 23)), min_size=1, max_size=40),
+       st.sampled_from(["anon", "thp"]))
+def test_touch_file_agrees_with_reference(pairs, backing):
+    p = load_profile("x86-64")
+    start, vsize = 1 << 39, 1 << 26
+    lines = [f"{start + a:#x}-{min(start + a + n, start + vsize):#x}" if n > 1 else f"{start + a:#x}"
+             for a, n in pairs if a < vsize]
+    if not lines:
+        return
+    iv = parse_touch_file("\n".join(lines), start, start + vsize)
+    touched = sorted({addr for a, b in zip(*iv) for addr in
+                      [max(x, a) for x in range(a - a % 4096, b, 4096)]})
+    res = compute_pgtable(p, NEWEST, vsize=vsize, vma_start=start, touches=Touches(intervals=iv), backing=backing,
+                          compare=False)
+    assert (res.tables, res.populated_bytes) == reference.pgtable_naive(p, start, start + vsize, touched, backing)
+
+
+def test_distinct_blocks_jit_equals_python():
+    s = np.array([0, 5000, 9000, 1 << 22], dtype=np.int64)
+    e = np.array([10, 8200, 9001, (1 << 22) + 1], dtype=np.int64)
+    for block in (1, 4096, 8192, 1 << 21):
+        assert _distinct_blocks(s, e, block, 0, 1 << 40) == _distinct_blocks.py_func(s, e, block, 0, 1 << 40)
+
+
+def test_fraction_is_reproducible_and_right_in_distribution():
+    p = load_profile("x86-64")
+    run = lambda seed, f=0.001: compute_pgtable(p, NEWEST, vsize=4 * G, touches=Touches(fraction=f, seed=seed),
+                                                compare=False)
+    a, b, c = run(1), run(1), run(2)
+    assert a == b and a.tables != c.tables
+    # Each of the 2048 PTE tables is needed with probability 1 - (1 - f)^512 (i.i.d. pages).
+    q = 1 - (1 - 0.001) ** 512
+    n = 2048
+    assert abs(a.tables["pte"] - n * q) < 5 * (n * q * (1 - q)) ** 0.5
+    pages = 4 * G // 4096
+    assert abs(a.populated_bytes / 4096 - pages * 0.001) < 5 * (pages * 0.001) ** 0.5
+    full = run(0, 1.0)
+    assert full.tables == compute_pgtable(p, NEWEST, vsize=4 * G, compare=False).tables
+    assert run(0, 0.0).page_table_bytes == 0
+
+
+def test_fraction_thp_and_hugetlb():
+    p = load_profile("x86-64")
+    thp = compute_pgtable(p, NEWEST, vsize=4 * G, touches=Touches(fraction=1.0), backing="thp", compare=False)
+    assert thp.tables == {"pud": 1, "pmd": 4, "pte": 2048} and thp.populated_bytes == 4 * G
+    h = compute_pgtable(p, NEWEST, vsize=4 * G, touches=Touches(fraction=0.5, seed=3), backing="hugetlb-2M",
+                        compare=False)
+    assert h.tables == {"pud": 1, "pmd": 4} and h.populated_bytes == 4 * G  # every hugepage gets a touch
+
+
+def test_worst_case_figures():
+    """pte_ref.rst; real x86-64 user space is 2^47 - 4K: PTE 256 GiB, PMD 512 MiB, PUD 1 MiB."""
+    x86 = {r.level: r.bytes for r in compute_worst_case(load_profile("x86-64"), NEWEST).levels}
+    assert x86 == {"pud": 1 * M, "pmd": 512 * M, "pte": 256 * G}
+    arm = {r.level: r.bytes for r in compute_worst_case(load_profile("arm64-4k"), NEWEST).levels}
+    assert arm["pte"] == 512 * G and arm["pmd"] == 1 * G
+    i386 = compute_worst_case(load_profile("i386"), NEWEST)
+    assert {r.level: r.bytes for r in i386.levels} == {"pte": 3 * M}
+    assert "768 entries used = 3 KiB" in i386.notes[0]
+    assert {r["case"]: r["pte_bytes"] for r in i386.pte_ref}["32-bit, 3G user space, 4K"] == 3 * M
+
+
+@pytest.mark.parametrize(
+    "kernel,backing,after,pte_after",
+    [("6.14", "anon", "dontneed", 0), ("6.13", "anon", "dontneed", 2048), ("6.18", "anon", "free", 2048),
+     ("6.13", "thp", "dontneed", 0), ("6.18", "thp", "free", 2048)],
+)
+def test_after_madvise(kernel, backing, after, pte_after):
+    res = compute_pgtable(load_profile("x86-64"), R(kernel), vsize=4 * G, backing=backing, after=after, compare=False)
+    assert {r.level: r.tables_after for r in res.levels} == {"pud": 1, "pmd": 4, "pte": pte_after}
+
+
+def test_pt_reclaim_is_x86_only():
+    res = compute_pgtable(load_profile("arm64-4k"), NEWEST, vsize=1 * G, after="dontneed", compare=False)
+    assert res.page_table_bytes_after == res.page_table_bytes
+
+
+def test_thp_edges_keep_their_tables_after_dontneed_without_reclaim():
+    p = load_profile("x86-64")
+    res = compute_pgtable(p, R("6.13"), vsize=5 * M, vma_start=(1 << 30) + 1 * M, backing="thp", after="dontneed",
+                          compare=False)
+    # [1G+1M, 1G+6M): a 1M base-page edge, then two whole PMD ranges mapped by THPs.
+    assert res.tables["pte"] == 3 and res.populated_bytes == 1 * M + 2 * (2 * M)
+    assert {r.level: r.tables_after for r in res.levels}["pte"] == 1  # both THPs' deposits are freed
+
+
+def test_hugetlb_pmd_sharing():
+    p = load_profile("x86-64")
+    res = compute_pgtable(p, NEWEST, vsize=16 * G, backing="hugetlb-2M", shared_by=100, compare=False)
+    assert res.tables == {"pud": 1, "pmd": 16}
+    assert res.shared_page_table_bytes == 100 * 4096 + 16 * 4096  # PUD per process, PMD tables once
+
+
+def test_comparison_with_2m_and_1g():
+    res = compute_pgtable(load_profile("x86-64"), NEWEST, vsize=64 * G, touches=Touches(stride=2 * M))
+    by = {c.backing: c for c in res.compare}
+    assert by["hugetlb-2M"].page_table_bytes == (1 + 64) * 4096
+    assert by["hugetlb-1G"].page_table_bytes == 4096
+
+
+def test_large_ranges_are_quick():
+    p = load_profile("x86-64-la57")
+    res = compute_pgtable(p, NEWEST, vsize=128 * T, touches=Touches(stride=1 * G), compare=False)
+    assert res.tables["pte"] == 128 * T // G and res.tables["pud"] == 256
+
+
+@pytest.mark.parametrize(
+    "kw,message",
+    [(dict(vsize=128 * T), "does not fit in x86-64's user address space"),
+     (dict(vsize=0), "must be greater than zero"),
+     (dict(vsize=3 * M, backing="hugetlb-2M"), "must be multiples of the 2M hugepage"),
+     (dict(vsize=1 * G, backing="hugetlb-2M", after="free"), "fails with EINVAL"),
+     (dict(vsize=1 * G, shared_by=2), "applies to MAP_SHARED hugetlb"),
+     (dict(vsize=1 * G, backing="hugetlb-4M"), "4M is not supported"),
+     (dict(vsize=1 * G, backing="shm"), "use anon, thp or one of"),
+     (dict(vsize=1 * G, vma_start=123), "not aligned to the 4K page"),
+     (dict(vsize=1 * G, touches=Touches(fraction=1.5)), "must be between 0 and 1")],
+)
+def test_bad_inputs(kw, message):
+    with pytest.raises(InputError, match=message):
+        compute_pgtable(load_profile("x86-64"), NEWEST, compare=False, **kw)
+
+
+@pytest.mark.parametrize("text,message", [("zzz", "line 1: address 'zzz' is not a size"),
+                                          ("0x1000-0x800", "empty or reversed"),
+                                          ("0x10", "outside the mapping"), ("# nothing", "lists no address")])
+def test_bad_touch_files(text, message):
+    with pytest.raises(InputError, match=message):
+        parse_touch_file(text, 1 << 30, 2 << 30)
+
+
+def test_slow_first_compile_is_announced(monkeypatch):
+    import numba
+
+    said = []
+    monkeypatch.setattr(calc, "on_slow_compile", said.append)
+    monkeypatch.setattr(_jit, "COMPILE_NOTICE_SECONDS", 0.0)
+    kernel = numba.njit(lambda x: x + 1)  # a fresh dispatcher: its first call compiles
+    assert _jit.call(kernel, 41) == 42
+    assert said and "compiling" in said[0]
+    said.clear()
+    assert _jit.call(kernel, 1) == 2 and not said  # compiled now: silent

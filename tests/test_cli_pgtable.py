@@ -1,0 +1,104 @@
+"""`hugecalc pgtable` from the command line, and `verify pgtable` on the running kernel."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import needs_root_and
+
+HP2M = Path("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")
+THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def test_pgtable_json_contract(run):
+    doc = run("pgtable", "--vsize", "64G", "--touch-stride", "2M", "--after", "dontneed", "--json").json
+    assert {"schema_version", "command", "profile", "kernel", "inputs", "tables", "page_table_bytes",
+            "page_table_bytes_after"} <= set(doc)
+    assert doc["tables"] == {"pud": 1, "pmd": 64, "pte": 32768}
+    assert doc["page_table_bytes"] == 32833 * 4096
+    assert doc["page_table_bytes_after"] == 65 * 4096
+    assert doc["inputs"]["vma_start"] == 0x8000000000
+
+
+def test_pgtable_table_output(run):
+    r = run("pgtable", "--vsize", "4G", "--backing", "thp", "--after", "dontneed", "--explain")
+    assert r.exit_code == 0
+    assert "pgtable_trans_huge_deposit()" in r.stdout and "after MADV_DONTNEED" in r.stdout
+    assert "hugetlb-1G" in r.stdout  # the comparison
+
+
+def test_pgtable_la57_uses_p4d(run):
+    doc = run("pgtable", "--profile", "x86-64-la57", "--vsize", "128T", "--touch-stride", "1G", "--json").json
+    assert doc["tables"]["p4d"] == 1 and doc["tables"]["pte"] == 131072
+
+
+def test_touch_file_from_stdin(run):
+    r = run("pgtable", "--vsize", "2G", "--vma-start", "0x8000000000", "--touch-file", "-", "--json",
+            input="0x8000000000\n0x8000200000-0x8000400000  # one whole PTE table\n")
+    assert r.exit_code == 0, r.stderr
+    assert r.json["tables"] == {"pud": 1, "pmd": 1, "pte": 2}
+
+
+def test_worst_case_cli(run):
+    doc = run("pgtable", "--worst-case", "--json").json
+    assert {lv["level"]: lv["bytes"] for lv in doc["levels"]} == {"pud": 1 << 20, "pmd": 512 << 20, "pte": 256 << 30}
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["pgtable", "--vsize", "0"], "must be greater than zero"),
+        (["pgtable", "--vsize", "128T"], "does not fit in x86-64's user address space"),
+        (["pgtable"], "--vsize is required"),
+        (["pgtable", "--vsize", "1G", "--touch-stride", "4K", "--touch-fraction", "0.1"], "use one of"),
+        (["pgtable", "--vsize", "1G", "--touch-fraction", "2"], "not in the range"),
+        (["pgtable", "--vsize", "1G", "--backing", "hugetlb-3M"], "3M is not supported"),
+        (["pgtable", "--vsize", "1G", "--backing", "hugetlb-2M", "--after", "free"], "EINVAL"),
+        (["pgtable", "--vsize", "1G", "--vma-start", "0xzz"], "is not a size"),
+        (["pgtable", "--vsize", "1G", "--touch-file", "-"], "lists no address"),
+        (["pgtable", "--worst-case", "--pid", "1"], "either --worst-case or --pid"),
+    ],
+)
+def test_pgtable_bad_input(run, args, message):
+    r = run(*args, input="")
+    assert r.exit_code == 2 and r.stdout == "" and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_pid_of_a_simple_process(run):
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        if not os.access(f"/proc/{sleeper.pid}/pagemap", os.R_OK):
+            pytest.skip("cannot read another process's pagemap here")
+        doc = run("pgtable", "--pid", str(sleeper.pid), "--json").json
+        # sleep maps its pages once and never frees any: its tables are exactly what they need.
+        assert doc["page_table_bytes"] == doc["vm_pte_bytes"]
+        assert doc["tables"]["pte"] >= 3 and doc["present_bytes"] > 0
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_pid_missing(run):
+    r = run("pgtable", "--pid", "999999999")
+    assert r.exit_code == 1 and "cannot read /proc/999999999" in r.stderr
+
+
+@pytest.mark.root
+@needs_root_and(HP2M, THP)
+@pytest.mark.parametrize(
+    "args",
+    [["--vsize", "8G", "--touch-stride", "2M", "--after", "dontneed"],
+     ["--vsize", "256M", "--touch-fraction", "0.01", "--seed", "3", "--after", "free"],
+     ["--vsize", "64M", "--backing", "thp", "--after", "dontneed"],
+     ["--vsize", "32M", "--backing", "hugetlb-2M"]],
+)
+def test_verify_pgtable_on_running_kernel(run, args):
+    before = (HP2M.read_text(), THP.read_text())
+    r = run("verify", "pgtable", *args, "--json")
+    assert (HP2M.read_text(), THP.read_text()) == before, "settings were not restored"
+    assert r.exit_code == 0, r.stdout + r.stderr
+    checks = r.json["checks"]
+    assert checks and all(c["match"] for c in checks)
+    assert checks[0]["measured"] > 0
