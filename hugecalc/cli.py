@@ -244,7 +244,7 @@ def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, vs
             pid: int | None) -> None:
     """Page tables a mapping costs, level by level, and what madvise() leaves behind.
 
-    Counts what /proc/PID/status VmPTE counts: PTE, PMD and PUD (and P4D) tables, not the PGD.
+    Counts what /proc/PID/status VmPTE counts: PTE, PMD and PUD tables (not the PGD, nor LA57 P4D tables).
 
     \b
     Examples:
@@ -267,8 +267,9 @@ def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, vs
 
             def draw(out: Console) -> None:
                 print_header(out, result, f"worst case: all {fmt_bytes(profile.user_va_bytes)} of user space")
-                out.print(list_table(result.levels, skip=("tables_after", "in_vmpte")))
-                out.print(f"total {fmt_bytes(result.page_table_bytes)}")
+                out.print(list_table(result.levels, skip=("tables_after",) + (
+                    ("in_vmpte",) if "p4d" not in [r.level for r in result.levels] else ())))
+                out.print(f"total as VmPTE counts {fmt_bytes(result.page_table_bytes)}")
                 out.print(Text("Documentation/mm/pte_ref.rst (2022 RFC) figures, for comparison:"))
                 for ref in result.pte_ref:
                     out.print(Text(f"  {ref['case']}: PTE {fmt_bytes(ref['pte_bytes'])}, "
@@ -300,7 +301,7 @@ def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, vs
     def draw(out: Console) -> None:
         i = result.inputs
         print_header(out, result, f"{fmt_bytes(vsize)} {backing} mapping at {i['vma_start']:#x}")
-        skip = ("in_vmpte",) + (("tables_after",) if after is None else ())
+        skip = (("in_vmpte",) if "p4d" not in result.tables else ()) + (("tables_after",) if after is None else ())
         out.print(list_table(result.levels, skip=skip))
         out.print(f"page tables {fmt_bytes(result.page_table_bytes)} (as VmPTE counts; the top-level "
                   f"{profile.levels[0].name} is not counted) for {fmt_bytes(result.populated_bytes)} populated: "

@@ -70,6 +70,27 @@ class WorstCaseResult(Result):
     pte_ref: list[dict] = []
 
 
+# mm_inc_nr_ptes/pmds/puds() add PTRS_PER_X * sizeof(entry) to mm->pgtables_bytes; __p4d_alloc()
+# accounts nothing, and the PGD is allocated with the mm (mm/memory.c, include/linux/mm.h).
+VMPTE_LEVELS = ("pte", "pmd", "pud")
+
+
+def _level_row(profile: Profile, name: str, tables: int, tables_after: int | None = None) -> LevelRow:
+    lvl = profile.level(name)
+    return LevelRow(level=name, tables=tables, table_bytes=lvl.bytes_per_table, bytes=tables * lvl.bytes_per_table,
+                    in_vmpte=name in VMPTE_LEVELS, tables_after=tables_after)
+
+
+def vmpte_bytes(profile: Profile, rows: list[LevelRow], after: bool = False) -> int:
+    """What VmPTE would show for these tables: PTE, PMD and PUD tables, PTRS_PER_X * sizeof(entry)."""
+    total = 0
+    for r in rows:
+        if r.in_vmpte:
+            lvl = profile.level(r.level)
+            total += (r.tables_after if after else r.tables) * lvl.entries * lvl.entry_bytes
+    return total
+
+
 # --- numba kernels -------------------------------------------------------------------------
 
 
@@ -380,18 +401,16 @@ def compute_pgtable(
         if b.thp and thps < 0 and after == "dontneed" and not reclaim:
             notes.append("with --touch-fraction and thp, deposited tables are not separated from PTE tables; "
                          "the after-figure keeps them")
-    level_rows = [
-        LevelRow(level=name, tables=n, table_bytes=tb, bytes=n * tb, in_vmpte=True,
-                 tables_after=None if after_counts is None else after_counts[i])
-        for i, (name, n, tb) in enumerate(rows)
-    ]
-    total = sum(r.bytes for r in level_rows)
-    total_after = None if after_counts is None else sum(a * r.table_bytes for a, r in zip(after_counts, level_rows))
+    level_rows = [_level_row(profile, name, n, None if after_counts is None else after_counts[i])
+                  for i, (name, n, _) in enumerate(rows)]
+    total = vmpte_bytes(profile, level_rows)
+    total_after = None if after_counts is None else vmpte_bytes(profile, level_rows, after=True)
     top = profile.levels[0]
     explain.append(Derivation(
-        scope="levels", figure="top level",
-        formula=f"the {top.name} ({fmt_bytes(top.bytes_per_table)}) exists for every process and is not counted",
-        rule=VMPTE_ALL_LEVELS.cite))
+        scope="levels", figure="counted as VmPTE",
+        formula=f"PTE, PMD and PUD tables; the {top.name} ({fmt_bytes(top.bytes_per_table)}) exists for every "
+                "process and P4D tables (5-level paging) are not accounted: neither is counted",
+        rule=VMPTE_ALL_LEVELS.cite + "; __p4d_alloc() in mm/memory.c accounts nothing"))
     for r in level_rows:
         span = profile.table_span_bytes(r.level)
         explain.append(Derivation(
@@ -478,8 +497,7 @@ def compute_worst_case(profile: Profile, release: Release) -> WorstCaseResult:
     for lvl in profile.levels[1:]:
         span = profile.table_span_bytes(lvl.name)
         n = -(-profile.user_va_bytes // span)
-        rows.append(LevelRow(level=lvl.name, tables=n, table_bytes=lvl.bytes_per_table,
-                             bytes=n * lvl.bytes_per_table, in_vmpte=True, tables_after=None))
+        rows.append(_level_row(profile, lvl.name, n))
         explain.append(Derivation(
             scope="worst case", figure=f"{lvl.name} tables",
             formula=f"ceil({profile.user_va_bytes:#x} / {fmt_bytes(span)}) = {n:,} x {fmt_bytes(lvl.bytes_per_table)} "
@@ -491,7 +509,7 @@ def compute_worst_case(profile: Profile, release: Release) -> WorstCaseResult:
              f"{fmt_bytes(used * top.entry_bytes)}), not in VmPTE"]
     return WorstCaseResult(
         profile=profile.name, kernel=str(release), inputs={"worst_case": True, "user_va_bytes": profile.user_va_bytes},
-        levels=rows, page_table_bytes=sum(r.bytes for r in rows), pte_ref=PTE_REF, notes=notes, explain=explain,
+        levels=rows, page_table_bytes=vmpte_bytes(profile, rows), pte_ref=PTE_REF, notes=notes, explain=explain,
     )
 
 
@@ -546,9 +564,8 @@ def compute_process(profile: Profile, release: Release, pid: int,
             e = np.concatenate(parts_e)
             order = np.argsort(s, kind="stable")
             n = int(call(_distinct_blocks, s[order], e[order], profile.table_span_bytes(lvl.name), 0, 1 << 62))
-        level_rows.append(LevelRow(level=lvl.name, tables=n, table_bytes=lvl.bytes_per_table,
-                                   bytes=n * lvl.bytes_per_table, in_vmpte=True))
-    total = sum(r.bytes for r in level_rows)
+        level_rows.append(_level_row(profile, lvl.name, n))
+    total = vmpte_bytes(profile, level_rows)
     present = int(sum(int((e - s).sum()) for *_, s, e in vmas))
     notes = []
     if vm_pte_bytes != total:
