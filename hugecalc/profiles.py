@@ -83,6 +83,24 @@ class HugetlbSize(_Model):
         return self.level if self.contig == 1 else f"cont-{self.level}"
 
 
+class Costs(_Model):
+    """CPU cost parameters for time estimates (``hugecalc hgm``).
+
+    Defaults are calibrated to the HGM thread (James Houghton, "[PATCH 21/46] hugetlb: use struct
+    hugetlb_pte for walk_hugetlb_range", linux-mm, 2023-01-26): a THP-like 4K->1G collapse took
+    "~1 second for each 1G" on an x86 server, and was "about 30% slower overall" than head-only.
+    With a 20 ns uncontended atomic, those two figures fix the per-entry work at 2914 ns and the
+    extra cost of an atomic on a struct page not in cache at 880 ns (see hugecalc/calc/hgm.py).
+    """
+
+    atomic_ns: float = Field(default=20.0, gt=0, description="an uncontended atomic on a cached line")
+    cache_miss_ns: float = Field(default=880.0, ge=0, description="extra cost when the line is not cached")
+    entry_ns: float = Field(default=2914.0, ge=0, description="work per page-table entry mapped or unmapped")
+    notifier_invalidation_ms: float = Field(
+        default=20.0, ge=0, description="secondary-MMU (EPT) invalidation per mmu_notifier window (thread: 10-30 ms)"
+    )
+
+
 class Profile(_Model):
     """A machine: base page, page-table geometry, hugetlb sizes, struct page."""
 
@@ -100,6 +118,7 @@ class Profile(_Model):
     vmemmap_pmd_mapped: bool = Field(
         description="the vmemmap is mapped with PMD leaves, so HVO must split them into PTE tables"
     )
+    costs: Costs = Field(default_factory=Costs, description="CPU cost parameters for time estimates")
 
     _parse_sizes = field_validator("page_size", "user_va_bytes", mode="before")(_size)
 

@@ -88,3 +88,44 @@ def pgtable_naive(profile, start: int, end: int, touched: list[int], backing: st
             units.add(("unit", addr // unit))
     populated = sum(pmd if kind == "thp" else unit for kind, _ in units)
     return {name: len(s) for name, s in tables.items()}, populated
+
+
+class MapcountSim:
+    """Simulates the mapcount fields of one hugepage under an HGM scheme, counting each atomic.
+
+    thp-like: a sub-hugepage entry increments the ``_mapcount`` of every subpage it covers, a
+    hugepage-sized entry the compound mapcount.  head-only: one count per entry, on the head.
+    hstate-level: one count while the hstate-level entry is populated (set when the first entry
+    appears under it, cleared when the last goes; a collapse or split keeps it populated).
+    """
+
+    def __init__(self, scheme: str, hugepage: int, base: int) -> None:
+        self.scheme, self.hugepage, self.base = scheme, hugepage, base
+        self.subpage = [0] * (hugepage // base)
+        self.head = 0
+        self.entries = 0
+        self.ops = 0
+
+    def _one(self, offset: int, size: int, delta: int) -> None:
+        if self.scheme == "thp-like" and size < self.hugepage:
+            for i in range(offset // self.base, (offset + size) // self.base):
+                self.subpage[i] += delta
+                self.ops += 1
+        elif self.scheme in ("thp-like", "head-only"):
+            self.head += delta
+            self.ops += 1
+
+    def replace(self, old_size: int | None, new_size: int | None) -> None:
+        """Every entry of ``old_size`` in the hugepage becomes entries of ``new_size``."""
+        was_populated = self.entries > 0
+        if old_size:
+            for off in range(0, self.hugepage, old_size):
+                self._one(off, old_size, -1)
+            self.entries -= self.hugepage // old_size
+        if new_size:
+            for off in range(0, self.hugepage, new_size):
+                self._one(off, new_size, +1)
+            self.entries += self.hugepage // new_size
+        if self.scheme == "hstate-level" and was_populated != (self.entries > 0):
+            self.head += 1 if self.entries else -1
+            self.ops += 1

@@ -135,3 +135,33 @@ def test_installed_entry_point_no_traceback():
     assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
     p = subprocess.run([str(exe), "vmemmap", "--pages", "1T", "--json"], capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.startswith("{")
+
+
+def test_hgm_json_contract(run):
+    doc = run("hgm", "--hugepage-size", "1G", "--path", "4K,2M,1G", "--json").json
+    assert doc["command"] == "hgm" and doc["upstream"] is False and "not merged" in doc["series"]
+    by = {s["scheme"]: s for s in doc["schemes"]}
+    assert set(by) == {"thp-like", "head-only", "hstate-level"}
+    assert by["thp-like"]["atomic_ops"] == 786_433 and by["head-only"]["atomic_ops"] == 263_169
+    for s in doc["schemes"]:
+        assert {"scheme", "atomic_ops", "steps", "estimated_seconds"} <= set(s)
+        assert len(s["steps"]) == 2
+
+
+def test_hgm_table_says_not_merged(run):
+    r = run("hgm", "--path", "4K,1G", "--guest-memory", "1T", "--explain")
+    assert r.exit_code == 0 and "never merged" in r.stdout and "calibration" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [(["hgm", "--path", "1G,4K"], "must grow from small to large"),
+     (["hgm", "--path", "4K,3M,1G"], "maps one of"),
+     (["hgm", "--path", "4K,1G", "--scheme", "magic"], "choose from"),
+     (["hgm", "--path", "4K,banana"], "'banana' is not a size"),
+     (["hgm", "--hugepage-size", "2M", "--path", "4K,1G"], "must end at the hugepage size 2M"),
+     (["hgm", "--path", "4K,1G", "--atomic-ns", "0"], "--atomic-ns")],
+)
+def test_hgm_bad_input(run, args, message):
+    r = run(*args)
+    assert r.exit_code == 2 and r.stdout == "" and message in r.stderr

@@ -1,0 +1,240 @@
+"""HugeTLB high-granularity mapping (HGM): what each mapcount scheme costs, step by step.
+
+HGM was **never merged**.  James Houghton posted it to linux-mm as "[PATCH v2 00/46] hugetlb:
+introduce HugeTLB high-granularity mapping" (2023-02-18; RFC v1 2022-06-24, RFC v2 2022-10-21,
+v1 2023-01-05), x86_64 and MAP_SHARED only, with ``MADV_SPLIT`` and hugetlb ``MADV_COLLAPSE``.
+Sean Christopherson (guest_memfd cover letter, Nov 2023): HGM "has reached a bit of an impasse
+and is unlikely to ever be merged".  Everything here is a model of proposals, labelled as such.
+
+Schemes (thread "[PATCH 21/46] hugetlb: use struct hugetlb_pte for walk_hugetlb_range",
+James Houghton and Peter Xu, 2023-01-26..31):
+
+- ``thp-like`` (v2): a mapping smaller than the hugepage increments ``_mapcount`` of every subpage
+  it covers; a hugepage-sized mapping increments the compound (entire) mapcount once.  Tail
+  struct pages must be distinct and writable, so HVO cannot be used (HGM and HVO were exclusive).
+- ``head-only``: one count per mapping entry, all on the head page: one hot counter.
+- ``hstate-level`` (Peter Xu): count only when the hstate-level entry (the PUD for 1G) is
+  populated, leaf or not; nothing changes while it stays populated.
+- ``folio`` and ``folio-no-page-mapcount``, for reference: how released kernels account a large
+  folio mapped by PTE batches or as a whole (``folio_add_*_rmap_ptes()``/``_pmd()`` in
+  ``mm/rmap.c``: per-page ``_mapcount`` plus ``_large_mapcount`` and ``_nr_pages_mapped`` per
+  batch; with ``CONFIG_NO_PAGE_MAPCOUNT`` (v6.15) only per-folio counters).  Released kernels never
+  map part of a folio with a PMD, so steps through intermediate sizes are marked not applicable.
+"""
+
+from __future__ import annotations
+
+from hugecalc.errors import InputError
+from hugecalc.profiles import Profile
+from hugecalc.releases import Release
+from hugecalc.result import Derivation, Model, Result, field
+from hugecalc.units import fmt_bytes, fmt_size
+
+SCHEMES = ("thp-like", "head-only", "hstate-level", "folio", "folio-no-page-mapcount")
+OPERATIONS = ("collapse", "split", "map", "unmap")
+HGM_SERIES = (
+    'James Houghton, "[PATCH v2 00/46] hugetlb: introduce HugeTLB high-granularity mapping", '
+    "linux-mm, 2023-02-18 (not merged)"
+)
+THREAD = ('"[PATCH 21/46] hugetlb: use struct hugetlb_pte for walk_hugetlb_range", James Houghton and '
+          "Peter Xu, linux-mm, 2023-01-26..31")
+HVO_EXCLUSIVE = "HGM v2: CONFIG_HUGETLB_HIGH_GRANULARITY_MAPPING excludes HVO (tail struct pages must be writable)"
+
+
+class Step(Model):
+    """One step of the operation on one hugepage."""
+
+    operation: str = field("Operation")
+    from_bytes: int | None = field("From", "size")
+    to_bytes: int | None = field("To", "size")
+    entries_removed: int = field("Entries removed", "count")
+    entries_added: int = field("Entries added", "count")
+    atomic_ops: int | None = field("Atomic ops", "count")
+    spread_atomic_ops: int | None = field("Spread over struct pages", "count")
+    hot_atomic_ops: int | None = field("On one hot counter", "count")
+    cache_lines: int | None = field("Cache lines touched", "count")
+    estimated_seconds: float | None = field("Estimated time (s)")
+    note: str | None = field("Note", default=None)
+
+
+class SchemeResult(Model):
+    scheme: str = field("Scheme")
+    upstream: bool = field("Merged upstream")
+    atomic_ops: int | None = field("Atomic ops per hugepage", "count")
+    estimated_seconds: float | None = field("Estimated time per hugepage (s)")
+    blocked_seconds: float | None = field("vCPUs blocked per hugepage (s)")
+    guest_seconds: float | None = field("Whole guest (s)")
+    hvo_compatible: bool = field("HVO usable")
+    hvo_lost_bytes: int = field("vmemmap HVO would have freed (guest)", "bytes")
+    steps: list[Step]
+
+
+class HgmResult(Result):
+    command: str = "hgm"
+    upstream: bool = False
+    series: str = HGM_SERIES
+    hugepages: int = field("Hugepages in the guest", "count")
+    schemes: list[SchemeResult]
+
+
+def _counts(scheme: str, size: int, hugepage: int, base: int, entries: int, table_entries: int):
+    """(spread, hot) atomic ops to map or unmap ``entries`` entries of ``size`` in one hugepage,
+    or None where the scheme cannot express it."""
+    if scheme == "thp-like":
+        if size == hugepage:
+            return 0, entries  # compound (entire) mapcount
+        return entries * (size // base), 0  # every covered subpage's _mapcount
+    if scheme == "head-only":
+        return 0, entries
+    # Released kernels' large-folio accounting (mm/rmap.c).
+    if size == hugepage:
+        return 0, 2 * entries  # _entire_mapcount and _large_mapcount
+    if size == base:
+        batches = -(-entries // table_entries)  # one rmap batch per PTE table
+        if scheme == "folio":
+            return entries, 2 * batches  # per-page _mapcount; _large_mapcount, _nr_pages_mapped
+        return 0, 2 * batches  # CONFIG_NO_PAGE_MAPCOUNT: _large_mapcount, _mm_id_mapcount
+    return None
+
+
+def _time(profile: Profile, entries: int, atomics: int, lines: int) -> float:
+    """Per-entry work, an atomic per op, and a cache miss per distinct line touched."""
+    c = profile.costs
+    return (entries * c.entry_ns + atomics * c.atomic_ns + lines * c.cache_miss_ns) / 1e9
+
+
+def _mapping_sizes(profile: Profile, hugepage: int) -> list[int]:
+    """Sizes one page-table entry can map inside the hugepage: each level's entry span, and the
+    contiguous blocks (arm64) where the profile has them."""
+    sizes = {profile.span_bytes(lvl.name) for lvl in profile.levels}
+    sizes.add(profile.page_size * profile.cont_pte_entries)
+    sizes.add(profile.pmd_size * profile.cont_pmd_entries)
+    return sorted(s for s in sizes if s <= hugepage and hugepage % s == 0)
+
+
+def compute_hgm(profile: Profile, release: Release, *, hugepage_size: int, path: list[int],
+                schemes: list[str] | None = None, operation: str = "collapse",
+                guest_memory: int | None = None) -> HgmResult:
+    """Mapcount cost of an HGM operation on one hugepage, per scheme, and for a whole guest.
+
+    Kernel reference
+    ----------------
+    Not in any kernel: HGM v2 (2023-02-18) and its review thread; the folio reference schemes
+    follow ``folio_add_anon_rmap_ptes()``/``folio_remove_rmap_ptes()`` in ``mm/rmap.c`` (v6.10+).
+    """
+    h = profile.hugetlb_size(hugepage_size)
+    base = profile.page_size
+    allowed = _mapping_sizes(profile, h.size)
+    schemes = list(dict.fromkeys(schemes or SCHEMES[:3]))
+    for name in schemes:
+        if name not in SCHEMES:
+            raise InputError(f"--scheme {name!r}: choose from {', '.join(SCHEMES)}")
+    if operation not in OPERATIONS:
+        raise InputError(f"--operation {operation!r}: choose from {', '.join(OPERATIONS)}")
+    if operation in ("collapse", "split"):
+        if len(path) < 2:
+            raise InputError("--path needs at least two sizes, from small to large (e.g. 4K,1G)")
+        for a, b in zip(path, path[1:]):
+            if b <= a:
+                raise InputError(
+                    f"--path {','.join(fmt_size(s) for s in path)}: sizes must grow from small to large "
+                    f"({fmt_size(b)} follows {fmt_size(a)})"
+                )
+        if path[-1] != h.size:
+            raise InputError(f"--path must end at the hugepage size {fmt_size(h.size)}, not {fmt_size(path[-1])}")
+    elif len(path) != 1:
+        raise InputError(f"--operation {operation} maps or unmaps at one granularity: give one size in --path")
+    for s in path:
+        if s not in allowed:
+            raise InputError(
+                f"--path size {fmt_size(s)}: a {profile.name} page-table entry inside a {fmt_size(h.size)} page "
+                f"maps one of {', '.join(fmt_size(x) for x in allowed)}"
+            )
+    if guest_memory is not None and (guest_memory <= 0 or guest_memory % h.size):
+        raise InputError(f"--guest-memory {fmt_size(guest_memory)} is not a whole number of {fmt_size(h.size)} hugepages")
+    hugepages = guest_memory // h.size if guest_memory else 1
+    table_entries = profile.level("pte").entries
+
+    # The entry changes of the operation, step by step: (label, from, to, [(size, removed)], [(size, added)])
+    if operation == "collapse":
+        moves = [("collapse", a, b, (a, h.size // a), (b, h.size // b)) for a, b in zip(path, path[1:])]
+    elif operation == "split":
+        rev = list(reversed(path))
+        moves = [("split", b, a, (b, h.size // b), (a, h.size // a)) for b, a in zip(rev, rev[1:])]
+    elif operation == "map":
+        moves = [("map", None, path[0], None, (path[0], h.size // path[0]))]
+    else:
+        moves = [("unmap", path[0], None, (path[0], h.size // path[0]), None)]
+
+    from hugecalc.calc.vmemmap import compute_vmemmap
+
+    hvo = compute_vmemmap(profile, release, hugepage_count=hugepages, hugepage_sizes=[h.size]).rows[0]
+    results = []
+    explain: list[Derivation] = []
+    for name in schemes:
+        steps = []
+        total_ops: int | None = 0
+        total_s: float | None = 0.0
+        for label, frm, to, removed, added in moves:
+            sides = [side for side in (removed, added) if side]
+            entries = sum(n for _, n in sides)
+            if name == "hstate-level":
+                # Only populating or clearing the hstate-level entry counts (Peter Xu); a collapse
+                # or split happens below it and changes nothing.
+                counted = [(0, 1 if label in ("map", "unmap") else 0)]
+            else:
+                counted = [_counts(name, size, h.size, base, n, table_entries) for size, n in sides]
+            ok = None not in counted
+            spread = sum(c[0] for c in counted if c)
+            hot = sum(c[1] for c in counted if c)
+            if not ok:
+                steps.append(Step(operation=label, from_bytes=frm, to_bytes=to,
+                                  entries_removed=removed[1] if removed else 0,
+                                  entries_added=added[1] if added else 0,
+                                  atomic_ops=None, spread_atomic_ops=None, hot_atomic_ops=None, cache_lines=None,
+                                  estimated_seconds=None,
+                                  note="released kernels never map part of a folio with a PMD or PUD"))
+                total_ops = total_s = None
+                continue
+            # A struct page is one 64-byte line; a step touches each covered subpage at most once
+            # per direction, and the head's counters share one line.
+            lines = min(spread, h.size // base) + (1 if hot else 0)
+            seconds = _time(profile, entries, spread + hot, lines)
+            steps.append(Step(operation=label, from_bytes=frm, to_bytes=to,
+                              entries_removed=removed[1] if removed else 0, entries_added=added[1] if added else 0,
+                              atomic_ops=spread + hot, spread_atomic_ops=spread, hot_atomic_ops=hot,
+                              cache_lines=lines, estimated_seconds=seconds))
+            if total_ops is not None:
+                total_ops += spread + hot
+                total_s += seconds
+            explain.append(Derivation(
+                scope=name, figure=f"{label} {fmt_size(frm) if frm else ''}->{fmt_size(to) if to else ''}".strip(),
+                formula=f"{spread:,} atomics spread over struct pages + {hot:,} on the head; "
+                        f"{entries:,} entries x {profile.costs.entry_ns:g} ns + {spread + hot:,} atomics x "
+                        f"{profile.costs.atomic_ns:g} ns + {lines:,} lines x {profile.costs.cache_miss_ns:g} ns "
+                        f"= {seconds:.4g} s",
+                rule=THREAD if not name.startswith("folio") else
+                "folio_add_anon_rmap_ptes()/folio_remove_rmap_ptes() in mm/rmap.c (constants UNCONFIRMED)"))
+        blocked = None if total_s is None else total_s + profile.costs.notifier_invalidation_ms / 1e3
+        thp_like = name == "thp-like"
+        results.append(SchemeResult(
+            scheme=name, upstream=name.startswith("folio"), atomic_ops=total_ops, estimated_seconds=total_s,
+            blocked_seconds=blocked, guest_seconds=None if blocked is None else blocked * hugepages,
+            hvo_compatible=not thp_like, hvo_lost_bytes=hvo.freed_bytes if thp_like else 0, steps=steps))
+    explain.append(Derivation(
+        scope="time model", figure="calibration",
+        formula=f"atomic {profile.costs.atomic_ns:g} ns, cache miss {profile.costs.cache_miss_ns:g} ns, "
+                f"entry {profile.costs.entry_ns:g} ns, EPT invalidation {profile.costs.notifier_invalidation_ms:g} ms "
+                "per window: thp-like 4K->1G ~1 s and 30% slower than head-only, as measured in the thread",
+        rule=THREAD))
+    if "thp-like" in schemes:
+        explain.append(Derivation(
+            scope="thp-like", figure="HVO",
+            formula=f"HVO would free {hvo.freed_pages_per_hugepage:,} vmemmap pages per {fmt_size(h.size)} page "
+                    f"({fmt_bytes(hvo.freed_bytes)} for {hugepages:,}); thp-like needs them all",
+            rule=HVO_EXCLUSIVE))
+    inputs = {"hugepage_size_bytes": h.size, "path_bytes": path, "operation": operation,
+              "guest_memory_bytes": guest_memory, "schemes": schemes, "costs": profile.costs.model_dump()}
+    notes = ["HGM was never merged: these are models of proposals (" + HGM_SERIES + ")"]
+    return HgmResult(profile=profile.name, kernel=str(release), inputs=inputs, hugepages=hugepages,
+                     schemes=results, notes=notes, explain=explain)
