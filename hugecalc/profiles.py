@@ -99,6 +99,9 @@ class Costs(_Model):
     notifier_invalidation_ms: float = Field(
         default=20.0, ge=0, description="secondary-MMU (EPT) invalidation per mmu_notifier window (thread: 10-30 ms)"
     )
+    clear_gib_per_s: float = Field(
+        default=10.0, gt=0, description="one core zeroing a new folio (clear_page/folio_zero_user), GiB/s"
+    )
 
 
 class Profile(_Model):
@@ -115,6 +118,10 @@ class Profile(_Model):
     hugetlb: list[HugetlbSize] = Field(default_factory=list, description="supported hugetlb sizes")
     cont_pte_entries: int = Field(default=1, gt=0, description="PTEs per contiguous block (1 = none)")
     cont_pmd_entries: int = Field(default=1, gt=0, description="PMDs per contiguous block (1 = none)")
+    tlb_coalesce_pages: int = Field(
+        default=1, gt=0,
+        description="hardware PTE coalescing without a kernel-managed bit (AMD: 4 or 8 pages); 1 = none",
+    )
     vmemmap_pmd_mapped: bool = Field(
         description="the vmemmap is mapped with PMD leaves, so HVO must split them into PTE tables"
     )

@@ -173,3 +173,34 @@ HUGE_PMD_SHARE = Rule(
     "PUD_SIZE-aligned range; mm_inc_nr_pmds() counts it in every sharer's VmPTE",
     per_arch={"x86_64": (Span((4, 0)),), "arm64": (Span((4, 0)),)},
 )
+
+
+# --- THP and mTHP (kernel-facts §4) ----------------------------------------------------------
+
+MTHP_ANON = Rule(
+    "multi-size THP for anonymous memory (per-size hugepages-<size>kB/enabled)",
+    'patch series "Multi-size THP for anonymous memory" (Ryan Roberts) (in v6.8): alloc_anon_folio() '
+    "in mm/memory.c, THP_ORDERS_ALL_ANON in include/linux/huge_mm.h",
+    spans=(Span((6, 8)),),
+)
+
+HUGE_ZERO_WP_THP = Rule(
+    "a write fault on the huge zero page allocates a PMD THP (before: split, then base-page copies)",
+    'do_huge_zero_wp_pmd() in mm/huge_memory.c, "mm: Allocate THP on hugezeropage wp-fault" '
+    "(Dev Jain, Sept 2024) (in v6.13, release unconfirmed)",
+    spans=(Span((6, 13)),),
+)
+
+SHMEM_MTHP = Rule(
+    "multi-size THP for anonymous shmem (per-size shmem_enabled), whole large folio mapped at one fault",
+    'patch series "add mTHP support for anonymous shmem" (Baolin Wang) (in v6.11, release unconfirmed): '
+    "shmem_allowable_huge_orders(), finish_fault() mapping a large folio",
+    spans=(Span((6, 11)),),
+)
+
+TMPFS_MTHP = Rule(
+    "tmpfs mounts with huge= use large folios of every order, PMD first",
+    'patch series "support large folios for tmpfs" (Baolin Wang) (in v6.14, release unconfirmed): '
+    "shmem_huge_global_enabled() returns THP_ORDERS_ALL_FILE_DEFAULT; before it tmpfs faults used the PMD order only",
+    spans=(Span((6, 14)),),
+)

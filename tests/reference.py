@@ -129,3 +129,116 @@ class MapcountSim:
         if self.scheme == "hstate-level" and was_populated != (self.entries > 0):
             self.head += 1 if self.entries else -1
             self.ops += 1
+
+
+def mthp_naive(profile, start, end, stride, pre_stride, allowed_orders, shmem, read_then_write,
+               huge_zero_thp):
+    """Page-by-page simulation of the fault path, with explicit PTE and PMD state.
+
+    State per PMD block: none | table | thp | hzp (huge zero page).  Per page: none | zero |
+    mapped (folio start, folio size).  Touches go one by one in address order; a read-then-write
+    touch is a read access, then a write access.  Returns the same figures as compute_mthp.
+    """
+    page, pmd = profile.page_size, profile.pmd_size
+    P = (pmd // page).bit_length() - 1
+    cont = profile.cont_pte_entries if profile.cont_pte_entries > 1 else profile.tlb_coalesce_pages
+    block = {}
+    pte = {}
+    faults = {"read": 0, "write": 0}
+    folios = {}
+    populated = 0
+    largest = 0
+
+    def alloc(order, x):
+        nonlocal populated, largest
+        folios[order] = folios.get(order, 0) + 1
+        populated += page << order
+        largest = max(largest, page << order)
+        for q in range(x, x + (page << order), page):
+            pte[q] = ("mapped", x, page << order)
+
+    if pre_stride:
+        for a in range(start, end, pre_stride):
+            q = a - a % page
+            pte[q] = ("mapped", q, page)
+            block[q - q % pmd] = "table"
+
+    def access(a, write):
+        p = a - a % page
+        x = p - p % pmd
+        st = block.get(x, "none")
+        if st == "thp":
+            return
+        if st == "hzp":
+            if not write:
+                return
+            faults["write"] += 1
+            if huge_zero_thp:
+                block[x] = "thp"
+                alloc(P, x)
+                return
+            block[x] = "table"
+            for q in range(x, x + pmd, page):
+                pte[q] = ("zero",)
+            pte[p] = ("none",)
+            alloc(0, p)  # wp_page_copy()
+            return
+        state = pte.get(p, ("none",))
+        if state[0] == "mapped":
+            return
+        if state[0] == "zero":
+            if write:
+                faults["write"] += 1
+                alloc(0, p)
+            return
+        faults["write" if write else "read"] += 1
+        if st == "none" and P in allowed_orders and x >= start and x + pmd <= end:
+            if shmem or write:
+                block[x] = "thp"
+                alloc(P, x)
+            else:
+                block[x] = "hzp"
+            return
+        block[x] = "table"
+        if not write and not shmem:
+            pte[p] = ("zero",)
+            return
+        for o in sorted((o for o in allowed_orders if o < P), reverse=True):
+            sz = page << o
+            y = p - p % sz
+            if y >= start and y + sz <= end and all(pte.get(q, ("none",))[0] == "none" for q in range(y, y + sz, page)):
+                alloc(o, y)
+                return
+        alloc(0, p)
+
+    touched = set()
+    for a in range(start, end, stride):
+        touched.add(a - a % page)
+        if read_then_write:
+            access(a, False)
+            access(a, True)
+        else:
+            access(a, True)
+    units = set()
+    for p in touched:
+        x = p - p % pmd
+        if block.get(x) == "thp":
+            units.add(("pmd", x))
+            continue
+        _, fx, fsize = pte[p]
+        if cont > 1 and fsize >= cont * page:
+            units.add(("cont", p - p % (cont * page)))
+        else:
+            units.add(("page", p))
+    names = [lvl.name for lvl in profile.levels]
+    tables = {}
+    used_blocks = {x for x, st in block.items() if st in ("table", "thp", "hzp")}
+    tables["pte"] = len({x for x, st in block.items() if st == "table" or (st == "thp" and not shmem)})
+    for name in names[1:-1]:
+        span = profile.table_span_bytes(name)
+        tables[name] = len({x // span for x in used_blocks})
+    return {
+        "read_faults": faults["read"], "write_faults": faults["write"],
+        "folios": {page << o: n for o, n in folios.items()}, "populated_bytes": populated,
+        "tlb_entries": len(units), "tables": tables, "largest": largest,
+    }

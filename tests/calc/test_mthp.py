@@ -1,0 +1,208 @@
+"""mTHP fault walk against a page-by-page simulation, the seed measurements and oracle cases 23-31."""
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from hugecalc.calc.mthp import compute_mthp, anon_orders, file_orders
+from hugecalc.errors import InputError
+from hugecalc.profiles import load_profile
+from hugecalc.releases import parse_release
+from tests import reference
+
+K, M, G, T = 1 << 10, 1 << 20, 1 << 30, 1 << 40
+X86 = load_profile("x86-64")
+NEWEST = parse_release(None)
+
+
+def mthp(profile=X86, kernel=None, **kw):
+    return compute_mthp(profile, parse_release(kernel), **kw)
+
+
+# --- the seed measurements (kernel-facts §4.8) and oracle case 26/27 --------------------------
+
+def test_seed_anon_memset_4k():
+    r = mthp()
+    assert r.faults == 262_144 and r.write_faults == 262_144
+    assert [(f.size_bytes, f.count) for f in r.folios] == [(4 * K, 262_144)]
+
+
+def test_seed_anon_memset_64k():
+    r = mthp(enabled=[(64 * K, "always")])
+    assert r.faults == 16_384 and [(f.size_bytes, f.count) for f in r.folios] == [(64 * K, 16_384)]
+
+
+def test_pmd_wins_on_an_aligned_vma_with_madvise():
+    """kernel-facts §4.8: with PMD size inherit and MADV_HUGEPAGE, PMD beats 64K on a 1 GiB VMA."""
+    r = mthp(enabled=[(64 * K, "always")], madvise=True)
+    assert r.faults == 512 and [(f.size_bytes, f.count) for f in r.folios] == [(2 * M, 512)]
+
+
+def test_seed_memfd_64k_shmem():
+    r = mthp(memory="shmem", shmem_enabled=[(64 * K, "always")])
+    assert r.faults == 16_384
+
+
+def test_seed_tmpfs_huge_always():
+    r = mthp(memory="tmpfs", huge="always")
+    assert r.faults == 512 and r.tables["pte"] == 0  # do_set_pmd(): no deposited table on x86
+
+
+# --- oracle cases 23-25 ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("profile,mask", [("x86-64", 0x3FC), ("arm64-16k", 0xFFC), ("arm64-64k", 0x3FFC)])
+def test_thp_orders_all_anon(profile, mask):
+    assert sum(1 << o for o in anon_orders(load_profile(profile))) == mask
+
+
+def test_file_orders_cap_at_max_pagecache_order():
+    assert file_orders(load_profile("arm64-64k"))[-1] == 11  # PMD order 13 > MAX_XAS_ORDER
+    assert file_orders(X86) == list(range(1, 10))
+
+
+def test_default_modes():
+    r = mthp()
+    assert r.inputs["enabled"]["2M"] == "inherit" and r.inputs["enabled"]["64K"] == "never"
+    assert r.fault_orders_bytes == []  # top-level madvise, no MADV_HUGEPAGE
+
+
+def test_inherit_follows_top_level_and_madvise():
+    assert mthp(enabled=[(64 * K, "inherit")]).fault_orders_bytes == []
+    assert 64 * K in mthp(enabled=[(64 * K, "inherit")], madvise=True).fault_orders_bytes
+    assert mthp(enabled=[(64 * K, "inherit")], madvise=True, top_level="never").fault_orders_bytes == []
+    assert 64 * K in mthp(enabled=[(64 * K, "madvise")], madvise=True).fault_orders_bytes
+    assert mthp(enabled=[(64 * K, "always")], nohugepage=True).fault_orders_bytes == []
+
+
+def test_order_1_is_not_anonymous():
+    with pytest.raises(InputError, match="8K is order 1: x86-64 allows orders 2..9 .*excludes order 1"):
+        mthp(enabled=[(8 * K, "always")])
+    assert 8 * K in mthp(memory="shmem", shmem_enabled=[(8 * K, "always")]).fault_orders_bytes
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(enabled=[(48 * K, "always")]), "not a power-of-two number"),
+    (dict(enabled=[(4 * M, "always")]), "is order 10"),
+    (dict(enabled=[(64 * K, "sometimes")]), "the mode must be one of"),
+    (dict(shmem_enabled=[(64 * K, "madvise")], memory="shmem"), "the mode must be one of"),
+    (dict(madvise=True, nohugepage=True), "exclude each other"),
+    (dict(vma_size=0), "positive multiple"),
+    (dict(vma_size=200 * T), "does not fit"),
+    (dict(top_level="sometimes"), "--top-level"),
+])
+def test_bad_inputs(kw, message):
+    with pytest.raises(InputError, match=message):
+        mthp(**kw)
+
+
+def test_releases():
+    old = mthp(kernel="6.7", enabled=[(64 * K, "always")])
+    assert old.faults == 262_144 and "no multi-size THP (added in 6.8)" in old.notes[0]
+    # Read-then-write under PMD THP: the huge zero page, then a THP (6.13+) or base-page copies.
+    new = mthp(madvise=True, access="read-then-write")
+    assert (new.read_faults, new.write_faults) == (512, 512)
+    older = mthp(kernel="6.12", madvise=True, access="read-then-write")
+    assert (older.read_faults, older.write_faults) == (512, 262_144)
+    # tmpfs: the PMD order only before 6.14, every file order (PMD first) from 6.14.
+    assert mthp(kernel="6.13", memory="tmpfs", huge="always").fault_orders_bytes == [2 * M]
+    assert mthp(kernel="6.14", memory="tmpfs", huge="always").fault_orders_bytes[0] == 8 * K
+
+
+def test_read_then_write_copies_the_zero_page_at_base_size():
+    r = mthp(enabled=[(64 * K, "always")], access="read-then-write")
+    assert (r.read_faults, r.write_faults) == (262_144, 262_144)
+    assert [(f.size_bytes, f.count) for f in r.folios] == [(4 * K, 262_144)]
+
+
+def test_prepopulated_pages_force_fallback():
+    r = mthp(enabled=[(64 * K, "always")], prepopulated_stride=1 * M)
+    # Each 1M: page 0 is there already; pages 1..15 fault one by one; then 15 x 64K.
+    assert r.faults == 1024 * (15 + 15)
+    assert {f.size_bytes: f.count for f in r.folios} == {4 * K: 1024 * 15, 64 * K: 1024 * 15}
+
+
+def test_sparse_touches_bloat():
+    r = mthp(enabled=[(64 * K, "always")], touch_stride=1 * M)
+    assert r.populated_bytes == 1024 * 64 * K and r.touched_bytes == 1024 * 4 * K and r.bloat == 16
+
+
+def test_contpte_tlb_entries():
+    """arm64 4K: 16 PTEs = 64K behind one entry; 16K: 128 = 2M; 64K: 32 = 2M."""
+    assert mthp(load_profile("arm64-4k"), enabled=[(64 * K, "always")]).tlb_entries == 16_384
+    assert mthp(load_profile("arm64-4k"), enabled=[(32 * K, "always")]).tlb_entries == 262_144
+    assert mthp(load_profile("arm64-16k"), enabled=[(2 * M, "always")], vma_size=1 * G).tlb_entries == 512
+    assert mthp(enabled=[(64 * K, "always")]).tlb_entries == 262_144  # x86-64: none by default
+    amd = X86.model_copy(update={"tlb_coalesce_pages": 8})
+    assert mthp(amd, enabled=[(64 * K, "always")]).tlb_entries == 262_144 // 8
+
+
+def test_zero_fill_latency():
+    r = mthp(madvise=True)
+    assert r.largest_fault_clear_bytes == 2 * M
+    assert r.largest_fault_clear_seconds == pytest.approx(2 * M / (10 * G))
+
+
+def test_file_offset_alignment():
+    r = mthp(memory="tmpfs", huge="always", file_offset=4 * K)
+    assert r.fault_orders_bytes == [] and r.faults == 262_144
+    assert "disagree in alignment" in r.notes[-1]
+    r = mthp(memory="tmpfs", huge="always", file_offset=64 * K)
+    assert r.fault_orders_bytes == [8 * K, 16 * K, 32 * K, 64 * K]
+
+
+def test_one_tib_is_quick():
+    r = mthp(vma_size=1 * T, enabled=[(64 * K, "always")], prepopulated_stride=1 * M)
+    assert r.faults == 1 * T // M * 30
+
+
+# --- agreement with the page-by-page simulation -------------------------------------------------
+
+@settings(max_examples=100, deadline=None)
+@given(
+    profile=st.sampled_from(["x86-64", "arm64-4k", "arm64-16k"]),
+    memory=st.sampled_from(["anon", "shmem"]),
+    sizes=st.sets(st.integers(2, 11), max_size=4),
+    pmd_mode=st.sampled_from(["never", "always"]),
+    start_pages=st.integers(0, 1500),
+    vma_pages=st.integers(1, 5000),
+    stride=st.sampled_from([1, 2, 3, 16, 100, 4096, 9000, 40000, 1 << 20]),
+    pre=st.sampled_from([0, 7 * 4096, 1 << 20, 3 << 20]),
+    rtw=st.booleans(),
+    kernel=st.sampled_from(["6.12", "6.18"]),
+)
+def test_agrees_with_page_by_page_simulation(profile, memory, sizes, pmd_mode, start_pages, vma_pages, stride,
+                                             pre, rtw, kernel):
+    p = load_profile(profile)
+    P = (p.pmd_size // p.page_size).bit_length() - 1
+    orders = sorted(o for o in sizes if o < P)
+    start = (1 << 30) + start_pages * p.page_size
+    vma = vma_pages * p.page_size
+    stride = stride * p.page_size // 4096 if stride < 4096 else stride
+    kw = dict(vma_start=start, vma_size=vma, touch_stride=stride, prepopulated_stride=pre or None,
+              access="read-then-write" if rtw else "write", memory=memory)
+    if memory == "anon":
+        kw["enabled"] = [(p.page_size << o, "always") for o in orders if o >= 2] + [(p.pmd_size, pmd_mode)]
+    else:
+        kw["shmem_enabled"] = [(p.page_size << o, "always") for o in orders if o <= 11] + [(p.pmd_size, pmd_mode)] \
+            if P <= 11 else [(p.page_size << o, "always") for o in orders]
+    r = compute_mthp(p, parse_release(kernel), **kw)
+    allowed = {(b // p.page_size).bit_length() - 1 for b in r.fault_orders_bytes}
+    ref = reference.mthp_naive(p, start, start + vma, stride, pre, allowed, memory != "anon", rtw,
+                               parse_release(kernel).version >= (6, 13))
+    assert (r.read_faults, r.write_faults) == (ref["read_faults"], ref["write_faults"])
+    assert {f.size_bytes: f.count for f in r.folios} == ref["folios"]
+    assert r.populated_bytes == ref["populated_bytes"]
+    assert r.tlb_entries == ref["tlb_entries"]
+    assert r.tables == ref["tables"]
+    assert r.largest_fault_clear_bytes == ref["largest"]
+
+
+def test_period_shortcut_agrees_with_a_full_walk():
+    """Many PMD blocks: the periodic shortcut against the simulation over 64 MiB."""
+    p = X86
+    kw = dict(vma_start=G + 3 * 4096, vma_size=64 * M + 4096, touch_stride=12288, prepopulated_stride=3 * M + 4096,
+              enabled=[(16 * K, "always"), (64 * K, "always")])
+    r = compute_mthp(p, NEWEST, **kw)
+    ref = reference.mthp_naive(p, kw["vma_start"], kw["vma_start"] + kw["vma_size"], 12288, 3 * M + 4096,
+                               {2, 4}, False, False, True)
+    assert r.write_faults == ref["write_faults"] and {f.size_bytes: f.count for f in r.folios} == ref["folios"]
+    assert r.tlb_entries == ref["tlb_entries"] and r.tables == ref["tables"]
