@@ -1,14 +1,18 @@
-"""The child process of ``hugecalc verify pgtable``: map, touch, madvise, and report VmPTE.
+"""The child process of ``hugecalc verify``: map, touch, and report what the kernel did.
 
-Run as ``python -m hugecalc._probe SPEC.json``; prints one JSON line.  Kept free of numba and
-of hugecalc's models so that its own page tables stay small and predictable.
+Run as ``python -m hugecalc._probe SPEC.json``; prints JSON lines.  ``pgtable`` mode reports VmPTE
+after touching and after madvise; ``mthp`` mode prepopulates, says ``ready`` and waits for the
+parent to apply the THP settings, then runs the pass and reports its page faults (getrusage).
+Kept free of numba and of hugecalc's models so that its own memory stays small and predictable.
 """
 
 from __future__ import annotations
 
 import ctypes
 import json
+import os
 import re
+import resource
 import sys
 
 PROT_RW = 0x3
@@ -22,6 +26,59 @@ def vm_pte_kb() -> int:
         return int(re.search(r"VmPTE:\s+(\d+)", f.read()).group(1))
 
 
+def faults() -> int:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt + usage.ru_majflt
+
+
+def touch(lo: int, hi: int, start: int, stride: int, read_first: bool) -> None:
+    """Touch one byte every ``stride`` from ``start``, within ``[lo, hi)``, in address order."""
+    c = ctypes.c_char
+    first = lo if lo <= start else start + -(-(lo - start) // stride) * stride
+    for a in range(first, hi, stride):
+        if read_first:
+            c.from_address(a).value
+        c.from_address(a).value = b"x"
+
+
+def mthp(spec: dict, libc) -> None:
+    start, size = spec["start"], spec["size"]
+    flags = MAP_FIXED_NOREPLACE
+    fd = -1
+    if spec["memory"] == "anon":
+        flags |= MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
+    else:
+        if spec["memory"] == "shmem":
+            fd = os.memfd_create("hugecalc-verify")
+        else:
+            fd = os.open(spec["path"], os.O_RDWR | os.O_CREAT, 0o600)
+        os.ftruncate(fd, spec["file_offset"] + size)
+        flags |= MAP_SHARED
+    addr = libc.mmap(start, size, PROT_RW, flags, fd, spec["file_offset"] if fd >= 0 else 0)
+    if addr != start:
+        print(json.dumps({"error": f"mmap at {start:#x} failed: errno {ctypes.get_errno()}"}), flush=True)
+        return
+    for advice in spec["advice"]:
+        if libc.madvise(addr, size, MADV[advice]) != 0:
+            print(json.dumps({"error": f"madvise({advice}) failed: errno {ctypes.get_errno()}"}), flush=True)
+            return
+    # Warm the loop up on a scratch buffer so that the measured pass allocates nothing of its own.
+    scratch = ctypes.create_string_buffer(1 << 16)
+    touch(ctypes.addressof(scratch), ctypes.addressof(scratch) + (1 << 16), ctypes.addressof(scratch), 4096, True)
+    if spec["prepopulated_stride"]:
+        touch(start, start + size, start, spec["prepopulated_stride"], False)
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.readline()  # the parent applies the THP settings of the pass
+    read_first = spec["access"] == "read-then-write"
+    before = faults()
+    touch(start, start + size, start, spec["stride"], read_first)
+    measured = faults() - before
+    before = faults()
+    touch(start, start + size, start, spec["stride"], read_first)  # a null pass: the loop's own faults
+    null = faults() - before
+    print(json.dumps({"faults": measured, "null_pass_faults": null}), flush=True)
+
+
 def main() -> None:
     with open(sys.argv[1]) as f:
         spec = json.load(f)
@@ -29,6 +86,8 @@ def main() -> None:
     libc.mmap.restype = ctypes.c_void_p
     libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    if spec.get("mode") == "mthp":
+        return mthp(spec, libc)
     with open("/proc/self/maps") as f:
         maps = f.read()
     start, size = spec["start"], spec["size"]

@@ -44,6 +44,15 @@ def read_keyed(path: Path) -> dict[str, int]:
     return out
 
 
+def setting(path: Path) -> str:
+    """A setting as it can be written back: sysfs selector files (``always [madvise] never``)
+    give their ``[selected]`` token; other files their stripped text."""
+    text = read_text(path).strip()
+    if "[" in text and "]" in text:
+        return text[text.index("[") + 1 : text.index("]")]
+    return text
+
+
 def is_root() -> bool:
     return os.geteuid() == 0
 
@@ -88,7 +97,7 @@ class Restorer:
 
     def set(self, path: Path, value: str) -> None:
         if not any(p == path for p, _ in self._saved):
-            self._saved.append((path, read_text(path).strip()))
+            self._saved.append((path, setting(path)))
         write_text(path, value)
 
     def __enter__(self) -> Restorer:

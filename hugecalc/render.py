@@ -33,6 +33,12 @@ def fmt_value(value: Any, unit: str | None) -> str:
         return fmt_size(value)
     if unit == "share":
         return f"{value * 100:.2f}%"
+    if unit == "seconds":
+        if abs(value) >= 999.5:
+            return f"{value:,.0f} s"
+        for scale, name in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns")):
+            if abs(value) >= scale * 0.9995 or scale == 1e-9:  # 0.9998 s is "1 s", not "1e+03 ms"
+                return f"{value / scale:.3g} {name}"
     if isinstance(value, float):
         return f"{value:,.4g}" if not value.is_integer() else f"{int(value):,}"
     if isinstance(value, int):
@@ -68,8 +74,9 @@ def transposed_table(rows: list[BaseModel], key: str, skip: tuple[str, ...] = ()
     return table
 
 
-def list_table(rows: list[BaseModel], skip: tuple[str, ...] = ()) -> Table:
-    """One line per row, one column per field."""
+def list_table(rows: list[BaseModel], skip: tuple[str, ...] = (),
+               extra_columns: list[tuple[str, list[str]]] = ()) -> Table:
+    """One line per row, one column per field (and any extra columns of ready-made cells)."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     if not rows:
         return table
@@ -78,8 +85,11 @@ def list_table(rows: list[BaseModel], skip: tuple[str, ...] = ()) -> Table:
              if n not in skip and any(getattr(r, n) is not None for r in rows)]
     for name in names:
         table.add_column(_title(model, name), justify="right" if _unit(model, name) else "left")
-    for row in rows:
-        table.add_row(*(fmt_value(getattr(row, n), _unit(model, n)) for n in names))
+    for title, _ in extra_columns:
+        table.add_column(title, no_wrap=True)
+    for i, row in enumerate(rows):
+        table.add_row(*(fmt_value(getattr(row, n), _unit(model, n)) for n in names),
+                      *(cells[i] for _, cells in extra_columns))
     return table
 
 

@@ -240,3 +240,128 @@ def _hp(backing: str) -> int:
     from hugecalc.units import parse_size
 
     return parse_size(backing.removeprefix("hugetlb-"), "--backing")
+
+
+# --- mthp ------------------------------------------------------------------------------------
+
+
+def _thp_stats(profile: Profile, stat: str) -> dict[int, int]:
+    """Per-size counter from transparent_hugepage/hugepages-<size>kB/stats/<stat>."""
+    out = {}
+    for d in host.SYS_THP.glob("hugepages-*kB"):
+        path = d / "stats" / stat
+        if path.exists():
+            out[int(d.name.removeprefix("hugepages-").removesuffix("kB")) << 10] = int(host.read_text(path))
+    return out
+
+
+def verify_mthp(profile: Profile, release: Release, kw: dict, notes: list[str]) -> VerifyResult:
+    """Run the pass on the running kernel and compare faults and folios by size.
+
+    Kernel reference
+    ----------------
+    ``count_mthp_stat(order, MTHP_STAT_ANON_FAULT_ALLOC)`` in ``alloc_anon_folio()`` and
+    ``do_huge_pmd_anonymous_page()``; ``MTHP_STAT_SHMEM_ALLOC`` in ``shmem_alloc_and_add_folio()``.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from hugecalc.calc.mthp import compute_mthp
+
+    _require_root("mthp")
+    if not (host.SYS_THP / "enabled").exists():
+        raise HostError(f"{host.SYS_THP} is missing: this kernel has no THP")
+    predicted = compute_mthp(profile, release, **kw)
+    i = predicted.inputs
+    memory = i["memory"]
+    page = profile.page_size
+    available = host.read_keyed(host.PROC / "meminfo")["MemAvailable"] << 10
+    if available < predicted.populated_bytes + MIN_SPARE_BYTES:
+        raise HostError(f"not enough free memory: the pass populates {fmt_bytes(predicted.populated_bytes)}, "
+                        f"MemAvailable is {fmt_bytes(available)}")
+    if i["touch_stride_bytes"] < page and i["vma_size_bytes"] // i["touch_stride_bytes"] > MAX_VERIFY_TOUCHES:
+        raise HostError("too many touches to run; use a larger --touch-stride")
+    per_size = {}
+    for d in host.SYS_THP.glob("hugepages-*kB"):
+        per_size[int(d.name.removeprefix("hugepages-").removesuffix("kB")) << 10] = d
+    stat = "anon_fault_alloc" if memory == "anon" else "shmem_alloc"
+    advice = (["hugepage"] if i["madvise"] else []) + (["nohugepage"] if i["nohugepage"] else [])
+    spec = {"mode": "mthp", "memory": memory, "start": i["vma_start"], "size": i["vma_size_bytes"],
+            "file_offset": i["file_offset_bytes"], "stride": i["touch_stride_bytes"],
+            "prepopulated_stride": i["prepopulated_stride_bytes"], "access": i["access"], "advice": advice}
+    mount = None
+    with host.Restorer() as restorer, tempfile.TemporaryDirectory() as tmp:
+        # Prepopulate with every THP size off: those pages must be base pages.
+        restorer.set(host.SYS_THP / "enabled", "never")
+        restorer.set(host.SYS_THP / "shmem_enabled", "never")
+        for size, d in per_size.items():
+            for knob in ("enabled", "shmem_enabled"):
+                if (d / knob).exists():
+                    restorer.set(d / knob, "never")
+        restorer.set(host.SYS_THP / "use_zero_page", "1")
+        if memory == "tmpfs":
+            mount = os.path.join(tmp, "mnt")
+            os.mkdir(mount)
+            opts = f"huge={i['huge']},size={i['file_offset_bytes'] + i['vma_size_bytes'] + (64 << 20)}"
+            if subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "hugecalc", mount]).returncode:
+                raise HostError(f"cannot mount a tmpfs with {opts}")
+            spec["path"] = os.path.join(mount, "file")
+        spec_path = os.path.join(tmp, "spec.json")
+        with open(spec_path, "w") as f:
+            json.dump(spec, f)
+        child = subprocess.Popen([sys.executable, "-m", "hugecalc._probe", spec_path], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            ready = json.loads(child.stdout.readline() or "{}")
+            if "ready" not in ready:
+                raise HostError(f"the probe process: {ready.get('error') or child.stderr.read().strip()[-300:]}")
+            # The configuration of the pass.
+            restorer.set(host.SYS_THP / "enabled", i["top_level"])
+            if memory == "shmem":
+                restorer.set(host.SYS_THP / "shmem_enabled", i["huge"])
+            for label, mode in i["enabled"].items():
+                _set_size(restorer, per_size, label, "enabled", mode, page)
+            for label, mode in i["shmem_enabled"].items():
+                _set_size(restorer, per_size, label, "shmem_enabled", mode, page)
+            before = _thp_stats(profile, stat)
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            out = json.loads(child.stdout.readline() or "{}")
+            after = _thp_stats(profile, stat)
+        finally:
+            child.kill()
+            child.wait()
+            if mount:
+                subprocess.run(["umount", mount])
+    if "faults" not in out:
+        raise HostError(f"the probe process: {out.get('error') or 'no result'}")
+    if out["null_pass_faults"]:
+        notes.append(f"the touch loop itself took {out['null_pass_faults']} faults in a null pass; subtracted")
+    measured_faults = out["faults"] - out["null_pass_faults"]
+    checks = [Check(figure="page faults of the pass", predicted=predicted.faults, measured=measured_faults,
+                    match=predicted.faults == measured_faults)]
+    folios = {f.size_bytes: f.count for f in predicted.folios}
+    for size in sorted(set(after) | set(folios)):
+        if size == page:
+            continue  # base pages have no per-size counter
+        got = after.get(size, 0) - before.get(size, 0)
+        want = folios.get(size, 0)
+        if got or want:
+            checks.append(Check(figure=f"{fmt_size(size)} folios ({stat})", predicted=want, measured=got,
+                                match=got == want))
+    return VerifyResult(command="verify mthp", profile=profile.name, kernel=str(release),
+                        inputs={**i, "running_kernel": host.running_release()}, checks=checks, notes=notes)
+
+
+def _set_size(restorer, per_size: dict, label: str, knob: str, mode: str, page: int) -> None:
+    from hugecalc.units import parse_size
+
+    d = per_size.get(parse_size(label))
+    if d is None or not (d / knob).exists():
+        if mode != "never":
+            raise HostError(f"the running kernel has no {label} {knob} switch")
+        return
+    restorer.set(d / knob, mode)

@@ -79,3 +79,13 @@ def test_restorer_reports_what_it_could_not_restore(tmp_path):
             r.set(a, "1")
             a.unlink()
             a.mkdir()
+
+
+def test_restorer_writes_back_the_selected_token(tmp_path):
+    """sysfs selector files read 'always [madvise] never' but accept only 'madvise'."""
+    knob = tmp_path / "enabled"
+    knob.write_text("always [madvise] never\n")
+    with Restorer() as r:
+        r.set(knob, "never")
+        assert knob.read_text() == "never"
+    assert knob.read_text() == "madvise"

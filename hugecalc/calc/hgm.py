@@ -53,7 +53,7 @@ class Step(Model):
     spread_atomic_ops: int | None = field("Spread over struct pages", "count")
     hot_atomic_ops: int | None = field("On one hot counter", "count")
     cache_lines: int | None = field("Cache lines touched", "count")
-    estimated_seconds: float | None = field("Estimated time (s)")
+    estimated_seconds: float | None = field("Estimated time", "seconds")
     note: str | None = field("Note", default=None)
 
 
@@ -61,9 +61,9 @@ class SchemeResult(Model):
     scheme: str = field("Scheme")
     upstream: bool = field("Merged upstream")
     atomic_ops: int | None = field("Atomic ops per hugepage", "count")
-    estimated_seconds: float | None = field("Estimated time per hugepage (s)")
-    blocked_seconds: float | None = field("vCPUs blocked per hugepage (s)")
-    guest_seconds: float | None = field("Whole guest (s)")
+    estimated_seconds: float | None = field("Estimated time per hugepage", "seconds")
+    blocked_seconds: float | None = field("vCPUs blocked per hugepage", "seconds")
+    guest_seconds: float | None = field("Whole guest", "seconds")
     hvo_compatible: bool = field("HVO usable")
     hvo_lost_bytes: int = field("vmemmap HVO would have freed (guest)", "bytes")
     steps: list[Step]

@@ -32,6 +32,7 @@ import math
 import numpy as np
 
 from hugecalc.calc._jit import call, jit
+from hugecalc.calc.khugepaged import KhugepagedDesign, compute_khugepaged, prepopulated_bitmaps
 from hugecalc.calc.pgtable import _level_row, _stride_blocks, vmpte_bytes
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
@@ -43,6 +44,8 @@ ANON_MODES = ("always", "inherit", "madvise", "never")
 SHMEM_MODES = ("always", "inherit", "within_size", "advise", "never")
 HUGE_MODES = ("always", "within_size", "advise", "never")
 MAX_XAS_ORDER = 11  # XA_CHUNK_SHIFT * 2 - 1 (include/linux/xarray.h)
+KHUGEPAGED_SERIES = 'Nico Pache, "khugepaged: mTHP support", 2025'
+
 
 
 def pmd_order(profile: Profile) -> int:
@@ -78,7 +81,26 @@ class MthpResult(Result):
     touched_bytes: int = field("Memory touched (whole pages)", "bytes")
     bloat: float = field("Populated / touched")
     largest_fault_clear_bytes: int = field("Largest single fault clears", "bytes")
-    largest_fault_clear_seconds: float = field("Its zeroing time (s)")
+    largest_fault_clear_seconds: float = field("Its zeroing time", "seconds")
+    khugepaged: list[KhugepagedDesign] | None = None
+
+
+class SizeRow(Model):
+    """One mTHP size alone, for the side-by-side comparison."""
+
+    size_bytes: int = field("Size", "size")
+    faults: int = field("Faults", "count")
+    folios: int = field("Folios", "count")
+    tlb_entries: int = field("TLB entries", "count")
+    page_table_bytes: int = field("Page tables", "bytes")
+    populated_bytes: int = field("Populated", "bytes")
+    bloat: float = field("Bloat")
+    largest_fault_clear_seconds: float = field("Worst fault clear", "seconds")
+
+
+class MthpComparison(Result):
+    command: str = "mthp"
+    sizes: list[SizeRow]
 
 
 # --- the walk ------------------------------------------------------------------------------
@@ -297,6 +319,9 @@ def compute_mthp(
     touch_stride: int | None = None,
     prepopulated_stride: int | None = None,
     access: str = "write",
+    khugepaged: bool = False,
+    max_ptes_none: int = 511,
+    occupancy: list | None = None,
 ) -> MthpResult:
     """Faults, folios, TLB entries and page tables of one pass over a VMA.
 
@@ -454,6 +479,16 @@ def compute_mthp(
         formula=f"clears {fmt_bytes(largest)} at {profile.costs.clear_gib_per_s:g} GiB/s = {clear_s * 1e6:.1f} us",
         rule="folio_zero_user() / clear_huge_page() zero a new folio inside the fault"))
 
+    designs = None
+    if khugepaged:
+        if shmem:
+            raise InputError("--khugepaged models anonymous memory: mTHP collapse is for anon VMAs")
+        if occupancy is None:
+            if not pre_stride:
+                raise InputError("--khugepaged needs the occupancy: --prepopulated-stride or --occupancy-file")
+            occupancy = prepopulated_bitmaps(profile, start, end, pre_stride)
+        designs = compute_khugepaged(profile, occupancy, allowed, max_ptes_none)
+        notes.append("khugepaged mTHP collapse is not in a released kernel (" + KHUGEPAGED_SERIES + ")")
     inputs = {
         "memory": memory, "vma_size_bytes": vma_size, "vma_start": start, "file_offset_bytes": file_offset,
         "touch_stride_bytes": stride, "prepopulated_stride_bytes": prepopulated_stride, "access": access,
@@ -468,5 +503,29 @@ def compute_mthp(
         tlb_entries=int(out[3]), tables={r.level: r.tables for r in rows},
         page_table_bytes=vmpte_bytes(profile, rows), populated_bytes=populated, touched_bytes=touched,
         bloat=populated / touched if touched else 0.0, largest_fault_clear_bytes=largest,
-        largest_fault_clear_seconds=clear_s, notes=notes, explain=explain,
+        largest_fault_clear_seconds=clear_s, khugepaged=designs, notes=notes, explain=explain,
     )
+
+
+def compare_sizes(profile: Profile, release: Release, **kw) -> MthpComparison:
+    """Every size the profile supports, each alone (others off), side by side, and base pages."""
+    shmem = kw.get("memory", "anon") != "anon"
+    orders = file_orders(profile) if shmem else anon_orders(profile)
+    P = pmd_order(profile)
+    rows = []
+    base = None
+    for o in [None] + orders:
+        modes = [(profile.page_size << x, "always" if x == o else "never") for x in orders]
+        key = "shmem_enabled" if shmem else "enabled"
+        extra = {"huge": "never"} if shmem else {}
+        r = compute_mthp(profile, release, **{**kw, key: modes, **extra})
+        base = base or r
+        rows.append(SizeRow(size_bytes=profile.page_size << (o or 0), faults=r.faults,
+                            folios=sum(f.count for f in r.folios), tlb_entries=r.tlb_entries,
+                            page_table_bytes=r.page_table_bytes, populated_bytes=r.populated_bytes,
+                            bloat=r.bloat, largest_fault_clear_seconds=r.largest_fault_clear_seconds))
+    notes = [f"each size alone ({'shmem_enabled' if shmem else 'enabled'}=always, every other size never); "
+             f"the first row is base pages only"]
+    if P not in orders:
+        notes.append(f"the PMD size {fmt_size(profile.pmd_size)} is above MAX_PAGECACHE_ORDER for shmem here")
+    return MthpComparison(profile=profile.name, kernel=str(release), inputs=base.inputs, sizes=rows, notes=notes)
