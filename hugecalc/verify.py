@@ -282,26 +282,25 @@ def verify_mthp(profile: Profile, release: Release, kw: dict, notes: list[str]) 
     if available < predicted.populated_bytes + MIN_SPARE_BYTES:
         raise HostError(f"not enough free memory: the pass populates {fmt_bytes(predicted.populated_bytes)}, "
                         f"MemAvailable is {fmt_bytes(available)}")
-    if i["touch_stride_bytes"] < page and i["vma_size_bytes"] // i["touch_stride_bytes"] > MAX_VERIFY_TOUCHES:
-        raise HostError("too many touches to run; use a larger --touch-stride")
-    per_size = {}
-    for d in host.SYS_THP.glob("hugepages-*kB"):
-        per_size[int(d.name.removeprefix("hugepages-").removesuffix("kB")) << 10] = d
+    if i["vma_size_bytes"] // i["touch_stride_bytes"] > MAX_VERIFY_TOUCHES:
+        raise HostError("too many touches to run; use a larger --touch-stride or a smaller --vma-size")
+    per_size = {int(d.name.removeprefix("hugepages-").removesuffix("kB")) << 10: d
+                for d in host.SYS_THP.glob("hugepages-*kB")}
     stat = "anon_fault_alloc" if memory == "anon" else "shmem_alloc"
-    advice = (["hugepage"] if i["madvise"] else []) + (["nohugepage"] if i["nohugepage"] else [])
     spec = {"mode": "mthp", "memory": memory, "start": i["vma_start"], "size": i["vma_size_bytes"],
             "file_offset": i["file_offset_bytes"], "stride": i["touch_stride_bytes"],
-            "prepopulated_stride": i["prepopulated_stride_bytes"], "access": i["access"], "advice": advice}
-    mount = None
+            "prepopulated_stride": i["prepopulated_stride_bytes"], "access": i["access"],
+            "advice": (["hugepage"] if i["madvise"] else []) + (["nohugepage"] if i["nohugepage"] else [])}
     with host.Restorer() as restorer, tempfile.TemporaryDirectory() as tmp:
-        # Prepopulate with every THP size off: those pages must be base pages.
+        # Prepopulate with every THP size off, so that those pages are base pages.
         restorer.set(host.SYS_THP / "enabled", "never")
         restorer.set(host.SYS_THP / "shmem_enabled", "never")
-        for size, d in per_size.items():
+        for d in per_size.values():
             for knob in ("enabled", "shmem_enabled"):
                 if (d / knob).exists():
                     restorer.set(d / knob, "never")
         restorer.set(host.SYS_THP / "use_zero_page", "1")
+        mount = None
         if memory == "tmpfs":
             mount = os.path.join(tmp, "mnt")
             os.mkdir(mount)
@@ -312,28 +311,28 @@ def verify_mthp(profile: Profile, release: Release, kw: dict, notes: list[str]) 
         spec_path = os.path.join(tmp, "spec.json")
         with open(spec_path, "w") as f:
             json.dump(spec, f)
-        child = subprocess.Popen([sys.executable, "-m", "hugecalc._probe", spec_path], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            ready = json.loads(child.stdout.readline() or "{}")
-            if "ready" not in ready:
-                raise HostError(f"the probe process: {ready.get('error') or child.stderr.read().strip()[-300:]}")
-            # The configuration of the pass.
-            restorer.set(host.SYS_THP / "enabled", i["top_level"])
-            if memory == "shmem":
-                restorer.set(host.SYS_THP / "shmem_enabled", i["huge"])
-            for label, mode in i["enabled"].items():
-                _set_size(restorer, per_size, label, "enabled", mode, page)
-            for label, mode in i["shmem_enabled"].items():
-                _set_size(restorer, per_size, label, "shmem_enabled", mode, page)
-            before = _thp_stats(profile, stat)
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            out = json.loads(child.stdout.readline() or "{}")
-            after = _thp_stats(profile, stat)
+            with subprocess.Popen([sys.executable, "-m", "hugecalc._probe", spec_path], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+                try:
+                    ready = json.loads(child.stdout.readline() or "{}")
+                    if "ready" not in ready:
+                        raise HostError(f"the probe process: {ready.get('error') or 'exited before the pass'}")
+                    # The configuration of the pass.
+                    restorer.set(host.SYS_THP / "enabled", i["top_level"])
+                    if memory == "shmem":
+                        restorer.set(host.SYS_THP / "shmem_enabled", i["huge"])
+                    for knob, modes in (("enabled", i["enabled"]), ("shmem_enabled", i["shmem_enabled"])):
+                        for label, mode in modes.items():
+                            _set_size(restorer, per_size, label, knob, mode)
+                    before = _thp_stats(profile, stat)
+                    child.stdin.write("go\n")
+                    child.stdin.flush()
+                    out = json.loads(child.stdout.readline() or "{}")
+                    after = _thp_stats(profile, stat)
+                finally:
+                    child.kill()
         finally:
-            child.kill()
-            child.wait()
             if mount:
                 subprocess.run(["umount", mount])
     if "faults" not in out:
@@ -356,7 +355,7 @@ def verify_mthp(profile: Profile, release: Release, kw: dict, notes: list[str]) 
                         inputs={**i, "running_kernel": host.running_release()}, checks=checks, notes=notes)
 
 
-def _set_size(restorer, per_size: dict, label: str, knob: str, mode: str, page: int) -> None:
+def _set_size(restorer: host.Restorer, per_size: dict, label: str, knob: str, mode: str) -> None:
     from hugecalc.units import parse_size
 
     d = per_size.get(parse_size(label))

@@ -1,0 +1,78 @@
+"""`hugecalc mthp` from the command line, and `verify mthp` on the running kernel."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import needs_root_and
+
+THP = Path("/sys/kernel/mm/transparent_hugepage")
+
+
+def test_mthp_json_contract(run):
+    doc = run("mthp", "--size", "64k", "--json").json
+    assert {"schema_version", "command", "profile", "kernel", "inputs", "faults", "read_faults", "write_faults",
+            "folios", "tlb_entries", "page_table_bytes"} <= set(doc)
+    assert doc["faults"] == 16_384 and doc["folios"] == [{"size_bytes": 65536, "count": 16_384}]
+    assert doc["inputs"]["enabled"]["64K"] == "always" and doc["inputs"]["top_level"] == "madvise"
+
+
+def test_every_size_side_by_side(run):
+    r = run("mthp")
+    assert r.exit_code == 0 and "faults (log scale)" in r.stdout and "█" in r.stdout
+    doc = run("mthp", "--json").json
+    assert [row["size_bytes"] for row in doc["sizes"]][:3] == [4096, 16384, 32768]
+    assert {row["size_bytes"]: row["faults"] for row in doc["sizes"]}[2 << 20] == 512
+
+
+def test_mthp_explain_and_khugepaged(run):
+    r = run("mthp", "--size", "64k", "--prepopulated-stride", "1M", "--khugepaged", "--explain")
+    assert r.exit_code == 0 and "not in a released kernel" in r.stdout
+    assert "alloc_anon_folio()" in r.stdout and "thp_vma_allowable_orders()" in r.stdout
+
+
+def test_one_tib(run):
+    doc = run("mthp", "--vma-size", "1T", "--size", "64k", "--prepopulated-stride", "1M", "--json").json
+    assert doc["faults"] == 30 * (1 << 20)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [(["mthp", "--size", "48k"], "not a power-of-two number"),
+     (["mthp", "--size", "8k"], "is order 1"),
+     (["mthp", "--enabled", "64K=sometimes"], "the mode must be one of"),
+     (["mthp", "--enabled", "64K"], "use SIZE=MODE"),
+     (["mthp", "--madvise", "--nohugepage"], "exclude each other"),
+     (["mthp", "--vma-size", "0"], "must be greater than zero"),
+     (["mthp", "--khugepaged"], "needs the occupancy"),
+     (["mthp", "--memory", "disk"], "Invalid value for '--memory'")],
+)
+def test_mthp_bad_input(run, args, message):
+    r = run(*args)
+    assert r.exit_code == 2 and r.stdout == "" and message in r.stderr and "Traceback" not in r.stderr
+
+
+def _thp_state():
+    return sorted((str(p), p.read_text()) for p in THP.rglob("*enabled")) + [
+        ("use_zero_page", (THP / "use_zero_page").read_text())]
+
+
+@pytest.mark.root
+@needs_root_and(THP / "hugepages-64kB" / "stats" / "anon_fault_alloc")
+@pytest.mark.parametrize(
+    "args",
+    [["--size", "64k", "--vma-size", "256M"],
+     ["--size", "64k", "--prepopulated-stride", "1M", "--vma-size", "64M"],
+     ["--madvise", "--access", "read-then-write", "--vma-size", "64M"],
+     ["--memory", "shmem", "--shmem-enabled", "64K=always", "--vma-size", "64M"],
+     ["--memory", "tmpfs", "--huge", "always", "--vma-size", "64M"],
+     ["--size", "16k", "--size", "128k", "--touch-stride", "100K", "--vma-start", "0x40003000", "--vma-size", "50M"]],
+)
+def test_verify_mthp_on_running_kernel(run, args):
+    before = _thp_state()
+    r = run("verify", "mthp", *args, "--json")
+    assert _thp_state() == before, "THP settings were not restored"
+    assert r.exit_code == 0, r.stdout + r.stderr
+    checks = r.json["checks"]
+    assert checks[0]["figure"] == "page faults of the pass" and checks[0]["measured"] > 0
+    assert all(c["match"] for c in checks)
