@@ -551,13 +551,14 @@ def profiles(profile: Profile, release: Release, as_json: bool, explain: bool, n
     """
     import json
 
-    explicit = name is not None or any(a.startswith("--profile") for a in sys.argv[1:])
+    explicit = name is not None or _given("profile_name")
     if name is not None:
         profile = load_profile(name)
     if not explicit:
         loaded = [load_profile(n) for n in sorted(bundled_profiles())]
         if as_json:
-            click.echo(json.dumps({"profiles": [p.model_dump(mode="json") for p in loaded]}, indent=2))
+            click.echo(json.dumps({**_envelope(profile, release, {"list": True}),
+                                   "profiles": [p.model_dump(mode="json") for p in loaded]}, indent=2))
             return
         table = Table(title="Bundled profiles (hugecalc profiles NAME for details)", title_justify="left")
         for col in ("name", "arch", "page", "levels", "hugetlb sizes", "description"):
@@ -574,7 +575,8 @@ def profiles(profile: Profile, release: Release, as_json: bool, explain: bool, n
         for lvl in profile.levels
     ]
     if as_json:
-        click.echo(json.dumps({"profile": profile.model_dump(mode="json"), "geometry": geometry}, indent=2))
+        click.echo(json.dumps({**_envelope(profile, release, {"name": profile.name}),
+                               "definition": profile.model_dump(mode="json"), "geometry": geometry}, indent=2))
         return
     out = console()
     out.print(Text(f"{profile.name}: {profile.description}", style="bold"))
@@ -597,6 +599,19 @@ def profiles(profile: Profile, release: Release, as_json: bool, explain: bool, n
     out.print(f"contiguous PTE block: {profile.cont_pte_entries} entries "
               f"({fmt_bytes(profile.cont_pte_entries * profile.page_size)}); contiguous PMD block: "
               f"{profile.cont_pmd_entries} entries; vmemmap PMD-mapped: {'yes' if profile.vmemmap_pmd_mapped else 'no'}")
+
+
+def _given(param: str) -> bool:
+    """Whether the user gave this option (rather than its default)."""
+    source = click.get_current_context().get_parameter_source(param)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _envelope(profile: Profile, release: Release, inputs: dict) -> dict:
+    from hugecalc.result import SCHEMA_VERSION
+
+    return {"schema_version": SCHEMA_VERSION, "command": "profiles", "profile": profile.name,
+            "kernel": str(release), "inputs": inputs}
 
 
 # --- verify ----------------------------------------------------------------------------------
@@ -710,7 +725,7 @@ def _running_release(release: Release, notes: list[str]) -> Release:
     """verify predicts for the running kernel unless --kernel says otherwise."""
     from hugecalc import host
 
-    if "--kernel" in " ".join(sys.argv):
+    if _given("kernel"):
         return release
     running = host.running_release()
     try:

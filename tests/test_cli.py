@@ -105,7 +105,9 @@ def test_profiles_list_and_show(run):
     r = run("profiles")
     assert r.exit_code == 0 and "arm64-16k" in r.stdout and "x86-64-la57" in r.stdout
     doc = run("profiles", "arm64-16k", "--json").json
-    assert doc["profile"]["name"] == "arm64-16k"
+    assert {"schema_version", "command", "profile", "kernel", "inputs"} <= set(doc)
+    assert doc["profile"] == "arm64-16k" and doc["definition"]["name"] == "arm64-16k"
+    assert len(run("profiles", "--json").json["profiles"]) >= 7
     assert doc["geometry"][0] == {"level": "pgd", "entries": 2, "entry_bytes": 8, "table_bytes": 16,
                                   "entry_span_bytes": 1 << 47, "table_span_bytes": 1 << 48}
     r = run("profiles", "x86-64")

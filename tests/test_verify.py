@@ -89,3 +89,18 @@ def test_restorer_writes_back_the_selected_token(tmp_path):
         r.set(knob, "never")
         assert knob.read_text() == "never"
     assert knob.read_text() == "madvise"
+
+
+@pytest.mark.root
+@needs_root_and(HVO, HP2M)
+@pytest.mark.skipif(not _has_memmap_counter(), reason="kernel lacks nr_memmap_pages")
+def test_verify_vmemmap_fails_when_the_rules_are_wrong(run):
+    """5.15 kept 2 vmemmap pages; a 6.18 kernel keeps 1: the check must say so and exit 1."""
+    before = (HVO.read_text(), HP2M.read_text())
+    r = run("verify", "vmemmap", "--count", "2", "--kernel", "5.15", "--json")
+    assert (HVO.read_text(), HP2M.read_text()) == before
+    if r.exit_code == 0:
+        pytest.skip("the running kernel keeps 2 vmemmap pages (5.14-5.17)")
+    assert r.exit_code == 1 and "differs from the prediction" in r.stderr
+    assert r.json["checks"][0] == {"figure": "vmemmap pages freed by 2 x 2M", "predicted": 12, "measured": 14,
+                                   "match": False}

@@ -29,7 +29,8 @@ def jit(fn: Callable) -> Any:
 def call(kernel: Any, *args: Any) -> Any:
     """Call a jitted kernel; if its first call compiles for more than a second, say so."""
     notify = calc.on_slow_compile
-    if kernel.signatures or notify is None:
+    # With NUMBA_DISABLE_JIT=1 a kernel is its plain Python function: nothing to compile.
+    if notify is None or getattr(kernel, "signatures", True):
         return kernel(*args)
     timer = threading.Timer(
         COMPILE_NOTICE_SECONDS,
