@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,12 @@ def test_pgtable_bad_input(run, args, message):
 def test_pid_of_a_simple_process(run):
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
+        # Wait until it has finished exec and dynamic loading and sits in nanosleep().
+        stat = Path(f"/proc/{sleeper.pid}/stat")
+        for _ in range(200):
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "S":
+                break
+            time.sleep(0.01)
         if not os.access(f"/proc/{sleeper.pid}/pagemap", os.R_OK):
             pytest.skip("cannot read another process's pagemap here")
         doc = run("pgtable", "--pid", str(sleeper.pid), "--json").json
