@@ -639,20 +639,12 @@ def verify_vmemmap_cmd(profile: Profile, release: Release, as_json: bool, explai
     Example:
       sudo hugecalc verify vmemmap --hugepage-size 2M --count 64
     """
-    from hugecalc.render import list_table, print_header
     from hugecalc.verify import verify_vmemmap
 
     notes: list[str] = []
     release = _running_release(release, notes)
     result = verify_vmemmap(profile, release, hugepage_size, count, notes)
-
-    def draw(out: Console) -> None:
-        print_header(out, result, f"verify vmemmap on {result.inputs['running_kernel']}")
-        out.print(list_table(result.checks))
-
-    emit(result, as_json, explain, draw)
-    if not result.ok:
-        raise VerifyMismatch("measured vmemmap differs from the prediction")
+    _emit_verify(result, as_json, explain, "vmemmap", "vmemmap differs")
 
 
 @verify.command("pgtable")
@@ -670,7 +662,6 @@ def verify_pgtable_cmd(profile: Profile, release: Release, as_json: bool, explai
       sudo hugecalc verify pgtable --vsize 256M --backing thp --after dontneed
       sudo hugecalc verify pgtable --vsize 4G --backing hugetlb-2M
     """
-    from hugecalc.render import list_table, print_header
     from hugecalc.verify import verify_pgtable
 
     notes: list[str] = []
@@ -678,14 +669,7 @@ def verify_pgtable_cmd(profile: Profile, release: Release, as_json: bool, explai
     touches, vma_start = _touches(profile, vsize, vma_start, backing, touch_stride, touch_fraction, seed, touch_file)
     result = verify_pgtable(profile, release, vsize=vsize, vma_start=vma_start, touches=touches,
                             backing=backing, after=after, notes=notes)
-
-    def draw(out: Console) -> None:
-        print_header(out, result, f"verify pgtable on {result.inputs['running_kernel']}")
-        out.print(list_table(result.checks))
-
-    emit(result, as_json, explain, draw)
-    if not result.ok:
-        raise VerifyMismatch("measured page tables differ from the prediction")
+    _emit_verify(result, as_json, explain, "pgtable", "page tables differ")
 
 
 @verify.command("mthp")
@@ -705,20 +689,25 @@ def verify_mthp_cmd(profile: Profile, release: Release, as_json: bool, explain: 
       sudo hugecalc verify mthp --memory shmem --shmem-enabled 64K=always
       sudo hugecalc verify mthp --memory tmpfs --huge always
     """
-    from hugecalc.render import list_table, print_header
     from hugecalc.verify import verify_mthp
 
     notes: list[str] = []
     release = _running_release(release, notes)
     result = verify_mthp(profile, release, _mthp_kwargs(profile, **options), notes)
+    _emit_verify(result, as_json, explain, "mthp", "faults or folios differ")
+
+
+def _emit_verify(result: Any, as_json: bool, explain: bool, what: str, mismatch: str) -> None:
+    """Predicted beside measured; exit 1 (VerifyMismatch) when any check differs."""
+    from hugecalc.render import list_table, print_header
 
     def draw(out: Console) -> None:
-        print_header(out, result, f"verify mthp on {result.inputs['running_kernel']}")
+        print_header(out, result, f"verify {what} on {result.inputs['running_kernel']}")
         out.print(list_table(result.checks))
 
     emit(result, as_json, explain, draw)
     if not result.ok:
-        raise VerifyMismatch("measured faults or folios differ from the prediction")
+        raise VerifyMismatch(f"measured {mismatch} from the prediction")
 
 
 def _running_release(release: Release, notes: list[str]) -> Release:

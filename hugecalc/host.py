@@ -6,9 +6,11 @@ it back on exit, on errors, on Ctrl-C and on SIGTERM.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import platform
 import signal
+import tempfile
 from pathlib import Path
 
 from hugecalc.errors import HostError, InputError
@@ -88,12 +90,20 @@ def _on_sigterm(signum, frame):  # pragma: no cover - exercised by a signal
     raise _Terminated()
 
 
+LOCK_PATH = Path(tempfile.gettempdir()) / "hugecalc-verify.lock"
+
+
 class Restorer:
-    """Writes settings and restores every one of them, in reverse order, however the block ends."""
+    """Writes settings and restores every one of them, in reverse order, however the block ends.
+
+    Holds an exclusive lock for its lifetime: two verify runs at once would each save the other's
+    temporary settings and could leave them behind, so the second waits for the first.
+    """
 
     def __init__(self) -> None:
         self._saved: list[tuple[Path, str]] = []
         self._old_handler = None
+        self._lock = None
 
     def set(self, path: Path, value: str) -> None:
         if not any(p == path for p, _ in self._saved):
@@ -101,6 +111,8 @@ class Restorer:
         write_text(path, value)
 
     def __enter__(self) -> Restorer:
+        self._lock = open(LOCK_PATH, "a")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         self._old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
         return self
 
@@ -118,6 +130,7 @@ class Restorer:
         finally:
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, self._old_handler or signal.SIG_DFL)
+            self._lock.close()  # releases the lock
         if failures:
             raise HostError("could not restore settings: " + "; ".join(failures))
         if exc_type is _Terminated:

@@ -104,3 +104,17 @@ def test_verify_vmemmap_fails_when_the_rules_are_wrong(run):
     assert r.exit_code == 1 and "differs from the prediction" in r.stderr
     assert r.json["checks"][0] == {"figure": "vmemmap pages freed by 2 x 2M", "predicted": 12, "measured": 14,
                                    "match": False}
+
+
+def test_restorer_serializes_verify_runs(tmp_path):
+    """A second Restorer waits for the first: its lock is held for the whole block."""
+    import fcntl
+
+    from hugecalc import host
+
+    with Restorer():
+        with open(host.LOCK_PATH, "a") as other:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(host.LOCK_PATH, "a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
