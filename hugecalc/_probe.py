@@ -37,7 +37,7 @@ def touch(lo: int, hi: int, start: int, stride: int, read_first: bool) -> None:
     first = lo if lo <= start else start + -(-(lo - start) // stride) * stride
     for a in range(first, hi, stride):
         if read_first:
-            c.from_address(a).value
+            _ = c.from_address(a).value  # the read access
         c.from_address(a).value = b"x"
 
 

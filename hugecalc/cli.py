@@ -104,8 +104,11 @@ def cli() -> None:
     Examples:
       hugecalc vmemmap --pages 1024G               # HVO savings for a 1 TiB pool, 2M vs 1G
       hugecalc vmemmap --pages 512 --hugepage-size 1G --kernel 5.15 --explain
+      hugecalc pgtable --vsize 64G --touch-stride 2M --after dontneed
+      hugecalc mthp --size 64k                     # what 64K mTHP does to a 1 GiB memset
+      hugecalc hgm --hugepage-size 1G --path 4K,2M,1G
       hugecalc profiles arm64-4k
-      sudo hugecalc verify vmemmap --hugepage-size 2M --count 64
+      sudo hugecalc verify mthp --size 64k         # predicted beside the running kernel
     """
 
 

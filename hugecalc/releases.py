@@ -204,3 +204,17 @@ TMPFS_MTHP = Rule(
     "shmem_huge_global_enabled() returns THP_ORDERS_ALL_FILE_DEFAULT; before it tmpfs faults used the PMD order only",
     spans=(Span((6, 14)),),
 )
+
+THP_ALIGN_ANON = Rule(
+    "anonymous mmap() of at least PMD size is placed PMD-aligned",
+    'Linux kernel commit efa7df3e3bb5 ("mm: align larger anonymous mappings on THP boundaries") '
+    "(in v6.7); __thp_get_unmapped_area() in mm/huge_memory.c",
+    spans=(Span((6, 7)),),
+)
+
+THP_ALIGN_PMD_MULTIPLES = Rule(
+    "only anonymous mmap() lengths that are a multiple of PMD_SIZE are PMD-aligned",
+    'Linux kernel commit d4148aeab412 ("mm, mmap: limit THP alignment of anonymous mappings to '
+    'PMD-aligned sizes") (in v6.12; backported to 6.11.7 and 6.6.y)',
+    spans=(Span((6, 12)),),
+)

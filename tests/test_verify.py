@@ -118,3 +118,22 @@ def test_restorer_serializes_verify_runs(tmp_path):
                 fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
     with open(host.LOCK_PATH, "a") as other:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
+
+
+def test_verify_refuses_when_memory_is_short(run, monkeypatch, tmp_path):
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "vmstat").write_text("nr_memmap_pages 100\nnr_memmap_boot_pages 5\n")
+    (proc / "meminfo").write_text("MemTotal: 1048576 kB\nMemAvailable: 102400 kB\n")
+    pages = tmp_path / "hugepages" / "hugepages-1048576kB"
+    pages.mkdir(parents=True)
+    (pages / "nr_hugepages").write_text("0\n")
+    (tmp_path / "sysctl").write_text("0\n")
+    monkeypatch.setattr(host, "is_root", lambda: True)
+    monkeypatch.setattr(host, "PROC", proc)
+    monkeypatch.setattr(host, "SYS_HUGEPAGES", tmp_path / "hugepages")
+    monkeypatch.setattr(host, "HVO_SYSCTL", tmp_path / "sysctl")
+    r = run("verify", "vmemmap", "--hugepage-size", "1G", "--count", "4")
+    assert r.exit_code == 1 and r.stdout == ""
+    assert "not enough free memory: 4 x 1G hugepages need 4.25 GiB" in r.stderr and "MemAvailable is 100 MiB" in r.stderr
+    assert (tmp_path / "sysctl").read_text() == "0\n" and (pages / "nr_hugepages").read_text() == "0\n"

@@ -36,7 +36,8 @@ from hugecalc.calc.khugepaged import KhugepagedDesign, compute_khugepaged, prepo
 from hugecalc.calc.pgtable import _level_row, _stride_blocks, vmpte_bytes
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
-from hugecalc.releases import HUGE_ZERO_WP_THP, MTHP_ANON, SHMEM_MTHP, TMPFS_MTHP, Release
+from hugecalc.releases import (HUGE_ZERO_WP_THP, MTHP_ANON, SHMEM_MTHP, THP_ALIGN_ANON, THP_ALIGN_PMD_MULTIPLES,
+                               TMPFS_MTHP, Release)
 from hugecalc.result import Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size
 
@@ -45,6 +46,23 @@ SHMEM_MODES = ("always", "inherit", "within_size", "advise", "never")
 HUGE_MODES = ("always", "within_size", "advise", "never")
 MAX_XAS_ORDER = 11  # XA_CHUNK_SHIFT * 2 - 1 (include/linux/xarray.h)
 KHUGEPAGED_SERIES = 'Nico Pache, "khugepaged: mTHP support", 2025'
+FAULT_AROUND_BYTES = 65536  # fault_around_bytes default (mm/memory.c)
+
+
+def fault_around_pages(profile: Profile) -> int:
+    """``fault_around_pages``: 65536 >> PAGE_SHIFT (16 on 4K pages)."""
+    return max(FAULT_AROUND_BYTES // profile.page_size, 1)
+
+
+def kernel_pmd_aligns_anon_mmap(profile: Profile, release: Release, length: int) -> bool:
+    """Whether ``mmap(NULL, length, ..., MAP_ANONYMOUS)`` gets a PMD-aligned address.
+
+    ``__get_unmapped_area()`` uses ``thp_get_unmapped_area_vmflags()`` for anonymous mappings since
+    v6.7, not on 32-bit, and since v6.12 only when ``IS_ALIGNED(len, PMD_SIZE)``.
+    """
+    if profile.bits != 64 or not release.has(THP_ALIGN_ANON) or length < profile.pmd_size:
+        return False
+    return length % profile.pmd_size == 0 or not release.has(THP_ALIGN_PMD_MULTIPLES)
 
 
 
@@ -352,7 +370,8 @@ def compute_mthp(
         raise InputError("--touch-stride must be greater than zero")
     if prepopulated_stride is not None and prepopulated_stride <= 0:
         raise InputError("--prepopulated-stride must be greater than zero")
-    if vma_start is None:
+    default_start = vma_start is None
+    if default_start:
         # Like pgtable: aligned to the span of the smallest table that holds the VMA (PMD at least).
         spans_up = [profile.table_span_bytes(lvl.name) for lvl in profile.levels[1:]]
         vma_start = max(min([x for x in spans_up if x >= vma_size], default=max(spans_up)), pmd)
@@ -368,6 +387,11 @@ def compute_mthp(
     notes: list[str] = []
     explain: list[Derivation] = []
     shmem = memory != "anon"
+    if default_start and not shmem and not kernel_pmd_aligns_anon_mmap(profile, release, vma_size):
+        notes.append(f"the start here is aligned, but mmap() of {fmt_size(vma_size)} on {release} is not placed "
+                     "PMD-aligned by the kernel (" + (THP_ALIGN_PMD_MULTIPLES.cite if release.has(THP_ALIGN_ANON)
+                                                     else THP_ALIGN_ANON.cite)
+                     + "): pass --vma-start to model the address a program really gets")
 
     # --- which orders a fault may get ---
     anon_modes = {o: "never" for o in anon_orders(profile)}
@@ -467,6 +491,13 @@ def compute_mthp(
                 + ("(mapped whole by finish_fault())" if shmem else "(alloc_anon_folio() maps it at once)")
                 + (f", and none on the {n_pre:,} prepopulated pages" if pre_stride else ""),
         rule="alloc_anon_folio() in mm/memory.c" if not shmem else "shmem_fault() and finish_fault()"))
+    if shmem and access == "read-then-write":
+        explain.append(Derivation(
+            scope="faults", figure="fault-around",
+            formula=f"read faults first map pages already in the page cache within fault_around_bytes = "
+                    f"{FAULT_AROUND_BYTES} ({fault_around_pages(profile)} pages), clamped to the VMA and PTE "
+                    "table; the pass meets fresh memory, so there are none and each fault allocates its folio",
+            rule="do_read_fault() / do_fault_around() in mm/memory.c"))
     explain.append(Derivation(
         scope="tlb", figure="last-level TLB entries",
         formula=f"one per PMD leaf, one per {cont}-page contiguous block inside a folio at least that large, "

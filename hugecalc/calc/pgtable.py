@@ -553,7 +553,7 @@ def compute_process(profile: Profile, release: Release, pid: int,
     for lvl in profile.levels[1:]:
         depth = names.index(lvl.name)
         parts_s, parts_e = [], []
-        for start, end, kps, _, s, e in vmas:
+        for _start, _end, kps, _, s, e in vmas:
             leaf = profile.hugetlb_size(kps).level if kps != profile.page_size else "pte"
             if depth <= names.index(leaf) and s.size:
                 parts_s.append(s)

@@ -3,7 +3,8 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hugecalc.calc.mthp import compute_mthp, anon_orders, file_orders
+from hugecalc.calc.mthp import (anon_orders, compute_mthp, fault_around_pages, file_orders,
+                                kernel_pmd_aligns_anon_mmap)
 from hugecalc.errors import InputError
 from hugecalc.profiles import load_profile
 from hugecalc.releases import parse_release
@@ -206,3 +207,27 @@ def test_period_shortcut_agrees_with_a_full_walk():
                                {2, 4}, False, False, True)
     assert r.write_faults == ref["write_faults"] and {f.size_bytes: f.count for f in r.folios} == ref["folios"]
     assert r.tlb_entries == ref["tlb_entries"] and r.tables == ref["tables"]
+
+
+@pytest.mark.parametrize("kernel,length,aligned", [
+    ("6.18", 3 * M, False), ("6.18", 4 * M, True), ("6.12", 3 * M, False),
+    ("6.8", 3 * M, True), ("6.6", 4 * M, False), ("6.18", 1 * M, False),
+])
+def test_kernel_thp_alignment_of_anon_mmap(kernel, length, aligned):
+    """Oracle 29: on 6.12+ a 3 MiB anonymous mmap is not PMD-aligned, a 4 MiB one is (d4148aeab412)."""
+    assert kernel_pmd_aligns_anon_mmap(X86, parse_release(kernel), length) is aligned
+    assert not kernel_pmd_aligns_anon_mmap(load_profile("i386"), parse_release(kernel), length)
+
+
+def test_unaligned_mmap_is_pointed_out():
+    r = mthp(vma_size=3 * M, madvise=True)
+    assert any("not placed PMD-aligned" in n and "d4148aeab412" in n for n in r.notes)
+    assert not any("PMD-aligned" in n for n in mthp(vma_size=4 * M).notes)
+
+
+def test_fault_around():
+    """Oracle 28: fault_around_bytes 65536 -> 16 pages on 4K; it maps nothing new on fresh memory."""
+    assert fault_around_pages(X86) == 16 and fault_around_pages(load_profile("arm64-64k")) == 1
+    r = mthp(memory="shmem", access="read-then-write", vma_size=64 * M)
+    assert (r.read_faults, r.write_faults) == (16_384, 0)  # one read fault per page, mapped writable
+    assert any(d.figure == "fault-around" and "16 pages" in d.formula for d in r.explain)

@@ -11,6 +11,7 @@ from hugecalc.calc.pgtable import (
 from hugecalc.errors import InputError
 from hugecalc.profiles import bundled_profiles, load_profile
 from hugecalc.releases import parse_release
+from hugecalc.units import parse_size
 from tests import reference
 
 K, M, G, T = 1 << 10, 1 << 20, 1 << 30, 1 << 40
@@ -19,9 +20,11 @@ NEWEST = R(None)
 
 
 def backings(profile):
+    """anon, thp, and every hugetlb size up to 4G (arm64's contiguous-bit sizes included)."""
+    from hugecalc.units import fmt_size
+
     out = ["anon"] + (["thp"] if "pmd" in [lvl.name for lvl in profile.levels[1:]] else [])
-    return out + [f"hugetlb-{h.size >> 20}M" if h.size < G else f"hugetlb-{h.size >> 30}G"
-                  for h in profile.hugetlb if h.size >= M and h.size <= 4 * G]
+    return out + [f"hugetlb-{fmt_size(h.size)}" for h in profile.hugetlb if h.size <= 4 * G]
 
 
 CASES = [(n, b) for n in sorted(bundled_profiles()) for b in backings(load_profile(n))]
@@ -31,9 +34,7 @@ CASES = [(n, b) for n in sorted(bundled_profiles()) for b in backings(load_profi
 @pytest.mark.parametrize("stride_pages", [1, 3, 512, 700, 262144])
 def test_stride_agrees_with_page_by_page_reference(name, backing, stride_pages):
     p = load_profile(name)
-    hp = p.page_size
-    if backing.startswith("hugetlb-"):
-        hp = next(h.size for h in p.hugetlb if backing == f"hugetlb-{h.size >> 20}M" or backing == f"hugetlb-{h.size >> 30}G")
+    hp = parse_size(backing.removeprefix("hugetlb-")) if backing.startswith("hugetlb-") else p.page_size
     stride = stride_pages * p.page_size
     # Several leaf tables' worth, but few enough touches for the page-by-page reference.
     vsize = min(max(8 * hp, 64 * p.pmd_size), max(200_000 * stride, 2 * hp), 64 * G)
