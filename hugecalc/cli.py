@@ -39,23 +39,26 @@ class _Group(click.Group):
 
 
 class Size(click.ParamType):
-    """A size spelled like the kernel's memparse: 4096, 0x1000, 64K, 2M, 1G, 2MiB."""
+    """A size spelled like the kernel's memparse (4096, 0x1000, 64K, 2M, 1G, 2MiB); as an
+    address (``positive=False``) zero is allowed too."""
 
-    name = "SIZE"
+    def __init__(self, name: str = "SIZE", positive: bool = True) -> None:
+        self.name, self.positive = name, positive
 
     def convert(self, value: Any, param: Any, ctx: Any) -> int:
         if isinstance(value, int):
             return value
         try:
-            n = parse_size(value, param.opts[0] if param else "size")
+            n = parse_size(value, param.opts[0] if param else self.name.lower())
         except InputError as e:
             self.fail(str(e), param, ctx)
-        if n <= 0:
+        if self.positive and n <= 0:
             self.fail(f"{value!r} must be greater than zero", param, ctx)
         return n
 
 
 SIZE = Size()
+ADDR = Size("ADDR", positive=False)  # hex (0x7f0000000000), decimal, or a size spelling (1G)
 
 
 def console() -> Console:
@@ -180,21 +183,6 @@ def vmemmap(profile: Profile, release: Release, as_json: bool, explain: bool, pa
 # --- pgtable ---------------------------------------------------------------------------------
 
 
-class Address(click.ParamType):
-    """An address: hex (0x7f0000000000), decimal, or a size spelling (1G)."""
-
-    name = "ADDR"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_size(value, param.opts[0] if param else "address")
-        except InputError as e:
-            self.fail(str(e), param, ctx)
-
-
-ADDR = Address()
 
 
 def pgtable_options(fn: Callable) -> Callable:
@@ -483,7 +471,7 @@ def mthp(profile: Profile, release: Release, as_json: bool, explain: bool, khuge
     """
     from hugecalc.calc.khugepaged import parse_occupancy
     from hugecalc.calc.mthp import compare_sizes, compute_mthp
-    from hugecalc.render import list_table, print_header
+    from hugecalc.render import list_table, print_header, transposed_summary
 
     kw = _mthp_kwargs(profile, **options)
     comparing = not (kw["enabled"] or (kw["memory"] != "anon" and (kw["shmem_enabled"] or kw["huge"] != "never"))
@@ -518,23 +506,6 @@ def mthp(profile: Profile, release: Release, as_json: bool, explain: bool, khuge
                                f"{d.untouched_ranges:,} left as they are" + (f" ({d.note})" if d.note else "")))
 
     emit(result, as_json, explain, draw)
-
-
-def transposed_summary(result: Any) -> Table:
-    """The scalar figures of a result, one per line."""
-    from hugecalc.render import fmt_value
-
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    model = type(result)
-    for name, info in model.model_fields.items():
-        value = getattr(result, name)
-        if info.title is None or isinstance(value, (list, dict)) or value is None:
-            continue
-        unit = info.json_schema_extra.get("unit") if isinstance(info.json_schema_extra, dict) else None
-        table.add_row(info.title, fmt_value(value, unit))
-    return table
 
 
 # --- profiles --------------------------------------------------------------------------------

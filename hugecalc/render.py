@@ -113,3 +113,17 @@ def print_explain(console: Console, result: Result) -> None:
             console.print(Text(f"\n{scope}", style="bold"))
         console.print(Text.assemble((f"  {d.figure}: ", "bold"), d.formula))
         console.print(Text(f"      rule: {d.rule}", style="dim"))
+
+
+def transposed_summary(result: BaseModel) -> Table:
+    """A result's scalar figures, one per line (lists and mappings are shown by their own tables)."""
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    model = type(result)
+    for name, info in model.model_fields.items():
+        value = getattr(result, name)
+        if info.title is None or isinstance(value, (list, dict)) or value is None:
+            continue
+        table.add_row(info.title, fmt_value(value, _unit(model, name)))
+    return table

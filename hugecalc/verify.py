@@ -137,7 +137,7 @@ def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start:
     import tempfile
 
     from hugecalc.calc._jit import call
-    from hugecalc.calc.pgtable import Touches, _distinct_blocks, compute_pgtable
+    from hugecalc.calc.pgtable import Backing, Touches, _distinct_blocks, compute_pgtable
 
     _require_root("pgtable")
     page = profile.page_size
@@ -151,17 +151,16 @@ def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start:
     predicted = compute_pgtable(profile, release, vsize=vsize, vma_start=start, touches=exact,
                                 backing=backing, after=after, compare=False)
     available = host.read_keyed(host.PROC / "meminfo")["MemAvailable"] << 10
-    hugepage = predicted.inputs["backing"].startswith("hugetlb-")
-    need = (vsize if hugepage else predicted.populated_bytes) + MIN_SPARE_BYTES
+    mapping = Backing(profile, backing)
+    need = (vsize if mapping.hugetlb else predicted.populated_bytes) + MIN_SPARE_BYTES
     if available < need:
         raise HostError(f"not enough free memory: the run populates {fmt_bytes(need - MIN_SPARE_BYTES)}, "
                         f"MemAvailable is {fmt_bytes(available)}")
-    hp_size = 0
     spec = {"start": start, "size": vsize, "page_size": page, "after": after,
             "intervals": [[int(a), int(b)] for a, b in zip(starts, ends)]}
     with host.Restorer() as restorer:
-        if hugepage:
-            hp_size = _hp(backing)
+        if mapping.hugetlb:
+            hp_size = mapping.unit
             nr_path = host.hugepage_dir(hp_size) / "nr_hugepages"
             have = int(host.read_text(nr_path))
             free = int(host.read_text(nr_path.parent / "free_hugepages"))
@@ -172,7 +171,7 @@ def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start:
         else:
             spec["hugepage_size"] = 0
             thp = host.SYS_THP / "enabled"
-            if backing == "thp":
+            if mapping.thp:
                 if "[never]" in host.read_text(thp):
                     restorer.set(thp, "madvise")
                 pmd_dir = host.SYS_THP / f"hugepages-{profile.pmd_size >> 10}kB" / "enabled"
@@ -234,12 +233,6 @@ def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start:
         inputs={**predicted.inputs, "running_kernel": host.running_release()},
         checks=checks, notes=notes,
     )
-
-
-def _hp(backing: str) -> int:
-    from hugecalc.units import parse_size
-
-    return parse_size(backing.removeprefix("hugetlb-"), "--backing")
 
 
 # --- mthp ------------------------------------------------------------------------------------
