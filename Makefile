@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-nojit bench clean
+.PHONY: run test test-nojit bench readme clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,6 +22,9 @@ test-nojit: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
+
+readme: $(STAMP)
+	$(PY) tests/readme_examples.py --write
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
