@@ -21,7 +21,8 @@ BLOCK = re.compile(r"```console\n\$ (hugecalc [^\n]*)\n(.*?)```", re.S)
 def run(command: str) -> str:
     bindir = str(Path(sys.executable).parent)
     env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1", "PATH": bindir + os.pathsep + os.environ["PATH"]}
-    out = subprocess.run(f"{command} 2>&1", shell=True, capture_output=True, text=True, env=env).stdout
+    out = subprocess.run(f"{command} 2>&1", shell=True, capture_output=True, text=True, env=env,
+                         cwd=README.parent).stdout
     return "\n".join(line.rstrip() for line in out.splitlines()) + "\n"
 
 
