@@ -471,7 +471,7 @@ def compute_mthp(
     n_pre = (end - 1 - start) // pre_stride + 1 if pre_stride else 0
     n_touch = (end - 1 - start) // stride + 1
     touched = _stride_blocks(start, n_touch, stride, page) * page
-    rows = [_level_row(profile, name, tables[i]) for i, name in enumerate(levels)]
+    rows = [_level_row(profile, release, name, tables[i]) for i, name in enumerate(levels)]
     rows.reverse()
     folios = [FolioCount(size_bytes=page << o, count=int(c)) for o, c in enumerate(out_folios) if c]
     read_faults, write_faults = int(out[0]), int(out[1])

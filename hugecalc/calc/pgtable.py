@@ -70,15 +70,21 @@ class WorstCaseResult(Result):
     pte_ref: list[dict] = []
 
 
-# mm_inc_nr_ptes/pmds/puds() add PTRS_PER_X * sizeof(entry) to mm->pgtables_bytes; __p4d_alloc()
-# accounts nothing, and the PGD is allocated with the mm (mm/memory.c, include/linux/mm.h).
-VMPTE_LEVELS = ("pte", "pmd", "pud")
+def in_vmpte(release: Release, level: str) -> bool:
+    """Whether VmPTE counts this level's tables.
+
+    mm_inc_nr_ptes/pmds/puds() add PTRS_PER_X * sizeof(entry) to mm->pgtables_bytes; __p4d_alloc()
+    accounts nothing, and the PGD comes with the mm (mm/memory.c, include/linux/mm.h).  Before
+    v4.15 VmPTE counted PTE tables only (PMD tables were in VmPMD).
+    """
+    return level == "pte" or (level in ("pmd", "pud") and release.has(VMPTE_ALL_LEVELS))
 
 
-def _level_row(profile: Profile, name: str, tables: int, tables_after: int | None = None) -> LevelRow:
+def _level_row(profile: Profile, release: Release, name: str, tables: int,
+               tables_after: int | None = None) -> LevelRow:
     lvl = profile.level(name)
     return LevelRow(level=name, tables=tables, table_bytes=lvl.bytes_per_table, bytes=tables * lvl.bytes_per_table,
-                    in_vmpte=name in VMPTE_LEVELS, tables_after=tables_after)
+                    in_vmpte=in_vmpte(release, name), tables_after=tables_after)
 
 
 def vmpte_bytes(profile: Profile, rows: list[LevelRow], after: bool = False) -> int:
@@ -401,15 +407,17 @@ def compute_pgtable(
         if b.thp and thps < 0 and after == "dontneed" and not reclaim:
             notes.append("with --touch-fraction and thp, deposited tables are not separated from PTE tables; "
                          "the after-figure keeps them")
-    level_rows = [_level_row(profile, name, n, None if after_counts is None else after_counts[i])
+    level_rows = [_level_row(profile, release, name, n, None if after_counts is None else after_counts[i])
                   for i, (name, n, _) in enumerate(rows)]
     total = vmpte_bytes(profile, level_rows)
     total_after = None if after_counts is None else vmpte_bytes(profile, level_rows, after=True)
     top = profile.levels[0]
     explain.append(Derivation(
         scope="levels", figure="counted as VmPTE",
-        formula=f"PTE, PMD and PUD tables; the {top.name} ({fmt_bytes(top.bytes_per_table)}) exists for every "
-                "process and P4D tables (5-level paging) are not accounted: neither is counted",
+        formula=("PTE, PMD and PUD tables" if release.has(VMPTE_ALL_LEVELS) else
+                 f"PTE tables only (kernel {release}; PMD tables were reported as VmPMD)")
+                + f"; the {top.name} ({fmt_bytes(top.bytes_per_table)}) exists for every process and P4D tables "
+                "(5-level paging) are not accounted: neither is counted",
         rule=VMPTE_ALL_LEVELS.cite + "; __p4d_alloc() in mm/memory.c accounts nothing"))
     for r in level_rows:
         span = profile.table_span_bytes(r.level)
@@ -497,7 +505,7 @@ def compute_worst_case(profile: Profile, release: Release) -> WorstCaseResult:
     for lvl in profile.levels[1:]:
         span = profile.table_span_bytes(lvl.name)
         n = -(-profile.user_va_bytes // span)
-        rows.append(_level_row(profile, lvl.name, n))
+        rows.append(_level_row(profile, release, lvl.name, n))
         explain.append(Derivation(
             scope="worst case", figure=f"{lvl.name} tables",
             formula=f"ceil({profile.user_va_bytes:#x} / {fmt_bytes(span)}) = {n:,} x {fmt_bytes(lvl.bytes_per_table)} "
@@ -564,7 +572,7 @@ def compute_process(profile: Profile, release: Release, pid: int,
             e = np.concatenate(parts_e)
             order = np.argsort(s, kind="stable")
             n = int(call(_distinct_blocks, s[order], e[order], profile.table_span_bytes(lvl.name), 0, 1 << 62))
-        level_rows.append(_level_row(profile, lvl.name, n))
+        level_rows.append(_level_row(profile, release, lvl.name, n))
     total = vmpte_bytes(profile, level_rows)
     present = int(sum(int((e - s).sum()) for *_, s, e in vmas))
     notes = []

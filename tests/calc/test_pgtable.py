@@ -216,3 +216,11 @@ def test_slow_first_compile_is_announced(monkeypatch):
     assert said and "compiling" in said[0]
     said.clear()
     assert _jit.call(kernel, 1) == 2 and not said  # compiled now: silent
+
+
+def test_vmpte_before_4_15_counts_pte_tables_only():
+    """af5b0f6a09e4 (v4.15) made VmPTE count PMD and PUD tables too."""
+    old = compute_pgtable(load_profile("x86-64"), R("4.14"), vsize=64 * G, touches=Touches(stride=2 * M), compare=False)
+    assert old.tables == {"pud": 1, "pmd": 64, "pte": 32768}
+    assert old.page_table_bytes == 32768 * 4096
+    assert [r.in_vmpte for r in old.levels] == [False, False, True]

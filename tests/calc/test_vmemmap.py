@@ -207,3 +207,13 @@ def test_split_and_saving_properties(hugepages, size, layout, kernel):
     assert 0 <= r.saved_bytes <= r.freed_bytes <= r.vmemmap_bytes
     more = row(p, kernel, size, hugepage_count=hugepages + 1, layout=layout)
     assert more.saved_bytes >= r.saved_bytes
+
+
+def test_s390_lost_hvo_in_6_18_and_loongarch_has_it_from_6_2():
+    """Oracle 36: s390 HVO was disabled by 64e2f60f355e (in v6.18); LoongArch gained it in v6.2."""
+    s390 = load_profile("x86-64").model_copy(update={"arch": Arch.s390, "vmemmap_pmd_mapped": False})
+    assert row(s390, "6.17", 2 * M).freed_pages_per_hugepage == 7
+    gone = row(s390, "6.18", 2 * M)
+    assert not gone.optimizable and "s390 has no HVO in 6.18" in gone.reason and "64e2f60f355e" in gone.reason
+    loong = load_profile("x86-64").model_copy(update={"arch": Arch.loongarch64})
+    assert not row(loong, "6.1", 2 * M).optimizable and row(loong, "6.2", 2 * M).optimizable
