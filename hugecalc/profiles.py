@@ -11,7 +11,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hugecalc.errors import ProfileError
@@ -219,6 +218,8 @@ def bundled_profiles() -> dict[str, Path]:
 
 def load_profile(name_or_path: str | None = None) -> Profile:
     """A bundled profile by name, or a user's YAML file by path; raises :class:`ProfileError`."""
+    import yaml  # here, not at the top: the calculations import this module for its models only
+
     name_or_path = name_or_path or DEFAULT_PROFILE
     bundled = bundled_profiles()
     if name_or_path in bundled:

@@ -23,3 +23,35 @@ def test_command_has_help_and_is_in_readme(name, command):
     assert f"hugecalc {name}" in README, f"README does not show `hugecalc {name}`"
     if not isinstance(command, click.Group):
         assert "Example" in command.help, f"{name} --help shows no example"
+
+
+def _calculations():
+    import importlib
+    import inspect
+    import pkgutil
+
+    import hugecalc.calc
+
+    for info in pkgutil.iter_modules(hugecalc.calc.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"hugecalc.calc.{info.name}")
+        for name, fn in inspect.getmembers(module, inspect.isfunction):
+            if name.startswith("compute_") and fn.__module__ == module.__name__:
+                yield f"{info.name}.{name}", fn
+
+
+@pytest.mark.parametrize("name,fn", list(_calculations()), ids=[n for n, _ in _calculations()])
+def test_every_calculation_cites_its_kernel_rule(name, fn):
+    assert "Kernel reference" in (fn.__doc__ or ""), f"{name} has no 'Kernel reference' section"
+
+
+def test_calculations_import_no_cli_or_yaml():
+    """calc/ stays pure: importing it pulls in neither click, rich nor yaml."""
+    import subprocess
+    import sys
+
+    code = ("import sys, hugecalc.calc.vmemmap, hugecalc.calc.pgtable, hugecalc.calc.mthp, hugecalc.calc.hgm; "
+            "print(sorted(m for m in ('click', 'rich', 'yaml') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

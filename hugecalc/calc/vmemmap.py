@@ -159,6 +159,7 @@ def compute_vmemmap(
     # One vmemmap PMD maps PMD_SIZE bytes of struct pages.
     vmemmap_pmd_bytes = profile.pmd_size
 
+    hugepage_sizes = list(dict.fromkeys(hugepage_sizes or []))  # a size named twice is one row
     explicit = bool(hugepage_sizes)
     if devdax:
         # Device-DAX "align" sizes: PAGE_SIZE, PMD_SIZE, PUD_SIZE (vmemmap_dedup.rst "Device DAX").

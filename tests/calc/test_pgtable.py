@@ -224,3 +224,21 @@ def test_vmpte_before_4_15_counts_pte_tables_only():
     assert old.tables == {"pud": 1, "pmd": 64, "pte": 32768}
     assert old.page_table_bytes == 32768 * 4096
     assert [r.in_vmpte for r in old.levels] == [False, False, True]
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(sorted(bundled_profiles())), vsize_pages=st.integers(1, 1 << 20),
+       more_pages=st.integers(0, 1 << 20), stride_pages=st.integers(1, 1 << 12))
+def test_page_tables_never_decrease_with_the_mapping(name, vsize_pages, more_pages, stride_pages):
+    p = load_profile(name)
+    start = p.pmd_size * 8
+    room = (p.user_va_bytes - start) // p.page_size  # keep both mappings inside user space
+    vsize_pages = min(vsize_pages, room)
+    more_pages = min(more_pages, room - vsize_pages)
+    stride = stride_pages * p.page_size
+    small = compute_pgtable(p, NEWEST, vsize=vsize_pages * p.page_size, vma_start=start,
+                            touches=Touches(stride=stride), compare=False)
+    big = compute_pgtable(p, NEWEST, vsize=(vsize_pages + more_pages) * p.page_size, vma_start=start,
+                          touches=Touches(stride=stride), compare=False)
+    assert all(big.tables[k] >= v for k, v in small.tables.items())
+    assert big.page_table_bytes >= small.page_table_bytes
