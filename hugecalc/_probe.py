@@ -42,6 +42,8 @@ def touch(lo: int, hi: int, start: int, stride: int, read_first: bool) -> None:
 
 
 def mthp(spec: dict, libc) -> None:
+    with open("/proc/self/maps") as f:
+        maps = f.read()
     start, size = spec["start"], spec["size"]
     flags = MAP_FIXED_NOREPLACE
     fd = -1
@@ -65,6 +67,7 @@ def mthp(spec: dict, libc) -> None:
     # Warm the loop up on a scratch buffer so that the measured pass allocates nothing of its own.
     scratch = ctypes.create_string_buffer(1 << 16)
     touch(ctypes.addressof(scratch), ctypes.addressof(scratch) + (1 << 16), ctypes.addressof(scratch), 4096, True)
+    mapped_kb = vm_pte_kb()
     if spec["prepopulated_stride"]:
         touch(start, start + size, start, spec["prepopulated_stride"], False)
     print(json.dumps({"ready": True}), flush=True)
@@ -73,10 +76,13 @@ def mthp(spec: dict, libc) -> None:
     before = faults()
     touch(start, start + size, start, spec["stride"], read_first)
     measured = faults() - before
+    after_kb = vm_pte_kb()
     before = faults()
     touch(start, start + size, start, spec["stride"], read_first)  # a null pass: the loop's own faults
     null = faults() - before
-    print(json.dumps({"faults": measured, "null_pass_faults": null}), flush=True)
+    print(json.dumps({"faults": measured, "null_pass_faults": null, "mapped_kb": mapped_kb,
+                      "after_kb": after_kb, "maps": maps}), flush=True)
+    sys.stdin.readline()  # stay mapped while the parent reads our folios from pagemap
 
 
 def main() -> None:

@@ -198,3 +198,47 @@ def present_intervals(pid: int, start: int, end: int, page_size: int):
     if not starts:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     return np.concatenate(starts).astype(np.int64), np.concatenate(ends).astype(np.int64)
+
+
+# --- folio sizes of a live mapping (hugecalc verify mthp) ------------------------------------
+
+KPF_COMPOUND_HEAD = 1 << 15  # include/uapi/linux/kernel-page-flags.h
+KPF_COMPOUND_TAIL = 1 << 16
+KPF_ZERO_PAGE = 1 << 24
+PAGEMAP_PFN_MASK = (1 << 55) - 1
+
+
+def folio_sizes(pid: int, start: int, end: int, page_size: int) -> dict[int, int]:
+    """Folios mapped in ``[start, end)`` of ``pid``, by size in bytes (root: PFNs are hidden otherwise).
+
+    From ``/proc/PID/pagemap`` (PFN of each present page) and ``/proc/kpageflags``: a folio is a
+    compound head followed by its tails at consecutive PFNs, or a lone base page; the zero page
+    is not a folio of the mapping.
+    """
+    import numpy as np
+
+    pages = (end - start) // page_size
+    with open(PROC / str(pid) / "pagemap", "rb") as f:
+        f.seek(start // page_size * 8)
+        entries = np.frombuffer(f.read(pages * 8), dtype=np.uint64)
+    present = (entries & np.uint64(PAGEMAP_PRESENT)) != 0
+    pfns = (entries & np.uint64(PAGEMAP_PFN_MASK)).astype(np.int64)
+    flags = np.zeros(pages, dtype=np.uint64)
+    with open(PROC / "kpageflags", "rb") as f:
+        for i in np.flatnonzero(present):
+            f.seek(int(pfns[i]) * 8)
+            flags[i] = np.frombuffer(f.read(8), dtype=np.uint64)[0]
+    sizes: dict[int, int] = {}
+    i = 0
+    while i < pages:
+        if not present[i] or flags[i] & np.uint64(KPF_ZERO_PAGE):
+            i += 1
+            continue
+        n = 1
+        if flags[i] & np.uint64(KPF_COMPOUND_HEAD):
+            while (i + n < pages and present[i + n] and flags[i + n] & np.uint64(KPF_COMPOUND_TAIL)
+                   and pfns[i + n] == pfns[i] + n):
+                n += 1
+        sizes[n * page_size] = sizes.get(n * page_size, 0) + 1
+        i += n
+    return sizes

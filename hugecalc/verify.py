@@ -34,6 +34,43 @@ class VerifyResult(Result):
         return all(c.match for c in self.checks)
 
 
+def _tables_maybe_present(maps: str, profile: Profile, levels: list, starts, ends, start: int, end: int) -> int:
+    """VmPTE bytes of the tables the mapping needs that the probe may already have had: those whose
+    range it shares with the mappings listed in ``maps`` (its /proc/self/maps before the mmap).
+    The kernel's delta can be smaller by exactly these whole tables."""
+    from hugecalc.calc._jit import call
+    from hugecalc.calc.pgtable import _distinct_blocks
+
+    others = []
+    for line in maps.splitlines():
+        lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+        if lo < profile.user_va_bytes:  # not [vsyscall], which is kernel address space
+            others.append((lo, hi))
+    total = 0
+    for row in levels:
+        if not row.in_vmpte:
+            continue
+        lvl = profile.level(row.level)
+        span = profile.table_span_bytes(row.level)
+        merged: list[list[int]] = []
+        for a, b in sorted((lo // span, (hi - 1) // span) for lo, hi in others):
+            if merged and a <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        for a, b in merged:
+            lo, hi = max(a * span, start), min((b + 1) * span, end)
+            if lo < hi:
+                total += int(call(_distinct_blocks, starts, ends, span, lo, hi)) * lvl.entries * lvl.entry_bytes
+    return total
+
+
+def _table_check(figure: str, predicted: int, measured: int, maybe_present: int) -> Check:
+    """Exact, or smaller by at most the tables that may already have existed."""
+    ok = measured == predicted or (maybe_present > 0 and predicted - maybe_present <= measured <= predicted)
+    return Check(figure=figure, predicted=predicted, measured=measured, match=ok)
+
+
 def _require_root(what: str) -> None:
     if not host.is_root():
         raise HostError(f"verify {what} changes kernel settings and allocates hugepages: run it as root")
@@ -136,8 +173,7 @@ def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start:
     import sys
     import tempfile
 
-    from hugecalc.calc._jit import call
-    from hugecalc.calc.pgtable import Backing, Touches, _distinct_blocks, compute_pgtable
+    from hugecalc.calc.pgtable import Backing, Touches, compute_pgtable
 
     _require_root("pgtable")
     page = profile.page_size
@@ -194,40 +230,17 @@ def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start:
         raise HostError(f"the probe process: {out['error']}")
     # Tables the child already had whose range our touches also need: they make the kernel's
     # delta smaller by whole tables.  Found from its /proc/self/maps before the mmap.
-    others = []
-    for line in out["maps"].splitlines():
-        lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
-        if lo < profile.user_va_bytes:  # not [vsyscall], which is kernel address space
-            others.append((lo, hi))
-    maybe_present = 0
-    for row in predicted.levels:
-        span = profile.table_span_bytes(row.level)
-        blocks = sorted((lo // span, (hi - 1) // span) for lo, hi in others)
-        merged: list[list[int]] = []
-        for a, b in blocks:
-            if merged and a <= merged[-1][1] + 1:
-                merged[-1][1] = max(merged[-1][1], b)
-            else:
-                merged.append([a, b])
-        for a, b in merged:
-            lo, hi = max(a * span, start), min((b + 1) * span, end)
-            if lo < hi:
-                maybe_present += int(call(_distinct_blocks, starts, ends, span, lo, hi)) * row.table_bytes
+    maybe_present = _tables_maybe_present(out["maps"], profile, predicted.levels, starts, ends, start, end)
     measured = (out["touched_kb"] - out["before_kb"]) << 10
-    pred = predicted.page_table_bytes
-    ok = measured == pred or (maybe_present and pred - maybe_present <= measured <= pred)
     if maybe_present:
         notes.append(f"the probe process already had mappings sharing table ranges with this one: up to "
                      f"{fmt_bytes(maybe_present)} of the predicted tables may already have existed, so the "
                      f"kernel's delta may be smaller by whole tables")
-    checks = [Check(figure="page-table bytes after touching (VmPTE delta)", predicted=pred, measured=measured,
-                    match=bool(ok))]
+    checks = [_table_check("page-table bytes after touching (VmPTE delta)", predicted.page_table_bytes,
+                           measured, maybe_present)]
     if after:
-        m_after = (out["after_kb"] - out["before_kb"]) << 10
-        p_after = predicted.page_table_bytes_after
-        ok_after = m_after == p_after or (maybe_present and p_after - maybe_present <= m_after <= p_after)
-        checks.append(Check(figure=f"page-table bytes after MADV_{after.upper()}", predicted=p_after,
-                            measured=m_after, match=bool(ok_after)))
+        checks.append(_table_check(f"page-table bytes after MADV_{after.upper()}", predicted.page_table_bytes_after,
+                                   (out["after_kb"] - out["before_kb"]) << 10, maybe_present))
     return VerifyResult(
         command="verify pgtable", profile=profile.name, kernel=str(release),
         inputs={**predicted.inputs, "running_kernel": host.running_release()},
@@ -323,6 +336,9 @@ def verify_mthp(profile: Profile, release: Release, kw: dict, notes: list[str]) 
                     child.stdin.flush()
                     out = json.loads(child.stdout.readline() or "{}")
                     after = _thp_stats(profile, stat)
+                    if "faults" in out:
+                        mapped = host.folio_sizes(child.pid, i["vma_start"], i["vma_start"] + i["vma_size_bytes"],
+                                                  page)
                 finally:
                     child.kill()
         finally:
@@ -335,17 +351,41 @@ def verify_mthp(profile: Profile, release: Release, kw: dict, notes: list[str]) 
     measured_faults = out["faults"] - out["null_pass_faults"]
     checks = [Check(figure="page faults of the pass", predicted=predicted.faults, measured=measured_faults,
                     match=predicted.faults == measured_faults)]
+    import numpy as np
+
+    start, end = i["vma_start"], i["vma_start"] + i["vma_size_bytes"]
+    whole = (np.array([start], dtype=np.int64), np.array([end], dtype=np.int64))
+    maybe_present = _tables_maybe_present(out["maps"], profile, _mthp_levels(profile, release, predicted), *whole,
+                                          start, end)
+    if maybe_present:
+        notes.append(f"the probe process already had mappings sharing table ranges with the VMA: up to "
+                     f"{fmt_bytes(maybe_present)} of the tables may already have existed")
+    checks.append(_table_check("page-table bytes (VmPTE delta)", predicted.page_table_bytes,
+                               (out["after_kb"] - out["mapped_kb"]) << 10, maybe_present))
+    # Folios by size: the child's own, from its pagemap and /proc/kpageflags (exact whatever else
+    # runs); the prepopulated base pages are there too.  The system-wide stats/ counters are shown
+    # beside them for reference, and catch any other process that faulted during the pass.
     folios = {f.size_bytes: f.count for f in predicted.folios}
-    for size in sorted(set(after) | set(folios)):
-        if size == page:
-            continue  # base pages have no per-size counter
-        got = after.get(size, 0) - before.get(size, 0)
-        want = folios.get(size, 0)
-        if got or want:
-            checks.append(Check(figure=f"{fmt_size(size)} folios ({stat})", predicted=want, measured=got,
-                                match=got == want))
+    n_pre = len(range(start, end, i["prepopulated_stride_bytes"])) if i["prepopulated_stride_bytes"] else 0
+    folios[page] = folios.get(page, 0) + n_pre
+    for size in sorted(set(mapped) | set(folios)):
+        checks.append(Check(figure=f"{fmt_size(size)} folios mapped (pagemap, kpageflags)", predicted=folios.get(size, 0),
+                            measured=mapped.get(size, 0), match=folios.get(size, 0) == mapped.get(size, 0)))
+    noisy = {size: after.get(size, 0) - before.get(size, 0) for size in after}
+    for size, got in sorted(noisy.items()):
+        want = folios.get(size, 0) if size != page else 0
+        if size != page and got != want:
+            notes.append(f"stats/{stat} for {fmt_size(size)} moved by {got}, not {want}: the counters are "
+                         "system-wide, and allocations outside this VMA (the probe's own interpreter, other "
+                         "processes) count there too")
     return VerifyResult(command="verify mthp", profile=profile.name, kernel=str(release),
                         inputs={**i, "running_kernel": host.running_release()}, checks=checks, notes=notes)
+
+
+def _mthp_levels(profile: Profile, release: Release, result) -> list:
+    from hugecalc.calc.pgtable import _level_row
+
+    return [_level_row(profile, release, name, n) for name, n in result.tables.items()]
 
 
 def _set_size(restorer: host.Restorer, per_size: dict, label: str, knob: str, mode: str) -> None:
