@@ -130,12 +130,13 @@ def _fraction_walk(start, end, fraction, seed, leaf_span, unit_bytes, page_bytes
 
     ``whole_unit`` (THP): a leaf block entirely inside the mapping is one unit of ``leaf_span``
     bytes, touched when any of its base pages is; partial blocks fall back to base pages.
-    Returns the bytes the touches populate; ``counts`` is filled in.
+    Returns the bytes the touches populate and the whole units touched; ``counts`` is filled in.
     """
     np.random.seed(seed)
     nlev = spans.shape[0]
     last = np.full(nlev, -1, dtype=np.int64)
     populated = 0
+    whole = 0
     p_unit = 1.0 - (1.0 - fraction) ** (unit_bytes // page_bytes)
     p_whole = 1.0 - (1.0 - fraction) ** (leaf_span // page_bytes)
     block = start - start % leaf_span
@@ -145,6 +146,7 @@ def _fraction_walk(start, end, fraction, seed, leaf_span, unit_bytes, page_bytes
         if whole_unit and lo == block and hi == block + leaf_span:
             k = 1 if np.random.random() < p_whole else 0
             got = k * leaf_span
+            whole += k
         else:
             n = (hi - lo) // unit_bytes
             k = np.random.binomial(n, p_unit) if n > 0 else 0
@@ -157,7 +159,7 @@ def _fraction_walk(start, end, fraction, seed, leaf_span, unit_bytes, page_bytes
                     last[lvl] = idx
                     counts[lvl] += 1
         block += leaf_span
-    return populated
+    return populated, whole
 
 
 # --- touch patterns -------------------------------------------------------------------------
@@ -298,22 +300,14 @@ def _count(profile: Profile, backing: Backing, start: int, end: int, touches: To
     thp_hi = (end // pmd_span) * pmd_span if backing.thp else start
     if thp_hi <= thp_lo:
         thp_lo = thp_hi = start
-    thps = 0
     if touches.fraction is not None:
         counts = np.zeros(len(spans), dtype=np.int64)
-        if not spans:  # leaf in the top level: only population matters
-            spans_arr = np.array([backing.unit], dtype=np.int64)
-            counts = np.zeros(1, dtype=np.int64)
-            populated = call(_fraction_walk, start, end, touches.fraction, touches.seed, backing.unit,
-                             backing.unit, page, False, spans_arr, counts)
-            return [], int(populated), 0
-        leaf_span = pmd_span if backing.thp else spans[-1]
-        populated = call(_fraction_walk, start, end, touches.fraction, touches.seed, leaf_span,
-                         page if backing.thp else backing.unit, page, backing.thp,
-                         np.array(spans, dtype=np.int64), counts)
-        if backing.thp:
-            thps = -1  # not separable from the walk's total; derived below
-        return [int(c) for c in counts], int(populated), thps
+        # The leaf table's span; a leaf in the top-level table (i386 4M) has no table below the PGD.
+        leaf_span = pmd_span if backing.thp else (spans[-1] if spans else backing.unit)
+        populated, thps = call(_fraction_walk, start, end, touches.fraction, touches.seed, leaf_span,
+                               page if backing.thp else backing.unit, page, backing.thp,
+                               np.array(spans, dtype=np.int64), counts)
+        return [int(c) for c in counts], int(populated), int(thps)
 
     def blocks(block: int, lo: int, hi: int) -> int:
         if lo >= hi:
@@ -325,6 +319,7 @@ def _count(profile: Profile, backing: Backing, start: int, end: int, touches: To
         return _stride_blocks(first, n, stride, block)
 
     counts = [blocks(span, start, end) for span in spans]
+    thps = 0
     if backing.thp:
         thps = blocks(pmd_span, thp_lo, thp_hi)
         populated = thps * pmd_span + page * (blocks(page, start, thp_lo) + blocks(page, thp_hi, end))
@@ -387,7 +382,7 @@ def compute_pgtable(
             if name == "pte" and after == "dontneed" and not b.hugetlb:
                 if reclaim:
                     after_counts.append(0)
-                elif b.thp and thps >= 0:
+                elif b.thp:
                     after_counts.append(n - thps)  # zap_huge_pmd() frees the deposited table
                 else:
                     after_counts.append(n)
@@ -404,9 +399,6 @@ def compute_pgtable(
             )
         )
         explain.append(Derivation(scope="after", figure="Tables after madvise", formula=why, rule=PT_RECLAIM.cite))
-        if b.thp and thps < 0 and after == "dontneed" and not reclaim:
-            notes.append("with --touch-fraction and thp, deposited tables are not separated from PTE tables; "
-                         "the after-figure keeps them")
     level_rows = [_level_row(profile, release, name, n, None if after_counts is None else after_counts[i])
                   for i, (name, n, _) in enumerate(rows)]
     total = vmpte_bytes(profile, level_rows)

@@ -242,3 +242,23 @@ def test_page_tables_never_decrease_with_the_mapping(name, vsize_pages, more_pag
                           touches=Touches(stride=stride), compare=False)
     assert all(big.tables[k] >= v for k, v in small.tables.items())
     assert big.page_table_bytes >= small.page_table_bytes
+
+
+def test_fraction_thp_deposits_are_freed_by_dontneed():
+    """Without PT_RECLAIM, MADV_DONTNEED frees exactly the deposited tables of the THPs drawn;
+    [1G-1M, 2G) is a 1M base-page edge and 512 whole PMD ranges."""
+    p = load_profile("x86-64")
+    kw = dict(vsize=1 * G + 1 * M, vma_start=G - 1 * M, backing="thp", after="dontneed", compare=False)
+    full = compute_pgtable(p, R("6.13"), touches=Touches(fraction=1.0), **kw)
+    pte = {x.level: x for x in full.levels}["pte"]
+    assert (pte.tables, pte.tables_after) == (513, 1)  # the edge's table stays
+    sparse = compute_pgtable(p, R("6.13"), touches=Touches(fraction=0.001, seed=5), **kw)
+    pte = {x.level: x for x in sparse.levels}["pte"]
+    assert pte.tables_after <= 1 and pte.tables - pte.tables_after == (sparse.populated_bytes // (2 * M))
+
+
+def test_fraction_with_a_top_level_leaf():
+    """i386 4M hugetlb pages sit in the PGD itself: no table below it, only population."""
+    r = compute_pgtable(load_profile("i386"), NEWEST, vsize=64 * M, backing="hugetlb-4M",
+                        touches=Touches(fraction=1.0), compare=False)
+    assert r.tables == {} and r.page_table_bytes == 0 and r.populated_bytes == 64 * M
