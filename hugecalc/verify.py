@@ -71,9 +71,20 @@ def _table_check(figure: str, predicted: int, measured: int, maybe_present: int)
     return Check(figure=figure, predicted=predicted, measured=measured, match=ok)
 
 
+def _require_free(need_bytes: int, what: str) -> None:
+    """Refuse a run that would leave less than MIN_SPARE_BYTES of MemAvailable."""
+    available = host.read_keyed(host.PROC / "meminfo")["MemAvailable"] << 10
+    need = need_bytes + MIN_SPARE_BYTES
+    if available < need:
+        raise HostError(
+            f"not enough free memory: {what} need {fmt_bytes(need)} available (with {fmt_bytes(MIN_SPARE_BYTES)} "
+            f"to spare), MemAvailable is {fmt_bytes(available)}"
+        )
+
+
 def _require_root(what: str) -> None:
     if not host.is_root():
-        raise HostError(f"verify {what} changes kernel settings and allocates hugepages: run it as root")
+        raise HostError(f"verify {what} changes kernel settings and runs an experiment on them: run it as root")
 
 
 def verify_vmemmap(profile: Profile, release: Release, size: int, count: int, notes: list[str]) -> VerifyResult:
@@ -93,13 +104,7 @@ def verify_vmemmap(profile: Profile, release: Release, size: int, count: int, no
         )
     start = host.memmap_pages()  # fails clearly when the counter is missing
     nr_path = host.hugepage_dir(size) / "nr_hugepages"
-    available = host.read_keyed(host.PROC / "meminfo")["MemAvailable"] << 10
-    need = count * size + MIN_SPARE_BYTES
-    if available < need:
-        raise HostError(
-            f"not enough free memory: {count} x {fmt_size(size)} hugepages need {fmt_bytes(need)} "
-            f"available (with {fmt_bytes(MIN_SPARE_BYTES)} to spare), MemAvailable is {fmt_bytes(available)}"
-        )
+    _require_free(count * size, f"{count} x {fmt_size(size)} hugepages")
     freed_per = compute_vmemmap(profile, release, hugepage_count=1, hugepage_sizes=[size]).rows[0]
     with host.Restorer() as restorer:
         restorer.set(host.HVO_SYSCTL, "1")
@@ -173,25 +178,20 @@ def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start:
     import sys
     import tempfile
 
-    from hugecalc.calc.pgtable import Backing, Touches, compute_pgtable
+    from hugecalc.calc.pgtable import Backing, Touches, _mapping_bounds, compute_pgtable
 
     _require_root("pgtable")
     page = profile.page_size
-    plan = compute_pgtable(profile, release, vsize=vsize, vma_start=vma_start, touches=touches,
-                           backing=backing, compare=False)
-    start, end = plan.inputs["vma_start"], plan.inputs["vma_end"]
+    mapping = Backing(profile, backing)
+    start = _mapping_bounds(profile, vsize, vma_start, mapping)
+    end = start + vsize
     starts, ends = touch_intervals(touches, start, end, page)
     if len(starts) > MAX_VERIFY_TOUCHES:
         raise HostError(f"{len(starts):,} touches are too many to run; use a larger stride or smaller --vsize")
     exact = Touches(intervals=(starts, ends))
     predicted = compute_pgtable(profile, release, vsize=vsize, vma_start=start, touches=exact,
                                 backing=backing, after=after, compare=False)
-    available = host.read_keyed(host.PROC / "meminfo")["MemAvailable"] << 10
-    mapping = Backing(profile, backing)
-    need = (vsize if mapping.hugetlb else predicted.populated_bytes) + MIN_SPARE_BYTES
-    if available < need:
-        raise HostError(f"not enough free memory: the run populates {fmt_bytes(need - MIN_SPARE_BYTES)}, "
-                        f"MemAvailable is {fmt_bytes(available)}")
+    _require_free(vsize if mapping.hugetlb else predicted.populated_bytes, "the run's pages")
     spec = {"start": start, "size": vsize, "page_size": page, "after": after,
             "intervals": [[int(a), int(b)] for a, b in zip(starts, ends)]}
     with host.Restorer() as restorer:
@@ -208,10 +208,10 @@ def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start:
             spec["hugepage_size"] = 0
             thp = host.SYS_THP / "enabled"
             if mapping.thp:
-                if "[never]" in host.read_text(thp):
+                if host.setting(thp) == "never":
                     restorer.set(thp, "madvise")
                 pmd_dir = host.SYS_THP / f"hugepages-{profile.pmd_size >> 10}kB" / "enabled"
-                if pmd_dir.exists() and "[never]" in host.read_text(pmd_dir):
+                if pmd_dir.exists() and host.setting(pmd_dir) == "never":
                     restorer.set(pmd_dir, "inherit")
                 spec["advice_before"] = "hugepage"
             else:
@@ -284,10 +284,7 @@ def verify_mthp(profile: Profile, release: Release, kw: dict, notes: list[str]) 
     i = predicted.inputs
     memory = i["memory"]
     page = profile.page_size
-    available = host.read_keyed(host.PROC / "meminfo")["MemAvailable"] << 10
-    if available < predicted.populated_bytes + MIN_SPARE_BYTES:
-        raise HostError(f"not enough free memory: the pass populates {fmt_bytes(predicted.populated_bytes)}, "
-                        f"MemAvailable is {fmt_bytes(available)}")
+    _require_free(predicted.populated_bytes, "the pass's pages")
     if i["vma_size_bytes"] // i["touch_stride_bytes"] > MAX_VERIFY_TOUCHES:
         raise HostError("too many touches to run; use a larger --touch-stride or a smaller --vma-size")
     per_size = {int(d.name.removeprefix("hugepages-").removesuffix("kB")) << 10: d
