@@ -369,16 +369,12 @@ def compute_pgtable(
     counts, populated, thps = _count(profile, b, start, end, touches)
     explain: list[Derivation] = []
     notes: list[str] = []
-    rows = []
-    for name, n in zip(b.levels, counts):
-        lvl = profile.level(name)
-        rows.append([name, n, lvl.bytes_per_table])
     # After madvise() of the whole mapping.
     after_counts = None
     if after is not None:
         reclaim = after == "dontneed" and release.has(PT_RECLAIM, arch)
         after_counts = []
-        for name, n, _ in rows:
+        for name, n in zip(b.levels, counts):
             if name == "pte" and after == "dontneed" and not b.hugetlb:
                 if reclaim:
                     after_counts.append(0)
@@ -400,7 +396,7 @@ def compute_pgtable(
         )
         explain.append(Derivation(scope="after", figure="Tables after madvise", formula=why, rule=PT_RECLAIM.cite))
     level_rows = [_level_row(profile, release, name, n, None if after_counts is None else after_counts[i])
-                  for i, (name, n, _) in enumerate(rows)]
+                  for i, (name, n) in enumerate(zip(b.levels, counts))]
     total = vmpte_bytes(profile, level_rows)
     total_after = None if after_counts is None else vmpte_bytes(profile, level_rows, after=True)
     top = profile.levels[0]
