@@ -421,7 +421,7 @@ def mthp_options(fn: Callable) -> Callable:
     return fn
 
 
-def _mthp_kwargs(profile: Profile, sizes: tuple[int, ...], enabled: tuple[str, ...], top_level: str, madvise: bool,
+def _mthp_kwargs(sizes: tuple[int, ...], enabled: tuple[str, ...], top_level: str, madvise: bool,
                  nohugepage: bool, memory: str, shmem_enabled: tuple[str, ...], huge: str, vma_size: int,
                  vma_start: int | None, file_offset: int | None, touch_stride: int | None,
                  prepopulated_stride: int | None, access: str) -> dict:
@@ -473,7 +473,7 @@ def mthp(profile: Profile, release: Release, as_json: bool, explain: bool, khuge
     from hugecalc.calc.mthp import compare_sizes, compute_mthp
     from hugecalc.render import list_table, print_header, transposed_summary
 
-    kw = _mthp_kwargs(profile, **options)
+    kw = _mthp_kwargs(**options)
     comparing = not (kw["enabled"] or (kw["memory"] != "anon" and (kw["shmem_enabled"] or kw["huge"] != "never"))
                      or kw["memory"] == "tmpfs")
     if comparing and not khugepaged:
@@ -667,7 +667,7 @@ def verify_mthp_cmd(profile: Profile, release: Release, as_json: bool, explain: 
 
     notes: list[str] = []
     release = _running_release(release, notes)
-    result = verify_mthp(profile, release, _mthp_kwargs(profile, **options), notes)
+    result = verify_mthp(profile, release, _mthp_kwargs(**options), notes)
     _emit_verify(result, as_json, explain, "mthp", "faults or folios differ")
 
 
