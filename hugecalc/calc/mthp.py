@@ -303,6 +303,22 @@ def _order_of(profile: Profile, size: int, what: str) -> int:
     return pages.bit_length() - 1
 
 
+def _allowed(modes: dict[int, str], always: tuple[str, ...], advised: str, madvise: bool,
+             global_on: bool) -> set[int]:
+    """Orders a per-size mode allows: ``always`` ones; the ``advised`` mode (madvise/advise) with
+    MADV_HUGEPAGE; ``inherit`` when the top-level switch is on for this VMA.
+
+    thp_vma_allowable_orders() (include/linux/huge_mm.h); shmem_allowable_huge_orders() (mm/shmem.c).
+    """
+    return {o for o, m in modes.items()
+            if m in always or (m == advised and madvise) or (m == "inherit" and global_on)}
+
+
+def _why(page: int, rule: str, madvise: bool, modes: dict[int, str]) -> str:
+    return (f"{rule}, {'MADV_HUGEPAGE' if madvise else 'no MADV_HUGEPAGE'}; per size: "
+            + ", ".join(f"{fmt_size(page << o)}={m}" for o, m in sorted(modes.items()) if m != "never"))
+
+
 def parse_modes(profile: Profile, items: list[tuple[int, str]], allowed_orders: list[int], modes: tuple[str, ...],
                 what: str, rule: str) -> dict[int, str]:
     out: dict[int, str] = {}
@@ -404,41 +420,32 @@ def compute_mthp(
     shm_modes.update(parse_modes(profile, list(shmem_enabled), file_orders(profile), SHMEM_MODES,
                                  "--shmem-enabled", "THP_ORDERS_ALL_FILE_DEFAULT: orders 1..MAX_PAGECACHE_ORDER"))
     allowed: set[int] = set()
+    # The top-level switch that per-size "inherit" follows: enabled (anon), or shmem_enabled / huge=.
+    shmem_global_on = huge in ("always", "within_size") or (huge == "advise" and madvise)
     if nohugepage:
         why = "MADV_NOHUGEPAGE: vma_thp_disabled() allows no THP"
     elif not shmem:
-        global_on = top_level == "always" or (madvise and top_level != "never")
-        for o, mode in anon_modes.items():
-            if mode == "always" or (mode == "madvise" and madvise) or (mode == "inherit" and global_on):
-                allowed.add(o)
+        allowed = _allowed(anon_modes, ("always",), "madvise", madvise,
+                           top_level == "always" or (madvise and top_level != "never"))
         if not release.has(MTHP_ANON):
-            dropped = sorted(o for o in allowed if o != P)
             allowed &= {P}
-            if dropped or any(o != P and m != "never" for o, m in anon_modes.items()):
+            if any(o != P and m != "never" for o, m in anon_modes.items()):
                 notes.append(f"kernel {release} has no multi-size THP (added in 6.8): sizes below "
                              f"{fmt_size(pmd)} do not exist there; only PMD-size THP applies")
-        why = (f"thp_vma_allowable_orders(): top-level {top_level}, "
-               f"{'MADV_HUGEPAGE' if madvise else 'no MADV_HUGEPAGE'}; per size: "
-               + ", ".join(f"{fmt_size(page << o)}={m}" for o, m in sorted(anon_modes.items()) if m != "never"))
+        why = _why(page, "thp_vma_allowable_orders(): top-level " + top_level, madvise, anon_modes)
     else:
         if memory == "tmpfs":
             # shmem_allowable_huge_orders(): a tmpfs mount uses its huge= orders; per-size knobs are for anon shmem.
-            on = huge == "always" or huge == "within_size" or (huge == "advise" and madvise)
-            if on:
+            if shmem_global_on:
                 allowed = set(file_orders(profile)) if release.has(TMPFS_MTHP) else ({P} & set(file_orders(profile)))
             why = f"tmpfs huge={huge}" + ("" if release.has(TMPFS_MTHP) else f" (kernel {release}: PMD order only)")
         else:
-            global_on = huge == "always" or huge == "within_size" or (huge == "advise" and madvise)
-            for o, mode in shm_modes.items():
-                if mode in ("always", "within_size") or (mode == "advise" and madvise) or (mode == "inherit" and global_on):
-                    allowed.add(o)
+            allowed = _allowed(shm_modes, ("always", "within_size"), "advise", madvise, shmem_global_on)
             if not release.has(SHMEM_MTHP):
                 allowed &= {P}
                 if any(o != P and m != "never" for o, m in shm_modes.items()):
                     notes.append(f"kernel {release} has no per-size shmem THP (added in 6.11): only PMD-size applies")
-            why = (f"shmem_allowable_huge_orders(): shmem_enabled {huge}, "
-                   f"{'MADV_HUGEPAGE' if madvise else 'no MADV_HUGEPAGE'}; per size: "
-                   + ", ".join(f"{fmt_size(page << o)}={m}" for o, m in sorted(shm_modes.items()) if m != "never"))
+            why = _why(page, "shmem_allowable_huge_orders(): shmem_enabled " + huge, madvise, shm_modes)
         if huge == "within_size" or "within_size" in shm_modes.values():
             notes.append("within_size: the file is taken to end where the VMA ends, so every order that fits "
                          "the VMA also fits i_size")
