@@ -167,34 +167,39 @@ def process_mappings(pid: int, page_size: int) -> list[tuple[int, int, int, str]
     return vmas
 
 
-def present_intervals(pid: int, start: int, end: int, page_size: int):
-    """Byte intervals of ``[start, end)`` whose pages are present or swapped (need a PTE)."""
+def pagemap_chunks(pid: int, start: int, end: int, page_size: int):
+    """``(first page number, entries)`` chunks of ``/proc/PID/pagemap`` for ``[start, end)``, in order;
+    stops early where the file ends."""
     import numpy as np
 
-    starts, ends = [], []
     path = PROC / str(pid) / "pagemap"
     try:
         f = open(path, "rb")
     except OSError as e:
         raise HostError(f"cannot read {path}: {e.strerror}") from e
     with f:
-        page = start // page_size
-        last = end // page_size
+        page, last = start // page_size, end // page_size
         while page < last:
             n = min(_PAGEMAP_CHUNK_PAGES, last - page)
             f.seek(page * 8)
             raw = f.read(n * 8)
             if len(raw) < n * 8:
-                break
-            entries = np.frombuffer(raw, dtype=np.uint64)
-            used = (entries & np.uint64(PAGEMAP_PRESENT | PAGEMAP_SWAPPED)) != 0
-            if used.any():
-                edges = np.diff(np.concatenate(([0], used.astype(np.int8), [0])))
-                run_starts = np.flatnonzero(edges == 1)
-                run_ends = np.flatnonzero(edges == -1)
-                starts.append((page + run_starts) * page_size)
-                ends.append((page + run_ends) * page_size)
+                return
+            yield page, np.frombuffer(raw, dtype=np.uint64)
             page += n
+
+
+def present_intervals(pid: int, start: int, end: int, page_size: int):
+    """Byte intervals of ``[start, end)`` whose pages are present or swapped (need a PTE)."""
+    import numpy as np
+
+    starts, ends = [], []
+    for page, entries in pagemap_chunks(pid, start, end, page_size):
+        used = (entries & np.uint64(PAGEMAP_PRESENT | PAGEMAP_SWAPPED)) != 0
+        if used.any():
+            edges = np.diff(np.concatenate(([0], used.astype(np.int8), [0])))
+            starts.append((page + np.flatnonzero(edges == 1)) * page_size)
+            ends.append((page + np.flatnonzero(edges == -1)) * page_size)
     if not starts:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     return np.concatenate(starts).astype(np.int64), np.concatenate(ends).astype(np.int64)
@@ -219,14 +224,16 @@ def folio_sizes(pid: int, start: int, end: int, page_size: int) -> tuple[dict[in
     """
     import numpy as np
 
-    pages = (end - start) // page_size
-    with open(PROC / str(pid) / "pagemap", "rb") as f:
-        f.seek(start // page_size * 8)
-        entries = np.frombuffer(f.read(pages * 8), dtype=np.uint64)
+    chunks = [entries for _, entries in pagemap_chunks(pid, start, end, page_size)]
+    entries = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint64)
+    pages = entries.shape[0]
     present = (entries & np.uint64(PAGEMAP_PRESENT)) != 0
     pfns = (entries & np.uint64(PAGEMAP_PFN_MASK)).astype(np.int64)
     flags = np.zeros(pages, dtype=np.uint64)
-    fd = os.open(PROC / "kpageflags", os.O_RDONLY)
+    try:
+        fd = os.open(PROC / "kpageflags", os.O_RDONLY)
+    except OSError as e:
+        raise HostError(f"cannot read {PROC / 'kpageflags'}: {e.strerror}") from e
     try:
         for i in np.flatnonzero(present):
             flags[i] = np.frombuffer(os.pread(fd, 8, int(pfns[i]) * 8), dtype=np.uint64)[0]
