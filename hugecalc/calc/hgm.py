@@ -184,25 +184,21 @@ def compute_hgm(profile: Profile, release: Release, *, hugepage_size: int, path:
                 counted = [(0, 1 if label in ("map", "unmap") else 0)]
             else:
                 counted = [_counts(name, size, h.size, base, n, table_entries) for size, n in sides]
-            ok = None not in counted
-            spread = sum(c[0] for c in counted if c)
-            hot = sum(c[1] for c in counted if c)
-            if not ok:
-                steps.append(Step(operation=label, from_bytes=frm, to_bytes=to,
-                                  entries_removed=removed[1] if removed else 0,
-                                  entries_added=added[1] if added else 0,
-                                  atomic_ops=None, spread_atomic_ops=None, hot_atomic_ops=None, cache_lines=None,
-                                  estimated_seconds=None,
+            step = dict(operation=label, from_bytes=frm, to_bytes=to, entries_removed=removed[1] if removed else 0,
+                        entries_added=added[1] if added else 0)
+            if None in counted:
+                steps.append(Step(**step, atomic_ops=None, spread_atomic_ops=None, hot_atomic_ops=None,
+                                  cache_lines=None, estimated_seconds=None,
                                   note="released kernels never map part of a folio with a PMD or PUD"))
                 total_ops = total_s = None
                 continue
+            spread = sum(c[0] for c in counted)
+            hot = sum(c[1] for c in counted)
             # A struct page is one 64-byte line; a step touches each covered subpage at most once
             # per direction, and the head's counters share one line.
             lines = min(spread, h.size // base) + (1 if hot else 0)
             seconds = _time(profile, entries, spread + hot, lines)
-            steps.append(Step(operation=label, from_bytes=frm, to_bytes=to,
-                              entries_removed=removed[1] if removed else 0, entries_added=added[1] if added else 0,
-                              atomic_ops=spread + hot, spread_atomic_ops=spread, hot_atomic_ops=hot,
+            steps.append(Step(**step, atomic_ops=spread + hot, spread_atomic_ops=spread, hot_atomic_ops=hot,
                               cache_lines=lines, estimated_seconds=seconds))
             if total_ops is not None:
                 total_ops += spread + hot
