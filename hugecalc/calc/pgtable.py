@@ -24,22 +24,13 @@ from __future__ import annotations
 import numpy as np
 
 from hugecalc.calc._jit import call, jit
+from hugecalc.calc.tables import LevelRow, level_row, stride_blocks, table_aligned_start, vmpte_bytes
+from hugecalc.calc.touches import Touches, distinct_blocks, stride_touches_in
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import HUGE_PMD_SHARE, PT_RECLAIM, VMPTE_ALL_LEVELS, Release
 from hugecalc.result import Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size
-
-
-class LevelRow(Model):
-    """Tables one level needs."""
-
-    level: str = field("Level")
-    tables: int = field("Tables", "count")
-    table_bytes: int = field("Bytes per table", "bytes")
-    bytes: int = field("Bytes", "bytes")
-    in_vmpte: bool = field("In VmPTE")
-    tables_after: int | None = field("Tables after madvise", "count", default=None)
 
 
 class Comparison(Model):
@@ -70,55 +61,7 @@ class WorstCaseResult(Result):
     pte_ref: list[dict] = []
 
 
-def in_vmpte(release: Release, level: str) -> bool:
-    """Whether VmPTE counts this level's tables.
-
-    mm_inc_nr_ptes/pmds/puds() add PTRS_PER_X * sizeof(entry) to mm->pgtables_bytes; __p4d_alloc()
-    accounts nothing, and the PGD comes with the mm (mm/memory.c, include/linux/mm.h).  Before
-    v4.15 VmPTE counted PTE tables only (PMD tables were in VmPMD).
-    """
-    return level == "pte" or (level in ("pmd", "pud") and release.has(VMPTE_ALL_LEVELS))
-
-
-def _level_row(profile: Profile, release: Release, name: str, tables: int,
-               tables_after: int | None = None) -> LevelRow:
-    lvl = profile.level(name)
-    return LevelRow(level=name, tables=tables, table_bytes=lvl.bytes_per_table, bytes=tables * lvl.bytes_per_table,
-                    in_vmpte=in_vmpte(release, name), tables_after=tables_after)
-
-
-def vmpte_bytes(profile: Profile, rows: list[LevelRow], after: bool = False) -> int:
-    """What VmPTE would show for these tables: PTE, PMD and PUD tables, PTRS_PER_X * sizeof(entry)."""
-    total = 0
-    for r in rows:
-        if r.in_vmpte:
-            lvl = profile.level(r.level)
-            total += (r.tables_after if after else r.tables) * lvl.entries * lvl.entry_bytes
-    return total
-
-
 # --- numba kernels -------------------------------------------------------------------------
-
-
-@jit
-def _distinct_blocks(starts, ends, block_bytes, lo, hi):
-    """Distinct ``block_bytes``-aligned blocks holding a byte of the sorted, disjoint intervals
-    ``[starts[i], ends[i])``, clipped to ``[lo, hi)``."""
-    count = 0
-    last = -1
-    for i in range(starts.shape[0]):
-        a = max(starts[i], lo)
-        b = min(ends[i], hi)
-        if a >= b:
-            continue
-        first = a // block_bytes
-        end_block = (b - 1) // block_bytes
-        if first <= last:
-            first = last + 1
-        if first <= end_block:
-            count += end_block - first + 1
-            last = end_block
-    return count
 
 
 @jit
@@ -162,82 +105,6 @@ def _fraction_walk(start, end, fraction, seed, leaf_span, unit_bytes, page_bytes
     return populated, whole
 
 
-# --- touch patterns -------------------------------------------------------------------------
-
-
-def _stride_blocks(first: int, n: int, stride: int, block: int) -> int:
-    """Distinct ``block``-sized blocks holding ``first + k*stride``, k < n (closed form)."""
-    if n <= 0:
-        return 0
-    if stride >= block:
-        return n  # consecutive touches are at least a block apart
-    last = first + (n - 1) * stride
-    return last // block - first // block + 1  # no block between first and last is skipped
-
-
-def _stride_touches_in(start: int, stride: int, lo: int, hi: int) -> tuple[int, int]:
-    """First touch at or after ``lo`` and the number of touches in ``[lo, hi)``."""
-    k0 = -(-(lo - start) // stride) if lo > start else 0
-    first = start + k0 * stride
-    if first >= hi:
-        return first, 0
-    return first, (hi - 1 - first) // stride + 1
-
-
-def parse_touch_file(text: str, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lines of ``ADDR`` or ``ADDR-END`` (end exclusive, like /proc/PID/maps; hex or decimal;
-    ``#`` comments) -> sorted, merged intervals inside ``[start, end)``."""
-    from hugecalc.units import parse_address
-
-    intervals = []
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = line.replace(" ", "").split("-")
-        if len(parts) > 2:
-            raise InputError(f"--touch-file line {lineno}: {raw.strip()!r} is not ADDR or ADDR-END")
-        try:
-            a = parse_address(parts[0], "address")
-            b = parse_address(parts[1], "address") if len(parts) == 2 else a + 1
-        except InputError as e:
-            raise InputError(f"--touch-file line {lineno}: {e}") from None
-        if b <= a:
-            raise InputError(f"--touch-file line {lineno}: range {raw.strip()!r} is empty or reversed")
-        if a < start or b > end:
-            raise InputError(
-                f"--touch-file line {lineno}: {raw.strip()!r} is outside the mapping [{start:#x}, {end:#x})"
-            )
-        intervals.append((a, b))
-    if not intervals:
-        raise InputError("--touch-file lists no address")
-    intervals.sort()
-    merged = [list(intervals[0])]
-    for a, b in intervals[1:]:
-        if a <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], b)
-        else:
-            merged.append([a, b])
-    arr = np.array(merged, dtype=np.int64)
-    return np.ascontiguousarray(arr[:, 0]), np.ascontiguousarray(arr[:, 1])
-
-
-class Touches:
-    """Which bytes of ``[start, end)`` are touched: a stride, a random fraction, or intervals."""
-
-    def __init__(self, stride: int | None = None, fraction: float | None = None, seed: int = 0,
-                 intervals: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-        self.stride, self.fraction, self.seed, self.intervals = stride, fraction, seed, intervals
-
-    def describe(self, page: int) -> dict:
-        if self.fraction is not None:
-            return {"touch_fraction": self.fraction, "seed": self.seed}
-        if self.intervals is not None:
-            return {"touch_intervals": int(self.intervals[0].shape[0]),
-                    "touched_bytes_listed": int((self.intervals[1] - self.intervals[0]).sum())}
-        return {"touch_stride_bytes": self.stride or page}
-
-
 # --- the model ------------------------------------------------------------------------------
 
 
@@ -266,14 +133,11 @@ class Backing:
         self.levels = names[1 : names.index(self.leaf_level) + 1]
 
 
-def _mapping_bounds(profile: Profile, vsize: int, vma_start: int | None, backing: Backing) -> int:
+def mapping_bounds(profile: Profile, vsize: int, vma_start: int | None, backing: Backing) -> int:
     if vsize <= 0:
         raise InputError("--vsize must be greater than zero")
     if vma_start is None:
-        # Aligned to the span of the smallest table that can hold the whole mapping (or the
-        # largest counted table's span), so the mapping needs as few tables as it can.
-        counted = [profile.table_span_bytes(lvl.name) for lvl in profile.levels[1:]] or [profile.page_size]
-        align = max(min([s for s in counted if s >= vsize], default=max(counted)), backing.unit)
+        align = table_aligned_start(profile, vsize, backing.unit)
         vma_start = align if align + vsize <= profile.user_va_bytes else 0
     if vma_start % profile.page_size:
         raise InputError(f"--vma-start {vma_start:#x} is not aligned to the {fmt_size(profile.page_size)} page")
@@ -313,10 +177,10 @@ def _count(profile: Profile, backing: Backing, start: int, end: int, touches: To
         if lo >= hi:
             return 0
         if touches.intervals is not None:
-            return int(call(_distinct_blocks, touches.intervals[0], touches.intervals[1], block, lo, hi))
+            return int(call(distinct_blocks, touches.intervals[0], touches.intervals[1], block, lo, hi))
         stride = touches.stride or page
-        first, n = _stride_touches_in(start, stride, lo, hi)
-        return _stride_blocks(first, n, stride, block)
+        first, n = stride_touches_in(start, stride, lo, hi)
+        return stride_blocks(first, n, stride, block)
 
     counts = [blocks(span, start, end) for span in spans]
     thps = 0
@@ -350,7 +214,7 @@ def compute_pgtable(
     """
     touches = touches or Touches()
     b = Backing(profile, backing)
-    start = _mapping_bounds(profile, vsize, vma_start, b)
+    start = mapping_bounds(profile, vsize, vma_start, b)
     end = start + vsize
     if touches.stride is not None and touches.stride <= 0:
         raise InputError("--touch-stride must be greater than zero")
@@ -395,7 +259,7 @@ def compute_pgtable(
             )
         )
         explain.append(Derivation(scope="after", figure="Tables after madvise", formula=why, rule=PT_RECLAIM.cite))
-    level_rows = [_level_row(profile, release, name, n, None if after_counts is None else after_counts[i])
+    level_rows = [level_row(profile, release, name, n, None if after_counts is None else after_counts[i])
                   for i, (name, n) in enumerate(zip(b.levels, counts))]
     total = vmpte_bytes(profile, level_rows)
     total_after = None if after_counts is None else vmpte_bytes(profile, level_rows, after=True)
@@ -493,7 +357,7 @@ def compute_worst_case(profile: Profile, release: Release) -> WorstCaseResult:
     for lvl in profile.levels[1:]:
         span = profile.table_span_bytes(lvl.name)
         n = -(-profile.user_va_bytes // span)
-        rows.append(_level_row(profile, release, lvl.name, n))
+        rows.append(level_row(profile, release, lvl.name, n))
         explain.append(Derivation(
             scope="worst case", figure=f"{lvl.name} tables",
             formula=f"ceil({profile.user_va_bytes:#x} / {fmt_bytes(span)}) = {n:,} x {fmt_bytes(lvl.bytes_per_table)} "
@@ -509,69 +373,3 @@ def compute_worst_case(profile: Profile, release: Release) -> WorstCaseResult:
     )
 
 
-# --- a live process ---------------------------------------------------------------------------
-
-
-class ProcessVma(Model):
-    start: int = field("Start")
-    end: int = field("End")
-    kernel_page_bytes: int = field("Page", "bytes")
-    present_bytes: int = field("Present", "bytes")
-    name: str = field("Mapping")
-
-
-class ProcessResult(Result):
-    command: str = "pgtable"
-    tables: dict[str, int] = field("Tables by level")
-    levels: list[LevelRow]
-    page_table_bytes: int = field("Predicted page tables (as VmPTE counts)", "bytes")
-    vm_pte_bytes: int = field("The process's VmPTE", "bytes")
-    present_bytes: int = field("Present or swapped memory", "bytes")
-    vmas: int = field("Mappings", "count")
-
-
-def compute_process(profile: Profile, release: Release, pid: int,
-                    vmas: list[tuple[int, int, int, str, np.ndarray, np.ndarray]],
-                    vm_pte_bytes: int) -> ProcessResult:
-    """Tables a process needs for the pages it has present (or swapped), across all its mappings.
-
-    ``vmas``: ``(start, end, kernel_page_bytes, name, starts, ends)`` with the present intervals.
-    A hugetlb mapping needs no tables below its hugepage's level; tables are shared between
-    neighbouring mappings, so each level is counted over the union of all mappings.
-
-    Kernel reference
-    ----------------
-    ``mm_pgtables_bytes()`` (VmPTE); ``pagemap_pmd_range()``/``pagemap_hugetlb_range()`` in
-    ``fs/proc/task_mmu.c`` (present bit 63, swapped bit 62).
-    """
-    names = [lvl.name for lvl in profile.levels]
-    level_rows = []
-    for lvl in profile.levels[1:]:
-        depth = names.index(lvl.name)
-        parts_s, parts_e = [], []
-        for _start, _end, kps, _, s, e in vmas:
-            leaf = profile.hugetlb_size(kps).level if kps != profile.page_size else "pte"
-            if depth <= names.index(leaf) and s.size:
-                parts_s.append(s)
-                parts_e.append(e)
-        n = 0
-        if parts_s:
-            s = np.concatenate(parts_s)
-            e = np.concatenate(parts_e)
-            order = np.argsort(s, kind="stable")
-            n = int(call(_distinct_blocks, s[order], e[order], profile.table_span_bytes(lvl.name), 0, 1 << 62))
-        level_rows.append(_level_row(profile, release, lvl.name, n))
-    total = vmpte_bytes(profile, level_rows)
-    present = int(sum(int((e - s).sum()) for *_, s, e in vmas))
-    notes = []
-    if vm_pte_bytes != total:
-        notes.append(
-            f"VmPTE is {fmt_bytes(vm_pte_bytes)}, {fmt_bytes(abs(vm_pte_bytes - total))} "
-            f"{'more' if vm_pte_bytes > total else 'less'} than the tables the present pages need: tables "
-            "stay allocated after their pages are unmapped or zapped (munmap of part of a range, "
-            "MADV_DONTNEED without PT_RECLAIM, THP splits), and PMD-mapped THPs carry a deposited table")
-    return ProcessResult(
-        profile=profile.name, kernel=str(release), inputs={"pid": pid},
-        tables={r.level: r.tables for r in level_rows}, levels=level_rows, page_table_bytes=total,
-        vm_pte_bytes=vm_pte_bytes, present_bytes=present, vmas=len(vmas), notes=notes,
-    )

@@ -6,8 +6,8 @@ from hypothesis import given, settings, strategies as st
 
 from hugecalc import calc
 from hugecalc.calc import _jit
-from hugecalc.calc.pgtable import (
-    Touches, _distinct_blocks, compute_pgtable, compute_worst_case, parse_touch_file)
+from hugecalc.calc.pgtable import compute_pgtable, compute_worst_case
+from hugecalc.calc.touches import Touches, distinct_blocks, parse_touch_file
 from hugecalc.errors import InputError
 from hugecalc.profiles import bundled_profiles, load_profile
 from hugecalc.releases import parse_release
@@ -88,11 +88,11 @@ def test_touch_file_agrees_with_reference(pairs, backing):
     assert (res.tables, res.populated_bytes) == reference.pgtable_naive(p, start, start + vsize, touched, backing)
 
 
-def test_distinct_blocks_jit_equals_python():
+def testdistinct_blocks_jit_equals_python():
     s = np.array([0, 5000, 9000, 1 << 22], dtype=np.int64)
     e = np.array([10, 8200, 9001, (1 << 22) + 1], dtype=np.int64)
     for block in (1, 4096, 8192, 1 << 21):
-        assert _distinct_blocks(s, e, block, 0, 1 << 40) == getattr(_distinct_blocks, "py_func", _distinct_blocks)(s, e, block, 0, 1 << 40)
+        assert distinct_blocks(s, e, block, 0, 1 << 40) == getattr(distinct_blocks, "py_func", distinct_blocks)(s, e, block, 0, 1 << 40)
 
 
 def test_fraction_is_reproducible_and_right_in_distribution():

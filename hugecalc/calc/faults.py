@@ -1,0 +1,174 @@
+"""The fault walk of one pass over a VMA: which folio each page fault allocates, in numba.
+
+The pass touches one byte every ``stride`` from the start of the VMA to its end, in address order,
+like ``memset``.  The walk visits faults only: after a fault it jumps to the first touch past the
+folio it allocated, so a 1 TiB VMA costs one loop iteration per fault, and interior PMD blocks
+that repeat are walked once per period and multiplied out.  The rules that decide the order are
+those of ``hugecalc.calc.mthp`` (its docstring cites them); this module only applies them.
+"""
+
+from __future__ import annotations
+
+from hugecalc.calc._jit import jit
+from hugecalc.calc.tables import stride_blocks
+
+# The same closed form the pure-Python callers use, compiled for the walk.
+_stride_units = jit(stride_blocks)
+
+
+@jit
+def _has_point(lo, hi, first, step):
+    """Whether a prepopulated point ``first + k*step`` (k >= 0) lies in ``[lo, hi)``."""
+    if step <= 0 or hi <= first:
+        return False
+    k = (lo - first + step - 1) // step if lo > first else 0
+    return first + k * step < hi
+
+
+@jit
+def _next_touch(b, start, stride):
+    """The first touch at or after ``b``."""
+    if b <= start:
+        return start
+    return start + ((b - start + stride - 1) // stride) * stride
+
+
+@jit
+def _walk_block(lo, hi, start, page, pmd, pmd_order, stride, pre_stride, order_mask, pmd_ok, shmem,
+                read_then_write, huge_zero_thp, cont_pages, out_folios, out):
+    """The faults of the pass inside one PMD block ``[lo, hi)`` (the part of it inside the VMA).
+
+    Folios never cross a PMD boundary, so blocks are independent.  ``out``: read faults, write
+    faults, populated bytes, TLB entries, largest folio bytes, PTE tables.
+    """
+    needs_pte_table = False
+    last_end = lo
+    a = _next_touch(lo, start, stride)
+    while a < hi:
+        p = a - a % page
+        if p < last_end:
+            a = _next_touch(last_end, start, stride)
+            continue
+        if _has_point(p, p + page, start, pre_stride):
+            out[3] += 1  # a prepopulated base page: mapped, no fault; one TLB entry
+            a = _next_touch(p + page, start, stride)
+            continue
+        x = p - p % pmd
+        if pmd_ok and x == lo and x + pmd == hi and x >= last_end and not _has_point(x, x + pmd, start, pre_stride):
+            # The PMD path: create_huge_pmd() while pmd_none().
+            if shmem or not read_then_write:
+                out[0 if read_then_write else 1] += 1  # shmem: the read fault maps it writable
+            else:
+                out[0] += 1  # the huge zero page
+                if huge_zero_thp:
+                    out[1] += 1  # do_huge_zero_wp_pmd()
+                else:
+                    # Split into zero PTEs; every written page is copied at order 0.
+                    n = (x + pmd - 1 - a) // stride + 1
+                    pages = _stride_units(a, n, stride, page)
+                    out[1] += pages
+                    out_folios[0] += pages
+                    out[2] += pages * page
+                    out[3] += pages
+                    if page > out[4]:
+                        out[4] = page
+                    out[5] += 1
+                    return
+            order = pmd_order
+            x_start = x
+            if not shmem:
+                needs_pte_table = True  # pgtable_trans_huge_deposit()
+        else:
+            needs_pte_table = True
+            order = 0
+            x_start = p
+            if read_then_write and not shmem:
+                out[0] += 1  # the zero page, then wp_page_copy() at order 0
+                out[1] += 1
+            else:
+                for o in range(pmd_order - 1, 0, -1):
+                    if (order_mask >> o) & 1:
+                        sz = page << o
+                        y = p - p % sz
+                        if y >= lo and y + sz <= hi and y >= last_end and not _has_point(y, y + sz, start, pre_stride):
+                            order = o
+                            x_start = y
+                            break
+                out[0 if read_then_write else 1] += 1
+        size = page << order
+        out_folios[order] += 1
+        out[2] += size
+        if size > out[4]:
+            out[4] = size
+        # TLB entries for the touched part of the folio: a PMD leaf, contiguous blocks, or pages.
+        unit = page
+        if order == pmd_order:
+            unit = pmd
+        elif cont_pages > 1 and (size // page) >= cont_pages:
+            unit = cont_pages * page
+        n = (x_start + size - 1 - a) // stride + 1
+        out[3] += _stride_units(a, n, stride, unit)
+        last_end = x_start + size
+        a = _next_touch(last_end, start, stride)
+    if needs_pte_table or _has_point(lo, hi, start, pre_stride):
+        out[5] += 1
+
+
+@jit
+def _gcd(a, b):
+    while b:
+        a, b = b, a % b
+    return a
+
+
+@jit
+def fault_walk(start, end, page, pmd, stride, pre_stride, order_mask, pmd_ok, shmem, read_then_write,
+                huge_zero_thp, cont_pages, out_folios, out):
+    """Walk the pass PMD block by PMD block.  Interior blocks repeat with a period of
+    lcm(stride, prepopulated stride, PMD) bytes; one period is walked and the rest multiplied."""
+    pmd_order = 0
+    while (page << pmd_order) < pmd:
+        pmd_order += 1
+    period = stride // _gcd(stride, pmd) * pmd
+    if pre_stride > 0:
+        period = period // _gcd(period, pre_stride) * pre_stride
+    period_blocks = period // pmd
+    first = start - start % pmd
+    interior_lo = first if first == start else first + pmd
+    interior_hi = end - end % pmd
+    b = first
+    while b < end:
+        if b >= interior_lo and b + 2 * period <= interior_hi and period_blocks <= 1 << 20:
+            folios_before = out_folios.copy()
+            out_before = out.copy()
+            for i in range(period_blocks):
+                lo = b + i * pmd
+                _walk_block(lo, lo + pmd, start, page, pmd, pmd_order, stride, pre_stride, order_mask, pmd_ok,
+                            shmem, read_then_write, huge_zero_thp, cont_pages, out_folios, out)
+            reps = (interior_hi - b) // period - 1
+            for k in range(out.shape[0]):
+                if k != 4:  # the largest folio is a maximum, not a sum
+                    out[k] += (out[k] - out_before[k]) * reps
+            for k in range(out_folios.shape[0]):
+                out_folios[k] += (out_folios[k] - folios_before[k]) * reps
+            b += period * (reps + 1)
+            continue
+        lo = max(b, start)
+        hi = min(b + pmd, end)
+        _walk_block(lo, hi, start, page, pmd, pmd_order, stride, pre_stride, order_mask, pmd_ok, shmem,
+                    read_then_write, huge_zero_thp, cont_pages, out_folios, out)
+        b += pmd
+
+
+@jit
+def upper_tables(start, end, span, stride, pre_stride):
+    """Tables of a level above the PTE level: spans holding a touch or a prepopulated page."""
+    count = 0
+    b = start - start % span
+    while b < end:
+        lo = max(b, start)
+        hi = min(b + span, end)
+        if _has_point(lo, hi, start, stride) or _has_point(lo, hi, start, pre_stride):
+            count += 1
+        b += span
+    return count

@@ -1,0 +1,76 @@
+"""Page-table geometry shared by every calculation: rows per level, what VmPTE counts, where a
+mapping lands by default, and how many aligned blocks a stride touches.
+
+Pure Python, no numba: the closed-form paths (``pgtable --worst-case``) use it without paying for
+the JIT.
+
+Kernel reference
+----------------
+- ``mm_pgtables_bytes()`` / ``VmPTE`` in ``fs/proc/task_mmu.c``: ``mm_inc_nr_ptes/pmds/puds()``
+  add ``PTRS_PER_X * sizeof(entry)``; ``__p4d_alloc()`` accounts nothing and the PGD comes with
+  the mm.  PTE, PMD and PUD tables since commit af5b0f6a09e4 ("mm: consolidate page table
+  accounting", v4.15); PTE tables only before.
+- ``__pte_alloc()``/``__pmd_alloc()``/``__pud_alloc()`` in ``mm/memory.c``: a table on the first
+  fault in its range.
+"""
+
+from __future__ import annotations
+
+from hugecalc.profiles import Profile
+from hugecalc.releases import VMPTE_ALL_LEVELS, Release
+from hugecalc.result import Model, field
+
+
+class LevelRow(Model):
+    """Tables one level needs."""
+
+    level: str = field("Level")
+    tables: int = field("Tables", "count")
+    table_bytes: int = field("Bytes per table", "bytes")
+    bytes: int = field("Bytes", "bytes")
+    in_vmpte: bool = field("In VmPTE")
+    tables_after: int | None = field("Tables after madvise", "count", default=None)
+
+
+def in_vmpte(release: Release, level: str) -> bool:
+    """Whether VmPTE counts this level's tables (PTE always; PMD and PUD from v4.15; never P4D)."""
+    return level == "pte" or (level in ("pmd", "pud") and release.has(VMPTE_ALL_LEVELS))
+
+
+def level_row(profile: Profile, release: Release, name: str, tables: int, tables_after: int | None = None) -> LevelRow:
+    lvl = profile.level(name)
+    return LevelRow(level=name, tables=tables, table_bytes=lvl.bytes_per_table, bytes=tables * lvl.bytes_per_table,
+                    in_vmpte=in_vmpte(release, name), tables_after=tables_after)
+
+
+def vmpte_bytes(profile: Profile, rows: list[LevelRow], after: bool = False) -> int:
+    """What VmPTE would show for these tables: PTE, PMD and PUD tables, PTRS_PER_X * sizeof(entry)."""
+    total = 0
+    for r in rows:
+        if r.in_vmpte:
+            lvl = profile.level(r.level)
+            total += (r.tables_after if after else r.tables) * lvl.entries * lvl.entry_bytes
+    return total
+
+
+def counted_levels(profile: Profile) -> list[str]:
+    """The levels below the top one, top down: the tables a mapping can add."""
+    return [lvl.name for lvl in profile.levels[1:]]
+
+
+def table_aligned_start(profile: Profile, size: int, min_align: int) -> int:
+    """The default start of a ``size``-byte mapping: aligned to the span of the smallest table
+    that can hold it whole (or the largest counted table's span), and to ``min_align`` at least,
+    so that it needs as few tables as it can."""
+    spans = [profile.table_span_bytes(name) for name in counted_levels(profile)] or [profile.page_size]
+    return max(min([s for s in spans if s >= size], default=max(spans)), min_align)
+
+
+def stride_blocks(first: int, n: int, stride: int, block: int) -> int:
+    """Distinct ``block``-sized aligned blocks holding ``first + k*stride``, k < n (closed form)."""
+    if n <= 0:
+        return 0
+    if stride >= block:
+        return n  # consecutive touches are at least a block apart
+    last = first + (n - 1) * stride
+    return last // block - first // block + 1  # no block between first and last is skipped

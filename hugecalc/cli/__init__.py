@@ -1,0 +1,56 @@
+"""The command line: one module per command, the options they share in ``common``.
+
+The only package that touches stdout, stderr and exit codes.  Each command parses its options,
+calls one ``compute_*`` and renders its result.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from hugecalc import __version__
+from hugecalc.cli.common import Group
+from hugecalc.cli.hgm import hgm
+from hugecalc.cli.mthp import mthp
+from hugecalc.cli.pgtable import pgtable
+from hugecalc.cli.profiles import profiles
+from hugecalc.cli.verify import verify
+from hugecalc.cli.vmemmap import vmemmap
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="hugecalc")
+def cli() -> None:
+    """A what-if calculator for Linux kernel memory: the numbers the kernel would produce.
+
+    \b
+    Examples:
+      hugecalc vmemmap --pages 1024G               # HVO savings for a 1 TiB pool, 2M vs 1G
+      hugecalc vmemmap --pages 512 --hugepage-size 1G --kernel 5.15 --explain
+      hugecalc pgtable --vsize 64G --touch-stride 2M --after dontneed
+      hugecalc mthp --size 64k                     # what 64K mTHP does to a 1 GiB memset
+      hugecalc hgm --hugepage-size 1G --path 4K,2M,1G
+      hugecalc profiles arm64-4k
+      sudo hugecalc verify mthp --size 64k         # predicted beside the running kernel
+    """
+
+
+for command in (vmemmap, pgtable, mthp, hgm, profiles, verify):
+    cli.add_command(command)
+
+
+def main() -> None:
+    from hugecalc import calc
+
+    calc.on_slow_compile = lambda msg: click.echo(f"hugecalc: {msg}", err=True)
+    try:
+        cli(prog_name="hugecalc", standalone_mode=True)
+    except Exception as e:  # a bug, not bad input: one line, the traceback only on request
+        if os.environ.get("HUGECALC_DEBUG"):
+            raise
+        click.echo(f"hugecalc: internal error: {type(e).__name__}: {e} "
+                   "(set HUGECALC_DEBUG=1 for the traceback, and please report it)", err=True)
+        sys.exit(1)

@@ -1,0 +1,81 @@
+"""``hugecalc hgm``: the mapcount cost of HugeTLB high-granularity mapping (never merged)."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from hugecalc.cli.common import SIZE, common_options, emit
+from hugecalc.errors import InputError
+from hugecalc.profiles import Profile
+from hugecalc.releases import Release
+from hugecalc.units import fmt_size, parse_size
+
+
+def _sizes(text: str, what: str) -> list[int]:
+    return [parse_size(part, what) for part in text.split(",") if part.strip()] or [parse_size(text, what)]
+
+
+@click.command()
+@click.option("--hugepage-size", type=SIZE, default=None,
+              help="Hugetlb page size (default: the profile's largest, 1G on x86-64).")
+@click.option("--path", "path_text", default=None, metavar="SIZE,SIZE[,...]",
+              help="Mapping sizes from small to large: 4K,1G collapses 4K straight to 1G; 4K,2M,1G goes "
+                   "through 2M (default: base page, hugepage). For map/unmap: one size.")
+@click.option("--scheme", "schemes", multiple=True,
+              help="thp-like, head-only, hstate-level, folio, folio-no-page-mapcount (repeatable; "
+                   "default: the three HGM proposals).")
+@click.option("--operation", type=click.Choice(["collapse", "split", "map", "unmap"]), default="collapse",
+              show_default=True, help="split walks --path from large to small (MADV_SPLIT).")
+@click.option("--guest-memory", type=SIZE, default=None, help="Whole guest: how many hugepages go through it.")
+@click.option("--atomic-ns", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Cost of an uncontended atomic (default: the profile's, 20).")
+@click.option("--cache-miss-ns", type=click.FloatRange(min=0), default=None,
+              help="Extra cost of an atomic on a line not in cache (default: the profile's, 880).")
+@click.option("--entry-ns", type=click.FloatRange(min=0), default=None,
+              help="Work per page-table entry mapped or unmapped (default: the profile's, 2914).")
+@click.option("--invalidation-ms", type=click.FloatRange(min=0), default=None,
+              help="EPT/secondary-MMU invalidation per mmu_notifier window (default: the profile's, 20).")
+@common_options
+def hgm(profile: Profile, release: Release, as_json: bool, explain: bool, hugepage_size: int | None,
+        path_text: str | None, schemes: tuple[str, ...], operation: str, guest_memory: int | None,
+        atomic_ns: float | None, cache_miss_ns: float | None, entry_ns: float | None,
+        invalidation_ms: float | None) -> None:
+    """HugeTLB high-granularity mapping (never merged): mapcount cost of each scheme.
+
+    Models the HGM v2 series (James Houghton, 2023) and its review thread: the atomic operations
+    each mapcount scheme needs to collapse, split, map or unmap a hugepage, which counters they
+    hit, and how long vCPUs stay blocked inside the mmu_notifier window.
+
+    \b
+    Examples:
+      hugecalc hgm --hugepage-size 1G --path 4K,1G
+      hugecalc hgm --hugepage-size 1G --path 4K,2M,1G --guest-memory 1T
+      hugecalc hgm --path 4K,2M,1G --scheme thp-like --scheme folio --explain
+      hugecalc hgm --operation map --path 4K --json | jq '.schemes[].atomic_ops'
+    """
+    from hugecalc.calc.hgm import compute_hgm
+    from hugecalc.render import list_table, print_header
+
+    if not profile.hugetlb:
+        raise InputError(f"profile {profile.name} has no hugetlb page size")
+    size = hugepage_size or max(h.size for h in profile.hugetlb)
+    path = _sizes(path_text, "--path") if path_text else [profile.page_size, size]
+    costs = {k: v for k, v in (("atomic_ns", atomic_ns), ("cache_miss_ns", cache_miss_ns), ("entry_ns", entry_ns),
+                               ("notifier_invalidation_ms", invalidation_ms)) if v is not None}
+    if costs:
+        profile = profile.model_copy(update={"costs": profile.costs.model_copy(update=costs)})
+    result = compute_hgm(profile, release, hugepage_size=size, path=path, schemes=list(schemes),
+                         operation=operation, guest_memory=guest_memory)
+
+    def draw(out: Console) -> None:
+        what = f"HGM {operation} {'->'.join(fmt_size(s) for s in path)} of a {fmt_size(size)} page"
+        print_header(out, result, what)
+        out.print(Text("HGM was never merged upstream: a model of " + result.series + ".", style="bold red"))
+        out.print(list_table(result.schemes, skip=("steps",) + (() if guest_memory else ("guest_seconds",))))
+        for sch in result.schemes:
+            out.print(Text(f"{sch.scheme}, per hugepage:", style="bold"))
+            out.print(list_table(sch.steps))
+
+    emit(result, as_json, explain, draw)

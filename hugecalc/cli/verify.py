@@ -1,0 +1,122 @@
+"""``hugecalc verify``: the predictions checked against the running kernel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.console import Console
+
+from hugecalc.cli.common import SIZE, Group, common_options, emit, given
+from hugecalc.cli.mthp import mthp_kwargs, mthp_options
+from hugecalc.cli.pgtable import pgtable_options, touches_from_options
+from hugecalc.errors import InputError, VerifyMismatch
+from hugecalc.profiles import Profile
+from hugecalc.releases import Release, parse_release
+
+
+@click.group(cls=Group)
+def verify() -> None:
+    """Run a real experiment on the running kernel (root) and print predicted beside measured.
+
+    Every setting changed is restored, also on errors and Ctrl-C; no hugepage is left allocated.
+    Exit 1 when a measurement differs from the prediction.
+    """
+
+
+@verify.command("vmemmap")
+@click.option("--hugepage-size", type=SIZE, default="2M", show_default=True, help="Hugepage size to allocate.")
+@click.option("--count", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Number of hugepages to allocate.")
+@common_options
+def verify_vmemmap_cmd(profile: Profile, release: Release, as_json: bool, explain: bool,
+                       hugepage_size: int, count: int) -> None:
+    """Allocate hugepages with HVO on and check the vmemmap freed against nr_memmap_pages.
+
+    \b
+    Example:
+      sudo hugecalc verify vmemmap --hugepage-size 2M --count 64
+    """
+    from hugecalc.verify.vmemmap import verify_vmemmap
+
+    notes: list[str] = []
+    release = _running_release(release, notes)
+    result = verify_vmemmap(profile, release, hugepage_size, count, notes)
+    _emit_verify(result, as_json, explain, "vmemmap", "vmemmap differs")
+
+
+@verify.command("pgtable")
+@pgtable_options
+@common_options
+def verify_pgtable_cmd(profile: Profile, release: Release, as_json: bool, explain: bool, vsize: int | None,
+                       vma_start: int | None, touch_stride: int | None, touch_fraction: float | None, seed: int,
+                       touch_file: Any, backing: str, after: str | None) -> None:
+    """Map and touch in a child process, and check its VmPTE against the prediction.
+
+    \b
+    Examples:
+      sudo hugecalc verify pgtable --vsize 64G --touch-stride 2M --after dontneed
+      sudo hugecalc verify pgtable --vsize 1G --touch-fraction 0.01 --seed 7
+      sudo hugecalc verify pgtable --vsize 256M --backing thp --after dontneed
+      sudo hugecalc verify pgtable --vsize 4G --backing hugetlb-2M
+    """
+    from hugecalc.verify.pgtable import verify_pgtable
+
+    notes: list[str] = []
+    release = _running_release(release, notes)
+    touches, vma_start = touches_from_options(profile, vsize, vma_start, backing, touch_stride, touch_fraction, seed, touch_file)
+    result = verify_pgtable(profile, release, vsize=vsize, vma_start=vma_start, touches=touches,
+                            backing=backing, after=after, notes=notes)
+    _emit_verify(result, as_json, explain, "pgtable", "page tables differ")
+
+
+@verify.command("mthp")
+@mthp_options
+@common_options
+def verify_mthp_cmd(profile: Profile, release: Release, as_json: bool, explain: bool, **options: Any) -> None:
+    """Run the pass on the running kernel: faults (getrusage) and folios by size (stats/).
+
+    Sets the per-size sysfs switches for the pass and restores every one of them, also on
+    errors and Ctrl-C; prepopulated pages are faulted with THP off, so they are base pages.
+
+    \b
+    Examples:
+      sudo hugecalc verify mthp --size 64k
+      sudo hugecalc verify mthp --size 64k --prepopulated-stride 1M --vma-size 256M
+      sudo hugecalc verify mthp --madvise --access read-then-write
+      sudo hugecalc verify mthp --memory shmem --shmem-enabled 64K=always
+      sudo hugecalc verify mthp --memory tmpfs --huge always
+    """
+    from hugecalc.verify.mthp import verify_mthp
+
+    notes: list[str] = []
+    release = _running_release(release, notes)
+    result = verify_mthp(profile, release, mthp_kwargs(**options), notes)
+    _emit_verify(result, as_json, explain, "mthp", "faults or folios differ")
+
+
+def _emit_verify(result: Any, as_json: bool, explain: bool, what: str, mismatch: str) -> None:
+    """Predicted beside measured; exit 1 (VerifyMismatch) when any check differs."""
+    from hugecalc.render import list_table, print_header
+
+    def draw(out: Console) -> None:
+        print_header(out, result, f"verify {what} on {result.inputs['running_kernel']}")
+        out.print(list_table(result.checks))
+
+    emit(result, as_json, explain, draw)
+    if not result.ok:
+        raise VerifyMismatch(f"measured {mismatch} from the prediction")
+
+
+def _running_release(release: Release, notes: list[str]) -> Release:
+    """verify predicts for the running kernel unless --kernel says otherwise."""
+    from hugecalc import host
+
+    if given("kernel"):
+        return release
+    running = host.running_release()
+    try:
+        return parse_release(running)
+    except InputError:
+        notes.append(f"the running kernel {running} is outside the modelled releases; using {release}")
+        return release

@@ -1,0 +1,75 @@
+"""``hugecalc vmemmap``: the vmemmap a hugetlb pool gives back with HVO."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from hugecalc.cli.common import SIZE, common_options, emit
+from hugecalc.errors import InputError
+from hugecalc.profiles import Profile
+from hugecalc.releases import Release
+from hugecalc.units import fmt_bytes, fmt_size, parse_size
+
+
+def _pool(text: str) -> tuple[int | None, int | None]:
+    """``--pages``: a size (``1024G``) or, with no unit, a count of hugepages (``512``)."""
+    stripped = text.strip()
+    if stripped.isdigit():
+        count = int(stripped)
+        if count <= 0:
+            raise InputError(f"--pages {text}: the number of hugepages must be greater than zero")
+        return None, count
+    size = parse_size(text, "--pages")
+    if size <= 0:
+        raise InputError(f"--pages {text}: the pool size must be greater than zero")
+    return size, None
+
+
+@click.command()
+@click.option("--pages", "pages", required=True, metavar="SIZE|COUNT",
+              help="Pool: a total size (1024G) or, without a unit, a number of hugepages (512).")
+@click.option("--hugepage-size", "hugepage_sizes", type=SIZE, multiple=True,
+              help="Hugepage size (repeatable). Default: every size the profile supports.")
+@click.option("--struct-page-size", type=int, default=None, metavar="BYTES",
+              help="sizeof(struct page) (default: the profile's, usually 64).")
+@click.option("--devdax", is_flag=True, help="Device-DAX compound pages instead of hugetlb (keeps the tail page).")
+@click.option("--layout", type=click.Choice(["packed", "scattered"]), default="packed", show_default=True,
+              help="packed: the pool is physically contiguous; scattered: every hugepage's vmemmap "
+                   "needs PMD splits of its own (worst case).")
+@common_options
+def vmemmap(profile: Profile, release: Release, as_json: bool, explain: bool, pages: str,
+            hugepage_sizes: tuple[int, ...], struct_page_size: int | None, devdax: bool, layout: str) -> None:
+    """HugeTLB Vmemmap Optimization: the vmemmap a hugetlb pool gives back, net of page tables.
+
+    \b
+    Examples:
+      hugecalc vmemmap --pages 1024G
+      hugecalc vmemmap --pages 1024G --hugepage-size 2M --kernel 5.14 --explain
+      hugecalc vmemmap --pages 64 --hugepage-size 1G --json | jq '.rows[0].saved_bytes'
+      hugecalc vmemmap --pages 16G --profile arm64-64k --kernel 6.2
+      hugecalc vmemmap --pages 1T --struct-page-size 72
+    """
+    from hugecalc.calc.vmemmap import compute_vmemmap
+    from hugecalc.render import print_header, transposed_table
+
+    pool_bytes, count = _pool(pages)
+    result = compute_vmemmap(
+        profile, release, pool_bytes=pool_bytes, hugepage_count=count,
+        hugepage_sizes=list(hugepage_sizes), struct_page_bytes=struct_page_size,
+        devdax=devdax, layout=layout,  # type: ignore[arg-type]
+    )
+
+    def draw(out: Console) -> None:
+        pool = fmt_bytes(pool_bytes) if pool_bytes else f"{count} hugepages of each size"
+        print_header(out, result, f"{'device-DAX vmemmap' if devdax else 'HVO'} for a pool of {pool}")
+        out.print(transposed_table(result.rows, key="hugepage_size_bytes", skip=("reason",)))
+        reasons: dict[str, list[str]] = {}
+        for row in result.rows:
+            if row.reason:
+                reasons.setdefault(row.reason, []).append(fmt_size(row.hugepage_size_bytes))
+        for reason, sizes in reasons.items():
+            out.print(Text(f"why not ({', '.join(sizes)}): {reason}"))
+
+    emit(result, as_json, explain, draw)

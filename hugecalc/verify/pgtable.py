@@ -1,0 +1,116 @@
+"""``verify pgtable``: map and touch in a child process, and compare its VmPTE with the prediction."""
+
+from __future__ import annotations
+
+from hugecalc import host
+from hugecalc.errors import HostError
+from hugecalc.profiles import Profile
+from hugecalc.releases import Release
+from hugecalc.units import fmt_bytes, fmt_size
+from hugecalc.verify.common import (MAX_VERIFY_TOUCHES, VerifyResult, require_free, require_root, table_check,
+                                    tables_maybe_present)
+
+
+def touch_intervals(touches, start: int, end: int, page: int):
+    """The exact byte intervals a verify run touches (random fractions drawn here, per page)."""
+    import numpy as np
+
+    if touches.intervals is not None:
+        return touches.intervals
+    if touches.fraction is not None:
+        rng = np.random.default_rng(touches.seed)
+        pages = (end - start) // page
+        if pages > (64 << 20):
+            raise HostError(f"verify draws every page of the mapping: {pages:,} pages is too many; use a smaller --vsize")
+        chosen = np.flatnonzero(rng.random(pages) < touches.fraction).astype(np.int64)
+        return start + chosen * page, start + chosen * page + 1
+    stride = touches.stride or page
+    if stride <= page:
+        return np.array([start], dtype=np.int64), np.array([end], dtype=np.int64)
+    points = np.arange(start, end, stride, dtype=np.int64)
+    return points, points + 1
+
+
+def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start: int | None, touches,
+                   backing: str, after: str | None, notes: list[str]) -> VerifyResult:
+    """Map and touch in a child process; compare its VmPTE deltas with the prediction.
+
+    Kernel reference
+    ----------------
+    ``VmPTE`` (``mm_pgtables_bytes()``) counts PTE, PMD and PUD tables (v4.15+).
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from hugecalc.calc.pgtable import Backing, compute_pgtable, mapping_bounds
+    from hugecalc.calc.touches import Touches
+
+    require_root("pgtable")
+    page = profile.page_size
+    mapping = Backing(profile, backing)
+    start = mapping_bounds(profile, vsize, vma_start, mapping)
+    end = start + vsize
+    starts, ends = touch_intervals(touches, start, end, page)
+    if len(starts) > MAX_VERIFY_TOUCHES:
+        raise HostError(f"{len(starts):,} touches are too many to run; use a larger stride or smaller --vsize")
+    exact = Touches(intervals=(starts, ends))
+    predicted = compute_pgtable(profile, release, vsize=vsize, vma_start=start, touches=exact,
+                                backing=backing, after=after, compare=False)
+    require_free(vsize if mapping.hugetlb else predicted.populated_bytes, "the run's pages")
+    spec = {"start": start, "size": vsize, "page_size": page, "after": after,
+            "intervals": [[int(a), int(b)] for a, b in zip(starts, ends)]}
+    with host.Restorer() as restorer:
+        if mapping.hugetlb:
+            hp_size = mapping.unit
+            nr_path = host.hugepage_dir(hp_size) / "nr_hugepages"
+            have = int(host.read_text(nr_path))
+            free = int(host.read_text(nr_path.parent / "free_hugepages"))
+            restorer.set(nr_path, str(have + vsize // hp_size))
+            if int(host.read_text(nr_path.parent / "free_hugepages")) < free + vsize // hp_size:
+                raise HostError(f"the kernel could not allocate {vsize // hp_size} {fmt_size(hp_size)} hugepages")
+            spec["hugepage_size"] = hp_size
+        else:
+            spec["hugepage_size"] = 0
+            thp = host.SYS_THP / "enabled"
+            if mapping.thp:
+                if host.setting(thp) == "never":
+                    restorer.set(thp, "madvise")
+                pmd_dir = host.SYS_THP / f"hugepages-{profile.pmd_size >> 10}kB" / "enabled"
+                if pmd_dir.exists() and host.setting(pmd_dir) == "never":
+                    restorer.set(pmd_dir, "inherit")
+                spec["advice_before"] = "hugepage"
+            else:
+                spec["advice_before"] = "nohugepage"  # base pages only, whatever the host's THP setting
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(spec, f)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "hugecalc._probe", f.name],
+                                  capture_output=True, text=True, timeout=600)
+        finally:
+            os.unlink(f.name)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise HostError(f"the probe process failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+    out = json.loads(proc.stdout)
+    if "error" in out:
+        raise HostError(f"the probe process: {out['error']}")
+    # Tables the child already had whose range our touches also need: they make the kernel's
+    # delta smaller by whole tables.  Found from its /proc/self/maps before the mmap.
+    maybe_present = tables_maybe_present(out["maps"], profile, predicted.levels, starts, ends, start, end)
+    measured = (out["touched_kb"] - out["before_kb"]) << 10
+    if maybe_present:
+        notes.append(f"the probe process already had mappings sharing table ranges with this one: up to "
+                     f"{fmt_bytes(maybe_present)} of the predicted tables may already have existed, so the "
+                     f"kernel's delta may be smaller by whole tables")
+    checks = [table_check("page-table bytes after touching (VmPTE delta)", predicted.page_table_bytes,
+                           measured, maybe_present)]
+    if after:
+        checks.append(table_check(f"page-table bytes after MADV_{after.upper()}", predicted.page_table_bytes_after,
+                                   (out["after_kb"] - out["before_kb"]) << 10, maybe_present))
+    return VerifyResult(
+        command="verify pgtable", profile=profile.name, kernel=str(release),
+        inputs={**predicted.inputs, "running_kernel": host.running_release()},
+        checks=checks, notes=notes,
+    )

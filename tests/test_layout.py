@@ -1,0 +1,106 @@
+"""The house keeps its shape: layered imports, no cycles, no reaching into another module's
+private names, no file too long to read."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parent.parent / "hugecalc"
+MAX_LINES = 400
+
+# Lower layers never import higher ones; a module may import its own layer and below.
+LAYERS = [
+    ("hugecalc.errors", "hugecalc.units"),
+    ("hugecalc.result", "hugecalc.releases"),
+    ("hugecalc.profiles",),
+    ("hugecalc.calc",),
+    ("hugecalc.render", "hugecalc.host", "hugecalc._probe"),
+    ("hugecalc.verify",),
+    ("hugecalc.cli", "hugecalc.__main__"),
+]
+
+
+def _modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        yield name, path
+
+
+MODULES = dict(_modules())
+
+
+def _layer(module: str) -> int:
+    for i, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    return -1 if module == "hugecalc" else 99
+
+
+def _imports(path: Path):
+    """(imported module, names taken from it, line) for every import, lazy ones included."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hugecalc"):
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                if sub in MODULES:
+                    yield sub, [], node.lineno
+                else:
+                    yield node.module, [alias.name], node.lineno
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("hugecalc"):
+                    yield alias.name, [], node.lineno
+
+
+def _package(module: str) -> str:
+    return module.rsplit(".", 1)[0]
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_run_down_the_layers(module):
+    for target, _, line in _imports(MODULES[module]):
+        assert _layer(target) <= _layer(module), f"{module}:{line} imports {target}, a higher layer"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_private_name_of_another_module(module):
+    for target, names, line in _imports(MODULES[module]):
+        if target == module:
+            continue
+        for name in names:
+            assert not (name.startswith("_") and not name.startswith("__")), \
+                f"{module}:{line} imports {target}.{name}, a private name"
+        leaf = target.rsplit(".", 1)[-1]
+        if leaf.startswith("_") and not leaf.startswith("__"):
+            # A private module serves its own package only.
+            assert _package(target) == _package(module) or _package(target) == module, \
+                f"{module}:{line} imports {target}, private to {_package(target)}"
+
+
+def test_no_import_cycles():
+    graph = {m: {t for t, _, _ in _imports(p) if t in MODULES and t != m} for m, p in MODULES.items()}
+    done, stack = set(), []
+
+    def visit(m):
+        if m in stack:
+            raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(m):] + [m]))
+        if m in done:
+            return
+        stack.append(m)
+        for t in sorted(graph[m]):
+            # A package's __init__ importing its own submodules is how a package is assembled.
+            if not t.startswith(m + "."):
+                visit(t)
+        stack.pop()
+        done.add(m)
+
+    for m in sorted(graph):
+        visit(m)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_file_too_long_to_read(module):
+    lines = len(MODULES[module].read_text().splitlines())
+    assert lines <= MAX_LINES, f"{module} has {lines} lines (at most {MAX_LINES})"
