@@ -155,7 +155,14 @@ def vm_pte_bytes(pid: int | str = "self") -> int:
 def process_mappings(pid: int, page_size: int) -> list[tuple[int, int, int, str]]:
     """``(start, end, kernel_page_size, name)`` for each VMA of ``pid`` (from smaps)."""
     vmas: list[tuple[int, int, int, str]] = []
-    text = read_text(PROC / str(pid) / "smaps")
+    if not (PROC / str(pid)).is_dir():
+        raise InputError(f"--pid {pid}: no such process")
+    try:
+        text = (PROC / str(pid) / "smaps").read_text()
+    except PermissionError:
+        raise InputError(f"--pid {pid}: permission denied reading /proc/{pid}/smaps (run as its owner or root)") from None
+    except OSError as e:
+        raise InputError(f"--pid {pid}: cannot read /proc/{pid}/smaps ({e.strerror}; did it exit?)") from None
     for line in text.splitlines():
         head = line.split(None, 5)
         if "-" in head[0] and len(head) >= 5 and ":" not in head[0]:

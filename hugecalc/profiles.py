@@ -114,6 +114,10 @@ class Profile(_Model):
     struct_page_bytes: int = Field(gt=0, description="sizeof(struct page)")
     levels: list[Level] = Field(min_length=2, description="page-table levels, top (pgd) to pte")
     user_va_bytes: int = Field(gt=0, description="user address space (TASK_SIZE)")
+    phys_bits: int | None = Field(
+        default=None, gt=0, le=64,
+        description="MAX_PHYSMEM_BITS, the most physical memory the kernel can address (default: bits)",
+    )
     hugetlb: list[HugetlbSize] = Field(default_factory=list, description="supported hugetlb sizes")
     cont_pte_entries: int = Field(default=1, gt=0, description="PTEs per contiguous block (1 = none)")
     cont_pmd_entries: int = Field(default=1, gt=0, description="PMDs per contiguous block (1 = none)")
@@ -189,6 +193,11 @@ class Profile(_Model):
     @property
     def page_shift(self) -> int:
         return int(math.log2(self.page_size))
+
+    @property
+    def max_phys_bytes(self) -> int:
+        """The most physical memory this machine can have: 2^MAX_PHYSMEM_BITS."""
+        return 1 << (self.phys_bits or self.bits)
 
     @property
     def pmd_size(self) -> int:

@@ -89,7 +89,9 @@ def test_pid_of_a_simple_process(run):
 
 def test_pid_missing(run):
     r = run("pgtable", "--pid", "999999999")
-    assert r.exit_code == 1 and "cannot read /proc/999999999" in r.stderr
+    assert r.exit_code == 2 and "--pid" in r.stderr and "4194304" in r.stderr  # beyond PID_MAX_LIMIT
+    r = run("pgtable", "--pid", "4194303")  # a pid that can exist but (here) does not
+    assert r.exit_code == 2 and r.stderr.strip() == "Error: --pid 4194303: no such process" and r.stdout == ""
 
 
 @pytest.mark.root

@@ -9,11 +9,20 @@ those of ``hugecalc.calc.mthp`` (its docstring cites them); this module only app
 
 from __future__ import annotations
 
+import math
+
 from hugecalc.calc._jit import jit
 from hugecalc.calc.tables import stride_blocks
 
 # The same closed form the pure-Python callers use, compiled for the walk.
 _stride_units = jit(stride_blocks)
+
+
+def repeat_period(start: int, end: int, pmd: int, stride: int, pre_stride: int) -> int:
+    """lcm(stride, prepopulated stride, PMD) in exact integers, or 0 when it does not fit twice in
+    the VMA (then there is nothing to multiply out, and the lcm may not even fit in an int64)."""
+    period = math.lcm(stride, pmd, pre_stride or 1)
+    return period if 2 * period <= end - start else 0
 
 
 @jit
@@ -115,30 +124,21 @@ def _walk_block(lo, hi, start, page, pmd, pmd_order, stride, pre_stride, order_m
 
 
 @jit
-def _gcd(a, b):
-    while b:
-        a, b = b, a % b
-    return a
-
-
-@jit
-def fault_walk(start, end, page, pmd, stride, pre_stride, order_mask, pmd_ok, shmem, read_then_write,
-                huge_zero_thp, cont_pages, out_folios, out):
-    """Walk the pass PMD block by PMD block.  Interior blocks repeat with a period of
-    lcm(stride, prepopulated stride, PMD) bytes; one period is walked and the rest multiplied."""
+def fault_walk(start, end, page, pmd, stride, pre_stride, period, order_mask, pmd_ok, shmem, read_then_write,
+               huge_zero_thp, cont_pages, out_folios, out):
+    """Walk the pass PMD block by PMD block.  Interior blocks repeat with a ``period`` of
+    lcm(stride, prepopulated stride, PMD) bytes (:func:`repeat_period`; 0: none fits in the
+    VMA); one period is walked and the rest multiplied."""
     pmd_order = 0
     while (page << pmd_order) < pmd:
         pmd_order += 1
-    period = stride // _gcd(stride, pmd) * pmd
-    if pre_stride > 0:
-        period = period // _gcd(period, pre_stride) * pre_stride
     period_blocks = period // pmd
     first = start - start % pmd
     interior_lo = first if first == start else first + pmd
     interior_hi = end - end % pmd
     b = first
     while b < end:
-        if b >= interior_lo and b + 2 * period <= interior_hi and period_blocks <= 1 << 20:
+        if period and b >= interior_lo and b + 2 * period <= interior_hi and period_blocks <= 1 << 20:
             folios_before = out_folios.copy()
             out_before = out.copy()
             for i in range(period_blocks):
@@ -155,6 +155,14 @@ def fault_walk(start, end, page, pmd, stride, pre_stride, order_mask, pmd_ok, sh
             continue
         lo = max(b, start)
         hi = min(b + pmd, end)
+        # A block with no touch and no prepopulated page has no fault and needs no table: skip to
+        # the block of the next one.
+        nxt = _next_touch(lo, start, stride)
+        if pre_stride > 0:
+            nxt = min(nxt, _next_touch(lo, start, pre_stride))
+        if nxt >= hi:
+            b = max(b + pmd, nxt - nxt % pmd)
+            continue
         _walk_block(lo, hi, start, page, pmd, pmd_order, stride, pre_stride, order_mask, pmd_ok, shmem,
                     read_then_write, huge_zero_thp, cont_pages, out_folios, out)
         b += pmd

@@ -152,6 +152,10 @@ def compute_hgm(profile: Profile, release: Release, *, hugepage_size: int, path:
             )
     if guest_memory is not None and (guest_memory <= 0 or guest_memory % h.size):
         raise InputError(f"--guest-memory {fmt_size(guest_memory)} is not a whole number of {fmt_size(h.size)} hugepages")
+    if guest_memory is not None and guest_memory > profile.max_phys_bytes:
+        raise InputError(f"--guest-memory {fmt_size(guest_memory)} is more than {profile.name} can address "
+                         f"({fmt_bytes(profile.max_phys_bytes)}, MAX_PHYSMEM_BITS "
+                         f"{profile.max_phys_bytes.bit_length() - 1})")
     hugepages = guest_memory // h.size if guest_memory else 1
     table_entries = profile.level("pte").entries
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hugecalc.calc._jit import call
-from hugecalc.calc.faults import fault_walk, upper_tables
+from hugecalc.calc.faults import fault_walk, repeat_period, upper_tables
 from hugecalc.calc.khugepaged import KhugepagedDesign, compute_khugepaged, prepopulated_bitmaps
 from hugecalc.calc.orders import (Pass, allowed_orders, anon_orders, file_orders, kernel_pmd_aligns_anon_mmap,  # noqa: F401
                                   pass_settings, pmd_order)
@@ -108,7 +108,8 @@ def walk(profile: Profile, release: Release, p: Pass, allowed: set[int]) -> Walk
     out_folios = np.zeros(P + 1, dtype=np.int64)
     out = np.zeros(6, dtype=np.int64)
     cont = profile.cont_pte_entries if profile.cont_pte_entries > 1 else profile.tlb_coalesce_pages
-    call(fault_walk, p.start, p.end, profile.page_size, profile.pmd_size, p.stride, p.pre_stride,
+    period = repeat_period(p.start, p.end, profile.pmd_size, p.stride, p.pre_stride)
+    call(fault_walk, p.start, p.end, profile.page_size, profile.pmd_size, p.stride, p.pre_stride, period,
          sum(1 << o for o in allowed if o < P), P in allowed, p.shmem, p.access == "read-then-write",
          release.has(HUGE_ZERO_WP_THP), cont, out_folios, out)
     levels = counted_levels(profile)  # top down; the PTE tables come from the walk

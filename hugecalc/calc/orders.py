@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from hugecalc.calc.tables import table_aligned_start
+from hugecalc.calc.tables import check_user_span, table_aligned_start
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import MTHP_ANON, SHMEM_MTHP, THP_ALIGN_ANON, THP_ALIGN_PMD_MULTIPLES, TMPFS_MTHP, Release
@@ -44,6 +44,11 @@ def kernel_pmd_aligns_anon_mmap(profile: Profile, release: Release, length: int)
     if profile.bits != 64 or not release.has(THP_ALIGN_ANON) or length < profile.pmd_size:
         return False
     return length % profile.pmd_size == 0 or not release.has(THP_ALIGN_PMD_MULTIPLES)
+
+
+def max_file_bytes(profile: Profile) -> int:
+    """MAX_LFS_FILESIZE (include/linux/fs.h): LLONG_MAX on 64-bit, ULONG_MAX << PAGE_SHIFT on 32-bit."""
+    return (1 << 63) - 1 if profile.bits == 64 else ((1 << 32) - 1) * profile.page_size
 
 
 def pmd_order(profile: Profile) -> int:
@@ -145,11 +150,9 @@ def pass_settings(profile: Profile, release: Release, notes: list[str], *, enabl
         raise InputError("--madvise and --nohugepage exclude each other (MADV_HUGEPAGE vs MADV_NOHUGEPAGE)")
     if vma_size <= 0 or vma_size % page:
         raise InputError(f"--vma-size {vma_size} must be a positive multiple of the {fmt_size(page)} page")
-    stride = touch_stride or page
-    if stride <= 0:
-        raise InputError("--touch-stride must be greater than zero")
-    if prepopulated_stride is not None and prepopulated_stride <= 0:
-        raise InputError("--prepopulated-stride must be greater than zero")
+    stride = check_user_span(profile, touch_stride or page, "--touch-stride")
+    if prepopulated_stride is not None:
+        check_user_span(profile, prepopulated_stride, "--prepopulated-stride")
     default_start = vma_start is None
     start = table_aligned_start(profile, vma_size, profile.pmd_size) if default_start else vma_start
     if start % page:
@@ -159,6 +162,9 @@ def pass_settings(profile: Profile, release: Release, notes: list[str], *, enabl
                          f"address space ({fmt_bytes(profile.user_va_bytes)})")
     if file_offset % page:
         raise InputError(f"--file-offset {file_offset} is not a multiple of the {fmt_size(page)} page")
+    if file_offset + vma_size > max_file_bytes(profile):
+        raise InputError(f"--file-offset {file_offset:#x} + --vma-size {vma_size:#x} is past the largest file "
+                         f"{profile.name} allows (MAX_LFS_FILESIZE {max_file_bytes(profile):#x})")
     if default_start and memory == "anon" and not kernel_pmd_aligns_anon_mmap(profile, release, vma_size):
         notes.append(f"the start here is aligned, but mmap() of {fmt_size(vma_size)} on {release} is not placed "
                      "PMD-aligned by the kernel (" + (THP_ALIGN_PMD_MULTIPLES.cite if release.has(THP_ALIGN_ANON)

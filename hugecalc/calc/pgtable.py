@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from hugecalc.calc._jit import call, jit
-from hugecalc.calc.tables import LevelRow, level_row, stride_blocks, table_aligned_start, vmpte_bytes
+from hugecalc.calc.tables import LevelRow, check_user_span, level_row, stride_blocks, table_aligned_start, vmpte_bytes
 from hugecalc.calc.touches import Touches, distinct_blocks, stride_touches_in
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
@@ -216,8 +216,8 @@ def compute_pgtable(
     b = Backing(profile, backing)
     start = mapping_bounds(profile, vsize, vma_start, b)
     end = start + vsize
-    if touches.stride is not None and touches.stride <= 0:
-        raise InputError("--touch-stride must be greater than zero")
+    if touches.stride is not None:
+        check_user_span(profile, touches.stride, "--touch-stride")
     if touches.fraction is not None and not 0.0 <= touches.fraction <= 1.0:
         raise InputError(f"--touch-fraction {touches.fraction} must be between 0 and 1")
     if shared_by < 1:

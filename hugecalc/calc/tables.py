@@ -16,9 +16,11 @@ Kernel reference
 
 from __future__ import annotations
 
+from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import VMPTE_ALL_LEVELS, Release
 from hugecalc.result import Model, field
+from hugecalc.units import fmt_bytes
 
 
 class LevelRow(Model):
@@ -74,3 +76,13 @@ def stride_blocks(first: int, n: int, stride: int, block: int) -> int:
         return n  # consecutive touches are at least a block apart
     last = first + (n - 1) * stride
     return last // block - first // block + 1  # no block between first and last is skipped
+
+
+def check_user_span(profile: Profile, value: int, option: str) -> int:
+    """A stride or length inside one process's address space: positive and at most TASK_SIZE."""
+    if value <= 0:
+        raise InputError(f"{option} must be greater than zero")
+    if value > profile.user_va_bytes:
+        raise InputError(f"{option} {value:#x} is larger than {profile.name}'s user address space "
+                         f"({fmt_bytes(profile.user_va_bytes)}, TASK_SIZE {profile.user_va_bytes:#x})")
+    return value

@@ -148,11 +148,15 @@ def compute_vmemmap(
     """
     if (pool_bytes is None) == (hugepage_count is None):
         raise InputError("give the pool either as a size or as a count of hugepages")
+    if pool_bytes is not None and pool_bytes > profile.max_phys_bytes:
+        raise InputError(f"--pages {fmt_bytes(pool_bytes)} is more than {profile.name} can address "
+                         f"({fmt_bytes(profile.max_phys_bytes)}, MAX_PHYSMEM_BITS {profile.max_phys_bytes.bit_length() - 1})")
     sp = struct_page_bytes or profile.struct_page_bytes
     word = profile.bits // 8
-    if sp <= 0 or sp % word:
+    if sp <= 0 or sp % word or sp > profile.page_size:
         raise InputError(
-            f"--struct-page-size {sp}: a struct page is a whole number of {word}-byte words"
+            f"--struct-page-size {sp}: a struct page is a whole number of {word}-byte words, "
+            f"at most a {fmt_size(profile.page_size)} page"
         )
     page = profile.page_size
     pte_table_bytes = profile.level("pte").bytes_per_table
@@ -208,6 +212,10 @@ def compute_vmemmap(
                 )
         else:
             hugepages = hugepage_count
+            if hugepages * size > profile.max_phys_bytes:
+                raise InputError(f"--pages {hugepages} x {fmt_size(size)} is more than {profile.name} can address "
+                                 f"({fmt_bytes(profile.max_phys_bytes)}, MAX_PHYSMEM_BITS "
+                                 f"{profile.max_phys_bytes.bit_length() - 1})")
         nr_pages = size // page
         vmemmap_bytes = hugetlb_vmemmap_size(nr_pages, sp)
         vmemmap_pages = Fraction(vmemmap_bytes, page)

@@ -57,6 +57,22 @@ class Size(click.ParamType):
         return n
 
 
+class Real(click.FloatRange):
+    """A finite number within a range: ``nan`` and ``inf`` are refused, not carried into a result."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+PID_MAX_LIMIT = 4 << 20  # include/linux/threads.h: the most processes a 64-bit kernel can have
+
 SIZE = Size()
 ADDR = Size("ADDR", positive=False)  # hex (0x7f0000000000), decimal, or a size spelling (1G)
 

@@ -6,7 +6,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from hugecalc.cli.common import SIZE, common_options, emit
+from hugecalc.cli.common import SIZE, Real, common_options, emit
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
@@ -29,13 +29,13 @@ def _sizes(text: str, what: str) -> list[int]:
 @click.option("--operation", type=click.Choice(["collapse", "split", "map", "unmap"]), default="collapse",
               show_default=True, help="split walks --path from large to small (MADV_SPLIT).")
 @click.option("--guest-memory", type=SIZE, default=None, help="Whole guest: how many hugepages go through it.")
-@click.option("--atomic-ns", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--atomic-ns", type=Real(min=0, min_open=True), default=None,
               help="Cost of an uncontended atomic (default: the profile's, 20).")
-@click.option("--cache-miss-ns", type=click.FloatRange(min=0), default=None,
+@click.option("--cache-miss-ns", type=Real(min=0), default=None,
               help="Extra cost of an atomic on a line not in cache (default: the profile's, 880).")
-@click.option("--entry-ns", type=click.FloatRange(min=0), default=None,
+@click.option("--entry-ns", type=Real(min=0), default=None,
               help="Work per page-table entry mapped or unmapped (default: the profile's, 2914).")
-@click.option("--invalidation-ms", type=click.FloatRange(min=0), default=None,
+@click.option("--invalidation-ms", type=Real(min=0), default=None,
               help="EPT/secondary-MMU invalidation per mmu_notifier window (default: the profile's, 20).")
 @common_options
 def hgm(profile: Profile, release: Release, as_json: bool, explain: bool, hugepage_size: int | None,

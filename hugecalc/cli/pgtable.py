@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from hugecalc.cli.common import ADDR, SIZE, common_options, emit, options
+from hugecalc.cli.common import ADDR, PID_MAX_LIMIT, SIZE, Real, common_options, emit, options
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
@@ -22,9 +22,9 @@ pgtable_options = options(
                  help="Start address (default: aligned to the span of the smallest table holding it)."),
     click.option("--touch-stride", type=SIZE, default=None,
                  help="Touch one byte every SIZE bytes (default: every base page)."),
-    click.option("--touch-fraction", type=click.FloatRange(0, 1), default=None,
+    click.option("--touch-fraction", type=Real(0, 1), default=None,
                  help="Touch a random fraction F of the base pages (each page independently)."),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seed for --touch-fraction."),
+    click.option("--seed", type=click.IntRange(0, (1 << 32) - 1), default=0, show_default=True, help="Seed for --touch-fraction."),
     click.option("--touch-file", type=click.File("r"), default=None,
                  help="Touch the addresses or ranges (ADDR or ADDR-END) listed, one per line; - for stdin."),
     click.option("--backing", default="anon", show_default=True,
@@ -52,10 +52,10 @@ def touches_from_options(profile: Profile, vsize: int | None, vma_start: int | N
 
 @click.command()
 @pgtable_options
-@click.option("--shared-by", type=int, default=1, show_default=True,
+@click.option("--shared-by", type=click.IntRange(1, PID_MAX_LIMIT), default=1, show_default=True,
               help="MAP_SHARED hugetlb: number of processes mapping it (PMD-table sharing).")
 @click.option("--worst-case", is_flag=True, help="The per-process maximum: all user address space populated.")
-@click.option("--pid", type=int, default=None, help="A live process: its present pages' tables beside its VmPTE.")
+@click.option("--pid", type=click.IntRange(1, PID_MAX_LIMIT), default=None, help="A live process: its present pages' tables beside its VmPTE.")
 @common_options
 def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, vsize: int | None,
             vma_start: int | None, touch_stride: int | None, touch_fraction: float | None, seed: int,
