@@ -1,6 +1,6 @@
 """The child process of ``hugecalc verify``: map, touch, and report what the kernel did.
 
-Run as ``python -m hugecalc._probe SPEC.json``; prints JSON lines.  ``pgtable`` mode reports VmPTE
+Run as ``python -m hugecalc._probe SPEC.json PARENT_PID``; prints JSON lines.  ``pgtable`` mode reports VmPTE
 after touching and after madvise; ``mthp`` mode prepopulates, says ``ready`` and waits for the
 parent to apply the THP settings, then runs the pass and reports its page faults (getrusage).
 Kept free of numba and of hugecalc's models so that its own memory stays small and predictable.
@@ -13,6 +13,7 @@ import json
 import os
 import re
 import resource
+import signal
 import sys
 
 PROT_RW = 0x3
@@ -85,10 +86,22 @@ def mthp(spec: dict, libc) -> None:
     sys.stdin.readline()  # stay mapped while the parent reads our folios from pagemap
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(libc, parent: int) -> None:
+    """prctl(PR_SET_PDEATHSIG, SIGKILL): if hugecalc is killed, the probe (and the memory and
+    hugepages it maps) goes too, instead of running on under settings being restored."""
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the prctl took effect
+        os._exit(1)
+
+
 def main() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    die_with_parent(libc, int(sys.argv[2]))
     with open(sys.argv[1]) as f:
         spec = json.load(f)
-    libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p
     libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]

@@ -1,16 +1,14 @@
 """The running kernel: the only module that reads or writes /proc and /sys.
 
-Used by ``hugecalc verify``.  Every setting changed goes through :class:`Restorer`, which puts
-it back on exit, on errors, on Ctrl-C and on SIGTERM.
+Used by ``hugecalc verify`` and ``pgtable --pid``.  Every setting verify changes goes through
+:class:`hugecalc.restore.Restorer`, which puts it back on exit, on errors, on Ctrl-C and on
+SIGTERM, and after a SIGKILL through its journal.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import platform
-import signal
-import tempfile
 from pathlib import Path
 
 from hugecalc.errors import HostError, InputError
@@ -80,62 +78,6 @@ def memmap_pages() -> int:
     if "nr_memmap_pages" not in vmstat:
         raise HostError("/proc/vmstat has no nr_memmap_pages counter (it arrived around 6.11)")
     return vmstat["nr_memmap_pages"] + vmstat.get("nr_memmap_boot_pages", 0)
-
-
-class _Terminated(Exception):
-    pass
-
-
-def _on_sigterm(signum, frame):  # pragma: no cover - exercised by a signal
-    raise _Terminated()
-
-
-LOCK_PATH = Path(tempfile.gettempdir()) / "hugecalc-verify.lock"
-
-
-class Restorer:
-    """Writes settings and restores every one of them, in reverse order, however the block ends.
-
-    Holds an exclusive lock for its lifetime: two verify runs at once would each save the other's
-    temporary settings and could leave them behind, so the second waits for the first.
-    """
-
-    def __init__(self) -> None:
-        self._saved: list[tuple[Path, str]] = []
-        self._old_handler = None
-        self._lock = None
-
-    def set(self, path: Path, value: str) -> None:
-        if not any(p == path for p, _ in self._saved):
-            self._saved.append((path, setting(path)))
-        write_text(path, value)
-
-    def __enter__(self) -> Restorer:
-        self._lock = open(LOCK_PATH, "a")
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
-        self._old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        # Ignore SIGINT/SIGTERM while restoring: a second Ctrl-C must not leave pages allocated.
-        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        failures = []
-        try:
-            for path, value in reversed(self._saved):
-                try:
-                    write_text(path, value)
-                except HostError as e:
-                    failures.append(str(e))
-        finally:
-            signal.signal(signal.SIGINT, old_int)
-            signal.signal(signal.SIGTERM, self._old_handler or signal.SIG_DFL)
-            self._lock.close()  # releases the lock
-        if failures:
-            raise HostError("could not restore settings: " + "; ".join(failures))
-        if exc_type is _Terminated:
-            raise HostError("terminated; every setting was restored")
-        return False
 
 
 # --- page tables of a live process (hugecalc pgtable --pid) ----------------------------------

@@ -41,3 +41,11 @@ def needs_root_and(*paths):
         os.geteuid() != 0 or bool(missing),
         reason="needs root" if os.geteuid() != 0 else f"kernel lacks {', '.join(missing)}",
     )
+
+
+@pytest.fixture
+def private_state(tmp_path, monkeypatch):
+    """verify's lock and journal in a directory of the test's own, not the machine's."""
+    path = tmp_path / "state"
+    monkeypatch.setenv("HUGECALC_STATE_DIR", str(path))
+    return path

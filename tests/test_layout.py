@@ -15,7 +15,7 @@ LAYERS = [
     ("hugecalc.result", "hugecalc.releases"),
     ("hugecalc.profiles",),
     ("hugecalc.calc",),
-    ("hugecalc.render", "hugecalc.host", "hugecalc._probe"),
+    ("hugecalc.render", "hugecalc.host", "hugecalc.restore", "hugecalc._probe"),
     ("hugecalc.verify",),
     ("hugecalc.cli", "hugecalc.__main__"),
 ]
@@ -56,6 +56,11 @@ def _imports(path: Path):
 
 def _package(module: str) -> str:
     return module.rsplit(".", 1)[0]
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_every_module_has_a_layer(module):
+    assert _layer(module) != 99, f"{module} is in no layer of LAYERS: place it"
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

@@ -6,7 +6,7 @@ import pytest
 
 from hugecalc import host
 from hugecalc.errors import HostError
-from hugecalc.host import Restorer
+from hugecalc.restore import Restorer
 from tests.conftest import needs_root_and
 
 HVO = Path("/proc/sys/vm/hugetlb_optimize_vmemmap")
@@ -57,7 +57,7 @@ def test_verify_refuses_missing_counter(run, monkeypatch, tmp_path):
     assert r.exit_code == 1 and "no nr_memmap_pages counter" in r.stderr
 
 
-def test_restorer_restores_on_error(tmp_path):
+def test_restorer_restores_on_error(tmp_path, private_state):
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_text("0\n")
     b.write_text("5\n")
@@ -71,7 +71,7 @@ def test_restorer_restores_on_error(tmp_path):
     assert (a.read_text(), b.read_text()) == ("0", "5")
 
 
-def test_restorer_reports_what_it_could_not_restore(tmp_path):
+def test_restorer_reports_what_it_could_not_restore(tmp_path, private_state):
     a = tmp_path / "a"
     a.write_text("0")
     with pytest.raises(HostError, match="could not restore"):
@@ -81,7 +81,7 @@ def test_restorer_reports_what_it_could_not_restore(tmp_path):
             a.mkdir()
 
 
-def test_restorer_writes_back_the_selected_token(tmp_path):
+def test_restorer_writes_back_the_selected_token(tmp_path, private_state):
     """sysfs selector files read 'always [madvise] never' but accept only 'madvise'."""
     knob = tmp_path / "enabled"
     knob.write_text("always [madvise] never\n")
@@ -106,17 +106,16 @@ def test_verify_vmemmap_fails_when_the_rules_are_wrong(run):
                                    "match": False}
 
 
-def test_restorer_serializes_verify_runs(tmp_path):
+def test_restorer_serializes_verify_runs(tmp_path, monkeypatch):
     """A second Restorer waits for the first: its lock is held for the whole block."""
     import fcntl
 
-    from hugecalc import host
-
+    monkeypatch.setenv("HUGECALC_STATE_DIR", str(tmp_path / "state"))
     with Restorer():
-        with open(host.LOCK_PATH, "a") as other:
+        with open(tmp_path / "state" / "verify.lock", "a") as other:
             with pytest.raises(BlockingIOError):
                 fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    with open(host.LOCK_PATH, "a") as other:
+    with open(tmp_path / "state" / "verify.lock", "a") as other:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
 
 

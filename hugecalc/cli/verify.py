@@ -10,18 +10,41 @@ from rich.console import Console
 from hugecalc.cli.common import SIZE, Group, common_options, emit, given
 from hugecalc.cli.mthp import mthp_kwargs, mthp_options
 from hugecalc.cli.pgtable import pgtable_options, touches_from_options
-from hugecalc.errors import InputError, VerifyMismatch
+from hugecalc.errors import HostError, InputError, VerifyMismatch
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release, parse_release
 
 
-@click.group(cls=Group)
-def verify() -> None:
+@click.group(cls=Group, invoke_without_command=True)
+@click.option("--restore", is_flag=True,
+              help="Only put back the settings of a verify run that was killed before it could (its journal).")
+@click.pass_context
+def verify(ctx: click.Context, restore: bool) -> None:
     """Run a real experiment on the running kernel (root) and print predicted beside measured.
 
-    Every setting changed is restored, also on errors and Ctrl-C; no hugepage is left allocated.
+    Every setting changed is restored, also on errors, Ctrl-C and SIGTERM; no hugepage is left
+    allocated.  A run killed with SIGKILL (or by the OOM killer) leaves a journal of the original
+    values, which the next verify run, or 'hugecalc verify --restore', puts back first.
     Exit 1 when a measurement differs from the prediction.
+
+    \b
+    Example:
+      sudo hugecalc verify --restore
     """
+    from hugecalc import host, restore as journal
+
+    journal.on_notice = lambda message: click.echo(f"hugecalc: {message}", err=True)
+    if ctx.invoked_subcommand is None and not restore:
+        click.echo(ctx.get_help())
+        return
+    if not host.is_root():
+        if restore:
+            raise HostError("verify --restore writes kernel settings: run it as root")
+        return  # each experiment refuses on its own, naming itself
+    restored = journal.recover_abandoned()
+    if restore and not restored:
+        click.echo(f"hugecalc: nothing to restore (no journal of an unfinished verify run in "
+                   f"{journal.state_dir()})", err=True)
 
 
 @verify.command("vmemmap")

@@ -6,6 +6,7 @@ from hugecalc import host
 from hugecalc.errors import HostError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
+from hugecalc.restore import Restorer
 from hugecalc.units import fmt_bytes, fmt_size
 from hugecalc.verify.common import (MAX_VERIFY_TOUCHES, Check, VerifyResult, require_free, require_root,
                                     table_check, tables_maybe_present)
@@ -54,7 +55,8 @@ def verify_mthp(profile: Profile, release: Release, kw: dict, notes: list[str]) 
             "file_offset": i["file_offset_bytes"], "stride": i["touch_stride_bytes"],
             "prepopulated_stride": i["prepopulated_stride_bytes"], "access": i["access"],
             "advice": (["hugepage"] if i["madvise"] else []) + (["nohugepage"] if i["nohugepage"] else [])}
-    with host.Restorer() as restorer, tempfile.TemporaryDirectory() as tmp:
+    with Restorer() as restorer, tempfile.TemporaryDirectory() as tmp:
+        restorer.scratch("dir", tmp)
         # Prepopulate with every THP size off, so that those pages are base pages.
         restorer.set(host.SYS_THP / "enabled", "never")
         restorer.set(host.SYS_THP / "shmem_enabled", "never")
@@ -67,6 +69,7 @@ def verify_mthp(profile: Profile, release: Release, kw: dict, notes: list[str]) 
         if memory == "tmpfs":
             mount = os.path.join(tmp, "mnt")
             os.mkdir(mount)
+            restorer.scratch("mount", mount)
             opts = f"huge={i['huge']},size={i['file_offset_bytes'] + i['vma_size_bytes'] + (64 << 20)}"
             if subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "hugecalc", mount]).returncode:
                 raise HostError(f"cannot mount a tmpfs with {opts}")
@@ -75,7 +78,8 @@ def verify_mthp(profile: Profile, release: Release, kw: dict, notes: list[str]) 
         with open(spec_path, "w") as f:
             json.dump(spec, f)
         try:
-            with subprocess.Popen([sys.executable, "-m", "hugecalc._probe", spec_path], stdin=subprocess.PIPE,
+            probe = [sys.executable, "-m", "hugecalc._probe", spec_path, str(os.getpid())]
+            with subprocess.Popen(probe, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
                 try:
                     ready = json.loads(child.stdout.readline() or "{}")
@@ -152,7 +156,7 @@ def _mthp_levels(profile: Profile, release: Release, result) -> list:
     return [level_row(profile, release, name, n) for name, n in result.tables.items()]
 
 
-def _set_size(restorer: host.Restorer, per_size: dict, label: str, knob: str, mode: str) -> None:
+def _set_size(restorer: Restorer, per_size: dict, label: str, knob: str, mode: str) -> None:
     from hugecalc.units import parse_size
 
     d = per_size.get(parse_size(label))

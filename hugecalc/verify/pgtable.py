@@ -6,6 +6,7 @@ from hugecalc import host
 from hugecalc.errors import HostError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
+from hugecalc.restore import Restorer
 from hugecalc.units import fmt_bytes, fmt_size
 from hugecalc.verify.common import (MAX_VERIFY_TOUCHES, VerifyResult, require_free, require_root, table_check,
                                     tables_maybe_present)
@@ -62,7 +63,7 @@ def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start:
     require_free(vsize if mapping.hugetlb else predicted.populated_bytes, "the run's pages")
     spec = {"start": start, "size": vsize, "page_size": page, "after": after,
             "intervals": [[int(a), int(b)] for a, b in zip(starts, ends)]}
-    with host.Restorer() as restorer:
+    with Restorer() as restorer:
         if mapping.hugetlb:
             hp_size = mapping.unit
             nr_path = host.hugepage_dir(hp_size) / "nr_hugepages"
@@ -85,9 +86,10 @@ def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start:
             else:
                 spec["advice_before"] = "nohugepage"  # base pages only, whatever the host's THP setting
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            restorer.scratch("file", f.name)
             json.dump(spec, f)
         try:
-            proc = subprocess.run([sys.executable, "-m", "hugecalc._probe", f.name],
+            proc = subprocess.run([sys.executable, "-m", "hugecalc._probe", f.name, str(os.getpid())],
                                   capture_output=True, text=True, timeout=600)
         finally:
             os.unlink(f.name)

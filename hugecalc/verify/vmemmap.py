@@ -7,6 +7,7 @@ from hugecalc.calc.vmemmap import compute_vmemmap
 from hugecalc.errors import HostError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
+from hugecalc.restore import Restorer
 from hugecalc.units import fmt_size
 from hugecalc.verify.common import Check, VerifyResult, require_free, require_root
 
@@ -30,7 +31,7 @@ def verify_vmemmap(profile: Profile, release: Release, size: int, count: int, no
     nr_path = host.hugepage_dir(size) / "nr_hugepages"
     require_free(count * size, f"{count} x {fmt_size(size)} hugepages")
     freed_per = compute_vmemmap(profile, release, hugepage_count=1, hugepage_sizes=[size]).rows[0]
-    with host.Restorer() as restorer:
+    with Restorer() as restorer:
         restorer.set(host.HVO_SYSCTL, "1")
         before_nr = int(host.read_text(nr_path))
         baseline = host.memmap_pages()
