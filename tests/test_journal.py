@@ -217,9 +217,13 @@ def test_kill_9_then_the_next_run_restores_everything(args, moment, when):
         if moment != "before any change":
             assert JOURNAL.exists(), "killed mid-way, the run must have left its journal"
         assert _wait_for(lambda: not _probes(), timeout=5), "a probe outlived its killed parent"
-        nxt = subprocess.run([sys.executable, "-m", "hugecalc", "verify", "--restore"], env=env,
-                             capture_output=True, text=True)
+        # The next run restores first: `verify --restore`, or (for one moment) a whole verify run.
+        following = ["verify", "mthp", "--size", "16k", "--vma-size", "4M"] if moment.startswith("with 64K") else \
+            ["verify", "--restore"]
+        nxt = subprocess.run([sys.executable, "-m", "hugecalc", *following], env=env, capture_output=True, text=True)
         assert nxt.returncode == 0, nxt.stderr
+        if moment != "before any change":
+            assert "ended without restoring its settings; put back:" in nxt.stderr
         after = machine_state()
         assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
                                  if before.get(k) != after.get(k)}
