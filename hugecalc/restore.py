@@ -127,23 +127,28 @@ def _write_journal(settings: list[tuple[Path, str]], scratch: list[tuple[str, st
         os.close(dfd)
 
 
-def _remove_scratch(kind: str, path: str) -> None:
+def _remove_scratch(kind: str, path: str) -> bool:
     """A scratch mount is unmounted (lazily, so a dead probe's open file cannot hold it), and a
-    scratch directory or file removed, never through a mount."""
+    scratch directory or file removed, never through a mount.  Whether there was anything to do."""
     if kind == "mount":
-        if os.path.ismount(path):
-            subprocess.run(["umount", "-l", path], capture_output=True)
-        return
+        if not os.path.ismount(path):
+            return False
+        if subprocess.run(["umount", "-l", path], capture_output=True).returncode:
+            raise HostError(f"cannot unmount {path}")
+        return True
     if any(os.path.ismount(os.path.join(root, d)) for root, dirs, _ in os.walk(path) for d in dirs):
         raise HostError(f"{path} still holds a mount: not removing it")
-    if os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
     elif os.path.lexists(path):
         os.unlink(path)
+    else:
+        return False
+    return True
 
 
 def _recover_locked() -> list[str]:
-    """With the lock held: restore what an abandoned journal lists; what was put back."""
+    """With the lock held: restore what an abandoned journal lists; what was put back or removed."""
     path = journal_path()
     try:
         data = json.loads(path.read_text())
@@ -163,7 +168,8 @@ def _recover_locked() -> list[str]:
             failures.append(str(e))
     for kind, name in reversed(scratch):  # the mount inside a scratch directory first
         try:
-            _remove_scratch(kind, name)
+            if _remove_scratch(kind, name):
+                restored.append(f"removed its scratch {kind} {name}")
         except (OSError, HostError) as e:
             failures.append(str(e))
     if failures:
