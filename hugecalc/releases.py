@@ -16,51 +16,85 @@ from dataclasses import dataclass
 from hugecalc.errors import InputError
 
 Version = tuple[int, int]
+Full = tuple[int, int, int]  # major, minor, stable sublevel
 
 OLDEST: Version = (4, 0)
-NEWEST: Version = (6, 18)  # the newest release modelled; the default for --kernel
+NEWEST: Version = (7, 3)  # the newest release modelled; the default for --kernel
+#: The last X.Y of each major line: releases outside these never existed (5.25, 4.99).
+LAST_MINOR = {4: 20, 5: 19, 6: 19, 7: 3}
+
+
+def _full(v: tuple[int, ...]) -> Full:
+    return (v[0], v[1], v[2] if len(v) > 2 else 0)
+
+
+def _fmt(v: tuple[int, ...]) -> str:
+    return ".".join(str(x) for x in (v if len(v) > 2 and v[2] else v[:2]))
 
 
 @dataclass(frozen=True)
 class Release:
-    """A kernel release, ``X.Y``."""
+    """A kernel release: ``X.Y``, or a stable one ``X.Y.Z``; ``text`` is how the user gave it.
+
+    ``sublevel`` is None when it is not known: ``6.1`` (the mainline release, computed as
+    6.1.0), or a distribution's ABI string such as ``6.1.0-18-amd64`` whose ``.0`` is not the
+    upstream stable sublevel.
+    """
 
     major: int
     minor: int
+    sublevel: int | None = None
+    text: str | None = None
 
     @property
     def version(self) -> Version:
         return (self.major, self.minor)
 
+    @property
+    def full(self) -> Full:
+        return (self.major, self.minor, self.sublevel or 0)
+
     def __str__(self) -> str:
-        return f"{self.major}.{self.minor}"
+        return self.text or _fmt(self.full if self.sublevel else self.version)
 
     def has(self, rule: Rule, arch: str | None = None) -> bool:
         """Whether ``rule`` holds in this release (on ``arch``, for per-arch rules)."""
-        return rule.spans_for(arch).contains(self.version)
+        return rule.spans_for(arch).contains(self.full)
+
+    def sublevel_matters(self, rule: Rule, arch: str | None = None) -> Full | None:
+        """Where the sublevel is unknown and ``rule`` changed inside this stable branch: the first
+        stable release that differs (the answer given is the X.Y.0 one)."""
+        if self.sublevel is not None:
+            return None
+        points = [b for span in rule.spans_for(arch) for b in (span.since, span.until)
+                  if b is not None and len(b) > 2 and b[:2] == self.version and b[2] > 0]
+        return min(points, default=None)
 
 
 @dataclass(frozen=True)
 class Span:
-    """Present from ``since`` (inclusive) until ``until`` (exclusive; None = still present)."""
+    """Present from ``since`` (inclusive) until ``until`` (exclusive; None = still present).
+    Bounds are ``(X, Y)`` or, where a stable backport changed a rule, ``(X, Y, Z)``."""
 
-    since: Version
-    until: Version | None = None
+    since: tuple[int, ...]
+    until: tuple[int, ...] | None = None
 
-    def contains(self, v: Version) -> bool:
-        return self.since <= v and (self.until is None or v < self.until)
+    def contains(self, v: tuple[int, ...]) -> bool:
+        return _full(self.since) <= _full(v) and (self.until is None or _full(v) < _full(self.until))
 
     def __str__(self) -> str:
-        since = f"{self.since[0]}.{self.since[1]}"
+        since = _fmt(self.since)
         if self.until is None:
             return f"{since} and later"
+        if len(self.until) > 2 and self.until[2]:
+            return f"{since} to before {_fmt(self.until)}"
+        if len(self.since) > 2 and self.since[2] and _full(self.until) == (self.since[0], self.since[1] + 1, 0):
+            return f"{since} and later {self.since[0]}.{self.since[1]}.y"
         return f"{since} to {self.until[0]}.{self.until[1] - 1}" if self.until[1] else f"{since} until {self.until[0]}.0"
 
 
-
-
 class _Spans(tuple):
-    def contains(self, v: Version) -> bool:
+    def contains(self, v: tuple[int, ...]) -> bool:
         return any(s.contains(v) for s in self)
 
     def __str__(self) -> str:
@@ -82,6 +116,19 @@ class Rule:
         return _Spans(self.per_arch.get(arch or "", ()))
 
 
+def sublevel_notes(release: Release, rules: list[tuple[Rule, str | None]]) -> list[str]:
+    """A note for each rule whose answer depends on a stable sublevel this release does not give."""
+    notes = []
+    for rule, arch in rules:
+        point = release.sublevel_matters(rule, arch)
+        if point is not None:
+            where = f" on {arch}" if arch and rule.per_arch is not None else ""
+            notes.append(f"{rule.name}{where}: changed inside {release.major}.{release.minor}.y, in {_fmt(point)}; "
+                         f"shown for {release.major}.{release.minor}.0 as '{release}' gives no stable sublevel "
+                         f"(use --kernel {_fmt(point)} or later for the other answer)")
+    return notes
+
+
 # --- HugeTLB Vmemmap Optimization (kernel-facts §1) ------------------------------------------
 
 HVO = Rule(
@@ -96,17 +143,27 @@ HVO_ARCH = Rule(
     "x86-64: in v5.14 with the feature; "
     'arm64: Linux kernel commit 1e63ac088f20 ("arm64: mm: hugetlb: enable '
     'HUGETLB_PAGE_FREE_VMEMMAP for arm64") (in v5.19), disabled by Linux kernel commit '
-    '060a2c92d1b6 ("arm64: mm: hugetlb: Disable HUGETLB_PAGE_OPTIMIZE_VMEMMAP") (in v6.3, '
-    "break-before-make rules); s390: Linux kernel commit 00a34d5a99c0 (in v6.2), disabled by "
-    "Linux kernel commit 64e2f60f355e (in v6.18, valid-to-valid PTE replacement is not allowed); "
-    "riscv64: Linux kernel commit a3c7d6b642e4 (in v6.4); loongarch64: in v6.2",
+    '060a2c92d1b6 ("arm64: mm: hugetlb: Disable HUGETLB_PAGE_OPTIMIZE_VMEMMAP") (in v6.3, and in '
+    "the stable releases 6.1.16 and 6.2.3; break-before-make rules); s390: Linux kernel commit "
+    "00a34d5a99c0 (in v6.2), disabled by Linux kernel commit 64e2f60f355e (in v6.18, and in the stable "
+    "release 6.12.58; valid-to-valid PTE replacement is not allowed; other stable lines it reached, "
+    "sublevels unconfirmed); riscv64: Linux kernel commit 26b0812f4cf8 (in v6.4; a3c7d6b642e4 selected a "
+    "renamed symbol); loongarch64: in v6.2",
     per_arch={
         "x86_64": (Span((5, 14)),),
-        "arm64": (Span((5, 19), (6, 3)),),
-        "s390": (Span((6, 2), (6, 18)),),
+        "arm64": (Span((5, 19), (6, 1, 16)), Span((6, 2), (6, 2, 3))),
+        "s390": (Span((6, 2), (6, 12, 58)), Span((6, 13), (6, 18))),
         "riscv64": (Span((6, 4)),),
         "loongarch64": (Span((6, 2)),),
     },
+)
+
+HVO_SHARED_TAIL = Rule(
+    "HVO maps every hugepage's tail vmemmap to one read-only page shared per zone and hugepage order",
+    'patch series "mm: Eliminate fake head pages from vmemmap optimization" (Kiryl Shutsemau) (in v7.1, '
+    'release unconfirmed): Linux kernel commit 8c846c879e22 ("mm: rework compound_head() for power-of-2 '
+    'sizeof(struct page)"), zone->vmemmap_tails[], vmemmap_get_tail(); "maintaining the same memory savings"',
+    spans=(Span((7, 1)),),
 )
 
 HVO_RESERVE_ONE = Rule(
@@ -125,40 +182,70 @@ HVO_BATCHED = Rule(
 
 DAX_VMEMMAP = Rule(
     "device-DAX compound pages share tail vmemmap pages",
-    'patch series "mm, device-dax: Introduce compound pages in devmap" (Joao Martins) (in v5.17, '
-    "release unconfirmed); ARCH_WANT_OPTIMIZE_DAX_VMEMMAP, VMEMMAP_RESERVE_NR = 2 "
-    "(__vmemmap_can_optimize(), include/linux/mm.h); Documentation/mm/vmemmap_dedup.rst",
-    per_arch={"x86_64": (Span((5, 17)),), "ppc64": (Span((6, 5)),)},
+    'Linux kernel commit 4917f55b4ef9 ("mm/sparse-vmemmap: improve memory savings for compound devmaps") '
+    "(in v5.19); until v6.5 __vmemmap_can_optimize() follows the HVO arch symbol (ARCH_WANT_OPTIMIZE_VMEMMAP), "
+    'from v6.5 ARCH_WANT_OPTIMIZE_DAX_VMEMMAP ("mm/vmemmap optimization: split hugetlb and devdax vmemmap '
+    'optimization"): x86-64, ppc64 (radix), riscv64 (Linux kernel commit 4705c1571ad3 "riscv: Enable DAX '
+    'VMEMMAP optimization", in v6.11, release unconfirmed); VMEMMAP_RESERVE_NR = 2 (include/linux/mm.h); '
+    "Documentation/mm/vmemmap_dedup.rst",
+    per_arch={
+        "x86_64": (Span((5, 19)),),
+        "arm64": (Span((5, 19), (6, 1, 16)), Span((6, 2), (6, 2, 3))),
+        "s390": (Span((6, 2), (6, 5)),),
+        "loongarch64": (Span((6, 2), (6, 5)),),
+        "riscv64": (Span((6, 4), (6, 5)), Span((6, 11))),
+        "ppc64": (Span((6, 5)),),
+    },
 )
 
 
-_RELEASE_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:[.\-+~].*)?\s*$")
+_RELEASE_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(?P<rest>[-+~_].*)?\s*$")
 
 
 def parse_release(text: str | None) -> Release:
-    """``6.18``, ``v6.8``, ``6.18.44-foo`` -> Release; the newest modelled when None."""
+    """``6.18``, ``v6.8``, ``6.1.100``, ``6.18.44-foo``, ``6.1.0-18-amd64`` -> Release; the newest
+    modelled when None.  Releases that never existed (``5.25``, ``4.99``) are refused."""
     if text is None:
         return Release(*NEWEST)
     match = _RELEASE_RE.match(text)
     if not match:
-        raise InputError(f"--kernel {text!r} is not a kernel release: use X.Y, e.g. 6.18")
-    release = Release(int(match[1]), int(match[2]))
-    if not OLDEST <= release.version <= NEWEST:
+        raise InputError(f"--kernel {text!r} is not a kernel release: use X.Y or X.Y.Z, e.g. 6.18 or 6.1.100")
+    major, minor = int(match[1]), int(match[2])
+    if major in LAST_MINOR and minor > LAST_MINOR[major]:
+        ended = f"{major}.x ended with" if major < NEWEST[0] else "the newest release is"
+        raise InputError(f"--kernel {text}: there is no Linux {major}.{minor} ({ended} {major}.{LAST_MINOR[major]})")
+    if not OLDEST <= (major, minor) <= NEWEST:
         raise InputError(
             f"--kernel {text}: hugecalc models releases {OLDEST[0]}.{OLDEST[1]} to "
             f"{NEWEST[0]}.{NEWEST[1]}; use a release in that range"
         )
-    return release
+    sublevel = int(match[3]) if match[3] is not None else None
+    if sublevel == 0 and match["rest"]:
+        sublevel = None  # a distribution ABI string (6.1.0-18-amd64): its .0 is not the stable sublevel
+    return Release(major, minor, sublevel, text.strip())
 
 
 # --- Page tables (kernel-facts §2) -----------------------------------------------------------
 
 PT_RECLAIM = Rule(
-    "MADV_DONTNEED frees empty PTE tables (CONFIG_PT_RECLAIM)",
-    'patch series "synchronously scan and reclaim empty user PTE pages" v4 (Qi Zheng) (in v6.14): '
-    "mm/pt_reclaim.c, try_to_free_pte() from zap_pte_range(); only x86_64 selects "
-    "ARCH_SUPPORTS_PT_RECLAIM; MADV_FREE does not reclaim",
-    per_arch={"x86_64": (Span((6, 14)),)},
+    "MADV_DONTNEED frees the PTE tables it empties (CONFIG_PT_RECLAIM)",
+    'patch series "synchronously scan and reclaim empty user PTE pages" v4 (Qi Zheng) (in v6.14, x86_64 '
+    "only: ARCH_SUPPORTS_PT_RECLAIM); Linux kernel commit 9c8c02df3f87 (\"mm: make PT_RECLAIM depends on "
+    'MMU_GATHER_RCU_TABLE_FREE") of the series "enable PT_RECLAIM on more 64-bit architectures" (in v7.0, '
+    "release unconfirmed): every arch with MMU_GATHER_RCU_TABLE_FREE and no HAVE_ARCH_TLB_REMOVE_TABLE "
+    "(arm64, riscv64, loongarch64; not powerpc, sparc64). Only a table whose whole PMD_SIZE range lies "
+    "inside the VMA and the madvise range: reclaim_pt_is_enabled() needs end - start >= PMD_SIZE in "
+    "zap_pte_range() (mm/pt_reclaim.c; mm/memory.c from v7.0). MADV_FREE does not reclaim",
+    per_arch={"x86_64": (Span((6, 14)),), "arm64": (Span((7, 0)),), "riscv64": (Span((7, 0)),),
+              "loongarch64": (Span((7, 0)),)},
+)
+
+HUGETLB_DONTNEED = Rule(
+    "MADV_DONTNEED works on hugetlb mappings (EINVAL before)",
+    'Linux kernel commit 90e7e7f5ef3f ("mm: enable MADV_DONTNEED for hugetlb mappings") (in v5.18); '
+    "__unmap_hugepage_range() then calls huge_pmd_unshare(), which drops a shared PMD table from the "
+    "caller (pud_clear(), mm_dec_nr_pmds())",
+    spans=(Span((5, 18)),),
 )
 
 VMPTE_ALL_LEVELS = Rule(
@@ -170,8 +257,10 @@ VMPTE_ALL_LEVELS = Rule(
 HUGE_PMD_SHARE = Rule(
     "MAP_SHARED hugetlb shares PMD tables between processes (ARCH_WANT_HUGE_PMD_SHARE)",
     "huge_pmd_share() in mm/hugetlb.c: a PMD table is shared when the VMA covers the whole "
-    "PUD_SIZE-aligned range; mm_inc_nr_pmds() counts it in every sharer's VmPTE",
-    per_arch={"x86_64": (Span((4, 0)),), "arm64": (Span((4, 0)),)},
+    "PUD_SIZE-aligned range; mm_inc_nr_pmds() counts it in every sharer's VmPTE; x86-64 and arm64, "
+    "riscv64 with its hugetlb support ('riscv: Introduce huge page support for 32/64bit kernel', "
+    "select ARCH_WANT_HUGE_PMD_SHARE if 64BIT) (in v5.4, release unconfirmed)",
+    per_arch={"x86_64": (Span((4, 0)),), "arm64": (Span((4, 0)),), "riscv64": (Span((5, 4)),)},
 )
 
 
@@ -199,22 +288,59 @@ SHMEM_MTHP = Rule(
 )
 
 TMPFS_MTHP = Rule(
-    "tmpfs mounts with huge= use large folios of every order, PMD first",
+    "tmpfs write() and fallocate() allocate large folios of every order; page faults still get PMD or base pages",
     'patch series "support large folios for tmpfs" (Baolin Wang) (in v6.14, release unconfirmed): '
-    "shmem_huge_global_enabled() returns THP_ORDERS_ALL_FILE_DEFAULT; before it tmpfs faults used the PMD order only",
+    'shmem_huge_global_enabled(): "For tmpfs mmap()\'s huge order, we still use PMD-sized order to allocate '
+    'huge pages due to lack of a write size hint": if (vma) return maybe_pmd_order',
     spans=(Span((6, 14)),),
+)
+
+ARM64_CONTPTE = Rule(
+    "arm64 maps large folios with the contiguous bit (contpte), one TLB entry per block",
+    'Linux kernel commit "arm64/mm: wire up PTE_CONT for user mappings" (Ryan Roberts), ARM64_CONTPTE, '
+    "arch/arm64/mm/contpte.c (in v6.9); 6.8 mapped mTHP folios without PTE_CONT",
+    per_arch={"arm64": (Span((6, 9)),)},
+)
+
+MAP_STACK_NOHUGEPAGE = Rule(
+    "mmap(MAP_STACK) sets VM_NOHUGEPAGE: stacks get no THP",
+    'Linux kernel commit c4608d1bf7c6 ("mm: mmap: map MAP_STACK to VM_NOHUGEPAGE") (in v6.8; '
+    "stable backports, sublevels unconfirmed)",
+    spans=(Span((6, 8)),),
+)
+
+KHUGEPAGED_MTHP = Rule(
+    "khugepaged collapses anonymous memory to mTHP sizes (max_ptes_none 0 or 511)",
+    'patch series "khugepaged: add mTHP collapse support" (Nico Pache), v17 in mm-unstable (May 2026), '
+    'LWN "Automatic mTHP creation in 7.2" (in v7.2, release unconfirmed)',
+    spans=(Span((7, 2)),),
 )
 
 THP_ALIGN_ANON = Rule(
     "anonymous mmap() of at least PMD size is placed PMD-aligned",
     'Linux kernel commit efa7df3e3bb5 ("mm: align larger anonymous mappings on THP boundaries") '
-    "(in v6.7); __thp_get_unmapped_area() in mm/huge_memory.c",
-    spans=(Span((6, 7)),),
+    "(in v6.7; in 6.6.y by 6.6.18, which carries its 32-bit fix, exact sublevel unconfirmed); "
+    "__thp_get_unmapped_area() in mm/huge_memory.c",
+    spans=(Span((6, 6, 18), (6, 7)), Span((6, 7))),
+)
+
+THP_ALIGN_NOT_32BIT = Rule(
+    "no THP alignment of anonymous mmap() on 32-bit",
+    'Linux kernel commit 4ef9ad19e176 ("mm: huge_memory: don\'t force huge page alignment on 32 bit") '
+    "(in v6.8; backported to 6.7.y, sublevel unconfirmed, so 6.7.0 aligned on 32-bit; and to 6.6.18)",
+    spans=(Span((6, 6, 18), (6, 7)), Span((6, 8))),
 )
 
 THP_ALIGN_PMD_MULTIPLES = Rule(
     "only anonymous mmap() lengths that are a multiple of PMD_SIZE are PMD-aligned",
     'Linux kernel commit d4148aeab412 ("mm, mmap: limit THP alignment of anonymous mappings to '
-    'PMD-aligned sizes") (in v6.12; backported to 6.11.7 and 6.6.y)',
-    spans=(Span((6, 12)),),
+    'PMD-aligned sizes") (in v6.12; backported to 6.11.7, and to 6.6.y at a sublevel unconfirmed)',
+    spans=(Span((6, 11, 7), (6, 12)), Span((6, 12))),
+)
+
+THP_ALIGN_NO_HINT = Rule(
+    "a hint address given to mmap() is respected, not THP-aligned",
+    '"mm: respect mmap hint address when aligning for THP" (in v6.13): __get_unmapped_area() aligns only '
+    "when !addr (no hint)",
+    spans=(Span((6, 13)),),
 )

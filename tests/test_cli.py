@@ -26,7 +26,7 @@ def test_vmemmap_default_rows_for_every_size(run):
     assert r.exit_code == 0, r.stderr
     doc = r.json
     assert {"schema_version", "command", "profile", "kernel", "inputs"} <= set(doc)
-    assert (doc["command"], doc["profile"], doc["kernel"]) == ("vmemmap", "x86-64", "6.18")
+    assert (doc["command"], doc["profile"], doc["kernel"]) == ("vmemmap", "x86-64", "7.3")
     assert doc["inputs"]["pool_bytes"] == 1 << 40
     assert [row["hugepage_size_bytes"] for row in doc["rows"]] == [2 << 20, 1 << 30]
     for row in doc["rows"]:
@@ -70,7 +70,7 @@ def test_explain_in_json(run):
 def test_vmemmap_arm64_refusal_in_table(run):
     r = run("vmemmap", "--pages", "64G", "--profile", "arm64-4k")
     assert r.exit_code == 0
-    assert "arm64 has no HVO in 6.18" in r.stdout
+    assert "arm64 has no HVO in 7.3" in r.stdout
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,10 @@ def test_vmemmap_arm64_refusal_in_table(run):
         (["vmemmap", "--pages", "1G", "--profile", "/nonexistent.yaml"], "/nonexistent.yaml: cannot read profile"),
         (["vmemmap", "--pages", "1G", "--profile", str(BAD / "unknown_key.yaml")], "page_shfit: Extra inputs"),
         (["vmemmap", "--pages", "1G", "--kernel", "banana"], "'banana' is not a kernel release"),
-        (["vmemmap", "--pages", "1G", "--kernel", "7.4"], "models releases 4.0 to 6.18"),
+        (["vmemmap", "--pages", "1G", "--kernel", "7.4"], "there is no Linux 7.4 (the newest release is 7.3)"),
+        (["vmemmap", "--pages", "1G", "--kernel", "8.1"], "models releases 4.0 to 7.3"),
+        (["vmemmap", "--pages", "1G", "--kernel", "5.25"], "there is no Linux 5.25 (5.x ended with 5.19)"),
+        (["vmemmap", "--pages", "1G", "--kernel", "4.99"], "there is no Linux 4.99 (4.x ended with 4.20)"),
         (["vmemmap", "--pages", "1G", "--struct-page-size", "60"], "whole number of 8-byte words"),
         (["vmemmap", "--pages", "1G", "--bogus"], "No such option"),
         (["vmemmap"], "Missing option '--pages'"),

@@ -49,7 +49,7 @@ def test_every_calculation_cites_its_kernel_rule(name, fn):
 @pytest.mark.parametrize("module,absent", [
     ("vmemmap", ("click", "rich", "yaml", "numba")),  # one-shot formulas never pay numba's start-up
     ("hgm", ("click", "rich", "yaml", "numba")),
-    ("tables", ("click", "rich", "yaml", "numba")),  # shared geometry: the closed forms use it too
+    ("tables", ("click", "rich", "yaml", "numba")),  # shared geometry and the worst case: closed forms
     ("orders", ("click", "rich", "yaml", "numba")),
     ("pgtable", ("click", "rich")),  # numba itself imports yaml for its own config file
     ("mthp", ("click", "rich")),

@@ -33,7 +33,7 @@ from hugecalc.calc.orders import (Pass, allowed_orders, anon_orders, file_orders
 from hugecalc.calc.tables import counted_levels, level_row, stride_blocks, vmpte_bytes
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
-from hugecalc.releases import HUGE_ZERO_WP_THP, Release
+from hugecalc.releases import ARM64_CONTPTE, HUGE_ZERO_WP_THP, Release
 from hugecalc.result import Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size
 
@@ -107,7 +107,8 @@ def walk(profile: Profile, release: Release, p: Pass, allowed: set[int]) -> Walk
     P = pmd_order(profile)
     out_folios = np.zeros(P + 1, dtype=np.int64)
     out = np.zeros(6, dtype=np.int64)
-    cont = profile.cont_pte_entries if profile.cont_pte_entries > 1 else profile.tlb_coalesce_pages
+    contpte = profile.cont_pte_entries > 1 and release.has(ARM64_CONTPTE, profile.arch.value)
+    cont = profile.cont_pte_entries if contpte else profile.tlb_coalesce_pages
     period = repeat_period(p.start, p.end, profile.pmd_size, p.stride, p.pre_stride)
     call(fault_walk, p.start, p.end, profile.page_size, profile.pmd_size, p.stride, p.pre_stride, period,
          sum(1 << o for o in allowed if o < P), P in allowed, p.shmem, p.access == "read-then-write",
@@ -158,7 +159,8 @@ def _explain(profile: Profile, release: Release, p: Pass, allowed: set[int], why
         formula=f"one per PMD leaf, one per {cont}-page contiguous block inside a folio at least that large, "
                 "else one per page; counted where the pass touched" if cont > 1 else
                 "one per PMD leaf, else one per page touched",
-        rule="arm64 contpte (arch/arm64/mm/contpte.c)" if profile.cont_pte_entries > 1 else
+        rule=ARM64_CONTPTE.cite if profile.cont_pte_entries > 1 and release.has(ARM64_CONTPTE, profile.arch.value)
+        else ("no contpte before v6.9: " + ARM64_CONTPTE.cite) if profile.cont_pte_entries > 1 else
         "no kernel-managed contiguous bit" + (" (hardware PTE coalescing assumed)" if cont > 1 else "")))
     explain.append(Derivation(
         scope="latency", figure="largest single fault",
@@ -181,7 +183,8 @@ def _khugepaged(profile: Profile, p: Pass, allowed: set[int], max_ptes_none: int
 
 
 def compute_mthp(profile: Profile, release: Release, *, enabled: list[tuple[int, str]] = (),
-                 top_level: str = "madvise", madvise: bool = False, nohugepage: bool = False, memory: str = "anon",
+                 top_level: str = "madvise", madvise: bool = False, nohugepage: bool = False, stack: bool = False,
+                 memory: str = "anon",
                  shmem_enabled: list[tuple[int, str]] = (), huge: str = "never", vma_size: int = 1 << 30,
                  vma_start: int | None = None, file_offset: int = 0, touch_stride: int | None = None,
                  prepopulated_stride: int | None = None, access: str = "write", khugepaged: bool = False,
@@ -197,7 +200,7 @@ def compute_mthp(profile: Profile, release: Release, *, enabled: list[tuple[int,
     """
     notes: list[str] = []
     p = pass_settings(profile, release, notes, enabled=enabled, top_level=top_level, madvise=madvise,
-                  nohugepage=nohugepage, memory=memory, shmem_enabled=shmem_enabled, huge=huge, vma_size=vma_size,
+                  nohugepage=nohugepage, stack=stack, memory=memory, shmem_enabled=shmem_enabled, huge=huge, vma_size=vma_size,
                   vma_start=vma_start, file_offset=file_offset, touch_stride=touch_stride,
                   prepopulated_stride=prepopulated_stride, access=access)
     allowed, why = allowed_orders(profile, release, p, notes)
@@ -212,7 +215,7 @@ def compute_mthp(profile: Profile, release: Release, *, enabled: list[tuple[int,
     inputs = {
         "memory": memory, "vma_size_bytes": vma_size, "vma_start": p.start, "file_offset_bytes": file_offset,
         "touch_stride_bytes": p.stride, "prepopulated_stride_bytes": prepopulated_stride, "access": access,
-        "top_level": top_level, "madvise": madvise, "nohugepage": nohugepage, "huge": huge,
+        "top_level": top_level, "madvise": madvise, "nohugepage": nohugepage, "stack": stack, "huge": huge,
         "enabled": {fmt_size(page << o): m for o, m in sorted(p.anon_modes.items())},
         "shmem_enabled": {fmt_size(page << o): m for o, m in sorted(p.shm_modes.items())},
     }

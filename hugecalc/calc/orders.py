@@ -26,12 +26,16 @@ from dataclasses import dataclass
 from hugecalc.calc.tables import check_user_span, table_aligned_start
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
-from hugecalc.releases import MTHP_ANON, SHMEM_MTHP, THP_ALIGN_ANON, THP_ALIGN_PMD_MULTIPLES, TMPFS_MTHP, Release
+from hugecalc.releases import (MAP_STACK_NOHUGEPAGE, MTHP_ANON, SHMEM_MTHP, THP_ALIGN_ANON, THP_ALIGN_NOT_32BIT,
+                               THP_ALIGN_PMD_MULTIPLES, TMPFS_MTHP, Release)
 from hugecalc.units import fmt_bytes, fmt_size
 
 ANON_MODES = ("always", "inherit", "madvise", "never")
 SHMEM_MODES = ("always", "inherit", "within_size", "advise", "never")
 HUGE_MODES = ("always", "within_size", "advise", "never")
+#: anon; shmem: anonymous shmem (memfd, MAP_SHARED|MAP_ANONYMOUS); sysv: SysV SHM (shmget), a file of
+#: the internal shm mount; tmpfs: a file on a tmpfs mount.
+MEMORY_KINDS = ("anon", "shmem", "sysv", "tmpfs")
 MAX_XAS_ORDER = 11  # XA_CHUNK_SHIFT * 2 - 1 (include/linux/xarray.h)
 
 
@@ -39,9 +43,12 @@ def kernel_pmd_aligns_anon_mmap(profile: Profile, release: Release, length: int)
     """Whether ``mmap(NULL, length, ..., MAP_ANONYMOUS)`` gets a PMD-aligned address.
 
     ``__get_unmapped_area()`` uses ``thp_get_unmapped_area_vmflags()`` for anonymous mappings since
-    v6.7, not on 32-bit, and since v6.12 only when ``IS_ALIGNED(len, PMD_SIZE)``.
+    v6.7 (6.6.18), not on 32-bit from v6.8 (6.7.y, 6.6.18), and since v6.12 (6.11.7) only when
+    ``IS_ALIGNED(len, PMD_SIZE)``; with no hint address (a hint is respected from v6.13).
     """
-    if profile.bits != 64 or not release.has(THP_ALIGN_ANON) or length < profile.pmd_size:
+    if not release.has(THP_ALIGN_ANON) or length < profile.pmd_size:
+        return False
+    if profile.bits != 64 and release.has(THP_ALIGN_NOT_32BIT):
         return False
     return length % profile.pmd_size == 0 or not release.has(THP_ALIGN_PMD_MULTIPLES)
 
@@ -121,6 +128,7 @@ class Pass:
     top_level: str
     madvise: bool
     nohugepage: bool
+    stack: bool  # mmap(MAP_STACK)
     huge: str
     anon_modes: dict[int, str]  # order -> per-size enabled
     shm_modes: dict[int, str]  # order -> per-size shmem_enabled
@@ -135,17 +143,20 @@ class Pass:
 
 
 def pass_settings(profile: Profile, release: Release, notes: list[str], *, enabled, top_level, madvise, nohugepage,
+                  stack=False,
               memory, shmem_enabled, huge, vma_size, vma_start, file_offset, touch_stride, prepopulated_stride,
               access) -> Pass:
     page = profile.page_size
     if top_level not in ("always", "madvise", "never"):
         raise InputError(f"--top-level {top_level!r}: use always, madvise or never")
-    if memory not in ("anon", "shmem", "tmpfs"):
-        raise InputError(f"--memory {memory!r}: use anon, shmem or tmpfs")
+    if memory not in MEMORY_KINDS:
+        raise InputError(f"--memory {memory!r}: use {', '.join(MEMORY_KINDS)}")
     if huge not in HUGE_MODES:
         raise InputError(f"--huge {huge!r}: use {', '.join(HUGE_MODES)}")
     if access not in ("write", "read-then-write"):
         raise InputError(f"--access {access!r}: use write or read-then-write")
+    if stack and memory != "anon":
+        raise InputError("--stack is mmap(MAP_STACK|MAP_ANONYMOUS|MAP_PRIVATE): use it with --memory anon")
     if madvise and nohugepage:
         raise InputError("--madvise and --nohugepage exclude each other (MADV_HUGEPAGE vs MADV_NOHUGEPAGE)")
     if vma_size <= 0 or vma_size % page:
@@ -160,6 +171,8 @@ def pass_settings(profile: Profile, release: Release, notes: list[str], *, enabl
     if start + vma_size > profile.user_va_bytes:
         raise InputError(f"the VMA [{start:#x}, {start + vma_size:#x}) does not fit in {profile.name}'s user "
                          f"address space ({fmt_bytes(profile.user_va_bytes)})")
+    if memory == "sysv" and file_offset:
+        raise InputError("--file-offset: shmat() maps a SysV segment from its start (offset 0)")
     if file_offset % page:
         raise InputError(f"--file-offset {file_offset} is not a multiple of the {fmt_size(page)} page")
     if file_offset + vma_size > max_file_bytes(profile):
@@ -182,7 +195,7 @@ def pass_settings(profile: Profile, release: Release, notes: list[str], *, enabl
                                  "--shmem-enabled", "THP_ORDERS_ALL_FILE_DEFAULT: orders 1..MAX_PAGECACHE_ORDER"))
     return Pass(memory=memory, start=start, end=start + vma_size, file_offset=file_offset, stride=stride,
                 pre_stride=prepopulated_stride or 0, access=access, top_level=top_level, madvise=madvise,
-                nohugepage=nohugepage, huge=huge, anon_modes=anon_modes, shm_modes=shm_modes)
+                nohugepage=nohugepage, stack=stack, huge=huge, anon_modes=anon_modes, shm_modes=shm_modes)
 
 
 def allowed_orders(profile: Profile, release: Release, p: Pass, notes: list[str]) -> tuple[set[int], str]:
@@ -198,6 +211,8 @@ def allowed_orders(profile: Profile, release: Release, p: Pass, notes: list[str]
     shmem_global_on = p.huge in ("always", "within_size") or (p.huge == "advise" and p.madvise)
     if p.nohugepage:
         return allowed, "MADV_NOHUGEPAGE: vma_thp_disabled() allows no THP"
+    if p.stack and release.has(MAP_STACK_NOHUGEPAGE):
+        return allowed, f"MAP_STACK sets VM_NOHUGEPAGE on {release}: no THP ({MAP_STACK_NOHUGEPAGE.cite})"
     if not p.shmem:
         allowed = _allowed(p.anon_modes, ("always",), "madvise", p.madvise,
                            p.top_level == "always" or (p.madvise and p.top_level != "never"))
@@ -207,11 +222,21 @@ def allowed_orders(profile: Profile, release: Release, p: Pass, notes: list[str]
                 notes.append(f"kernel {release} has no multi-size THP (added in 6.8): sizes below "
                              f"{fmt_size(profile.pmd_size)} do not exist there; only PMD-size THP applies")
         return allowed, _why(page, "thp_vma_allowable_orders(): top-level " + p.top_level, p.madvise, p.anon_modes)
-    if p.memory == "tmpfs":
-        # shmem_allowable_huge_orders(): a tmpfs mount uses its huge= orders; per-size knobs are for anon shmem.
+    if p.memory in ("tmpfs", "sysv"):
+        # shmem_allowable_huge_orders(): the per-size knobs apply only to anonymous shmem
+        # (vma_is_anon_shmem()); a tmpfs or SysV file follows its mount's huge= (SysV: the internal
+        # shm mount, whose huge= is the top-level shmem_enabled), and shmem_huge_global_enabled()
+        # gives a page fault the PMD order only, in every release ("if (vma) return maybe_pmd_order").
         if shmem_global_on:
-            allowed = set(file_orders(profile)) if release.has(TMPFS_MTHP) else ({P} & set(file_orders(profile)))
-        why = f"tmpfs huge={p.huge}" + ("" if release.has(TMPFS_MTHP) else f" (kernel {release}: PMD order only)")
+            allowed = {P} & set(file_orders(profile))
+        mount = "tmpfs huge=" if p.memory == "tmpfs" else "SysV SHM: the shm mount's huge= = shmem_enabled "
+        why = f"{mount}{p.huge}: a page fault gets the PMD size or base pages"
+        if release.has(TMPFS_MTHP):
+            notes.append(f"{'tmpfs' if p.memory == 'tmpfs' else 'SysV SHM'}: write() and fallocate() on "
+                         f"{release} allocate large folios of other sizes too, page faults do not ({TMPFS_MTHP.cite})")
+        if p.memory == "sysv" and any(m != "never" and o != P for o, m in p.shm_modes.items()):
+            notes.append("--shmem-enabled is for anonymous shmem (memfd, MAP_SHARED|MAP_ANONYMOUS): SysV SHM "
+                         "segments are files of the internal shm mount and ignore the per-size switches")
     else:
         allowed = _allowed(p.shm_modes, ("always", "within_size"), "advise", p.madvise, shmem_global_on)
         if not release.has(SHMEM_MTHP):

@@ -16,7 +16,7 @@ Kernel reference
 - ``mm/pt_reclaim.c`` (v6.14, x86_64): ``MADV_DONTNEED`` frees PTE tables it empties; PMD/PUD
   tables are never reclaimed; ``MADV_FREE`` frees nothing.
 - ``huge_pmd_share()`` in ``mm/hugetlb.c``: PMD-table sharing for MAP_SHARED hugetlb.
-- Documentation/mm/pte_ref.rst (2022 RFC) for the worst-case table.
+- The worst case (every table of a whole address space) is geometry: ``hugecalc.calc.tables``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from hugecalc.calc.tables import LevelRow, check_user_span, level_row, stride_bl
 from hugecalc.calc.touches import Touches, distinct_blocks, stride_touches_in
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
-from hugecalc.releases import HUGE_PMD_SHARE, PT_RECLAIM, VMPTE_ALL_LEVELS, Release
+from hugecalc.releases import HUGE_PMD_SHARE, HUGETLB_DONTNEED, PT_RECLAIM, VMPTE_ALL_LEVELS, Release
 from hugecalc.result import Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size
 
@@ -54,13 +54,6 @@ class PgtableResult(Result):
     compare: list[Comparison] = []
 
 
-class WorstCaseResult(Result):
-    command: str = "pgtable"
-    levels: list[LevelRow]
-    page_table_bytes: int = field("Page tables (as VmPTE counts)", "bytes")
-    pte_ref: list[dict] = []
-
-
 # --- numba kernels -------------------------------------------------------------------------
 
 
@@ -73,13 +66,15 @@ def _fraction_walk(start, end, fraction, seed, leaf_span, unit_bytes, page_bytes
 
     ``whole_unit`` (THP): a leaf block entirely inside the mapping is one unit of ``leaf_span``
     bytes, touched when any of its base pages is; partial blocks fall back to base pages.
-    Returns the bytes the touches populate and the whole units touched; ``counts`` is filled in.
+    Returns the bytes the touches populate, the whole units touched, and the partial leaf blocks
+    (at the mapping's edges) touched; ``counts`` is filled in.
     """
     np.random.seed(seed)
     nlev = spans.shape[0]
     last = np.full(nlev, -1, dtype=np.int64)
     populated = 0
     whole = 0
+    partial = 0
     p_unit = 1.0 - (1.0 - fraction) ** (unit_bytes // page_bytes)
     p_whole = 1.0 - (1.0 - fraction) ** (leaf_span // page_bytes)
     block = start - start % leaf_span
@@ -96,13 +91,15 @@ def _fraction_walk(start, end, fraction, seed, leaf_span, unit_bytes, page_bytes
             got = k * unit_bytes
         if k > 0:
             populated += got
+            if lo != block or hi != block + leaf_span:
+                partial += 1
             for lvl in range(nlev):
                 idx = block // spans[lvl]
                 if idx != last[lvl]:
                     last[lvl] = idx
                     counts[lvl] += 1
         block += leaf_span
-    return populated, whole
+    return populated, whole, partial
 
 
 # --- the model ------------------------------------------------------------------------------
@@ -154,11 +151,28 @@ def mapping_bounds(profile: Profile, vsize: int, vma_start: int | None, backing:
     return vma_start
 
 
-def _count(profile: Profile, backing: Backing, start: int, end: int, touches: Touches) -> tuple[list[int], int, int]:
-    """Tables per counted level, populated bytes, and PMD-mapped THPs (deposits)."""
+class Counts:
+    """What one mapping's touches need: tables per level (top down), populated bytes, PMD-mapped
+    THPs (each with a deposited PTE table), and the touched PTE tables in PMD ranges the mapping
+    covers only in part (its edges)."""
+
+    def __init__(self, tables: list[int], populated: int, thps: int, edge_ptes: int) -> None:
+        self.tables, self.populated, self.thps, self.edge_ptes = tables, populated, thps, edge_ptes
+
+
+def partial_pmd_ranges(start: int, end: int, pmd: int) -> list[tuple[int, int]]:
+    """The parts of ``[start, end)`` in PMD ranges it does not cover whole: its edges."""
+    lo, hi = -(-start // pmd) * pmd, (end // pmd) * pmd
+    if lo >= hi:
+        return [(start, end)]
+    return [(a, b) for a, b in ((start, lo), (hi, end)) if a < b]
+
+
+def _count(profile: Profile, backing: Backing, start: int, end: int, touches: Touches) -> Counts:
     page = profile.page_size
     spans = [profile.table_span_bytes(name) for name in backing.levels]
     pmd_span = profile.pmd_size
+    has_pte = "pte" in backing.levels
     # THP: the PMD-aligned part entirely inside the mapping is PMD-mapped; edges are base pages.
     thp_lo = -(-start // pmd_span) * pmd_span if backing.thp else start
     thp_hi = (end // pmd_span) * pmd_span if backing.thp else start
@@ -168,10 +182,10 @@ def _count(profile: Profile, backing: Backing, start: int, end: int, touches: To
         counts = np.zeros(len(spans), dtype=np.int64)
         # The leaf table's span; a leaf in the top-level table (i386 4M) has no table below the PGD.
         leaf_span = pmd_span if backing.thp else (spans[-1] if spans else backing.unit)
-        populated, thps = call(_fraction_walk, start, end, touches.fraction, touches.seed, leaf_span,
-                               page if backing.thp else backing.unit, page, backing.thp,
-                               np.array(spans, dtype=np.int64), counts)
-        return [int(c) for c in counts], int(populated), int(thps)
+        populated, thps, partial = call(_fraction_walk, start, end, touches.fraction, touches.seed, leaf_span,
+                                        page if backing.thp else backing.unit, page, backing.thp,
+                                        np.array(spans, dtype=np.int64), counts)
+        return Counts([int(c) for c in counts], int(populated), int(thps), int(partial) if has_pte else 0)
 
     def blocks(block: int, lo: int, hi: int) -> int:
         if lo >= hi:
@@ -189,7 +203,8 @@ def _count(profile: Profile, backing: Backing, start: int, end: int, touches: To
         populated = thps * pmd_span + page * (blocks(page, start, thp_lo) + blocks(page, thp_hi, end))
     else:
         populated = blocks(backing.unit, start, end) * backing.unit
-    return counts, populated, thps
+    edges = sum(blocks(pmd_span, a, b) for a, b in partial_pmd_ranges(start, end, pmd_span)) if has_pte else 0
+    return Counts(counts, populated, thps, edges)
 
 
 def compute_pgtable(
@@ -229,38 +244,19 @@ def compute_pgtable(
             "--after free: madvise(MADV_FREE) on a hugetlb mapping fails with EINVAL "
             "(madvise_free_single_vma() accepts only anonymous VMAs)"
         )
-    arch = profile.arch.value
-    counts, populated, thps = _count(profile, b, start, end, touches)
+    if after == "dontneed" and b.hugetlb and not release.has(HUGETLB_DONTNEED):
+        raise InputError(f"--after dontneed: madvise(MADV_DONTNEED) on a hugetlb mapping fails with EINVAL on "
+                         f"{release} ({HUGETLB_DONTNEED.cite})")
+    c = _count(profile, b, start, end, touches)
     explain: list[Derivation] = []
     notes: list[str] = []
-    # After madvise() of the whole mapping.
+    shareable = _shareable_pmd_tables(profile, release, b, start, end) if shared_by > 1 else 0
     after_counts = None
     if after is not None:
-        reclaim = after == "dontneed" and release.has(PT_RECLAIM, arch)
-        after_counts = []
-        for name, n in zip(b.levels, counts):
-            if name == "pte" and after == "dontneed" and not b.hugetlb:
-                if reclaim:
-                    after_counts.append(0)
-                elif b.thp:
-                    after_counts.append(n - thps)  # zap_huge_pmd() frees the deposited table
-                else:
-                    after_counts.append(n)
-            else:
-                after_counts.append(n)
-        why = (
-            f"kernel {release} on {arch}: " + (
-                "MADV_DONTNEED frees every PTE table it empties (CONFIG_PT_RECLAIM); PMD and upper tables stay"
-                if reclaim else
-                "MADV_FREE only marks pages lazily freeable; no table is freed" if after == "free" else
-                "hugetlb page tables are freed only at munmap()" if b.hugetlb else
-                "no PT_RECLAIM here: emptied PTE tables stay until munmap()"
-                + ("; zap_huge_pmd() frees each THP's deposited PTE table" if b.thp else "")
-            )
-        )
-        explain.append(Derivation(scope="after", figure="Tables after madvise", formula=why, rule=PT_RECLAIM.cite))
+        after_counts, why, rule = _after_madvise(profile, release, b, c, after, shareable)
+        explain.append(Derivation(scope="after", figure="Tables after madvise", formula=why, rule=rule))
     level_rows = [level_row(profile, release, name, n, None if after_counts is None else after_counts[i])
-                  for i, (name, n) in enumerate(zip(b.levels, counts))]
+                  for i, (name, n) in enumerate(zip(b.levels, c.tables))]
     total = vmpte_bytes(profile, level_rows)
     total_after = None if after_counts is None else vmpte_bytes(profile, level_rows, after=True)
     top = profile.levels[0]
@@ -286,22 +282,24 @@ def compute_pgtable(
             rule="pgtable_trans_huge_deposit() in do_huge_pmd_anonymous_page(), mm/huge_memory.c"))
     shared_total = None
     if shared_by > 1:
-        shared_total = total * shared_by
-        pmd_shared = b.leaf_level == "pmd" and "pud" in [lvl.name for lvl in profile.levels] and release.has(HUGE_PMD_SHARE, arch)
-        if pmd_shared:
+        # Physical tables (every level below the top, whatever VmPTE counts): each sharer has its own,
+        # except the shared PMD tables, which exist once.
+        own = sum(r.bytes for r in level_rows)
+        pmd_bytes = profile.level("pmd").bytes_per_table if shareable else 0
+        shared_total = shared_by * own - (shared_by - 1) * shareable * pmd_bytes
+        if shareable:
             pud_span = profile.table_span_bytes("pmd")
-            lo, hi = -(-start // pud_span) * pud_span, (end // pud_span) * pud_span
-            shareable = max(hi - lo, 0) // pud_span
-            pmd_bytes = profile.level("pmd").bytes_per_table
-            shared_total -= (shared_by - 1) * shareable * pmd_bytes
             explain.append(Derivation(
                 scope="sharing", figure="PMD tables shared",
                 formula=f"{shareable} PMD tables cover whole {fmt_bytes(pud_span)}-aligned ranges of the mapping and "
-                        f"are shared by all {shared_by} processes; each process's VmPTE still counts them",
+                        f"exist once for all {shared_by} processes: {shared_by} x {fmt_bytes(own)} of tables per "
+                        f"process - {shared_by - 1} x {shareable} x {fmt_bytes(pmd_bytes)} = {fmt_bytes(shared_total)} "
+                        "physically; each process's VmPTE still counts them",
                 rule=HUGE_PMD_SHARE.cite))
         else:
-            notes.append(f"no page-table sharing for {b.name} on {arch}: only PMD tables of MAP_SHARED hugetlb "
-                         "mappings that cover whole PUD-sized ranges are shared")
+            notes.append(f"no page-table sharing for {b.name} on {profile.arch.value} {release}: only PMD tables of "
+                         "MAP_SHARED hugetlb mappings that cover whole PUD-sized ranges are shared "
+                         f"({HUGE_PMD_SHARE.name}: {HUGE_PMD_SHARE.spans_for(profile.arch.value)})")
     result_compare = []
     if compare:
         for other in _comparison_backings(profile, b):
@@ -317,10 +315,52 @@ def compute_pgtable(
     return PgtableResult(
         profile=profile.name, kernel=str(release), inputs=inputs,
         tables={r.level: r.tables for r in level_rows}, levels=level_rows,
-        page_table_bytes=total, page_table_bytes_after=total_after, populated_bytes=populated,
-        overhead_share=total / populated if populated else 0.0,
+        page_table_bytes=total, page_table_bytes_after=total_after, populated_bytes=c.populated,
+        overhead_share=total / c.populated if c.populated else 0.0,
         shared_page_table_bytes=shared_total, compare=result_compare, notes=notes, explain=explain,
     )
+
+
+def _shareable_pmd_tables(profile: Profile, release: Release, b: Backing, start: int, end: int) -> int:
+    """PMD tables of a MAP_SHARED hugetlb mapping that other processes share: those covering a
+    whole PUD_SIZE-aligned range (huge_pmd_share(), on the arches that want it)."""
+    names = [lvl.name for lvl in profile.levels]
+    if b.leaf_level != "pmd" or "pud" not in names or not release.has(HUGE_PMD_SHARE, profile.arch.value):
+        return 0
+    pud_span = profile.table_span_bytes("pmd")
+    lo, hi = -(-start // pud_span) * pud_span, (end // pud_span) * pud_span
+    return max(hi - lo, 0) // pud_span
+
+
+def _after_madvise(profile: Profile, release: Release, b: Backing, c: Counts, after: str,
+                   shared_pmds: int) -> tuple[list[int], str, str]:
+    """Tables per level after madvise() of the whole mapping, why, and the rule."""
+    arch = profile.arch.value
+    tables = list(c.tables)
+    where = f"kernel {release} on {arch}: "
+    if after == "free":
+        return tables, where + "MADV_FREE only marks pages lazily freeable; no table is freed", PT_RECLAIM.cite
+    if b.hugetlb:
+        why = "hugetlb page tables stay until munmap()"
+        if shared_pmds:
+            i = b.levels.index("pmd")
+            tables[i] -= shared_pmds
+            why += (f"; the {shared_pmds} shared PMD tables are unshared from this process, which drops them "
+                    "from its VmPTE (they stay for the other sharers)")
+        return tables, where + why, HUGETLB_DONTNEED.cite
+    i = b.levels.index("pte")
+    if release.has(PT_RECLAIM, arch):
+        tables[i] = c.edge_ptes
+        why = ("MADV_DONTNEED frees every PTE table whose whole PMD range lies inside the mapping "
+               "(CONFIG_PT_RECLAIM); " + (f"the {c.edge_ptes} touched tables at its unaligned edges stay"
+                                          if c.edge_ptes else "the mapping has no touched partial PMD range")
+               + "; PMD and upper tables stay")
+    elif b.thp:
+        tables[i] -= c.thps  # zap_huge_pmd() frees the deposited table
+        why = "no PT_RECLAIM here: emptied PTE tables stay until munmap(); zap_huge_pmd() frees each THP's deposited PTE table"
+    else:
+        why = "no PT_RECLAIM here: emptied PTE tables stay until munmap()"
+    return tables, where + why, PT_RECLAIM.cite
 
 
 def _comparison_backings(profile: Profile, current: Backing) -> list[str]:
@@ -332,44 +372,3 @@ def _comparison_backings(profile: Profile, current: Backing) -> list[str]:
             if name != current.name:
                 names.append(name)
     return names
-
-
-# --- worst case -----------------------------------------------------------------------------
-
-# Documentation/mm/pte_ref.rst (Qi Zheng's 2022 RFC "Try to free user PTE page table pages"):
-# "for 32-bit, take 3G user address space, 4K page size; for 64-bit, take 48-bit address width".
-PTE_REF = [
-    {"case": "32-bit, 3G user space, 4K", "pte_bytes": 3 << 20, "pmd_bytes": 3 << 10},
-    {"case": "64-bit, 48-bit address width, 4K", "pte_bytes": 512 << 30, "pmd_bytes": 1 << 30},
-]
-
-
-def compute_worst_case(profile: Profile, release: Release) -> WorstCaseResult:
-    """Every table a process could need: its whole user address space fully populated.
-
-    Kernel reference
-    ----------------
-    ``TASK_SIZE`` per architecture; ``VmPTE`` counts every level below the PGD (v4.15+);
-    Documentation/mm/pte_ref.rst's worst-case table.
-    """
-    rows = []
-    explain = []
-    for lvl in profile.levels[1:]:
-        span = profile.table_span_bytes(lvl.name)
-        n = -(-profile.user_va_bytes // span)
-        rows.append(level_row(profile, release, lvl.name, n))
-        explain.append(Derivation(
-            scope="worst case", figure=f"{lvl.name} tables",
-            formula=f"ceil({profile.user_va_bytes:#x} / {fmt_bytes(span)}) = {n:,} x {fmt_bytes(lvl.bytes_per_table)} "
-                    f"= {fmt_bytes(n * lvl.bytes_per_table)}",
-            rule="TASK_SIZE; one table per table-sized block of user address space"))
-    top = profile.levels[0]
-    used = -(-profile.user_va_bytes // profile.span_bytes(top.name))
-    notes = [f"{top.name}: 1 table of {fmt_bytes(top.bytes_per_table)} ({used:,} entries used = "
-             f"{fmt_bytes(used * top.entry_bytes)}), not in VmPTE"]
-    return WorstCaseResult(
-        profile=profile.name, kernel=str(release), inputs={"worst_case": True, "user_va_bytes": profile.user_va_bytes},
-        levels=rows, page_table_bytes=vmpte_bytes(profile, rows), pte_ref=PTE_REF, notes=notes, explain=explain,
-    )
-
-

@@ -19,7 +19,7 @@ from __future__ import annotations
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import VMPTE_ALL_LEVELS, Release
-from hugecalc.result import Model, field
+from hugecalc.result import Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes
 
 
@@ -32,6 +32,13 @@ class LevelRow(Model):
     bytes: int = field("Bytes", "bytes")
     in_vmpte: bool = field("In VmPTE")
     tables_after: int | None = field("Tables after madvise", "count", default=None)
+
+
+class WorstCaseResult(Result):
+    command: str = "pgtable"
+    levels: list[LevelRow]
+    page_table_bytes: int = field("Page tables (as VmPTE counts)", "bytes")
+    pte_ref: list[dict] = []
 
 
 def in_vmpte(release: Release, level: str) -> bool:
@@ -86,3 +93,44 @@ def check_user_span(profile: Profile, value: int, option: str) -> int:
         raise InputError(f"{option} {value:#x} is larger than {profile.name}'s user address space "
                          f"({fmt_bytes(profile.user_va_bytes)}, TASK_SIZE {profile.user_va_bytes:#x})")
     return value
+
+
+# --- worst case -----------------------------------------------------------------------------
+
+# Documentation/mm/pte_ref.rst (Qi Zheng's 2022 RFC "Try to free user PTE page table pages"):
+# "for 32-bit, take 3G user address space, 4K page size; for 64-bit, take 48-bit address width".
+PTE_REF = [
+    {"case": "32-bit, 3G user space, 4K", "pte_bytes": 3 << 20, "pmd_bytes": 3 << 10},
+    {"case": "64-bit, 48-bit address width, 4K", "pte_bytes": 512 << 30, "pmd_bytes": 1 << 30},
+]
+
+
+def compute_worst_case(profile: Profile, release: Release) -> WorstCaseResult:
+    """Every table a process could need: its whole user address space fully populated.
+
+    Kernel reference
+    ----------------
+    ``TASK_SIZE`` per architecture; ``VmPTE`` counts every level below the PGD (v4.15+);
+    Documentation/mm/pte_ref.rst's worst-case table.
+    """
+    rows = []
+    explain = []
+    for lvl in profile.levels[1:]:
+        span = profile.table_span_bytes(lvl.name)
+        n = -(-profile.user_va_bytes // span)
+        rows.append(level_row(profile, release, lvl.name, n))
+        explain.append(Derivation(
+            scope="worst case", figure=f"{lvl.name} tables",
+            formula=f"ceil({profile.user_va_bytes:#x} / {fmt_bytes(span)}) = {n:,} x {fmt_bytes(lvl.bytes_per_table)} "
+                    f"= {fmt_bytes(n * lvl.bytes_per_table)}",
+            rule="TASK_SIZE; one table per table-sized block of user address space"))
+    top = profile.levels[0]
+    used = -(-profile.user_va_bytes // profile.span_bytes(top.name))
+    notes = [f"{top.name}: 1 table of {fmt_bytes(top.bytes_per_table)} ({used:,} entries used = "
+             f"{fmt_bytes(used * top.entry_bytes)}), not in VmPTE"]
+    return WorstCaseResult(
+        profile=profile.name, kernel=str(release), inputs={"worst_case": True, "user_va_bytes": profile.user_va_bytes},
+        levels=rows, page_table_bytes=vmpte_bytes(profile, rows), pte_ref=PTE_REF, notes=notes, explain=explain,
+    )
+
+

@@ -23,7 +23,8 @@ from typing import Literal
 
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
-from hugecalc.releases import DAX_VMEMMAP, HVO, HVO_ARCH, HVO_BATCHED, HVO_RESERVE_ONE, Release
+from hugecalc.releases import (DAX_VMEMMAP, HVO, HVO_ARCH, HVO_BATCHED, HVO_RESERVE_ONE, HVO_SHARED_TAIL, Release,
+                               sublevel_notes)
 from hugecalc.result import Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size, is_power_of_2
 
@@ -49,6 +50,7 @@ class VmemmapRow(Model):
     freed_bytes: int = field("vmemmap freed", "bytes")
     split_pte_tables: int = field("PTE tables to split vmemmap PMDs", "count")
     split_pte_table_bytes: int = field("PTE tables cost", "bytes")
+    shared_tail_pages: int | None = field("Shared tail pages (one per zone)", "pages", default=None)
     saved_bytes: int = field("Net saving", "bytes")
     saved_share_of_pool: float = field("Net saving / pool", "share")
     saved_share_of_vmemmap: float = field("Net saving / vmemmap", "share")
@@ -137,15 +139,20 @@ def compute_vmemmap(
     struct_page_bytes: int | None = None,
     devdax: bool = False,
     layout: Layout = "packed",
+    zones: int = 1,
 ) -> VmemmapResult:
     """HVO savings for a pool given as ``pool_bytes`` or as ``hugepage_count`` of each size.
+
+    ``zones``: the memory zones the pool spans (from 7.1 each keeps one shared tail page per size).
 
     Kernel reference
     ----------------
     ``hugetlb_vmemmap_optimizable_size()`` in ``mm/hugetlb_vmemmap.h``; ``vmemmap_remap_split()``
-    and ``hugetlb_vmemmap_restore_folios()`` in ``mm/hugetlb_vmemmap.c``;
-    Documentation/mm/vmemmap_dedup.rst.
+    and ``hugetlb_vmemmap_restore_folios()`` in ``mm/hugetlb_vmemmap.c``; ``vmemmap_get_tail()``
+    (v7.1); Documentation/mm/vmemmap_dedup.rst.
     """
+    if zones < 1:
+        raise InputError(f"--zones {zones}: a pool lies in at least one zone")
     if (pool_bytes is None) == (hugepage_count is None):
         raise InputError("give the pool either as a size or as a count of hugepages")
     if pool_bytes is not None and pool_bytes > profile.max_phys_bytes:
@@ -233,11 +240,16 @@ def compute_vmemmap(
         optimizable = reason is None
         freed_per = optimizable_bytes // page if optimizable else 0
         split = 0
-        if optimizable and profile.vmemmap_pmd_mapped and not devdax:
+        if optimizable and profile.vmemmap_pmd_mapped:
+            # HVO splits the PMD-mapped vmemmap; device-DAX populates it with base pages: the same tables.
             split = split_pte_tables(hugepages, vmemmap_bytes, vmemmap_pmd_bytes, layout)
+        # v7.1: the tail vmemmap maps one read-only page shared per zone and order, allocated once.
+        tails = None
+        if release.has(HVO_SHARED_TAIL) and not devdax:
+            tails = zones if optimizable and hugepages else 0
         freed_bytes = hugepages * freed_per * page
         split_bytes = split * pte_table_bytes
-        saved = freed_bytes - split_bytes
+        saved = freed_bytes - split_bytes - (tails or 0) * page
         restore_per = 0 if devdax else freed_per * page
         row = VmemmapRow(
             hugepage_size_bytes=size,
@@ -252,6 +264,7 @@ def compute_vmemmap(
             freed_bytes=freed_bytes,
             split_pte_tables=split,
             split_pte_table_bytes=split_bytes,
+            shared_tail_pages=tails,
             saved_bytes=saved,
             saved_share_of_pool=saved / (hugepages * size) if hugepages else 0.0,
             saved_share_of_vmemmap=saved / (hugepages * vmemmap_bytes) if hugepages else 0.0,
@@ -262,6 +275,13 @@ def compute_vmemmap(
         )
         rows.append(row)
         explain += _derive(row, profile, release, sp, reserve, reserve_rule, layout, devdax, split_bytes)
+    arch = profile.arch.value
+    notes += sublevel_notes(release, [(DAX_VMEMMAP if devdax else HVO_ARCH, arch)])
+    if sp != 64:
+        notes.append(f"sizeof(struct page) is {sp} here, not the usual 64: kernels with CONFIG_KMSAN, or whose page "
+                     "flags leave no room for the cpupid (LAST_CPUPID_NOT_IN_PAGE_FLAGS), have 72 or 80 and no HVO. "
+                     "On a running kernel: 'hugecalc host' reads it from /sys/kernel/btf/vmlinux, and "
+                     "/proc/sys/vm/hugetlb_optimize_vmemmap exists only where HVO can work")
     inputs = {
         "pool_bytes": pool_bytes,
         "hugepage_count": hugepage_count,
@@ -270,6 +290,7 @@ def compute_vmemmap(
         "page_size_bytes": page,
         "devdax": devdax,
         "layout": layout,
+        "zones": zones,
     }
     return VmemmapResult(
         profile=profile.name, kernel=str(release), inputs=inputs, rows=rows, notes=notes, explain=explain
@@ -323,11 +344,7 @@ def _derive(
             rule=f"kernel {release}: {reserve_rule}",
         )
     )
-    if devdax:
-        d.append(Derivation(scope=scope, figure="PTE tables to split vmemmap PMDs",
-                            formula="0: device-DAX deduplicates while populating the vmemmap with base pages",
-                            rule="vmemmap_populate_compound_pages() in mm/sparse-vmemmap.c"))
-    elif profile.vmemmap_pmd_mapped:
+    if profile.vmemmap_pmd_mapped:
         per_pmd = profile.pmd_size // sp
         how = (
             f"ceil({n} x {fmt_bytes(row.vmemmap_bytes_per_hugepage)} / {fmt_bytes(profile.pmd_size)})"
@@ -341,8 +358,10 @@ def _derive(
                 formula=f"{how} = {row.split_pte_tables} ({layout} pool; one vmemmap PMD describes "
                 f"{per_pmd} struct pages = {fmt_bytes(per_pmd * page)} of RAM); "
                 f"x {fmt_bytes(profile.level('pte').bytes_per_table)} = {fmt_bytes(split_bytes)}; "
-                "never merged back into a PMD",
-                rule="vmemmap_remap_split() / split_vmemmap_huge_pmd() in mm/hugetlb_vmemmap.c",
+                + ("device-DAX populates the deduplicated vmemmap with base pages, where it would otherwise use "
+                   "PMD leaves" if devdax else "never merged back into a PMD"),
+                rule="vmemmap_populate_compound_pages() in mm/sparse-vmemmap.c" if devdax else
+                "vmemmap_remap_split() / split_vmemmap_huge_pmd() in mm/hugetlb_vmemmap.c",
             )
         )
     else:
@@ -353,9 +372,13 @@ def _derive(
         Derivation(
             scope=scope,
             figure="Net saving",
-            formula=f"{n} x {row.freed_pages_per_hugepage} x {fmt_bytes(page)} - {fmt_bytes(split_bytes)} = "
-            f"{row.saved_bytes} B = {fmt_bytes(row.saved_bytes)}",
-            rule="freed pages return to MemFree and leave nr_memmap_pages (free_vmemmap_page())",
+            formula=f"{n} x {row.freed_pages_per_hugepage} x {fmt_bytes(page)} - {fmt_bytes(split_bytes)}"
+            + (f" - {row.shared_tail_pages} shared tail page{'s' if row.shared_tail_pages > 1 else ''} x "
+               f"{fmt_bytes(page)}" if row.shared_tail_pages else "")
+            + f" = {row.saved_bytes} B = {fmt_bytes(row.saved_bytes)}",
+            rule="freed pages return to MemFree and leave nr_memmap_pages (free_vmemmap_page())"
+            + (f"; {HVO_SHARED_TAIL.cite}: one read-only tail page per zone and hugepage order"
+               if row.shared_tail_pages else ""),
         )
     )
     if not devdax:

@@ -34,12 +34,13 @@ mthp_options = options(
                  show_default=True, help="transparent_hugepage/enabled, which inherit follows."),
     click.option("--madvise", is_flag=True, help="The VMA had MADV_HUGEPAGE."),
     click.option("--nohugepage", is_flag=True, help="The VMA had MADV_NOHUGEPAGE."),
-    click.option("--memory", type=click.Choice(["anon", "shmem", "tmpfs"]), default="anon", show_default=True,
-                 help="anon; shmem (memfd, MAP_SHARED|MAP_ANONYMOUS, SysV); tmpfs (a file on a huge= mount)."),
+    click.option("--stack", is_flag=True, help="The VMA was mapped with MAP_STACK (no THP from 6.8)."),
+    click.option("--memory", type=click.Choice(["anon", "shmem", "sysv", "tmpfs"]), default="anon", show_default=True,
+                 help="anon; shmem (memfd, MAP_SHARED|MAP_ANONYMOUS); sysv (shmget); tmpfs (a file on a huge= mount)."),
     click.option("--shmem-enabled", "shmem_enabled", multiple=True, metavar="SIZE=MODE",
                  help="Per-size anon shmem mode: always|inherit|within_size|advise|never."),
     click.option("--huge", type=click.Choice(["always", "within_size", "advise", "never"]), default="never",
-                 show_default=True, help="shmem: the top-level shmem_enabled; tmpfs: the mount's huge=."),
+                 show_default=True, help="shmem, sysv: the top-level shmem_enabled; tmpfs: the mount's huge=."),
     click.option("--vma-size", type=SIZE, default="1G", show_default=True, help="Size of the VMA."),
     click.option("--vma-start", type=ADDR, default=None, help="Start of the VMA (default: table-aligned)."),
     click.option("--file-offset", type=SIZE, default=None, help="shmem/tmpfs: file offset of the VMA (default 0)."),
@@ -52,13 +53,13 @@ mthp_options = options(
 
 
 def mthp_kwargs(sizes: tuple[int, ...], enabled: tuple[str, ...], top_level: str, madvise: bool,
-                nohugepage: bool, memory: str, shmem_enabled: tuple[str, ...], huge: str, vma_size: int,
+                nohugepage: bool, stack: bool, memory: str, shmem_enabled: tuple[str, ...], huge: str, vma_size: int,
                 vma_start: int | None, file_offset: int | None, touch_stride: int | None,
                 prepopulated_stride: int | None, access: str) -> dict:
     """mthp_options' values as compute_mthp's keyword arguments."""
     return dict(
         enabled=[(s, "always") for s in sizes] + _size_modes(enabled, "--enabled"), top_level=top_level,
-        madvise=madvise, nohugepage=nohugepage, memory=memory,
+        madvise=madvise, nohugepage=nohugepage, stack=stack, memory=memory,
         shmem_enabled=_size_modes(shmem_enabled, "--shmem-enabled"), huge=huge, vma_size=vma_size,
         vma_start=vma_start, file_offset=file_offset or 0, touch_stride=touch_stride,
         prepopulated_stride=prepopulated_stride, access=access,
@@ -106,7 +107,7 @@ def mthp(profile: Profile, release: Release, as_json: bool, explain: bool, khuge
 
     kw = mthp_kwargs(**options)
     comparing = not (kw["enabled"] or (kw["memory"] != "anon" and (kw["shmem_enabled"] or kw["huge"] != "never"))
-                     or kw["memory"] == "tmpfs")
+                     or kw["memory"] in ("tmpfs", "sysv"))
     if comparing and not khugepaged:
         result = compare_sizes(profile, release, **kw)
 

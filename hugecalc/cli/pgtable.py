@@ -109,7 +109,7 @@ def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, vs
 
 
 def _worst_case(profile: Profile, release: Release, as_json: bool, explain: bool) -> None:
-    from hugecalc.calc.pgtable import compute_worst_case
+    from hugecalc.calc.tables import compute_worst_case
     from hugecalc.render import list_table, print_header
 
     result = compute_worst_case(profile, release)

@@ -38,9 +38,12 @@ def _pool(text: str) -> tuple[int | None, int | None]:
 @click.option("--layout", type=click.Choice(["packed", "scattered"]), default="packed", show_default=True,
               help="packed: the pool is physically contiguous; scattered: every hugepage's vmemmap "
                    "needs PMD splits of its own (worst case).")
+@click.option("--zones", type=click.IntRange(1, 1 << 16), default=1, show_default=True,
+              help="Memory zones the pool spans (NUMA nodes x zones): from 7.1 each keeps one shared tail page per size.")
 @common_options
 def vmemmap(profile: Profile, release: Release, as_json: bool, explain: bool, pages: str,
-            hugepage_sizes: tuple[int, ...], struct_page_size: int | None, devdax: bool, layout: str) -> None:
+            hugepage_sizes: tuple[int, ...], struct_page_size: int | None, devdax: bool, layout: str,
+            zones: int) -> None:
     """HugeTLB Vmemmap Optimization: the vmemmap a hugetlb pool gives back, net of page tables.
 
     \b
@@ -58,7 +61,7 @@ def vmemmap(profile: Profile, release: Release, as_json: bool, explain: bool, pa
     result = compute_vmemmap(
         profile, release, pool_bytes=pool_bytes, hugepage_count=count,
         hugepage_sizes=list(hugepage_sizes), struct_page_bytes=struct_page_size,
-        devdax=devdax, layout=layout,  # type: ignore[arg-type]
+        devdax=devdax, layout=layout, zones=zones,  # type: ignore[arg-type]
     )
 
     def draw(out: Console) -> None:

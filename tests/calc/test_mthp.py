@@ -103,9 +103,9 @@ def test_releases():
     assert (new.read_faults, new.write_faults) == (512, 512)
     older = mthp(kernel="6.12", madvise=True, access="read-then-write")
     assert (older.read_faults, older.write_faults) == (512, 262_144)
-    # tmpfs: the PMD order only before 6.14, every file order (PMD first) from 6.14.
+    # tmpfs faults: the PMD order only, before and after 6.14's large folios for write()/fallocate().
     assert mthp(kernel="6.13", memory="tmpfs", huge="always").fault_orders_bytes == [2 * M]
-    assert mthp(kernel="6.14", memory="tmpfs", huge="always").fault_orders_bytes[0] == 8 * K
+    assert mthp(kernel="6.14", memory="tmpfs", huge="always").fault_orders_bytes == [2 * M]
 
 
 def test_read_then_write_copies_the_zero_page_at_base_size():
@@ -146,7 +146,10 @@ def test_file_offset_alignment():
     r = mthp(memory="tmpfs", huge="always", file_offset=4 * K)
     assert r.fault_orders_bytes == [] and r.faults == 262_144
     assert "disagree in alignment" in r.notes[-1]
-    r = mthp(memory="tmpfs", huge="always", file_offset=64 * K)
+    r = mthp(memory="tmpfs", huge="always", file_offset=64 * K)  # tmpfs faults: PMD or base pages
+    assert r.fault_orders_bytes == [] and r.faults == 262_144
+    every = [(K << s, "always") for s in range(3, 12)]  # anonymous shmem: 8K .. 2M
+    r = mthp(memory="shmem", shmem_enabled=every, file_offset=64 * K)
     assert r.fault_orders_bytes == [8 * K, 16 * K, 32 * K, 64 * K]
 
 

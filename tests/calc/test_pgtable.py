@@ -6,7 +6,8 @@ from hypothesis import given, settings, strategies as st
 
 from hugecalc import calc
 from hugecalc.calc import _jit
-from hugecalc.calc.pgtable import compute_pgtable, compute_worst_case
+from hugecalc.calc.pgtable import compute_pgtable
+from hugecalc.calc.tables import compute_worst_case
 from hugecalc.calc.touches import Touches, distinct_blocks, parse_touch_file
 from hugecalc.errors import InputError
 from hugecalc.profiles import bundled_profiles, load_profile
@@ -143,9 +144,13 @@ def test_after_madvise(kernel, backing, after, pte_after):
     assert {r.level: r.tables_after for r in res.levels} == {"pud": 1, "pmd": 4, "pte": pte_after}
 
 
-def test_pt_reclaim_is_x86_only():
-    res = compute_pgtable(load_profile("arm64-4k"), NEWEST, vsize=1 * G, after="dontneed", compare=False)
-    assert res.page_table_bytes_after == res.page_table_bytes
+def test_pt_reclaim_arches():
+    """x86-64 only from 6.14; every arch with RCU table freeing (arm64, riscv64, ...) from 7.0."""
+    for name in ("arm64-4k", "riscv64-sv48"):
+        res = compute_pgtable(load_profile(name), R("6.19"), vsize=1 * G, after="dontneed", compare=False)
+        assert res.page_table_bytes_after == res.page_table_bytes
+        res = compute_pgtable(load_profile(name), R("7.0"), vsize=1 * G, after="dontneed", compare=False)
+        assert res.tables["pte"] == 512 and {r.level: r.tables_after for r in res.levels}["pte"] == 0
 
 
 def test_thp_edges_keep_their_tables_after_dontneed_without_reclaim():
