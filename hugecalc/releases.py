@@ -344,3 +344,25 @@ THP_ALIGN_NO_HINT = Rule(
     "when !addr (no hint)",
     spans=(Span((6, 13)),),
 )
+
+
+# --- Large-folio mapcounts (the reference schemes of hgm) -----------------------------------
+
+FOLIO_LARGE_MAPCOUNT = Rule(
+    "large folios have a _large_mapcount, raised once per rmap batch",
+    "folio->_large_mapcount (David Hildenbrand) (in v6.11): folio_add_anon_rmap_ptes() in mm/rmap.c",
+    spans=(Span((6, 11)),),
+)
+
+FOLIO_BATCHED_NR_PAGES_MAPPED = Rule(
+    "_nr_pages_mapped is updated once per rmap batch, not once per page",
+    '"mm/rmap: minimize folio->_nr_pages_mapped updates when batching PTE (un)mapping" (David '
+    "Hildenbrand, 2024-08-07) (in v6.12)",
+    spans=(Span((6, 12)),),
+)
+
+NO_PAGE_MAPCOUNT = Rule(
+    "CONFIG_NO_PAGE_MAPCOUNT: no per-page _mapcount in large folios, per-folio counters only",
+    'patch series "mm: no per-page mapcount in large folios" (David Hildenbrand) (in v6.15)',
+    spans=(Span((6, 15)),),
+)

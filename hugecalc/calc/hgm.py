@@ -17,8 +17,9 @@ James Houghton and Peter Xu, 2023-01-26..31):
   populated, leaf or not; nothing changes while it stays populated.
 - ``folio`` and ``folio-no-page-mapcount``, for reference: how released kernels account a large
   folio mapped by PTE batches or as a whole (``folio_add_*_rmap_ptes()``/``_pmd()`` in
-  ``mm/rmap.c``: per-page ``_mapcount`` plus ``_large_mapcount`` and ``_nr_pages_mapped`` per
-  batch; with ``CONFIG_NO_PAGE_MAPCOUNT`` (v6.15) only per-folio counters).  Released kernels never
+  ``mm/rmap.c``: per-page ``_mapcount`` plus ``_large_mapcount`` (v6.11) and ``_nr_pages_mapped``
+  per batch (per page before v6.12); with ``CONFIG_NO_PAGE_MAPCOUNT`` (v6.15) only per-folio
+  counters).  Released kernels never
   map part of a folio with a PMD, so steps through intermediate sizes are marked not applicable.
 """
 
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
-from hugecalc.releases import Release
+from hugecalc.releases import FOLIO_BATCHED_NR_PAGES_MAPPED, FOLIO_LARGE_MAPCOUNT, NO_PAGE_MAPCOUNT, Release
 from hugecalc.result import Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size
 
@@ -77,7 +78,8 @@ class HgmResult(Result):
     schemes: list[SchemeResult]
 
 
-def _counts(scheme: str, size: int, hugepage: int, base: int, entries: int, table_entries: int):
+def _counts(scheme: str, size: int, hugepage: int, base: int, entries: int, table_entries: int,
+            release: Release):
     """(spread, hot) atomic ops to map or unmap ``entries`` entries of ``size`` in one hugepage,
     or None where the scheme cannot express it."""
     if scheme == "thp-like":
@@ -86,14 +88,18 @@ def _counts(scheme: str, size: int, hugepage: int, base: int, entries: int, tabl
         return entries * (size // base), 0  # every covered subpage's _mapcount
     if scheme == "head-only":
         return 0, entries
-    # Released kernels' large-folio accounting (mm/rmap.c).
+    # Released kernels' large-folio accounting (mm/rmap.c), release by release.
+    if scheme == "folio-no-page-mapcount" and not release.has(NO_PAGE_MAPCOUNT):
+        return None
     if size == hugepage:
-        return 0, 2 * entries  # _entire_mapcount and _large_mapcount
+        return 0, 2 * entries  # _entire_mapcount, and _large_mapcount (before 6.11 _nr_pages_mapped)
     if size == base:
         batches = -(-entries // table_entries)  # one rmap batch per PTE table
-        if scheme == "folio":
-            return entries, 2 * batches  # per-page _mapcount; _large_mapcount, _nr_pages_mapped
-        return 0, 2 * batches  # CONFIG_NO_PAGE_MAPCOUNT: _large_mapcount, _mm_id_mapcount
+        if scheme == "folio-no-page-mapcount":
+            return 0, 2 * batches  # _large_mapcount, _mm_id_mapcount
+        large = batches if release.has(FOLIO_LARGE_MAPCOUNT) else 0
+        nr_mapped = batches if release.has(FOLIO_BATCHED_NR_PAGES_MAPPED) else entries
+        return entries, large + nr_mapped  # per-page _mapcount; the folio's counters
     return None
 
 
@@ -120,7 +126,9 @@ def compute_hgm(profile: Profile, release: Release, *, hugepage_size: int, path:
     Kernel reference
     ----------------
     Not in any kernel: HGM v2 (2023-02-18) and its review thread; the folio reference schemes
-    follow ``folio_add_anon_rmap_ptes()``/``folio_remove_rmap_ptes()`` in ``mm/rmap.c`` (v6.10+).
+    follow ``folio_add_anon_rmap_ptes()``/``folio_remove_rmap_ptes()`` in ``mm/rmap.c`` release by
+    release: ``_large_mapcount`` from v6.11, ``_nr_pages_mapped`` once per batch from v6.12,
+    ``CONFIG_NO_PAGE_MAPCOUNT`` from v6.15.
     """
     h = profile.hugetlb_size(hugepage_size)
     base = profile.page_size
@@ -187,7 +195,7 @@ def compute_hgm(profile: Profile, release: Release, *, hugepage_size: int, path:
                 # or split happens below it and changes nothing.
                 counted = [(0, 1 if label in ("map", "unmap") else 0)]
             else:
-                counted = [_counts(name, size, h.size, base, n, table_entries) for size, n in sides]
+                counted = [_counts(name, size, h.size, base, n, table_entries, release) for size, n in sides]
             step = dict(operation=label, from_bytes=frm, to_bytes=to, entries_removed=removed[1] if removed else 0,
                         entries_added=added[1] if added else 0)
             if None in counted:

@@ -1,13 +1,15 @@
 """khugepaged mTHP collapse: which PMD ranges collapse to which size, under both proposed designs.
 
-**Not in a released kernel.**  PMD collapse is (``hpage_collapse_scan_pmd()``: at most
+**In v7.2 at the earliest (release unconfirmed), not before.**  PMD collapse is (``hpage_collapse_scan_pmd()``: at most
 ``max_ptes_none`` empty PTEs in the range); collapsing to smaller sizes is Nico Pache's series
-"khugepaged: mTHP support" (v1 Feb 2025 .. v12 2025-10-22 and later, in mm-new):
+"khugepaged: mTHP support" (RFC 2025-01-08, v12 2025-10-22, v17 in mm-unstable May 2026, v18):
 
 - ``scaled`` (early versions, and Dev Jain's RFC): an order-``o`` range may have at most
   ``max_ptes_none >> (PMD_ORDER - o)`` empty PTEs.
-- ``v12``: ``max_ptes_none`` must be 0 or ``HPAGE_PMD_NR - 1``: 511 allows ``(1 << o) - 1`` empty
-  PTEs, 0 allows none, any other value warns and skips mTHP collapse (PMD collapse is unchanged).
+- ``v12`` (to v17): ``max_ptes_none`` must be 0 or ``HPAGE_PMD_NR - 1``: 511 allows ``(1 << o) - 1``
+  empty PTEs, 0 allows none, any other value warns and skips mTHP collapse (PMD collapse is unchanged).
+- ``v18`` (2026-05-22, the version meant for v7.2): as v12, but any other value warns and mTHP
+  collapse defaults to ``max_ptes_none = 0``.
 
 Both walk a PMD range as ``mthp_collapse()`` does: try the PMD order, and where it does not
 qualify, the two halves at the next order down, to ``KHUGEPAGED_MIN_MTHP_ORDER = 2``, lower
@@ -26,7 +28,7 @@ from hugecalc.result import Model, field
 from hugecalc.units import fmt_size, parse_address
 
 MIN_MTHP_ORDER = 2
-DESIGNS = ("scaled", "v12")
+DESIGNS = ("scaled", "v12", "v18")
 SERIES = 'Nico Pache, "khugepaged: mTHP support" v1..v12 (2025), mm-new; not in a released kernel'
 
 
@@ -55,6 +57,8 @@ def max_none(design: str, order: int, pmd_order: int, max_ptes_none: int) -> int
         return (1 << order) - 1
     if max_ptes_none == 0:
         return 0
+    if design == "v18":
+        return 0  # v18: any other value warns, and mTHP collapse uses max_ptes_none = 0
     return None  # v12: any other value warns and skips mTHP collapse
 
 
@@ -166,9 +170,13 @@ def compute_khugepaged(profile: Profile, occupancy, enabled_orders: set[int], ma
             for o in orders:
                 counts[o] = counts.get(o, 0) + n
         note = None
-        if design == "v12" and max_ptes_none not in (0, nr - 1) and any(o < pmd_order for o in enabled_orders):
+        odd = max_ptes_none not in (0, nr - 1) and any(o < pmd_order for o in enabled_orders)
+        if design == "v12" and odd:
             note = (f"max_ptes_none {max_ptes_none} is neither 0 nor {nr - 1}: v12 warns and collapses to the PMD "
                     "size only")
+        elif design == "v18" and odd:
+            note = (f"max_ptes_none {max_ptes_none} is neither 0 nor {nr - 1}: v18 warns and collapses mTHP sizes "
+                    "as with 0")
         designs.append(KhugepagedDesign(
             design=design, max_ptes_none=max_ptes_none, pmd_ranges=total, untouched_ranges=untouched,
             collapses=[Collapse(size_bytes=profile.page_size << o, count=c) for o, c in sorted(counts.items(), reverse=True)],

@@ -33,7 +33,7 @@ from hugecalc.calc.orders import (Pass, allowed_orders, anon_orders, file_orders
 from hugecalc.calc.tables import counted_levels, level_row, stride_blocks, vmpte_bytes
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
-from hugecalc.releases import ARM64_CONTPTE, HUGE_ZERO_WP_THP, Release
+from hugecalc.releases import ARM64_CONTPTE, HUGE_ZERO_WP_THP, KHUGEPAGED_MTHP, Release
 from hugecalc.result import Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size
 
@@ -170,7 +170,7 @@ def _explain(profile: Profile, release: Release, p: Pass, allowed: set[int], why
     return explain
 
 
-def _khugepaged(profile: Profile, p: Pass, allowed: set[int], max_ptes_none: int, occupancy: list | None,
+def _khugepaged(profile: Profile, release: Release, p: Pass, allowed: set[int], max_ptes_none: int, occupancy: list | None,
                 notes: list[str]) -> list[KhugepagedDesign]:
     if p.shmem:
         raise InputError("--khugepaged models anonymous memory: mTHP collapse is for anon VMAs")
@@ -178,7 +178,10 @@ def _khugepaged(profile: Profile, p: Pass, allowed: set[int], max_ptes_none: int
         if not p.pre_stride:
             raise InputError("--khugepaged needs the occupancy: --prepopulated-stride or --occupancy-file")
         occupancy = prepopulated_bitmaps(profile, p.start, p.end, p.pre_stride)
-    notes.append("khugepaged mTHP collapse is not in a released kernel (" + KHUGEPAGED_SERIES + ")")
+    if release.has(KHUGEPAGED_MTHP):
+        notes.append(f"khugepaged mTHP collapse on {release}: the v18 design ({KHUGEPAGED_MTHP.cite})")
+    else:
+        notes.append(f"khugepaged mTHP collapse is not in {release} ({KHUGEPAGED_SERIES}; {KHUGEPAGED_MTHP.cite})")
     return compute_khugepaged(profile, occupancy, allowed, max_ptes_none)
 
 
@@ -210,7 +213,7 @@ def compute_mthp(profile: Profile, release: Release, *, enabled: list[tuple[int,
     rows = [level_row(profile, release, name, n) for name, n in w.tables.items()]
     touched = stride_blocks(p.start, (p.end - 1 - p.start) // p.stride + 1, p.stride, page) * page
     clear_s = w.largest_folio_bytes / (profile.costs.clear_gib_per_s * (1 << 30))
-    designs = _khugepaged(profile, p, allowed, max_ptes_none, occupancy, notes) if khugepaged else None
+    designs = _khugepaged(profile, release, p, allowed, max_ptes_none, occupancy, notes) if khugepaged else None
     # Stage 5: the result.
     inputs = {
         "memory": memory, "vma_size_bytes": vma_size, "vma_start": p.start, "file_offset_bytes": file_offset,

@@ -27,7 +27,7 @@ from hugecalc.calc.tables import check_user_span, table_aligned_start
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import (MAP_STACK_NOHUGEPAGE, MTHP_ANON, SHMEM_MTHP, THP_ALIGN_ANON, THP_ALIGN_NOT_32BIT,
-                               THP_ALIGN_PMD_MULTIPLES, TMPFS_MTHP, Release)
+                               THP_ALIGN_PMD_MULTIPLES, TMPFS_MTHP, Release, sublevel_notes)
 from hugecalc.units import fmt_bytes, fmt_size
 
 ANON_MODES = ("always", "inherit", "madvise", "never")
@@ -178,6 +178,9 @@ def pass_settings(profile: Profile, release: Release, notes: list[str], *, enabl
     if file_offset + vma_size > max_file_bytes(profile):
         raise InputError(f"--file-offset {file_offset:#x} + --vma-size {vma_size:#x} is past the largest file "
                          f"{profile.name} allows (MAX_LFS_FILESIZE {max_file_bytes(profile):#x})")
+    if default_start and memory == "anon":
+        notes += sublevel_notes(release, [(THP_ALIGN_ANON, None), (THP_ALIGN_PMD_MULTIPLES, None)]
+                                + ([(THP_ALIGN_NOT_32BIT, None)] if profile.bits != 64 else []))
     if default_start and memory == "anon" and not kernel_pmd_aligns_anon_mmap(profile, release, vma_size):
         notes.append(f"the start here is aligned, but mmap() of {fmt_size(vma_size)} on {release} is not placed "
                      "PMD-aligned by the kernel (" + (THP_ALIGN_PMD_MULTIPLES.cite if release.has(THP_ALIGN_ANON)

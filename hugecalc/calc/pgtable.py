@@ -246,7 +246,7 @@ def compute_pgtable(
         )
     if after == "dontneed" and b.hugetlb and not release.has(HUGETLB_DONTNEED):
         raise InputError(f"--after dontneed: madvise(MADV_DONTNEED) on a hugetlb mapping fails with EINVAL on "
-                         f"{release} ({HUGETLB_DONTNEED.cite})")
+                         f"{release}; it works from 5.18 (commit 90e7e7f5ef3f)")
     c = _count(profile, b, start, end, touches)
     explain: list[Derivation] = []
     notes: list[str] = []

@@ -78,7 +78,7 @@ def _bar(value: int, top: int, width: int = 24) -> str:
 @click.command()
 @mthp_options
 @click.option("--khugepaged", is_flag=True,
-              help="Also: which PMD ranges khugepaged's mTHP collapse (not in a released kernel) turns into which size.")
+              help="Also: which PMD ranges khugepaged's mTHP collapse (7.2, release unconfirmed) turns into which size.")
 @click.option("--max-ptes-none", type=int, default=511, show_default=True, help="khugepaged/max_ptes_none.")
 @click.option("--occupancy-file", type=click.File("r"), default=None,
               help="khugepaged occupancy: lines 'ADDR: PTE indexes' (e.g. '0x40000000: 0-15,64'); - for stdin.")
@@ -131,7 +131,7 @@ def mthp(profile: Profile, release: Release, as_json: bool, explain: bool, khuge
         out.print(transposed_summary(result))
         out.print(list_table(result.folios))
         if result.khugepaged:
-            out.print(Text("khugepaged mTHP collapse (not in a released kernel):", style="bold"))
+            out.print(Text("khugepaged mTHP collapse, by design (see the note for this release):", style="bold"))
             for d in result.khugepaged:
                 collapsed = ", ".join(f"{c.count:,} x {fmt_size(c.size_bytes)}" for c in d.collapses) or "nothing"
                 out.print(Text(f"  {d.design}: of {d.pmd_ranges:,} PMD ranges, {collapsed}; "

@@ -69,7 +69,17 @@ def test_from_the_prepopulated_pattern():
     by = {d.design: d for d in r.khugepaged}
     assert by["v12"].pmd_ranges == 512
     assert [(c.size_bytes, c.count) for c in by["v12"].collapses] == [(64 * K, 1024)]  # 2 per 2M range
-    assert "not in a released kernel" in r.notes[-1]
+    assert "the v18 design" in r.notes[-1] and "release unconfirmed" in r.notes[-1]  # 7.2 and later
+    old = compute_mthp(X86, parse_release("7.1"), enabled=[(64 * K, "always")], prepopulated_stride=1 * M,
+                       khugepaged=True)
+    assert "not in 7.1" in old.notes[-1]
+
+
+def test_v18_treats_other_max_ptes_none_as_zero():
+    by = {d.design: d for d in compute_khugepaged(X86, [(bits((0, 16)), 3)], {4}, 100)}
+    assert by["v18"].collapses[0].count == 3 and "as with 0" in by["v18"].note  # 16 present of 16: 0 empty
+    by = {d.design: d for d in compute_khugepaged(X86, [(bits((0, 15)), 3)], {4}, 100)}
+    assert by["v18"].collapses == [] and by["scaled"].collapses[0].count == 3  # 1 empty: 0 allowed vs 3
 
 
 def test_occupancy_file():
