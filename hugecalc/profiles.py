@@ -119,6 +119,11 @@ class Profile(_Model):
         description="MAX_PHYSMEM_BITS, the most physical memory the kernel can address (default: bits)",
     )
     hugetlb: list[HugetlbSize] = Field(default_factory=list, description="supported hugetlb sizes")
+    preallocated_levels: list[Literal["pmd", "pud"]] = Field(
+        default_factory=list,
+        description="levels whose user tables every process has from the start and VmPTE counts "
+                    "(i386 PAE: pgd_alloc() preallocates the PMDs), so a mapping adds none",
+    )
     cont_pte_entries: int = Field(default=1, gt=0, description="PTEs per contiguous block (1 = none)")
     cont_pmd_entries: int = Field(default=1, gt=0, description="PMDs per contiguous block (1 = none)")
     tlb_coalesce_pages: int = Field(

@@ -87,7 +87,8 @@ def pgtable_naive(profile, start: int, end: int, touched: list[int], backing: st
         else:
             units.add(("unit", addr // unit))
     populated = sum(pmd if kind == "thp" else unit for kind, _ in units)
-    return {name: len(s) for name, s in tables.items()}, populated
+    # Preallocated levels (i386 PAE's PMDs, from pgd_alloc()): the process has them, the mapping adds none.
+    return {name: 0 if name in profile.preallocated_levels else len(s) for name, s in tables.items()}, populated
 
 
 class MapcountSim:
@@ -236,7 +237,7 @@ def mthp_naive(profile, start, end, stride, pre_stride, allowed_orders, shmem, r
     tables["pte"] = len({x for x, st in block.items() if st == "table" or (st == "thp" and not shmem)})
     for name in names[1:-1]:
         span = profile.table_span_bytes(name)
-        tables[name] = len({x // span for x in used_blocks})
+        tables[name] = 0 if name in profile.preallocated_levels else len({x // span for x in used_blocks})
     return {
         "read_faults": faults["read"], "write_faults": faults["write"],
         "folios": {page << o: n for o, n in folios.items()}, "populated_bytes": populated,

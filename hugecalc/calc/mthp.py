@@ -30,7 +30,7 @@ from hugecalc.calc.faults import fault_walk, repeat_period, upper_tables
 from hugecalc.calc.khugepaged import KhugepagedDesign, compute_khugepaged, prepopulated_bitmaps
 from hugecalc.calc.orders import (Pass, allowed_orders, anon_orders, file_orders, kernel_pmd_aligns_anon_mmap,  # noqa: F401
                                   pass_settings, pmd_order)
-from hugecalc.calc.tables import counted_levels, level_row, stride_blocks, vmpte_bytes
+from hugecalc.calc.tables import counted_levels, level_row, preallocated_note, stride_blocks, vmpte_bytes
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import ARM64_CONTPTE, HUGE_ZERO_WP_THP, KHUGEPAGED_MTHP, Release
@@ -117,6 +117,8 @@ def walk(profile: Profile, release: Release, p: Pass, allowed: set[int]) -> Walk
     tables = {name: int(call(upper_tables, p.start, p.end, profile.table_span_bytes(name), p.stride, p.pre_stride))
               for name in levels[:-1]}
     tables[levels[-1]] = int(out[5])
+    for name in profile.preallocated_levels:
+        tables[name] = 0  # every process has them already (preallocated_note())
     return Walk(read_faults=int(out[0]), write_faults=int(out[1]), populated_bytes=int(out[2]),
                 tlb_entries=int(out[3]), largest_folio_bytes=int(out[4]), folios=[int(c) for c in out_folios],
                 tables=tables, cont_pages=cont)
@@ -213,6 +215,8 @@ def compute_mthp(profile: Profile, release: Release, *, enabled: list[tuple[int,
     rows = [level_row(profile, release, name, n) for name, n in w.tables.items()]
     touched = stride_blocks(p.start, (p.end - 1 - p.start) // p.stride + 1, p.stride, page) * page
     clear_s = w.largest_folio_bytes / (profile.costs.clear_gib_per_s * (1 << 30))
+    if profile.preallocated_levels:
+        notes.append(preallocated_note(profile, release))
     designs = _khugepaged(profile, release, p, allowed, max_ptes_none, occupancy, notes) if khugepaged else None
     # Stage 5: the result.
     inputs = {

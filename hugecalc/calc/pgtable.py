@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from hugecalc.calc._jit import call, jit
-from hugecalc.calc.tables import LevelRow, check_user_span, level_row, stride_blocks, table_aligned_start, vmpte_bytes
+from hugecalc.calc.tables import LevelRow, check_user_span, level_row, preallocated_note, stride_blocks, table_aligned_start, vmpte_bytes
 from hugecalc.calc.touches import Touches, distinct_blocks, stride_touches_in
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
@@ -250,6 +250,9 @@ def compute_pgtable(
     c = _count(profile, b, start, end, touches)
     explain: list[Derivation] = []
     notes: list[str] = []
+    if profile.preallocated_levels:
+        c.tables = [0 if name in profile.preallocated_levels else n for name, n in zip(b.levels, c.tables)]
+        notes.append(preallocated_note(profile, release))
     shareable = _shareable_pmd_tables(profile, release, b, start, end) if shared_by > 1 else 0
     after_counts = None
     if after is not None:

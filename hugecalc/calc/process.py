@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from hugecalc.calc._jit import call
-from hugecalc.calc.tables import LevelRow, level_row, vmpte_bytes
+from hugecalc.calc.tables import LevelRow, level_row, preallocated_tables, vmpte_bytes
 from hugecalc.calc.touches import distinct_blocks
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
@@ -59,6 +59,7 @@ def compute_process(profile: Profile, release: Release, pid: int,
             e = np.concatenate(parts_e)
             order = np.argsort(s, kind="stable")
             n = int(call(distinct_blocks, s[order], e[order], profile.table_span_bytes(lvl.name), 0, 1 << 62))
+        n = max(n, preallocated_tables(profile, lvl.name))  # i386 PAE: the PMDs come with the process
         level_rows.append(level_row(profile, release, lvl.name, n))
     total = vmpte_bytes(profile, level_rows)
     present = int(sum(int((e - s).sum()) for *_, s, e in vmas))

@@ -67,6 +67,22 @@ def counted_levels(profile: Profile) -> list[str]:
     return [lvl.name for lvl in profile.levels[1:]]
 
 
+def preallocated_tables(profile: Profile, level: str) -> int:
+    """User tables of a preallocated level every process has (i386 PAE: 3 PMDs for 3 GiB)."""
+    return -(-profile.user_va_bytes // profile.table_span_bytes(level)) if level in profile.preallocated_levels else 0
+
+
+def preallocated_note(profile: Profile, release: Release) -> str | None:
+    """What a profile with preallocated tables means for a mapping's count."""
+    if not profile.preallocated_levels:
+        return None
+    parts = [f"{preallocated_tables(profile, name)} {name.upper()} tables "
+             f"({fmt_bytes(preallocated_tables(profile, name) * profile.level(name).bytes_per_table)})"
+             for name in profile.preallocated_levels]
+    return (f"{profile.name}: every process has its {', '.join(parts)} from pgd_alloc() on, counted in its VmPTE"
+            + ("" if release.has(VMPTE_ALL_LEVELS) else " (as VmPMD before 4.15)") + ": a mapping adds none")
+
+
 def table_aligned_start(profile: Profile, size: int, min_align: int) -> int:
     """The default start of a ``size``-byte mapping: aligned to the span of the smallest table
     that can hold it whole (or the largest counted table's span), and to ``min_align`` at least,

@@ -277,10 +277,10 @@ def compute_vmemmap(
         explain += _derive(row, profile, release, sp, reserve, reserve_rule, layout, devdax, split_bytes)
     arch = profile.arch.value
     notes += sublevel_notes(release, [(DAX_VMEMMAP if devdax else HVO_ARCH, arch)])
-    if sp != 64:
+    if sp != 64 and profile.bits == 64:
         notes.append(f"sizeof(struct page) is {sp} here, not the usual 64: kernels with CONFIG_KMSAN, or whose page "
                      "flags leave no room for the cpupid (LAST_CPUPID_NOT_IN_PAGE_FLAGS), have 72 or 80 and no HVO. "
-                     "On a running kernel: 'hugecalc host' reads it from /sys/kernel/btf/vmlinux, and "
+                     "To check a running kernel: 'pahole -C page /sys/kernel/btf/vmlinux' prints its size, and "
                      "/proc/sys/vm/hugetlb_optimize_vmemmap exists only where HVO can work")
     inputs = {
         "pool_bytes": pool_bytes,

@@ -141,3 +141,23 @@ def test_7_1_one_shared_tail_page_per_zone_and_size():
     for b, a in zip(before, after):
         assert a.freed_pages_per_hugepage == b.freed_pages_per_hugepage  # per hugepage: unchanged
         assert a.saved_bytes == b.saved_bytes - 2 * 4096 and a.shared_tail_pages == 2
+
+
+def test_i386_pae_preallocates_its_pmds():
+    pae = load_profile("i386-pae")
+    r = compute_pgtable(pae, R("6.18"), vsize=64 * M, compare=False)
+    assert r.tables == {"pmd": 0, "pte": 32} and r.page_table_bytes == 128 * K
+    assert any("3 PMD tables (12 KiB)" in n for n in r.notes)
+    from hugecalc.calc.tables import compute_worst_case
+
+    worst = compute_worst_case(pae, R("6.18"))
+    assert {row.level: row.tables for row in worst.levels} == {"pmd": 3, "pte": 1536}
+    hugetlb = compute_pgtable(pae, R("6.18"), vsize=64 * M, backing="hugetlb-2M", compare=False)
+    assert hugetlb.page_table_bytes == 0  # 2M pages live in the preallocated PMDs
+
+
+def test_struct_page_not_64_is_said():
+    r = compute_vmemmap(X86, R("6.18"), pool_bytes=1 << 40, struct_page_bytes=80)
+    assert not any(row.optimizable for row in r.rows)
+    assert any("not the usual 64" in n and "pahole" in n for n in r.notes)
+    assert not any("usual 64" in n for n in compute_vmemmap(X86, R("6.18"), pool_bytes=1 << 40).notes)
