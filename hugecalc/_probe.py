@@ -20,6 +20,7 @@ PROT_RW = 0x3
 MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS, MAP_NORESERVE = 0x01, 0x02, 0x20, 0x4000
 MAP_HUGETLB, MAP_FIXED_NOREPLACE, MAP_HUGE_SHIFT = 0x40000, 0x100000, 26
 MADV = {"dontneed": 4, "free": 8, "hugepage": 14, "nohugepage": 15}
+IPC_PRIVATE, IPC_CREAT, IPC_RMID = 0, 0o1000, 0
 
 
 def vm_pte_kb() -> int:
@@ -42,24 +43,53 @@ def touch(lo: int, hi: int, start: int, stride: int, read_first: bool) -> None:
         c.from_address(a).value = b"x"
 
 
+def place(start: int, size: int, region: int, limit: int, maps: str) -> int:
+    """``start`` moved by whole top-level entries (``region`` bytes) to where no mapping of this
+    process shares a top-level entry with ``[start, start + size)``: every table the mapping needs
+    is then new, so the VmPTE delta is exact, and the tables needed are the same (every lower
+    table span divides ``region``)."""
+    used = set()
+    for line in maps.splitlines():
+        lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+        used.update(range(lo // region, (hi - 1) // region + 1))
+    offset = start % region
+    first = start // region
+    for k in list(range(first, limit // region)) + list(range(0, first)):
+        base = k * region + offset
+        if base + size > limit:
+            continue
+        if not used.intersection(range(base // region, (base + size - 1) // region + 1)):
+            return base
+    raise OSError(f"no free top-level region for {size:#x} bytes")
+
+
 def mthp(spec: dict, libc) -> None:
     with open("/proc/self/maps") as f:
         maps = f.read()
-    start, size = spec["start"], spec["size"]
+    size = spec["size"]
+    start = place(spec["start"], size, spec["region"], spec["user_va"], maps)
     flags = MAP_FIXED_NOREPLACE
     fd = -1
-    if spec["memory"] == "anon":
-        flags |= MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
+    if spec["memory"] == "sysv":
+        # shmget() + shmat() at the address; IPC_RMID at once, so the segment dies with us.
+        libc.shmat.restype = ctypes.c_void_p
+        libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+        shmid = libc.shmget(IPC_PRIVATE, ctypes.c_size_t(size), IPC_CREAT | 0o600)
+        addr = libc.shmat(shmid, ctypes.c_void_p(start), 0) if shmid >= 0 else None
+        libc.shmctl(shmid, IPC_RMID, None)
     else:
-        if spec["memory"] == "shmem":
-            fd = os.memfd_create("hugecalc-verify")
+        if spec["memory"] == "anon":
+            flags |= MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
         else:
-            fd = os.open(spec["path"], os.O_RDWR | os.O_CREAT, 0o600)
-        os.ftruncate(fd, spec["file_offset"] + size)
-        flags |= MAP_SHARED
-    addr = libc.mmap(start, size, PROT_RW, flags, fd, spec["file_offset"] if fd >= 0 else 0)
+            if spec["memory"] == "shmem":
+                fd = os.memfd_create("hugecalc-verify")
+            else:
+                fd = os.open(spec["path"], os.O_RDWR | os.O_CREAT, 0o600)
+            os.ftruncate(fd, spec["file_offset"] + size)
+            flags |= MAP_SHARED
+        addr = libc.mmap(start, size, PROT_RW, flags, fd, spec["file_offset"] if fd >= 0 else 0)
     if addr != start:
-        print(json.dumps({"error": f"mmap at {start:#x} failed: errno {ctypes.get_errno()}"}), flush=True)
+        print(json.dumps({"error": f"mapping at {start:#x} failed: errno {ctypes.get_errno()}"}), flush=True)
         return
     for advice in spec["advice"]:
         if libc.madvise(addr, size, MADV[advice]) != 0:
@@ -71,7 +101,7 @@ def mthp(spec: dict, libc) -> None:
     mapped_kb = vm_pte_kb()
     if spec["prepopulated_stride"]:
         touch(start, start + size, start, spec["prepopulated_stride"], False)
-    print(json.dumps({"ready": True}), flush=True)
+    print(json.dumps({"ready": True, "start": start}), flush=True)
     sys.stdin.readline()  # the parent applies the THP settings of the pass
     read_first = spec["access"] == "read-then-write"
     before = faults()
@@ -82,7 +112,7 @@ def mthp(spec: dict, libc) -> None:
     touch(start, start + size, start, spec["stride"], read_first)  # a null pass: the loop's own faults
     null = faults() - before
     print(json.dumps({"faults": measured, "null_pass_faults": null, "mapped_kb": mapped_kb,
-                      "after_kb": after_kb, "maps": maps}), flush=True)
+                      "after_kb": after_kb}), flush=True)
     sys.stdin.readline()  # stay mapped while the parent reads our folios from pagemap
 
 
@@ -109,7 +139,9 @@ def main() -> None:
         return mthp(spec, libc)
     with open("/proc/self/maps") as f:
         maps = f.read()
-    start, size = spec["start"], spec["size"]
+    size = spec["size"]
+    start = place(spec["start"], size, spec["region"], spec["user_va"], maps)
+    shift = start - spec["start"]
     flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE
     if spec["hugepage_size"]:
         flags = MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | MAP_HUGETLB
@@ -125,6 +157,7 @@ def main() -> None:
         return
     page = spec["page_size"]
     for lo, hi in spec["intervals"]:  # touch one byte in every page of [lo, hi)
+        lo, hi = lo + shift, hi + shift
         a = lo - lo % page
         while a < hi:
             ctypes.c_char.from_address(max(a, lo)).value = b"x"
@@ -136,7 +169,7 @@ def main() -> None:
             print(json.dumps({"error": f"madvise({spec['after']}) failed: errno {ctypes.get_errno()}"}))
             return
         after = vm_pte_kb()
-    print(json.dumps({"before_kb": before, "touched_kb": touched, "after_kb": after, "maps": maps}))
+    print(json.dumps({"before_kb": before, "touched_kb": touched, "after_kb": after, "start": start}))
 
 
 if __name__ == "__main__":

@@ -76,3 +76,27 @@ def test_verify_mthp_on_running_kernel(run, args):
     checks = r.json["checks"]
     assert checks[0]["figure"] == "page faults of the pass" and checks[0]["measured"] > 0
     assert all(c["match"] for c in checks)
+
+
+@pytest.mark.root
+@needs_root_and(THP / "hugepages-64kB" / "shmem_enabled", THP / "shmem_enabled")
+@pytest.mark.parametrize("args,faults,folios", [
+    # kernel review F1: a tmpfs VMA smaller than a PMD gets base pages, not one 1M folio
+    (["--memory", "tmpfs", "--huge", "always", "--vma-size", "1M"], 256, {4096: 256}),
+    # F5: memfd is anonymous shmem and follows the per-size switch; SysV SHM does not
+    (["--memory", "shmem", "--shmem-enabled", "64K=always", "--vma-size", "64M"], 1024, {65536: 1024}),
+    (["--memory", "sysv", "--shmem-enabled", "64K=always", "--vma-size", "64M"], 16384, {4096: 16384}),
+    (["--memory", "sysv", "--huge", "always", "--vma-size", "64M"], 32, {2 << 20: 32}),
+], ids=["tmpfs-1M", "memfd-64K", "sysv-64K", "sysv-huge"])
+def test_verify_shmem_kinds_with_the_kernels_numbers(run, args, faults, folios):
+    before = _thp_state()
+    r = run("verify", "mthp", *args, "--json")
+    assert _thp_state() == before, "THP settings were not restored"
+    assert r.exit_code == 0, r.stdout + r.stderr
+    checks = {c["figure"]: c for c in r.json["checks"]}
+    assert checks["page faults of the pass"]["measured"] == faults
+    for size, count in folios.items():
+        from hugecalc.units import fmt_size
+
+        assert checks[f"{fmt_size(size)} folios mapped (pagemap, kpageflags)"]["predicted"] == count
+    assert all(c["match"] for c in checks.values())

@@ -111,3 +111,24 @@ def test_verify_pgtable_on_running_kernel(run, args):
     checks = r.json["checks"]
     assert checks and all(c["match"] for c in checks)
     assert checks[0]["measured"] > 0
+
+
+@pytest.mark.root
+@needs_root_and(THP)
+@pytest.mark.parametrize("args,touched,after", [
+    # kernel review F2, measured on 6.18: a VMA not PMD-aligned keeps its edge PTE tables
+    (["--vsize", "3M", "--vma-start", "0x40100000"], 16384, 12288),
+    (["--vsize", "100M", "--vma-start", "0x40001000"], 217088, 16384),
+    (["--vsize", "64M"], 139264, 8192),
+], ids=["3M-1M-in", "100M-4K-in", "aligned"])
+def test_verify_unaligned_dontneed_keeps_edge_tables(run, args, touched, after):
+    import platform
+
+    from hugecalc.releases import PT_RECLAIM, parse_release
+
+    if platform.machine() != "x86_64" or not parse_release(platform.release()).has(PT_RECLAIM, "x86_64"):
+        pytest.skip("the running kernel has no PT_RECLAIM (x86-64, 6.14 and later)")
+    r = run("verify", "pgtable", *args, "--after", "dontneed", "--json")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    measured = [c["measured"] for c in r.json["checks"]]
+    assert measured == [touched, after] and all(c["match"] for c in r.json["checks"])

@@ -352,6 +352,8 @@ def _after_madvise(profile: Profile, release: Release, b: Backing, c: Counts, af
                     "from its VmPTE (they stay for the other sharers)")
         return tables, where + why, HUGETLB_DONTNEED.cite
     i = b.levels.index("pte")
+    if release.has(PT_RECLAIM, arch) and arch != "x86_64":
+        where = f"kernel {release} on {arch} (PT_RECLAIM on {arch} since 7.0): "
     if release.has(PT_RECLAIM, arch):
         tables[i] = c.edge_ptes
         why = ("MADV_DONTNEED frees every PTE table whose whole PMD range lies inside the mapping "

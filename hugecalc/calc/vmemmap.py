@@ -252,30 +252,23 @@ def compute_vmemmap(
         saved = freed_bytes - split_bytes - (tails or 0) * page
         restore_per = 0 if devdax else freed_per * page
         row = VmemmapRow(
-            hugepage_size_bytes=size,
-            mapping=mapping,
-            hugepages=hugepages,
-            struct_pages_per_hugepage=nr_pages,
-            vmemmap_bytes_per_hugepage=vmemmap_bytes,
-            vmemmap_pages_per_hugepage=_number(vmemmap_pages),
-            reserved_pages_per_hugepage=_number(vmemmap_pages - freed_per),
-            freed_pages_per_hugepage=freed_per,
-            vmemmap_bytes=hugepages * vmemmap_bytes,
-            freed_bytes=freed_bytes,
-            split_pte_tables=split,
-            split_pte_table_bytes=split_bytes,
-            shared_tail_pages=tails,
-            saved_bytes=saved,
+            hugepage_size_bytes=size, mapping=mapping, hugepages=hugepages, struct_pages_per_hugepage=nr_pages,
+            vmemmap_bytes_per_hugepage=vmemmap_bytes, vmemmap_pages_per_hugepage=_number(vmemmap_pages),
+            reserved_pages_per_hugepage=_number(vmemmap_pages - freed_per), freed_pages_per_hugepage=freed_per,
+            vmemmap_bytes=hugepages * vmemmap_bytes, freed_bytes=freed_bytes, split_pte_tables=split,
+            split_pte_table_bytes=split_bytes, shared_tail_pages=tails, saved_bytes=saved,
             saved_share_of_pool=saved / (hugepages * size) if hugepages else 0.0,
             saved_share_of_vmemmap=saved / (hugepages * vmemmap_bytes) if hugepages else 0.0,
-            restore_bytes_per_hugepage=restore_per,
-            restore_bytes=restore_per * hugepages,
-            optimizable=optimizable,
-            reason=reason,
+            restore_bytes_per_hugepage=restore_per, restore_bytes=restore_per * hugepages,
+            optimizable=optimizable, reason=reason,
         )
         rows.append(row)
         explain += _derive(row, profile, release, sp, reserve, reserve_rule, layout, devdax, split_bytes)
     arch = profile.arch.value
+    if any(r.shared_tail_pages for r in rows):
+        notes.append(f"since 7.1 the tail vmemmap of every hugepage maps one read-only page shared per zone "
+                     f"and size, allocated once: the pool saves {zones} page{'s' if zones > 1 else ''} per size less "
+                     "(--zones), per hugepage the same")
     notes += sublevel_notes(release, [(DAX_VMEMMAP if devdax else HVO_ARCH, arch)])
     if sp != 64 and profile.bits == 64:
         notes.append(f"sizeof(struct page) is {sp} here, not the usual 64: kernels with CONFIG_KMSAN, or whose page "

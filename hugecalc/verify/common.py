@@ -29,40 +29,22 @@ class VerifyResult(Result):
         return all(c.match for c in self.checks)
 
 
-def tables_maybe_present(maps: str, profile: Profile, levels: list, starts, ends, start: int, end: int) -> int:
-    """VmPTE bytes of the tables the mapping needs that the probe may already have had: those whose
-    range it shares with the mappings listed in ``maps`` (its /proc/self/maps before the mmap).
-    The kernel's delta can be smaller by exactly these whole tables."""
-    from hugecalc.calc.touches import distinct_blocks
-
-    others = []
-    for line in maps.splitlines():
-        lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
-        if lo < profile.user_va_bytes:  # not [vsyscall], which is kernel address space
-            others.append((lo, hi))
-    total = 0
-    for row in levels:
-        if not row.in_vmpte:
-            continue
-        lvl = profile.level(row.level)
-        span = profile.table_span_bytes(row.level)
-        merged: list[list[int]] = []
-        for a, b in sorted((lo // span, (hi - 1) // span) for lo, hi in others):
-            if merged and a <= merged[-1][1] + 1:
-                merged[-1][1] = max(merged[-1][1], b)
-            else:
-                merged.append([a, b])
-        for a, b in merged:
-            lo, hi = max(a * span, start), min((b + 1) * span, end)
-            if lo < hi:
-                total += int(distinct_blocks(starts, ends, span, lo, hi)) * lvl.entries * lvl.entry_bytes
-    return total
+def exact_check(figure: str, predicted: int, measured: int) -> Check:
+    return Check(figure=figure, predicted=predicted, measured=measured, match=predicted == measured)
 
 
-def table_check(figure: str, predicted: int, measured: int, maybe_present: int) -> Check:
-    """Exact, or smaller by at most the tables that may already have existed."""
-    ok = measured == predicted or (maybe_present > 0 and predicted - maybe_present <= measured <= predicted)
-    return Check(figure=figure, predicted=predicted, measured=measured, match=ok)
+def placement(profile: Profile, start: int) -> dict:
+    """What the probe needs to place the mapping in a top-level entry of its own (``_probe.place``):
+    the same offset within the entry, so the same tables, and all of them new."""
+    return {"start": start, "region": profile.span_bytes(profile.levels[0].name), "user_va": profile.user_va_bytes}
+
+
+def placement_note(profile: Profile, asked: int, placed: int) -> str | None:
+    if asked == placed:
+        return None
+    region = profile.span_bytes(profile.levels[0].name)
+    return (f"placed at {placed:#x}, not {asked:#x}: the same offset in a {fmt_bytes(region)} top-level region the "
+            "probe has no other mapping in, so it needs the same tables and every one of them is new")
 
 
 def require_free(need_bytes: int, what: str) -> None:

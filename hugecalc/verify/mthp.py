@@ -7,9 +7,9 @@ from hugecalc.errors import HostError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
 from hugecalc.restore import Restorer
-from hugecalc.units import fmt_bytes, fmt_size
-from hugecalc.verify.common import (MAX_VERIFY_TOUCHES, Check, VerifyResult, require_free, require_root,
-                                    table_check, tables_maybe_present)
+from hugecalc.units import fmt_size
+from hugecalc.verify.common import (MAX_VERIFY_TOUCHES, Check, VerifyResult, exact_check, placement, placement_note,
+                                    require_free, require_root)
 
 
 def _thp_stats(profile: Profile, stat: str) -> dict[int, int]:
@@ -51,7 +51,7 @@ def verify_mthp(profile: Profile, release: Release, kw: dict, notes: list[str]) 
     per_size = {int(d.name.removeprefix("hugepages-").removesuffix("kB")) << 10: d
                 for d in host.SYS_THP.glob("hugepages-*kB")}
     stat = "anon_fault_alloc" if memory == "anon" else "shmem_alloc"
-    spec = {"mode": "mthp", "memory": memory, "start": i["vma_start"], "size": i["vma_size_bytes"],
+    spec = {"mode": "mthp", "memory": memory, **placement(profile, i["vma_start"]), "size": i["vma_size_bytes"],
             "file_offset": i["file_offset_bytes"], "stride": i["touch_stride_bytes"],
             "prepopulated_stride": i["prepopulated_stride_bytes"], "access": i["access"],
             "advice": (["hugepage"] if i["madvise"] else []) + (["nohugepage"] if i["nohugepage"] else [])}
@@ -85,9 +85,10 @@ def verify_mthp(profile: Profile, release: Release, kw: dict, notes: list[str]) 
                     ready = json.loads(child.stdout.readline() or "{}")
                     if "ready" not in ready:
                         raise HostError(f"the probe process: {ready.get('error') or 'exited before the pass'}")
+                    start = ready["start"]
                     # The configuration of the pass.
                     restorer.set(host.SYS_THP / "enabled", i["top_level"])
-                    if memory == "shmem":
+                    if memory in ("shmem", "sysv"):  # sysv: the internal shm mount's huge= follows it
                         restorer.set(host.SYS_THP / "shmem_enabled", i["huge"])
                     for knob, modes in (("enabled", i["enabled"]), ("shmem_enabled", i["shmem_enabled"])):
                         for label, mode in modes.items():
@@ -98,8 +99,7 @@ def verify_mthp(profile: Profile, release: Release, kw: dict, notes: list[str]) 
                     out = json.loads(child.stdout.readline() or "{}")
                     after = _thp_stats(profile, stat)
                     if "faults" in out:
-                        mapped, unclassified = host.folio_sizes(
-                            child.pid, i["vma_start"], i["vma_start"] + i["vma_size_bytes"], page)
+                        mapped, unclassified = host.folio_sizes(child.pid, start, start + i["vma_size_bytes"], page)
                 finally:
                     child.kill()
         finally:
@@ -112,17 +112,12 @@ def verify_mthp(profile: Profile, release: Release, kw: dict, notes: list[str]) 
     measured_faults = out["faults"] - out["null_pass_faults"]
     checks = [Check(figure="page faults of the pass", predicted=predicted.faults, measured=measured_faults,
                     match=predicted.faults == measured_faults)]
-    import numpy as np
-
-    start, end = i["vma_start"], i["vma_start"] + i["vma_size_bytes"]
-    whole = (np.array([start], dtype=np.int64), np.array([end], dtype=np.int64))
-    maybe_present = tables_maybe_present(out["maps"], profile, _mthp_levels(profile, release, predicted), *whole,
-                                          start, end)
-    if maybe_present:
-        notes.append(f"the probe process already had mappings sharing table ranges with the VMA: up to "
-                     f"{fmt_bytes(maybe_present)} of the tables may already have existed")
-    checks.append(table_check("page-table bytes (VmPTE delta)", predicted.page_table_bytes,
-                               (out["after_kb"] - out["mapped_kb"]) << 10, maybe_present))
+    note = placement_note(profile, i["vma_start"], start)
+    if note:
+        notes.append(note)
+    end = start + i["vma_size_bytes"]
+    checks.append(exact_check("page-table bytes (VmPTE delta)", predicted.page_table_bytes,
+                              (out["after_kb"] - out["mapped_kb"]) << 10))
     # Folios by size: the child's own, from its pagemap and /proc/kpageflags (exact whatever else
     # runs); the prepopulated base pages are there too.  The system-wide stats/ counters are shown
     # beside them for reference, and catch any other process that faulted during the pass.
@@ -148,12 +143,6 @@ def verify_mthp(profile: Profile, release: Release, kw: dict, notes: list[str]) 
                          "processes) count there too")
     return VerifyResult(command="verify mthp", profile=profile.name, kernel=str(release),
                         inputs={**i, "running_kernel": host.running_release()}, checks=checks, notes=notes)
-
-
-def _mthp_levels(profile: Profile, release: Release, result) -> list:
-    from hugecalc.calc.tables import level_row
-
-    return [level_row(profile, release, name, n) for name, n in result.tables.items()]
 
 
 def _set_size(restorer: Restorer, per_size: dict, label: str, knob: str, mode: str) -> None:

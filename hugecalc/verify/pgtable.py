@@ -7,9 +7,9 @@ from hugecalc.errors import HostError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
 from hugecalc.restore import Restorer
-from hugecalc.units import fmt_bytes, fmt_size
-from hugecalc.verify.common import (MAX_VERIFY_TOUCHES, VerifyResult, require_free, require_root, table_check,
-                                    tables_maybe_present)
+from hugecalc.units import fmt_size
+from hugecalc.verify.common import (MAX_VERIFY_TOUCHES, VerifyResult, exact_check, placement, placement_note,
+                                    require_free, require_root)
 
 
 def touch_intervals(touches, start: int, end: int, page: int):
@@ -61,7 +61,7 @@ def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start:
     predicted = compute_pgtable(profile, release, vsize=vsize, vma_start=start, touches=exact,
                                 backing=backing, after=after, compare=False)
     require_free(vsize if mapping.hugetlb else predicted.populated_bytes, "the run's pages")
-    spec = {"start": start, "size": vsize, "page_size": page, "after": after,
+    spec = {**placement(profile, start), "size": vsize, "page_size": page, "after": after,
             "intervals": [[int(a), int(b)] for a, b in zip(starts, ends)]}
     with Restorer() as restorer:
         if mapping.hugetlb:
@@ -98,19 +98,14 @@ def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start:
     out = json.loads(proc.stdout)
     if "error" in out:
         raise HostError(f"the probe process: {out['error']}")
-    # Tables the child already had whose range our touches also need: they make the kernel's
-    # delta smaller by whole tables.  Found from its /proc/self/maps before the mmap.
-    maybe_present = tables_maybe_present(out["maps"], profile, predicted.levels, starts, ends, start, end)
-    measured = (out["touched_kb"] - out["before_kb"]) << 10
-    if maybe_present:
-        notes.append(f"the probe process already had mappings sharing table ranges with this one: up to "
-                     f"{fmt_bytes(maybe_present)} of the predicted tables may already have existed, so the "
-                     f"kernel's delta may be smaller by whole tables")
-    checks = [table_check("page-table bytes after touching (VmPTE delta)", predicted.page_table_bytes,
-                           measured, maybe_present)]
+    note = placement_note(profile, start, out["start"])
+    if note:
+        notes.append(note)
+    checks = [exact_check("page-table bytes after touching (VmPTE delta)", predicted.page_table_bytes,
+                          (out["touched_kb"] - out["before_kb"]) << 10)]
     if after:
-        checks.append(table_check(f"page-table bytes after MADV_{after.upper()}", predicted.page_table_bytes_after,
-                                   (out["after_kb"] - out["before_kb"]) << 10, maybe_present))
+        checks.append(exact_check(f"page-table bytes after MADV_{after.upper()}", predicted.page_table_bytes_after,
+                                  (out["after_kb"] - out["before_kb"]) << 10))
     return VerifyResult(
         command="verify pgtable", profile=profile.name, kernel=str(release),
         inputs={**predicted.inputs, "running_kernel": host.running_release()},
