@@ -57,7 +57,7 @@ MAX_RSS_MB = {"hugecalc pgtable --vsize 1T --touch-fraction 0.1 --seed 1 --json"
 def wall(cmd: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS in MB of one whole process."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -66,8 +66,37 @@ def wall(cmd: list[str]) -> tuple[float, float]:
     return elapsed, usage.ru_maxrss / 1024
 
 
+# Absolute targets (issue "This machine, this process"): seconds, measured the same way.
+BIG_PROCESS = "import numpy, sys; a = numpy.ones(10 << 30, dtype=numpy.uint8); print('ready', flush=True); sys.stdin.readline()"
+
+
+def absolute(failed: int) -> int:
+    import tempfile
+
+    t, rss = min(wall([HUGECALC, "host", "--json"]) for _ in range(RUNS))
+    ok = t <= 1.0
+    print(f"hugecalc host --json (this machine, no processes)\n  {t * 1000:>8.0f} ms  peak RSS {rss:>6.0f} MB"
+          f"  (target < 1 s: {'ok' if ok else 'MISSED'})\n")
+    failed += not ok
+    child = subprocess.Popen([sys.executable, "-c", BIG_PROCESS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "capture.json")
+            t, rss = min(wall([HUGECALC, "host", "--pids", str(child.pid), "--output", out]) for _ in range(3))
+            size = os.path.getsize(out)
+    finally:
+        child.kill()
+        child.communicate()
+    ok = t <= 2.0 and size <= 8 << 20
+    print(f"hugecalc host --pids PID --output FILE (a process with 10 GiB resident{', root: folio sizes too' if os.geteuid() == 0 else ''})"
+          f"\n  {t * 1000:>8.0f} ms  peak RSS {rss:>6.0f} MB  file {size / 1024:,.0f} KB"
+          f"  (target < 2 s and a few MB: {'ok' if ok else 'MISSED'})\n")
+    return failed + (not ok)
+
+
 def main() -> int:
-    failed = 0
+    failed = absolute(0)
     for name, cmd, ref_name, ref_cmd, target in BENCHMARKS:
         wall(cmd), wall(ref_cmd)  # warm the page cache and the numba cache
         ours, refs = [], []

@@ -94,28 +94,6 @@ def vm_pte_bytes(pid: int | str = "self") -> int:
     raise HostError(f"/proc/{pid}/status has no VmPTE line (a kernel thread?)")
 
 
-def process_mappings(pid: int, page_size: int) -> list[tuple[int, int, int, str]]:
-    """``(start, end, kernel_page_size, name)`` for each VMA of ``pid`` (from smaps)."""
-    vmas: list[tuple[int, int, int, str]] = []
-    if not (PROC / str(pid)).is_dir():
-        raise InputError(f"--pid {pid}: no such process")
-    try:
-        text = (PROC / str(pid) / "smaps").read_text()
-    except PermissionError:
-        raise InputError(f"--pid {pid}: permission denied reading /proc/{pid}/smaps (run as its owner or root)") from None
-    except OSError as e:
-        raise InputError(f"--pid {pid}: cannot read /proc/{pid}/smaps ({e.strerror}; did it exit?)") from None
-    for line in text.splitlines():
-        head = line.split(None, 5)
-        if "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
-            lo, hi = (int(x, 16) for x in head[0].split("-"))
-            vmas.append((lo, hi, page_size, head[5] if len(head) > 5 else ""))
-        elif line.startswith("KernelPageSize:") and vmas:
-            lo, hi, _, name = vmas[-1]
-            vmas[-1] = (lo, hi, int(line.split()[1]) << 10, name)
-    return vmas
-
-
 def pagemap_chunks(pid: int, start: int, end: int, page_size: int):
     """``(first page number, entries)`` chunks of ``/proc/PID/pagemap`` for ``[start, end)``, in order;
     stops early where the file ends."""
@@ -136,22 +114,6 @@ def pagemap_chunks(pid: int, start: int, end: int, page_size: int):
                 return
             yield page, np.frombuffer(raw, dtype=np.uint64)
             page += n
-
-
-def present_intervals(pid: int, start: int, end: int, page_size: int):
-    """Byte intervals of ``[start, end)`` whose pages are present or swapped (need a PTE)."""
-    import numpy as np
-
-    starts, ends = [], []
-    for page, entries in pagemap_chunks(pid, start, end, page_size):
-        used = (entries & np.uint64(PAGEMAP_PRESENT | PAGEMAP_SWAPPED)) != 0
-        if used.any():
-            edges = np.diff(np.concatenate(([0], used.astype(np.int8), [0])))
-            starts.append((page + np.flatnonzero(edges == 1)) * page_size)
-            ends.append((page + np.flatnonzero(edges == -1)) * page_size)
-    if not starts:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(starts).astype(np.int64), np.concatenate(ends).astype(np.int64)
 
 
 # --- folio sizes of a live mapping (hugecalc verify mthp) ------------------------------------

@@ -231,7 +231,7 @@ def bundled_profiles() -> dict[str, Path]:
 
 
 def load_profile(name_or_path: str | None = None) -> Profile:
-    """A bundled profile by name, or a user's YAML file by path; raises :class:`ProfileError`."""
+    """A bundled profile by name, or a user's YAML file (or a capture) by path; raises :class:`ProfileError`."""
     import yaml  # here, not at the top: the calculations import this module for its models only
 
     name_or_path = name_or_path or DEFAULT_PROFILE
@@ -240,7 +240,7 @@ def load_profile(name_or_path: str | None = None) -> Profile:
         path = bundled[name_or_path]
     else:
         path = Path(name_or_path)
-        if not (path.suffix in (".yaml", ".yml") or "/" in name_or_path) :
+        if not (path.suffix in (".yaml", ".yml", ".json") or "/" in name_or_path):
             raise ProfileError(
                 f"profile {name_or_path!r} is neither a bundled profile "
                 f"({', '.join(sorted(bundled))}) nor a path to a .yaml file"
@@ -253,6 +253,10 @@ def load_profile(name_or_path: str | None = None) -> Profile:
         raise ProfileError(f"{path}: invalid profile: not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: invalid profile: expected a mapping of fields at the top level")
+    if data.get("kind") == "hugecalc-capture":  # a capture (hugecalc host) carries its profile
+        data = data.get("profile")
+        if not isinstance(data, dict):
+            raise ProfileError(f"{path}: a capture without a profile")
     try:
         return Profile.model_validate(data)
     except ValidationError as e:

@@ -31,6 +31,8 @@ def fmt_value(value: Any, unit: str | None) -> str:
         return fmt_bytes(value)
     if unit == "size":
         return fmt_size(value)
+    if unit == "address":
+        return f"{value:#x}"
     if unit == "share":
         return f"{value * 100:.2f}%"
     if unit == "seconds":
@@ -126,4 +128,32 @@ def transposed_summary(result: BaseModel) -> Table:
         if info.title is None or isinstance(value, (list, dict)) or value is None:
             continue
         table.add_row(info.title, fmt_value(value, _unit(model, name)))
+    return table
+
+
+def side_by_side(columns: list[tuple[str, BaseModel]]) -> Table:
+    """Results of one model side by side: one line per scalar figure, one column per result."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("", style="bold")
+    for label, _ in columns:
+        table.add_column(label, justify="right")
+    model = type(columns[0][1])
+    for name, info in model.model_fields.items():
+        values = [getattr(m, name) for _, m in columns]
+        if info.title is None or any(isinstance(v, (list, dict)) for v in values) or all(v is None for v in values):
+            continue
+        table.add_row(info.title, *(fmt_value(v, _unit(model, name)) for v in values))
+    return table
+
+
+def folio_table(columns: list[tuple[str, list]]) -> Table:
+    """Folios by size (rows) for each result (columns)."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("Folio size", justify="right")
+    for label, _ in columns:
+        table.add_column(label, justify="right")
+    sizes = sorted({f.size_bytes for _, folios in columns for f in folios})
+    for size in sizes:
+        table.add_row(fmt_size(size), *(f"{sum(f.count for f in folios if f.size_bytes == size):,}"
+                                         for _, folios in columns))
     return table

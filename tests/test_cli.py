@@ -92,7 +92,7 @@ def test_vmemmap_arm64_refusal_in_table(run):
         (["vmemmap", "--pages", "1G", "--kernel", "4.99"], "there is no Linux 4.99 (4.x ended with 4.20)"),
         (["vmemmap", "--pages", "1G", "--struct-page-size", "60"], "whole number of 8-byte words"),
         (["vmemmap", "--pages", "1G", "--bogus"], "No such option"),
-        (["vmemmap"], "Missing option '--pages'"),
+        (["vmemmap"], "--pages is required (or use --host FILE or --profile host"),
     ],
 )
 def test_bad_input_exit_2_stderr_only(run, args, message):

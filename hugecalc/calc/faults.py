@@ -180,3 +180,59 @@ def upper_tables(start, end, span, stride, pre_stride):
             count += 1
         b += span
     return count
+
+
+@jit
+def replay_walk(pages, lo, hi, page, pmd, order_mask, pmd_ok, shmem, cont_pages, out_folios, out, pte_blocks):
+    """Fault in the sorted, distinct page addresses ``pages`` of the VMA ``[lo, hi)`` in address
+    order, as a program writing them once would, under the same rules as :func:`fault_walk`.
+
+    ``out``: faults, populated bytes, TLB entries (distinct units over the pages), largest folio,
+    PTE tables; ``pte_blocks`` receives the PMD-block index of each PTE table (``out[4]`` of them).
+    """
+    pmd_order = 0
+    while (page << pmd_order) < pmd:
+        pmd_order += 1
+    last_end = lo
+    unit = page
+    last_unit = -1
+    block_seen = -1  # the last PMD block a fault happened in: its PTE table (or PMD) exists
+    for i in range(pages.shape[0]):
+        p = pages[i]
+        if p >= last_end:
+            x = p - p % pmd
+            if pmd_ok and x >= lo and x + pmd <= hi and x >= last_end and x != block_seen:
+                order = pmd_order  # create_huge_pmd() while pmd_none()
+                start = x
+                unit = pmd
+                if not shmem:  # pgtable_trans_huge_deposit()
+                    pte_blocks[out[4]] = x // pmd
+                    out[4] += 1
+            else:
+                order = 0
+                start = p
+                for o in range(pmd_order - 1, 0, -1):
+                    if (order_mask >> o) & 1:
+                        sz = page << o
+                        y = p - p % sz
+                        if y >= lo and y + sz <= hi and y >= last_end:
+                            order = o
+                            start = y
+                            break
+                size = page << order
+                unit = cont_pages * page if cont_pages > 1 and size >= cont_pages * page else page
+                if x != block_seen:
+                    pte_blocks[out[4]] = x // pmd
+                    out[4] += 1
+            block_seen = x
+            size = page << order
+            out_folios[order] += 1
+            out[0] += 1
+            out[1] += size
+            if size > out[3]:
+                out[3] = size
+            last_end = start + size
+        u = p - p % unit  # the start of its TLB unit: distinct units never share one
+        if u != last_unit:
+            out[2] += 1
+            last_unit = u

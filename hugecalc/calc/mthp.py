@@ -69,6 +69,14 @@ class MthpResult(Result):
     khugepaged: list[KhugepagedDesign] | None = None
 
 
+class MthpNowWhatIf(Result):
+    """A machine's THP settings now beside a what-if (``--host``/``--profile host``)."""
+
+    command: str = "mthp"
+    now: MthpResult
+    what_if: MthpResult | None = None
+
+
 class SizeRow(Model):
     """One mTHP size alone, for the side-by-side comparison."""
 

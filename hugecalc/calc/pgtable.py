@@ -24,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from hugecalc.calc._jit import call, jit
-from hugecalc.calc.tables import LevelRow, check_user_span, level_row, preallocated_note, stride_blocks, table_aligned_start, vmpte_bytes
+from hugecalc.calc.tables import (LevelRow, check_user_span, level_row, partial_pmd_ranges, preallocated_note,
+                                  stride_blocks, table_aligned_start, vmpte_bytes)
 from hugecalc.calc.touches import Touches, distinct_blocks, stride_touches_in
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
@@ -158,14 +159,6 @@ class Counts:
 
     def __init__(self, tables: list[int], populated: int, thps: int, edge_ptes: int) -> None:
         self.tables, self.populated, self.thps, self.edge_ptes = tables, populated, thps, edge_ptes
-
-
-def partial_pmd_ranges(start: int, end: int, pmd: int) -> list[tuple[int, int]]:
-    """The parts of ``[start, end)`` in PMD ranges it does not cover whole: its edges."""
-    lo, hi = -(-start // pmd) * pmd, (end // pmd) * pmd
-    if lo >= hi:
-        return [(start, end)]
-    return [(a, b) for a, b in ((start, lo), (hi, end)) if a < b]
 
 
 def _count(profile: Profile, backing: Backing, start: int, end: int, touches: Touches) -> Counts:

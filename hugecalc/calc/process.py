@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from hugecalc.calc._jit import call
-from hugecalc.calc.tables import LevelRow, level_row, preallocated_tables, vmpte_bytes
+from hugecalc.calc.tables import LevelRow, partial_pmd_ranges, level_row, preallocated_tables, vmpte_bytes
 from hugecalc.calc.touches import distinct_blocks
 from hugecalc.profiles import Profile
-from hugecalc.releases import Release
+from hugecalc.releases import PT_RECLAIM, Release
 from hugecalc.result import Result, field
 from hugecalc.units import fmt_bytes
 
@@ -24,46 +24,93 @@ class ProcessResult(Result):
     tables: dict[str, int] = field("Tables by level")
     levels: list[LevelRow]
     page_table_bytes: int = field("Predicted page tables (as VmPTE counts)", "bytes")
+    page_table_bytes_after: int | None = field("After madvise", "bytes", default=None)
     vm_pte_bytes: int = field("The process's VmPTE", "bytes")
     present_bytes: int = field("Present or swapped memory", "bytes")
     vmas: int = field("Mappings", "count")
 
 
-def compute_process(profile: Profile, release: Release, pid: int,
-                    vmas: list[tuple[int, int, int, str, np.ndarray, np.ndarray]],
-                    vm_pte_bytes: int) -> ProcessResult:
-    """Tables a process needs for the pages it has present (or swapped), across all its mappings.
+def block_ids(starts: np.ndarray, ends: np.ndarray, span: int) -> np.ndarray:
+    """The distinct ``span``-aligned block indices the byte intervals touch."""
+    if starts.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    first, last = starts // span, (ends - 1) // span
+    counts = last - first + 1
+    offsets = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.unique(np.repeat(first, counts) + offsets)
 
-    ``vmas``: ``(start, end, kernel_page_bytes, name, starts, ends)`` with the present intervals.
+
+def level_counts(profile: Profile, vmas: list[tuple[int, np.ndarray, np.ndarray]],
+                 pte_blocks: np.ndarray | None = None,
+                 pte_vmas: list[tuple[int, np.ndarray, np.ndarray]] | None = None) -> dict[str, int]:
+    """Tables per level (top down) for mappings given as ``(kernel_page_bytes, starts, ends)``
+    of their present pages; each level over the union of all mappings, as neighbours share tables.
+    A hugetlb mapping needs no tables below its hugepage's level.  For a replayed fault walk:
+    ``pte_blocks``, the PMD-block indices of the PTE tables it found, joined to those of the
+    mappings ``pte_vmas`` (default ``vmas``) for the PTE level."""
+    names = [lvl.name for lvl in profile.levels]
+    out = {}
+    for lvl in profile.levels[1:]:
+        depth = names.index(lvl.name)
+        listed = pte_vmas if lvl.name == "pte" and pte_vmas is not None else vmas
+        parts = [(s, e) for kps, s, e in listed if s.size and depth <= names.index(
+            profile.hugetlb_size(kps).level if kps != profile.page_size else "pte")]
+        s = np.concatenate([a for a, _ in parts]) if parts else np.zeros(0, dtype=np.int64)
+        e = np.concatenate([b for _, b in parts]) if parts else np.zeros(0, dtype=np.int64)
+        span = profile.table_span_bytes(lvl.name)
+        if lvl.name == "pte" and pte_blocks is not None:
+            n = int(np.union1d(block_ids(s, e, span), pte_blocks).size)
+        elif s.size:
+            order = np.argsort(s, kind="stable")
+            n = int(call(distinct_blocks, s[order], e[order], span, 0, 1 << 62))
+        else:
+            n = 0
+        out[lvl.name] = max(n, preallocated_tables(profile, lvl.name))  # i386 PAE: the PMDs come with the process
+    return out
+
+
+def compute_process(profile: Profile, release: Release, pid: int, vmas: list[dict], vm_pte_bytes: int,
+                    after: str | None = None) -> ProcessResult:
+    """Tables a process needs for the pages it has present (or swapped), across all its mappings,
+    and with ``after``, what remains after madvise(MADV_DONTNEED|MADV_FREE) of its anonymous ones.
+
+    ``vmas``: dicts with start, end, kind, kernel_page_bytes, starts, ends (present intervals).
     A hugetlb mapping needs no tables below its hugepage's level; tables are shared between
-    neighbouring mappings, so each level is counted over the union of all mappings.
+    neighbouring mappings, so each level is counted over the union of all mappings.  After
+    MADV_DONTNEED with PT_RECLAIM a PTE table goes only where its whole PMD range lies inside one
+    anonymous mapping; PMD and upper tables stay.
 
     Kernel reference
     ----------------
     ``mm_pgtables_bytes()`` (VmPTE); ``pagemap_pmd_range()``/``pagemap_hugetlb_range()`` in
-    ``fs/proc/task_mmu.c`` (present bit 63, swapped bit 62).
+    ``fs/proc/task_mmu.c`` (present bit 63, swapped bit 62); ``reclaim_pt_is_enabled()`` in
+    ``zap_pte_range()`` (mm/pt_reclaim.c).
     """
-    names = [lvl.name for lvl in profile.levels]
-    level_rows = []
-    for lvl in profile.levels[1:]:
-        depth = names.index(lvl.name)
-        parts_s, parts_e = [], []
-        for _start, _end, kps, _, s, e in vmas:
-            leaf = profile.hugetlb_size(kps).level if kps != profile.page_size else "pte"
-            if depth <= names.index(leaf) and s.size:
-                parts_s.append(s)
-                parts_e.append(e)
-        n = 0
-        if parts_s:
-            s = np.concatenate(parts_s)
-            e = np.concatenate(parts_e)
-            order = np.argsort(s, kind="stable")
-            n = int(call(distinct_blocks, s[order], e[order], profile.table_span_bytes(lvl.name), 0, 1 << 62))
-        n = max(n, preallocated_tables(profile, lvl.name))  # i386 PAE: the PMDs come with the process
-        level_rows.append(level_row(profile, release, lvl.name, n))
-    total = vmpte_bytes(profile, level_rows)
-    present = int(sum(int((e - s).sum()) for *_, s, e in vmas))
+    listed = [(v["kernel_page_bytes"], v["starts"], v["ends"]) for v in vmas]
+    counts = level_counts(profile, listed)
+    after_counts = None
     notes = []
+    if after is not None:
+        after_counts = dict(counts)
+        if after == "dontneed" and release.has(PT_RECLAIM, profile.arch.value) and "pte" in counts:
+            pmd = profile.pmd_size
+            kept = []
+            for v, item in zip(vmas, listed):
+                if v["kind"] not in ("anon", "heap", "stack"):
+                    kept.append(item)
+                    continue
+                for a, b in partial_pmd_ranges(v["start"], v["end"], pmd):  # its edges keep their tables
+                    s, e = np.maximum(v["starts"], a), np.minimum(v["ends"], b)
+                    kept.append((item[0], s[s < e], e[s < e]))
+            after_counts["pte"] = level_counts(profile, kept)["pte"]
+        notes.append(f"after MADV_{after.upper()} of the anonymous mappings (heap and stack too) on {release}: "
+                     + ("PTE tables whose whole PMD range lies inside one of them go (PT_RECLAIM); the others stay"
+                        if after == "dontneed" and release.has(PT_RECLAIM, profile.arch.value) else
+                        "no table is freed"))
+    level_rows = [level_row(profile, release, name, n, None if after_counts is None else after_counts[name])
+                  for name, n in counts.items()]
+    total = vmpte_bytes(profile, level_rows)
+    present = int(sum(int((v["ends"] - v["starts"]).sum()) for v in vmas))
     if vm_pte_bytes != total:
         notes.append(
             f"VmPTE is {fmt_bytes(vm_pte_bytes)}, {fmt_bytes(abs(vm_pte_bytes - total))} "
@@ -71,7 +118,8 @@ def compute_process(profile: Profile, release: Release, pid: int,
             "stay allocated after their pages are unmapped or zapped (munmap of part of a range, "
             "MADV_DONTNEED without PT_RECLAIM, THP splits), and PMD-mapped THPs carry a deposited table")
     return ProcessResult(
-        profile=profile.name, kernel=str(release), inputs={"pid": pid},
+        profile=profile.name, kernel=str(release), inputs={"pid": pid, "after": after},
         tables={r.level: r.tables for r in level_rows}, levels=level_rows, page_table_bytes=total,
+        page_table_bytes_after=None if after is None else vmpte_bytes(profile, level_rows, after=True),
         vm_pte_bytes=vm_pte_bytes, present_bytes=present, vmas=len(vmas), notes=notes,
     )

@@ -91,6 +91,14 @@ def table_aligned_start(profile: Profile, size: int, min_align: int) -> int:
     return max(min([s for s in spans if s >= size], default=max(spans)), min_align)
 
 
+def partial_pmd_ranges(start: int, end: int, pmd: int) -> list[tuple[int, int]]:
+    """The parts of ``[start, end)`` in PMD ranges it does not cover whole: its edges."""
+    lo, hi = -(-start // pmd) * pmd, (end // pmd) * pmd
+    if lo >= hi:
+        return [(start, end)]
+    return [(a, b) for a, b in ((start, lo), (hi, end)) if a < b]
+
+
 def stride_blocks(first: int, n: int, stride: int, block: int) -> int:
     """Distinct ``block``-sized aligned blocks holding ``first + k*stride``, k < n (closed form)."""
     if n <= 0:

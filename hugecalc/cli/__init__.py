@@ -14,6 +14,7 @@ import click
 from hugecalc import __version__
 from hugecalc.cli.common import Group
 from hugecalc.cli.hgm import hgm
+from hugecalc.cli.host import host
 from hugecalc.cli.mthp import mthp
 from hugecalc.cli.pgtable import pgtable
 from hugecalc.cli.profiles import profiles
@@ -38,7 +39,7 @@ def cli() -> None:
     """
 
 
-for command in (vmemmap, pgtable, mthp, hgm, profiles, verify):
+for command in (vmemmap, pgtable, mthp, hgm, host, profiles, verify):
     cli.add_command(command)
 
 

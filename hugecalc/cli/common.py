@@ -84,21 +84,50 @@ def console() -> Console:
 
 
 def common_options(fn: Callable) -> Callable:
-    """--profile, --kernel, --json, --explain: every command takes them."""
+    """--profile, --kernel, --host, --json, --explain: every command takes them.
 
-    @click.option("--profile", "profile_name", metavar="NAME|PATH", default=None,
-                  help=f"Machine profile: a bundled name (default {DEFAULT_PROFILE}) or a YAML file.")
-    @click.option("--kernel", "kernel", metavar="X.Y", default=None,
-                  help=f"Kernel release whose rules apply (default {NEWEST[0]}.{NEWEST[1]}, the newest modelled).")
+    ``--profile host`` reads the running machine, ``--host FILE`` a capture made elsewhere: the
+    profile, the kernel release and the settings come from it (``capture`` is passed on), and any
+    of --profile/--kernel given overrides them."""
+
+    @click.option("--profile", "profile_name", metavar="NAME|PATH|host", default=None,
+                  help=f"Machine profile: a bundled name (default {DEFAULT_PROFILE}), a YAML file or a capture, "
+                       "or 'host' for the running machine.")
+    @click.option("--kernel", "kernel", metavar="X.Y[.Z]", default=None,
+                  help=f"Kernel release whose rules apply (default {NEWEST[0]}.{NEWEST[1]}, the newest modelled; "
+                       "with --host, the captured one).")
+    @click.option("--host", "host_file", metavar="FILE", default=None,
+                  help="A capture from 'hugecalc host --output FILE': its profile, kernel and settings.")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
     @click.option("--explain", is_flag=True, help="Show how each figure was derived and the kernel rule.")
     @functools.wraps(fn)
-    def wrapper(profile_name: str | None, kernel: str | None, as_json: bool, explain: bool, **kw: Any) -> Any:
-        profile = load_profile(profile_name)
-        release = parse_release(kernel)
-        return fn(profile=profile, release=release, as_json=as_json, explain=explain, **kw)
+    def wrapper(profile_name: str | None, kernel: str | None, host_file: str | None, as_json: bool, explain: bool,
+                **kw: Any) -> Any:
+        capture = None
+        if host_file is not None:
+            from hugecalc.capture import load_capture
+
+            capture = load_capture(host_file)
+        elif profile_name == "host":
+            from hugecalc.snapshot import capture_machine
+
+            capture = capture_machine()
+        if capture is not None and profile_name in (None, "host"):
+            profile = capture.profile
+        else:
+            profile = load_profile(profile_name)
+        release = parse_release(kernel) if kernel is not None or capture is None else captured_release(capture)
+        return fn(profile=profile, release=release, as_json=as_json, explain=explain, capture=capture, **kw)
 
     return wrapper
+
+
+def captured_release(capture: Any) -> Any:
+    """The kernel a capture was made on, as a release the rules know."""
+    try:
+        return parse_release(capture.kernel)
+    except InputError as e:
+        raise InputError(f"the capture's kernel {capture.kernel}: {str(e).split(': ', 1)[-1]} (give --kernel)") from None
 
 
 def options(*decorators: Callable) -> Callable:
@@ -132,3 +161,25 @@ def given(param: str) -> bool:
     source = click.get_current_context().get_parameter_source(param)
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
+
+
+def process_from(capture: Any, pid: int, profile: Any, release: Any) -> tuple[Any, Any, Any, Any]:
+    """The process ``pid`` from ``--host FILE``, or captured live now with this machine's profile and
+    kernel (unless --profile/--kernel say otherwise): (capture, process, profile, release)."""
+    if capture is None or not capture.processes:
+        if given("host_file"):
+            raise InputError(f"--pid {pid}: the capture has no processes (capture with 'hugecalc host --pids {pid}')")
+        from hugecalc.snapshot import capture_machine
+
+        capture = capture_machine([pid], "--pid")
+        if given("profile_name") and profile.arch.value != capture.profile.arch.value:
+            raise InputError(f"--profile {profile.name} is {profile.arch.value}, but process {pid} runs here on "
+                             f"{capture.profile.arch.value}: replay a live process with this machine's profile")
+        if not given("profile_name"):
+            profile = capture.profile
+        if not given("kernel"):
+            release = captured_release(capture)
+    if profile.page_size != capture.page_size:
+        raise InputError(f"--profile {profile.name} has {profile.page_size}-byte pages, but the process was "
+                         f"captured with {capture.page_size}-byte pages")
+    return capture, capture.process(pid), profile, release

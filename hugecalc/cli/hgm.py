@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.console import Console
 from rich.text import Text
@@ -38,7 +40,7 @@ def _sizes(text: str, what: str) -> list[int]:
 @click.option("--invalidation-ms", type=Real(min=0), default=None,
               help="EPT/secondary-MMU invalidation per mmu_notifier window (default: the profile's, 20).")
 @common_options
-def hgm(profile: Profile, release: Release, as_json: bool, explain: bool, hugepage_size: int | None,
+def hgm(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, hugepage_size: int | None,
         path_text: str | None, schemes: tuple[str, ...], operation: str, guest_memory: int | None,
         atomic_ns: float | None, cache_miss_ns: float | None, entry_ns: float | None,
         invalidation_ms: float | None) -> None:

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from hugecalc.cli.common import ADDR, SIZE, common_options, emit, options
+from hugecalc.cli.common import ADDR, PID_MAX_LIMIT, SIZE, common_options, emit, given, options, process_from
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
@@ -82,9 +82,12 @@ def _bar(value: int, top: int, width: int = 24) -> str:
 @click.option("--max-ptes-none", type=int, default=511, show_default=True, help="khugepaged/max_ptes_none.")
 @click.option("--occupancy-file", type=click.File("r"), default=None,
               help="khugepaged occupancy: lines 'ADDR: PTE indexes' (e.g. '0x40000000: 0-15,64'); - for stdin.")
+@click.option("--pid", type=click.IntRange(1, PID_MAX_LIMIT), default=None,
+              help="Replay this process (live, or from --host FILE): its present pages under the settings now "
+                   "and under the what-if.")
 @common_options
-def mthp(profile: Profile, release: Release, as_json: bool, explain: bool, khugepaged: bool, max_ptes_none: int,
-         occupancy_file: Any, **options: Any) -> None:
+def mthp(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, khugepaged: bool,
+         max_ptes_none: int, occupancy_file: Any, pid: int | None, **options: Any) -> None:
     """Multi-size THP: which size each page fault gets, and the faults, folios, TLB entries and
     page tables that follow.
 
@@ -100,12 +103,18 @@ def mthp(profile: Profile, release: Release, as_json: bool, explain: bool, khuge
       hugecalc mthp --memory tmpfs --huge always
       hugecalc mthp --size 64k --prepopulated-stride 1M --khugepaged --profile arm64-4k
       hugecalc mthp --vma-size 1T --size 64k --prepopulated-stride 1M --json | jq .faults
+      hugecalc mthp --host capture.json --size 64k   # the captured settings beside 64K
+      sudo hugecalc mthp --pid 1234 --size 64k       # replay a process under 64K mTHP
     """
     from hugecalc.calc.khugepaged import parse_occupancy
     from hugecalc.calc.mthp import compare_sizes, compute_mthp
     from hugecalc.render import list_table, print_header, transposed_summary
 
     kw = mthp_kwargs(**options)
+    if pid is not None:
+        return _replay(profile, release, as_json, explain, capture, pid, kw)
+    if capture is not None and not khugepaged:
+        return _now_and_what_if(profile, release, as_json, explain, capture, kw)
     comparing = not (kw["enabled"] or (kw["memory"] != "anon" and (kw["shmem_enabled"] or kw["huge"] != "never"))
                      or kw["memory"] in ("tmpfs", "sysv"))
     if comparing and not khugepaged:
@@ -136,5 +145,90 @@ def mthp(profile: Profile, release: Release, as_json: bool, explain: bool, khuge
                 collapsed = ", ".join(f"{c.count:,} x {fmt_size(c.size_bytes)}" for c in d.collapses) or "nothing"
                 out.print(Text(f"  {d.design}: of {d.pmd_ranges:,} PMD ranges, {collapsed}; "
                                f"{d.untouched_ranges:,} left as they are" + (f" ({d.note})" if d.note else "")))
+
+    emit(result, as_json, explain, draw)
+
+
+_SETTINGS = ("enabled", "top_level", "huge", "shmem_enabled")
+
+
+def _overrides(kw: dict) -> dict:
+    """The THP switches given on the command line: the what-if."""
+    out = {key: kw[key] for key in ("enabled", "shmem_enabled") if kw[key]}
+    for key in ("top_level", "huge"):
+        if given(key):
+            out[key] = kw[key]
+    return out
+
+
+def _now_and_what_if(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, kw: dict) -> None:
+    from hugecalc.calc.mthp import MthpNowWhatIf, compute_mthp
+    from hugecalc.calc.replay import settings_from_capture, what_if
+    from hugecalc.render import folio_table, print_header, side_by_side
+
+    now_settings, notes = settings_from_capture(capture)
+    overrides = _overrides(kw)
+    base = {k: v for k, v in kw.items() if k not in _SETTINGS}
+    now = compute_mthp(profile, release, **base, **now_settings)
+    later = what_if(now_settings, overrides)
+    result = MthpNowWhatIf(profile=profile.name, kernel=str(release), inputs={**now.inputs, "what_if": overrides},
+                           now=now, notes=notes + now.notes,
+                           what_if=compute_mthp(profile, release, **base, **later) if later != now_settings else None)
+
+    def draw(out: Console) -> None:
+        i = now.inputs
+        print_header(out, result, f"{capture.hostname}: {i['memory']} {fmt_bytes(i['vma_size_bytes'])} VMA, "
+                                  "THP settings now" + (" and the what-if" if result.what_if else ""))
+        columns = [("now", now)] + ([("what-if", result.what_if)] if result.what_if else [])
+        for label, r in columns:
+            out.print(Text(f"{label}: a fault may get " + (", ".join(fmt_size(b) for b in r.fault_orders_bytes)
+                                                          or "base pages only")))
+        out.print(side_by_side(columns))
+        out.print(folio_table([(label, r.folios) for label, r in columns]))
+
+    emit(result, as_json, explain, draw)
+
+
+def _replay(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, pid: int, kw: dict) -> None:
+    from hugecalc.calc.replay import compute_replay, settings_from_capture, what_if
+    from hugecalc.capture import decode_runs
+    from hugecalc.render import folio_table, list_table, print_header, side_by_side
+
+    capture, proc, profile, release = process_from(capture, pid, profile, release)
+    now_settings, notes = settings_from_capture(capture)
+    later = what_if(now_settings, _overrides(kw))
+    runs = {"now": now_settings} | ({"what-if": later} if later != now_settings else {})
+    vmas = []
+    for v in proc.vmas:
+        starts, ends = decode_runs(v.present_runs, v.start, capture.page_size)
+        vmas.append({"start": v.start, "end": v.end, "kind": v.kind, "flags": v.flags,
+                     "kernel_page_bytes": v.kernel_page_bytes, "starts": starts, "ends": ends})
+    captured = None
+    if all(v.folios is not None for v in proc.vmas if v.kind in ("anon", "heap", "stack", "shmem", "sysv")):
+        captured = {}
+        for v in proc.vmas:
+            if v.kind in ("anon", "heap", "stack", "shmem", "sysv"):
+                for size, n in (v.folios or {}).items():
+                    captured[size] = captured.get(size, 0) + n
+    result = compute_replay(profile, release, pid, proc.comm, proc.vm_pte_bytes, vmas, runs, captured)
+    result.notes[:0] = notes
+
+    def draw(out: Console) -> None:
+        print_header(out, result, f"process {pid} ({proc.comm}) replayed: {len(proc.vmas)} mappings")
+        columns = [(r.label, r) for r in result.runs]
+        out.print(side_by_side(columns))
+        out.print(f"VmPTE now {fmt_bytes(result.vm_pte_bytes)}")
+        folios = [(r.label, r.folios) for r in result.runs]
+        if result.captured_folios is not None:
+            from hugecalc.calc.mthp import FolioCount
+
+            folios.insert(0, ("present now", [FolioCount(size_bytes=int(s), count=n)
+                                              for s, n in result.captured_folios.items()]))
+        out.print(folio_table(folios))
+        last = result.runs[-1]
+        busiest = sorted(last.vmas, key=lambda v: -v.touched_bytes)[:8]
+        if busiest:
+            out.print(Text(f"largest replayed mappings ({last.label}):"))
+            out.print(list_table(busiest, skip=("folios",)))
 
     emit(result, as_json, explain, draw)

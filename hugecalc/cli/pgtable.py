@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from hugecalc.cli.common import ADDR, PID_MAX_LIMIT, SIZE, Real, common_options, emit, options
+from hugecalc.cli.common import ADDR, PID_MAX_LIMIT, SIZE, Real, common_options, emit, options, process_from
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
@@ -57,7 +57,7 @@ def touches_from_options(profile: Profile, vsize: int | None, vma_start: int | N
 @click.option("--worst-case", is_flag=True, help="The per-process maximum: all user address space populated.")
 @click.option("--pid", type=click.IntRange(1, PID_MAX_LIMIT), default=None, help="A live process: its present pages' tables beside its VmPTE.")
 @common_options
-def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, vsize: int | None,
+def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, vsize: int | None,
             vma_start: int | None, touch_stride: int | None, touch_fraction: float | None, seed: int,
             touch_file: Any, backing: str, after: str | None, shared_by: int, worst_case: bool,
             pid: int | None) -> None:
@@ -80,7 +80,10 @@ def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, vs
     if worst_case:
         return _worst_case(profile, release, as_json, explain)
     if pid is not None:
-        return _process(profile, release, as_json, explain, pid)
+        if backing != "anon" or shared_by != 1 or vsize is not None:
+            raise InputError("--pid replays the process's own mappings: --vsize, --backing and --shared-by do not "
+                             "apply (mthp --pid replays it under other THP settings)")
+        return _process(profile, release, as_json, explain, capture, pid, after)
     from hugecalc.calc.pgtable import compute_pgtable
     from hugecalc.render import list_table, print_header
 
@@ -127,23 +130,26 @@ def _worst_case(profile: Profile, release: Release, as_json: bool, explain: bool
     emit(result, as_json, explain, draw)
 
 
-def _process(profile: Profile, release: Release, as_json: bool, explain: bool, pid: int) -> None:
-    from hugecalc import host
+def _process(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, pid: int,
+             after: str | None) -> None:
     from hugecalc.calc.process import compute_process
+    from hugecalc.capture import decode_runs
     from hugecalc.render import list_table, print_header
 
+    capture, proc, profile, release = process_from(capture, pid, profile, release)
+    page = capture.page_size
     vmas = []
-    for lo, hi, kps, name in host.process_mappings(pid, profile.page_size):
-        if lo >= profile.user_va_bytes:
-            continue  # [vsyscall]: kernel address space, no user page tables
-        s, e = host.present_intervals(pid, lo, hi, profile.page_size)
-        vmas.append((lo, hi, kps, name, s, e))
-    result = compute_process(profile, release, pid, vmas, host.vm_pte_bytes(pid))
+    for v in proc.vmas:
+        starts, ends = decode_runs(v.present_runs, v.start, page)
+        vmas.append({"start": v.start, "end": v.end, "kind": v.kind, "kernel_page_bytes": v.kernel_page_bytes,
+                     "starts": starts, "ends": ends})
+    result = compute_process(profile, release, pid, vmas, proc.vm_pte_bytes, after=after)
 
     def draw(out: Console) -> None:
-        print_header(out, result, f"process {pid}: {result.vmas} mappings, "
+        print_header(out, result, f"process {pid} ({proc.comm}): {result.vmas} mappings, "
                                   f"{fmt_bytes(result.present_bytes)} present")
-        out.print(list_table(result.levels, skip=("tables_after", "in_vmpte")))
-        out.print(f"predicted {fmt_bytes(result.page_table_bytes)}; VmPTE {fmt_bytes(result.vm_pte_bytes)}")
+        out.print(list_table(result.levels, skip=("in_vmpte",) + (() if after else ("tables_after",))))
+        out.print(f"predicted {fmt_bytes(result.page_table_bytes)}; VmPTE {fmt_bytes(result.vm_pte_bytes)}"
+                  + (f"; after MADV_{after.upper()} {fmt_bytes(result.page_table_bytes_after)}" if after else ""))
 
     emit(result, as_json, explain, draw)

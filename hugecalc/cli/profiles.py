@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.table import Table
 from rich.text import Text
@@ -15,7 +17,7 @@ from hugecalc.units import fmt_bytes, fmt_size
 @click.command()
 @click.argument("name", required=False)
 @common_options
-def profiles(profile: Profile, release: Release, as_json: bool, explain: bool, name: str | None) -> None:
+def profiles(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, name: str | None) -> None:
     """List the bundled machine profiles, or show one (NAME, or --profile PATH) in full.
 
     \b
@@ -26,7 +28,7 @@ def profiles(profile: Profile, release: Release, as_json: bool, explain: bool, n
     """
     import json
 
-    explicit = name is not None or given("profile_name")
+    explicit = name is not None or given("profile_name") or capture is not None
     if name is not None:
         profile = load_profile(name)
     if not explicit:

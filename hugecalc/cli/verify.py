@@ -52,7 +52,7 @@ def verify(ctx: click.Context, restore: bool) -> None:
 @click.option("--count", type=click.IntRange(min=1), default=16, show_default=True,
               help="Number of hugepages to allocate.")
 @common_options
-def verify_vmemmap_cmd(profile: Profile, release: Release, as_json: bool, explain: bool,
+def verify_vmemmap_cmd(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any,
                        hugepage_size: int, count: int) -> None:
     """Allocate hugepages with HVO on and check the vmemmap freed against nr_memmap_pages.
 
@@ -71,7 +71,7 @@ def verify_vmemmap_cmd(profile: Profile, release: Release, as_json: bool, explai
 @verify.command("pgtable")
 @pgtable_options
 @common_options
-def verify_pgtable_cmd(profile: Profile, release: Release, as_json: bool, explain: bool, vsize: int | None,
+def verify_pgtable_cmd(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, vsize: int | None,
                        vma_start: int | None, touch_stride: int | None, touch_fraction: float | None, seed: int,
                        touch_file: Any, backing: str, after: str | None) -> None:
     """Map and touch in a child process, and check its VmPTE against the prediction.
@@ -96,7 +96,7 @@ def verify_pgtable_cmd(profile: Profile, release: Release, as_json: bool, explai
 @verify.command("mthp")
 @mthp_options
 @common_options
-def verify_mthp_cmd(profile: Profile, release: Release, as_json: bool, explain: bool, **options: Any) -> None:
+def verify_mthp_cmd(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, **options: Any) -> None:
     """Run the pass on the running kernel: faults (getrusage) and folios by size (stats/).
 
     Sets the per-size sysfs switches for the pass and restores every one of them, also on
@@ -135,6 +135,8 @@ def _running_release(release: Release, notes: list[str]) -> Release:
     """verify predicts for the running kernel unless --kernel says otherwise."""
     from hugecalc import host
 
+    if given("host_file"):
+        raise InputError("--host FILE: verify runs its experiment on this machine; a capture cannot be verified")
     if given("kernel"):
         return release
     running = host.running_release()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.console import Console
 from rich.text import Text
@@ -28,8 +30,9 @@ def _pool(text: str) -> tuple[int | None, int | None]:
 
 
 @click.command()
-@click.option("--pages", "pages", required=True, metavar="SIZE|COUNT",
-              help="Pool: a total size (1024G) or, without a unit, a number of hugepages (512).")
+@click.option("--pages", "pages", default=None, metavar="SIZE|COUNT",
+              help="Pool: a total size (1024G) or, without a unit, a number of hugepages (512). "
+                   "With --host or --profile host: default, the machine's pools now.")
 @click.option("--hugepage-size", "hugepage_sizes", type=SIZE, multiple=True,
               help="Hugepage size (repeatable). Default: every size the profile supports.")
 @click.option("--struct-page-size", type=int, default=None, metavar="BYTES",
@@ -41,7 +44,7 @@ def _pool(text: str) -> tuple[int | None, int | None]:
 @click.option("--zones", type=click.IntRange(1, 1 << 16), default=1, show_default=True,
               help="Memory zones the pool spans (NUMA nodes x zones): from 7.1 each keeps one shared tail page per size.")
 @common_options
-def vmemmap(profile: Profile, release: Release, as_json: bool, explain: bool, pages: str,
+def vmemmap(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, pages: str,
             hugepage_sizes: tuple[int, ...], struct_page_size: int | None, devdax: bool, layout: str,
             zones: int) -> None:
     """HugeTLB Vmemmap Optimization: the vmemmap a hugetlb pool gives back, net of page tables.
@@ -53,10 +56,15 @@ def vmemmap(profile: Profile, release: Release, as_json: bool, explain: bool, pa
       hugecalc vmemmap --pages 64 --hugepage-size 1G --json | jq '.rows[0].saved_bytes'
       hugecalc vmemmap --pages 16G --profile arm64-64k --kernel 6.2
       hugecalc vmemmap --pages 1T --struct-page-size 72
+      hugecalc vmemmap --profile host                # this machine's pools, now and with HVO on
     """
     from hugecalc.calc.vmemmap import compute_vmemmap
     from hugecalc.render import print_header, transposed_table
 
+    if pages is None:
+        if capture is None:
+            raise InputError("--pages is required (or use --host FILE or --profile host for a machine's pools)")
+        return _pools_now(profile, release, as_json, explain, capture, zones)
     pool_bytes, count = _pool(pages)
     result = compute_vmemmap(
         profile, release, pool_bytes=pool_bytes, hugepage_count=count,
@@ -74,5 +82,19 @@ def vmemmap(profile: Profile, release: Release, as_json: bool, explain: bool, pa
                 reasons.setdefault(row.reason, []).append(fmt_size(row.hugepage_size_bytes))
         for reason, sizes in reasons.items():
             out.print(Text(f"why not ({', '.join(sizes)}): {reason}"))
+
+    emit(result, as_json, explain, draw)
+
+
+def _pools_now(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, zones: int) -> None:
+    from hugecalc.calc.hvo_now import compute_hvo_now
+    from hugecalc.render import print_header, transposed_table
+
+    result = compute_hvo_now(profile, release, [(p.size_bytes, p.nr) for p in capture.pools],
+                             capture.hugetlb_optimize_vmemmap, capture.mem_available_bytes, zones)
+
+    def draw(out: Console) -> None:
+        print_header(out, result, f"HVO on {capture.hostname}: the pools now and with HVO on")
+        out.print(transposed_table(result.rows, key="hugepage_size_bytes", skip=("reason",)))
 
     emit(result, as_json, explain, draw)

@@ -1,0 +1,92 @@
+"""HVO on a captured machine: what its hugetlb pools free now, and with HVO switched on.
+
+``vm.hugetlb_optimize_vmemmap`` applies to hugepages allocated after it is set: the pool a machine
+has keeps the vmemmap it was allocated with.  So "now" is what the pools free as they stand
+(everything, if the sysctl was on when they were allocated, as assumed here; nothing if it is off
+or missing), and "what-if" is the same pools allocated with HVO on under the release's rules.
+Getting there on the running machine means freeing and reallocating the hugepages: one hugepage
+of free memory at a time, or the whole pool at once.
+
+Kernel reference
+----------------
+``hugetlb_optimize_vmemmap`` sysctl and ``hugetlb_vmemmap_optimize_folio()`` in
+``mm/hugetlb_vmemmap.c`` (applied when a hugepage is allocated); the figures of
+``hugecalc.calc.vmemmap``.
+"""
+
+from __future__ import annotations
+
+from hugecalc.calc.vmemmap import compute_vmemmap
+from hugecalc.profiles import Profile
+from hugecalc.releases import Release
+from hugecalc.result import Model, Result, field
+from hugecalc.units import fmt_bytes, fmt_size
+
+
+class PoolRow(Model):
+    hugepage_size_bytes: int = field("Hugepage size", "bytes")
+    hugepages: int = field("Hugepages in the pool now", "count")
+    hvo_now: bool = field("HVO on now")
+    vmemmap_bytes: int = field("vmemmap of the pool", "bytes")
+    saved_now_bytes: int = field("Net saving now", "bytes")
+    saved_what_if_bytes: int = field("Net saving with HVO on", "bytes")
+    gain_bytes: int = field("Gain", "bytes")
+    realloc_step_bytes: int = field("Free memory to reallocate one hugepage", "bytes")
+    realloc_pool_bytes: int = field("Free memory to reallocate the pool at once", "bytes")
+    optimizable: bool = field("HVO applies")
+    reason: str | None = field("Why not", default=None)
+
+
+class HostVmemmapResult(Result):
+    command: str = "vmemmap"
+    rows: list[PoolRow]
+    mem_available_bytes: int | None = field("MemAvailable now", "bytes", default=None)
+
+
+def compute_hvo_now(profile: Profile, release: Release, pools: list[tuple[int, int]], hvo_now: int | None,
+                    mem_available: int | None, zones: int = 1) -> HostVmemmapResult:
+    """``pools``: (hugepage size, hugepages) as captured; ``hvo_now``: the sysctl (None: missing).
+
+    Kernel reference
+    ----------------
+    ``vm.hugetlb_optimize_vmemmap`` (Documentation/admin-guide/sysctl/vm.rst): "only affects
+    hugepages allocated after it is set"; ``hugetlb_vmemmap_optimize_folio()``.
+    """
+    rows, notes = [], []
+    for size, count in pools:
+        if not any(h.size == size for h in profile.hugetlb):
+            notes.append(f"{fmt_size(size)} pool: not a hugetlb size of profile {profile.name}; left out")
+            continue
+        what_if = compute_vmemmap(profile, release, hugepage_count=max(count, 1), hugepage_sizes=[size],
+                                  zones=zones).rows[0]
+        scale = count / max(count, 1)  # a pool of 0 hugepages: the per-pool figures are 0
+        saved_if = int(what_if.saved_bytes * scale)
+        on = hvo_now == 1 and what_if.optimizable
+        rows.append(PoolRow(
+            hugepage_size_bytes=size, hugepages=count, hvo_now=on, vmemmap_bytes=what_if.vmemmap_bytes_per_hugepage * count,
+            saved_now_bytes=saved_if if on else 0, saved_what_if_bytes=saved_if, gain_bytes=0 if on else saved_if,
+            realloc_step_bytes=size if count and not on and what_if.optimizable else 0,
+            realloc_pool_bytes=size * count if not on and what_if.optimizable else 0,
+            optimizable=what_if.optimizable, reason=what_if.reason))
+    if hvo_now is None:
+        notes.append("vm.hugetlb_optimize_vmemmap does not exist on this machine: its kernel cannot do HVO "
+                     "(config, struct page size, or memmap_on_memory); the what-if is for the same pools under "
+                     f"{release}'s rules")
+    elif hvo_now == 1:
+        notes.append("HVO is on: the pools are taken to have been allocated with it on (the sysctl only applies to "
+                     "hugepages allocated after it is set)")
+    elif any(r.gain_bytes for r in rows):
+        gain = sum(r.gain_bytes for r in rows)
+        notes.append(f"HVO is off: turning it on (sysctl vm.hugetlb_optimize_vmemmap=1) frees {fmt_bytes(gain)} once "
+                     "the pools are reallocated; it only applies to hugepages allocated after it is set")
+        if mem_available is not None:
+            step = max(r.realloc_step_bytes for r in rows)
+            notes.append(f"MemAvailable is {fmt_bytes(mem_available)}: reallocating one hugepage at a time needs "
+                         f"{fmt_bytes(step)} free and contiguous"
+                         + ("" if mem_available >= step else " — not available now"))
+    if not any(count for _, count in pools):
+        notes.append("no hugetlb pool on this machine: give --pages for a what-if pool")
+    return HostVmemmapResult(profile=profile.name, kernel=str(release),
+                             inputs={"pools": [{"hugepage_size_bytes": s, "hugepages": n} for s, n in pools],
+                                     "hugetlb_optimize_vmemmap": hvo_now, "zones": zones},
+                             rows=rows, mem_available_bytes=mem_available, notes=notes)

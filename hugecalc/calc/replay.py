@@ -1,0 +1,177 @@
+"""Replay a real process under other THP settings: its present pages as the touch pattern.
+
+Each anonymous or shmem mapping's present pages are faulted in again, in address order, as a
+program writing each of them once would, under the settings now and under a what-if; the other
+mappings (files, hugetlb, the vDSO) keep the pages they have.  Page tables are counted over the
+whole process, the way VmPTE counts them, so with the what-if equal to the settings now the
+replay gives back the process's VmPTE.
+
+Kernel reference
+----------------
+The fault rules of ``hugecalc.calc.mthp`` (``alloc_anon_folio()``, ``create_huge_pmd()``,
+``shmem_allowable_huge_orders()``); ``mm_pgtables_bytes()`` (VmPTE).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hugecalc.calc._jit import call
+from hugecalc.calc.faults import replay_walk
+from hugecalc.calc.mthp import FolioCount
+from hugecalc.calc.orders import allowed_orders, pass_settings, pmd_order
+from hugecalc.calc.process import level_counts
+from hugecalc.calc.tables import level_row, vmpte_bytes
+from hugecalc.profiles import Profile
+from hugecalc.releases import ARM64_CONTPTE, Release
+from hugecalc.result import Model, Result, field
+from hugecalc.units import fmt_size
+
+REPLAYED = {"anon": "anon", "heap": "anon", "stack": "anon", "shmem": "shmem", "sysv": "sysv"}
+
+
+class ReplayVma(Model):
+    start: int = field("Start", "address")
+    kind: str = field("Kind")
+    touched_bytes: int = field("Present now", "bytes")
+    faults: int = field("Faults", "count")
+    populated_bytes: int = field("Populated", "bytes")
+    tlb_entries: int = field("TLB entries", "count")
+    folios: dict[str, int] = field("Folios by size")
+
+
+class ReplayRun(Model):
+    """One set of settings replayed over the whole process."""
+
+    label: str  # the column: now, what-if
+    settings: dict = field("THP settings")
+    faults: int = field("Page faults", "count")
+    folios: list[FolioCount]
+    touched_bytes: int = field("Memory present now (replayed mappings)", "bytes")
+    populated_bytes: int = field("Memory populated (replayed mappings)", "bytes")
+    bloat: float = field("Populated / present")
+    tlb_entries: int = field("Last-level TLB entries (replayed)", "count")
+    tables: dict[str, int] = field("Page tables by level (whole process)")
+    page_table_bytes: int = field("Page tables (as VmPTE counts)", "bytes")
+    vmas: list[ReplayVma]
+
+
+class ReplayResult(Result):
+    command: str = "mthp"
+    pid: int = field("Process")
+    comm: str = field("Command")
+    vm_pte_bytes: int = field("VmPTE now", "bytes")
+    captured_folios: dict[str, int] | None = field("Folios by size now (kpageflags)", default=None)
+    runs: list[ReplayRun]
+
+
+def _pages(starts: np.ndarray, ends: np.ndarray, page: int) -> np.ndarray:
+    """Every page address in the intervals, sorted."""
+    counts = (ends - starts) // page
+    if counts.sum() == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(starts, counts) + offsets * page
+
+
+def replay(profile: Profile, release: Release, vmas: list[dict], settings: dict, label: str,
+           notes: list[str]) -> ReplayRun:
+    """``vmas``: dicts with start, end, kind, flags, kernel_page_bytes, starts, ends (present bytes).
+    ``settings``: compute_mthp's keyword arguments for the THP switches (enabled, top_level, huge,
+    shmem_enabled)."""
+    page, pmd = profile.page_size, profile.pmd_size
+    P = pmd_order(profile)
+    cont = profile.cont_pte_entries if (profile.cont_pte_entries > 1 and release.has(ARM64_CONTPTE, profile.arch.value)) \
+        else profile.tlb_coalesce_pages
+    present, kept, pte_blocks, rows = [], [], [], []
+    folios = np.zeros(P + 1, dtype=np.int64)
+    for v in vmas:
+        present.append((v["kernel_page_bytes"], v["starts"], v["ends"]))
+        memory = REPLAYED.get(v["kind"])
+        if memory is None or v["kernel_page_bytes"] != page:
+            kept.append(present[-1])
+            continue
+        flags = v.get("flags", [])
+        p = pass_settings(profile, release, [], memory=memory, madvise="hg" in flags and "nh" not in flags,
+                          nohugepage="nh" in flags, vma_size=v["end"] - v["start"], vma_start=v["start"],
+                          file_offset=0, touch_stride=None, prepopulated_stride=None, access="write", **settings)
+        allowed, _ = allowed_orders(profile, release, p, [])
+        pages = _pages(v["starts"], v["ends"], page)
+        out = np.zeros(5, dtype=np.int64)
+        vf = np.zeros(P + 1, dtype=np.int64)
+        blocks = np.zeros(max(pages.shape[0], 1), dtype=np.int64)
+        call(replay_walk, pages, v["start"], v["end"], page, pmd, sum(1 << o for o in allowed if o < P),
+             P in allowed, memory != "anon", cont, vf, out, blocks)
+        pte_blocks.append(blocks[: out[4]])
+        folios += vf
+        rows.append(ReplayVma(start=v["start"], kind=v["kind"], touched_bytes=pages.shape[0] * page,
+                              faults=int(out[0]), populated_bytes=int(out[1]), tlb_entries=int(out[2]),
+                              folios={str(page << o): int(c) for o, c in enumerate(vf) if c}))
+    # Upper tables from the present pages (a folio never leaves the PMD block of the page that
+    # faulted it in); PTE tables from the walk for the replayed mappings, as present for the rest.
+    counts = level_counts(profile, present, np.concatenate(pte_blocks) if pte_blocks else None, kept)
+    level_rows = [level_row(profile, release, name, n) for name, n in counts.items()]
+    touched = sum(r.touched_bytes for r in rows)
+    populated = sum(r.populated_bytes for r in rows)
+    shown = {k: v for k, v in settings.items()}
+    shown["enabled"] = {fmt_size(s): m for s, m in settings.get("enabled", [])}
+    shown["shmem_enabled"] = {fmt_size(s): m for s, m in settings.get("shmem_enabled", [])}
+    return ReplayRun(label=label, settings=shown, faults=sum(r.faults for r in rows),
+                     folios=[FolioCount(size_bytes=page << o, count=int(c)) for o, c in enumerate(folios) if c],
+                     touched_bytes=touched, populated_bytes=populated, bloat=populated / touched if touched else 0.0,
+                     tlb_entries=sum(r.tlb_entries for r in rows), tables={r.level: r.tables for r in level_rows},
+                     page_table_bytes=vmpte_bytes(profile, level_rows), vmas=rows)
+
+
+def compute_replay(profile: Profile, release: Release, pid: int, comm: str, vm_pte_bytes: int, vmas: list[dict],
+                   runs: dict[str, dict], captured_folios: dict[str, int] | None) -> ReplayResult:
+    """The process replayed under each named set of settings (``now``, ``what-if``).
+
+    Kernel reference
+    ----------------
+    ``alloc_anon_folio()`` and ``create_huge_pmd()`` in mm/memory.c, ``shmem_allowable_huge_orders()``
+    in mm/shmem.c, as modelled by ``hugecalc.calc.mthp``; ``mm_pgtables_bytes()`` (VmPTE).
+    """
+    notes = ["present pages are replayed in address order, each written once; files, hugetlb and special "
+             "mappings keep the pages they have"]
+    results = [replay(profile, release, vmas, settings, label, notes) for label, settings in runs.items()]
+    if results and results[0].page_table_bytes != vm_pte_bytes:
+        notes.append(f"VmPTE now is {vm_pte_bytes:,} bytes, the replay of the settings now gives "
+                     f"{results[0].page_table_bytes:,}: the process did not fault its pages in address order, or "
+                     "kept tables after unmapping or zapping pages")
+    return ReplayResult(profile=profile.name, kernel=str(release), inputs={"pid": pid, "runs": list(runs)},
+                        pid=pid, comm=comm, vm_pte_bytes=vm_pte_bytes, captured_folios=captured_folios,
+                        runs=results, notes=notes)
+
+
+def settings_from_capture(capture) -> tuple[dict, list[str]]:
+    """The THP switches of a capture as compute_mthp's keyword arguments (deny/force, the shmem
+    testing modes, become never/always)."""
+    from hugecalc.units import parse_size
+
+    th = capture.thp
+    notes = []
+    huge = th.shmem_enabled or "never"
+    if huge in ("deny", "force"):
+        notes.append(f"shmem_enabled is '{huge}' (a testing mode): taken as '{'never' if huge == 'deny' else 'always'}'")
+        huge = "never" if huge == "deny" else "always"
+    settings = {
+        "top_level": th.enabled if th.enabled in ("always", "madvise", "never") else "never",
+        "huge": huge,
+        "enabled": [(parse_size(k), v["enabled"]) for k, v in th.sizes.items() if "enabled" in v],
+        "shmem_enabled": [(parse_size(k), v["shmem_enabled"]) for k, v in th.sizes.items() if "shmem_enabled" in v],
+    }
+    return settings, notes
+
+
+def what_if(now: dict, overrides: dict) -> dict:
+    """The settings now with the switches given on the command line replacing theirs."""
+    out = dict(now)
+    for key in ("top_level", "huge"):
+        if key in overrides:
+            out[key] = overrides[key]
+    for key in ("enabled", "shmem_enabled"):
+        modes = dict(now.get(key, []))
+        modes.update(dict(overrides.get(key, [])))
+        out[key] = sorted(modes.items())
+    return out

@@ -1,0 +1,199 @@
+"""A capture: one machine (and some of its processes) as ``hugecalc host`` read it, one JSON document.
+
+Every value says where it came from (``sources``: field -> file or call), anything unreadable is
+listed in ``unknown`` rather than guessed, and the document carries a full :class:`Profile`, so a
+capture is also a valid ``--profile``.  Present pages are stored as compact runs (delta-encoded,
+zlib, base64), which keeps a process with 10 GiB resident to a few hundred KB.
+
+Pure: no /proc or /sys here (``hugecalc.snapshot`` reads the machine); files are read and written
+here, atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hugecalc.errors import InputError
+from hugecalc.profiles import Profile
+
+CAPTURE_KIND = "hugecalc-capture"
+CAPTURE_SCHEMA_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Pool(_Model):
+    """One hugetlb size: the global pool and its per-NUMA-node split."""
+
+    size_bytes: int
+    nr: int
+    free: int
+    resv: int
+    surplus: int
+    nodes: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+
+class Thp(_Model):
+    """Transparent hugepage settings: top level, per size, khugepaged."""
+
+    enabled: str | None = None
+    defrag: str | None = None
+    shmem_enabled: str | None = None
+    use_zero_page: str | None = None
+    sizes: dict[str, dict[str, str]] = Field(default_factory=dict)  # "64K" -> {"enabled": ..., "shmem_enabled": ...}
+    khugepaged: dict[str, int] = Field(default_factory=dict)
+
+
+class Vma(_Model):
+    """One mapping of a process."""
+
+    start: int
+    end: int
+    kind: str  # anon, shmem, file, hugetlb, stack, heap, special
+    name: str = ""
+    flags: list[str] = Field(default_factory=list)  # VmFlags that matter: hg (MADV_HUGEPAGE), nh (MADV_NOHUGEPAGE)
+    kernel_page_bytes: int
+    present_pages: int = 0
+    present_runs: str = ""  # base64(zlib(int64 [gap, length] pairs in pages, from start))
+    folios: dict[str, int] | None = None  # folio size in bytes (as text) -> count, where kpageflags was readable
+    unclassified_pages: int = 0
+
+
+class Process(_Model):
+    pid: int
+    comm: str
+    vm_pte_bytes: int
+    vmas: list[Vma]
+
+
+class Capture(_Model):
+    kind: str = CAPTURE_KIND
+    schema_version: int = CAPTURE_SCHEMA_VERSION
+    captured_at: str
+    hostname: str
+    kernel: str  # uname -r, as given
+    arch: str  # uname -m
+    page_size: int
+    paging_levels: int
+    user_va_bytes: int
+    struct_page_bytes: int | None
+    config: dict[str, str] = Field(default_factory=dict)
+    mem_total_bytes: int | None = None
+    mem_available_bytes: int | None = None
+    hugetlb_optimize_vmemmap: int | None = None  # None: the sysctl does not exist (no HVO possible)
+    nr_memmap_pages: int | None = None
+    nr_memmap_boot_pages: int | None = None
+    pools: list[Pool] = Field(default_factory=list)
+    thp: Thp = Field(default_factory=Thp)
+    processes: list[Process] = Field(default_factory=list)
+    sources: dict[str, str] = Field(default_factory=dict)
+    unknown: list[dict[str, str]] = Field(default_factory=list)
+    profile: Profile
+
+    def process(self, pid: int) -> Process:
+        for p in self.processes:
+            if p.pid == pid:
+                return p
+        have = ", ".join(str(p.pid) for p in self.processes) or "none"
+        raise InputError(f"--pid {pid}: the capture has no such process (it has: {have}; capture it with "
+                         f"'hugecalc host --pids {pid}')")
+
+
+# --- present pages as compact runs -------------------------------------------------------------
+
+
+def encode_runs(starts: np.ndarray, ends: np.ndarray, base: int, page: int) -> str:
+    """Byte intervals (sorted, disjoint) -> base64(zlib(int64 [gap, length] pairs in pages))."""
+    if starts.size == 0:
+        return ""
+    s = (starts - base) // page
+    e = (ends - base) // page
+    gaps = np.empty_like(s)
+    gaps[0] = s[0]
+    gaps[1:] = s[1:] - e[:-1]
+    pairs = np.stack([gaps, e - s], axis=1).astype("<i8")
+    return base64.b64encode(zlib.compress(pairs.tobytes(), 6)).decode()
+
+
+def decode_runs(text: str, base: int, page: int) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of :func:`encode_runs`: byte intervals."""
+    if not text:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    try:
+        pairs = np.frombuffer(zlib.decompress(base64.b64decode(text, validate=True)), dtype="<i8").reshape(-1, 2)
+    except (ValueError, zlib.error) as e:
+        raise InputError(f"a capture's present_runs cannot be decoded ({e}): the file is damaged") from None
+    if (pairs < 0).any():
+        raise InputError("a capture's present_runs has negative gaps or lengths: the file is damaged")
+    ends_pages = np.cumsum(pairs[:, 0] + pairs[:, 1])
+    starts_pages = ends_pages - pairs[:, 1]
+    return (base + starts_pages * page).astype(np.int64), (base + ends_pages * page).astype(np.int64)
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def load_capture(path: str | os.PathLike) -> Capture:
+    """A capture file: refused with one clear line if unreadable, of a newer schema, or damaged."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise InputError(f"--host {path}: cannot read it: {e.strerror}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise InputError(f"--host {path}: not a capture: not valid JSON ({e}; truncated?)") from None
+    if not isinstance(data, dict) or data.get("kind") != CAPTURE_KIND:
+        raise InputError(f"--host {path}: not a hugecalc capture (make one with 'hugecalc host --output FILE')")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or version > CAPTURE_SCHEMA_VERSION:
+        raise InputError(f"--host {path}: capture schema_version {version!r} is newer than this hugecalc reads "
+                         f"({CAPTURE_SCHEMA_VERSION}): upgrade hugecalc")
+    try:
+        capture = Capture.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        raise InputError(f"--host {path}: damaged capture: {where}: {err['msg']}") from None
+    for p in capture.processes:
+        for v in p.vmas:
+            if v.end <= v.start or v.start % capture.page_size:
+                raise InputError(f"--host {path}: damaged capture: process {p.pid} has a mapping "
+                                 f"[{v.start:#x}, {v.end:#x}) that is empty or not page-aligned")
+    return capture
+
+
+def write_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write a file whole or not at all: a temporary file in the same directory, fsync, rename."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+    except OSError as e:
+        raise InputError(f"--output {path}: cannot write there: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would have made it, not mkstemp()'s 0600
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

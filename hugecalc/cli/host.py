@@ -1,0 +1,85 @@
+"""``hugecalc host``: read the running machine (and processes) into one capture."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from hugecalc.cli.common import console
+from hugecalc.errors import InputError
+from hugecalc.units import fmt_bytes, fmt_size
+
+
+def _pids(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    from hugecalc.snapshot import all_pids
+
+    if text.strip() == "all":
+        return all_pids()
+    try:
+        pids = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise InputError(f"--pids {text!r}: use PID,PID,... or all") from None
+    if not pids or any(p <= 0 for p in pids):
+        raise InputError(f"--pids {text!r}: use PID,PID,... (positive) or all")
+    return pids
+
+
+@click.command()
+@click.option("--pids", "pids_text", metavar="PID,...|all", default=None,
+              help="Also capture these processes' mappings and present pages (root for folio sizes).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write the capture to FILE (atomically) instead of showing it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the capture, one JSON document, on stdout.")
+def host(pids_text: str | None, output: str | None, as_json: bool) -> None:
+    """Read this machine into a capture: kernel, profile, hugetlb pools, HVO, THP settings, and
+    optionally processes. Every value names its source; what cannot be read is listed as unknown.
+
+    A capture is one JSON document (schema_version 1) and a valid --profile; every calculator
+    takes it with --host FILE, or reads the machine live with --profile host.
+
+    \b
+    Examples:
+      hugecalc host
+      hugecalc host --output capture.json
+      sudo hugecalc host --pids $(pgrep -d, postgres) --output db1.json
+      hugecalc vmemmap --host capture.json
+      hugecalc mthp --host capture.json --size 64k
+    """
+    from hugecalc.capture import write_atomically
+    from hugecalc.snapshot import capture_machine
+
+    capture = capture_machine(_pids(pids_text))
+    text = capture.model_dump_json(indent=1)
+    if output:
+        write_atomically(output, text + "\n")
+        click.echo(f"hugecalc: wrote {output} ({len(text):,} bytes, {len(capture.processes)} processes)", err=True)
+        return
+    if as_json:
+        click.echo(text)
+        return
+    out = console()
+    out.print(Text(f"{capture.hostname}: Linux {capture.kernel} on {capture.arch} — profile {capture.profile.name} "
+                   f"({capture.paging_levels} levels, {fmt_size(capture.page_size)} pages, "
+                   f"struct page {capture.struct_page_bytes or '?'} B)", style="bold"))
+    hvo = {None: "not available", 0: "off", 1: "on"}.get(capture.hugetlb_optimize_vmemmap, "?")
+    out.print(f"memory {fmt_bytes(capture.mem_total_bytes or 0)}; vm.hugetlb_optimize_vmemmap {hvo}; "
+              f"memmap pages {(capture.nr_memmap_pages or 0) + (capture.nr_memmap_boot_pages or 0):,}")
+    t = Table(title="hugetlb pools", title_justify="left")
+    for col in ("size", "nr", "free", "resv", "surplus", "per node (nr)"):
+        t.add_column(col, justify="right")
+    for p in capture.pools:
+        t.add_row(fmt_size(p.size_bytes), f"{p.nr:,}", f"{p.free:,}", f"{p.resv:,}", f"{p.surplus:,}",
+                  " ".join(f"{n}:{v['nr']}" for n, v in p.nodes.items()))
+    out.print(t)
+    th = capture.thp
+    out.print(f"THP enabled {th.enabled}, defrag {th.defrag}, shmem_enabled {th.shmem_enabled}; per size: "
+              + ", ".join(f"{k} {v.get('enabled', '-')}/{v.get('shmem_enabled', '-')}" for k, v in th.sizes.items()))
+    for p in capture.processes:
+        out.print(f"process {p.pid} ({p.comm}): {len(p.vmas)} mappings, "
+                  f"{fmt_bytes(sum(v.present_pages for v in p.vmas) * capture.page_size)} present, "
+                  f"VmPTE {fmt_bytes(p.vm_pte_bytes)}")
+    for u in capture.unknown:
+        out.print(Text(f"unknown: {u['what']} ({u['source']}: {u['error']})", style="yellow"))

@@ -1,0 +1,381 @@
+"""``hugecalc host``: read the running machine (and some of its processes) into a :class:`Capture`.
+
+Reads only; every value records its source, and whatever cannot be read goes to ``unknown``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gzip
+import os
+import platform
+import socket
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hugecalc import host
+from hugecalc.capture import Capture, Pool, Process, Thp, Vma, encode_runs
+from hugecalc.errors import HostError, InputError
+from hugecalc.profiles import load_profile
+from hugecalc.units import fmt_size
+
+CONFIG_KEYS = (
+    "CONFIG_HUGETLB_PAGE_OPTIMIZE_VMEMMAP", "CONFIG_HUGETLB_PAGE_OPTIMIZE_VMEMMAP_DEFAULT_ON", "CONFIG_PT_RECLAIM",
+    "CONFIG_PGTABLE_LEVELS", "CONFIG_X86_5LEVEL", "CONFIG_X86_PAE", "CONFIG_ARM64_CONTPTE", "CONFIG_ARM64_VA_BITS",
+    "CONFIG_ARM64_PA_BITS", "CONFIG_TRANSPARENT_HUGEPAGE", "CONFIG_TRANSPARENT_HUGEPAGE_ALWAYS",
+    "CONFIG_TRANSPARENT_HUGEPAGE_MADVISE", "CONFIG_TRANSPARENT_HUGEPAGE_NEVER", "CONFIG_KMSAN",
+    "CONFIG_SPARSEMEM_VMEMMAP", "CONFIG_NO_PAGE_MAPCOUNT", "CONFIG_ARCH_WANT_HUGE_PMD_SHARE",
+    "CONFIG_MMU_GATHER_RCU_TABLE_FREE",
+)
+SYS_NODES = Path("/sys/devices/system/node")
+BTF = Path("/sys/kernel/btf/vmlinux")
+
+
+class _Reader:
+    """Collects sources and unknowns while reading."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, str] = {}
+        self.unknown: list[dict[str, str]] = []
+
+    def text(self, what: str, path: Path) -> str | None:
+        try:
+            value = path.read_text().strip()
+        except OSError as e:
+            self.unknown.append({"what": what, "source": str(path), "error": e.strerror or str(e)})
+            return None
+        self.sources[what] = str(path)
+        return value
+
+    def number(self, what: str, path: Path) -> int | None:
+        text = self.text(what, path)
+        return int(text) if text is not None and text.lstrip("-").isdigit() else None
+
+
+# --- the kernel -------------------------------------------------------------------------------
+
+
+def kernel_config(r: _Reader) -> dict[str, str]:
+    """The config options the calculators depend on, from /proc/config.gz or /boot/config-RELEASE."""
+    for path in (Path("/proc/config.gz"), Path(f"/boot/config-{platform.release()}")):
+        try:
+            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        except OSError:
+            continue
+        out = {}
+        for line in raw.decode(errors="replace").splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key in CONFIG_KEYS:
+                out[key] = value.strip('"')
+            elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
+                key = line[2:].split()[0]
+                if key in CONFIG_KEYS:
+                    out[key] = "n"
+        r.sources["config"] = str(path)
+        return out
+    r.unknown.append({"what": "config", "source": "/proc/config.gz, /boot/config-" + platform.release(),
+                      "error": "neither exists"})
+    return {}
+
+
+def struct_page_from_btf(data: bytes) -> int | None:
+    """``sizeof(struct page)`` from the kernel's BTF (include/uapi/linux/btf.h): walk the type section
+    to the STRUCT named "page"."""
+    magic, _, _, hdr_len, type_off, type_len, str_off, _ = struct.unpack_from("<HBBIIIII", data, 0)
+    if magic != 0xEB9F:
+        return None
+    strings = hdr_len + str_off
+    name = data.find(b"\x00page\x00", strings) + 1 - strings
+    if name <= 0:
+        return None
+    extra = {1: 4, 3: 12, 14: 4, 17: 4}  # per-kind data after the 12-byte btf_type ...
+    per_member = {4: 12, 5: 12, 6: 8, 13: 8, 15: 12, 19: 12}  # ... and per member (vlen of them)
+    pos, end = hdr_len + type_off, hdr_len + type_off + type_len
+    while pos < end:
+        name_off, info, size = struct.unpack_from("<III", data, pos)
+        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+        if kind == 4 and name_off == name:
+            return size
+        pos += 12 + extra.get(kind, 0) + vlen * per_member.get(kind, 0)
+    return None
+
+
+def struct_page_bytes(r: _Reader, page_size: int, mem_total: int | None, memmap: int | None) -> int | None:
+    try:
+        size = struct_page_from_btf(BTF.read_bytes())
+    except (OSError, struct.error):
+        size = None
+    if size:
+        r.sources["struct_page_bytes"] = f"{BTF} (BTF type 'struct page')"
+        return size
+    if memmap and mem_total:
+        # Derived: the memmap describes every page, MemTotal leaves out what the kernel reserved.
+        derived = round(memmap * page_size / (mem_total // page_size) / 8) * 8
+        r.sources["struct_page_bytes"] = ("derived (approximate): (nr_memmap_pages + nr_memmap_boot_pages) x "
+                                          "PAGE_SIZE / MemTotal pages, /proc/vmstat and /proc/meminfo")
+        return derived
+    r.unknown.append({"what": "struct_page_bytes", "source": str(BTF), "error": "no BTF and no memmap counters"})
+    return None
+
+
+def paging_levels(arch: str, config: dict[str, str], r: _Reader) -> int:
+    """x86-64: 5 only when the kernel really uses LA57 (an mmap hint above 47 bits is honoured), not
+    just when the CPU has the flag; elsewhere CONFIG_PGTABLE_LEVELS."""
+    if arch == "x86_64":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        addr = libc.mmap(1 << 52, 4096, 0, 0x22, -1, 0)  # PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS, a hint
+        if addr not in (None, ctypes.c_void_p(-1).value):
+            libc.munmap(addr, 4096)
+        r.sources["paging_levels"] = "mmap() hint above 47 bits honoured or not (x86-64 LA57)"
+        return 5 if addr and addr >= 1 << 47 else 4
+    levels = config.get("CONFIG_PGTABLE_LEVELS")
+    if levels and levels.isdigit():
+        r.sources["paging_levels"] = r.sources.get("config", "config") + " CONFIG_PGTABLE_LEVELS"
+        return int(levels)
+    r.unknown.append({"what": "paging_levels", "source": "CONFIG_PGTABLE_LEVELS", "error": "no kernel config"})
+    return 4
+
+
+def profile_name(arch: str, page_size: int, levels: int, config: dict[str, str]) -> str:
+    """The bundled profile of this machine's geometry."""
+    if arch == "x86_64":
+        return "x86-64-la57" if levels == 5 else "x86-64"
+    if arch in ("aarch64", "arm64"):
+        return {4096: "arm64-4k", 16384: "arm64-16k", 65536: "arm64-64k"}[page_size]
+    if arch == "riscv64":
+        return "riscv64-sv48"
+    if arch in ("i386", "i486", "i586", "i686"):
+        return "i386-pae" if config.get("CONFIG_X86_PAE") == "y" or levels == 3 else "i386"
+    raise HostError(f"no bundled profile for this machine ({arch}, {page_size}-byte pages): write one (see "
+                    "'hugecalc profiles') and pass it with --profile")
+
+
+# --- hugetlb and THP ------------------------------------------------------------------------------
+
+
+def pools(r: _Reader) -> list[Pool]:
+    out = []
+    for d in sorted(host.SYS_HUGEPAGES.glob("hugepages-*kB"), key=lambda p: int(p.name[10:-2])):
+        size = int(d.name[10:-2]) << 10
+        values = {k: r.number(f"pools.{d.name}.{k}", d / f"{k}_hugepages") or 0 for k in ("nr", "free", "resv", "surplus")}
+        nodes = {}
+        for n in sorted(SYS_NODES.glob(f"node*/hugepages/{d.name}")):
+            nodes[n.parent.parent.name.removeprefix("node")] = {
+                k: r.number(f"pools.{d.name}.{n.parent.parent.name}.{k}", n / f"{k}_hugepages") or 0
+                for k in ("nr", "free", "surplus")}
+        out.append(Pool(size_bytes=size, nodes=nodes, **values))
+    if out:
+        r.sources["pools"] = f"{host.SYS_HUGEPAGES}/hugepages-*kB, {SYS_NODES}/node*/hugepages"
+    return out
+
+
+def thp_settings(r: _Reader) -> Thp:
+    if not host.SYS_THP.is_dir():
+        r.unknown.append({"what": "thp", "source": str(host.SYS_THP), "error": "missing (no THP in this kernel)"})
+        return Thp()
+
+    def selected(what: str, path: Path) -> str | None:
+        text = r.text(what, path)
+        return host.setting(path) if text is not None else None
+
+    sizes = {}
+    for d in sorted(host.SYS_THP.glob("hugepages-*kB"), key=lambda p: int(p.name[10:-2])):
+        label = fmt_size(int(d.name[10:-2]) << 10)
+        sizes[label] = {k: selected(f"thp.sizes.{label}.{k}", d / k) for k in ("enabled", "shmem_enabled")
+                        if (d / k).exists()}
+    khugepaged = {}
+    for k in ("max_ptes_none", "max_ptes_swap", "max_ptes_shared", "pages_to_scan", "scan_sleep_millisecs",
+              "alloc_sleep_millisecs", "defrag"):
+        value = r.number(f"thp.khugepaged.{k}", host.SYS_THP / "khugepaged" / k)
+        if value is not None:
+            khugepaged[k] = value
+    return Thp(enabled=selected("thp.enabled", host.SYS_THP / "enabled"),
+               defrag=selected("thp.defrag", host.SYS_THP / "defrag"),
+               shmem_enabled=selected("thp.shmem_enabled", host.SYS_THP / "shmem_enabled"),
+               use_zero_page=selected("thp.use_zero_page", host.SYS_THP / "use_zero_page"),
+               sizes=sizes, khugepaged=khugepaged)
+
+
+# --- processes ---------------------------------------------------------------------------------------
+
+_SPECIAL = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]")
+
+
+def vma_kind(name: str, flags: list[str], kernel_page: int, page: int) -> str:
+    if kernel_page != page or "anon_hugepage" in name or "hugetlb" in name:
+        return "hugetlb"
+    if name in _SPECIAL:
+        return "special"
+    if name == "[stack]":
+        return "stack"
+    if name == "[heap]":
+        return "heap"
+    if name.startswith("/SYSV"):
+        return "sysv"
+    if name.startswith("/memfd:") or name.startswith("/dev/zero") or name.startswith("[anon_shmem") or (
+            not name and "sh" in flags):
+        return "shmem"
+    if not name or name.startswith("[anon"):
+        return "anon"
+    return "file"
+
+
+def smaps(pid: int, page: int, option: str = "--pids") -> list[dict]:
+    """Each VMA of ``pid``: range, name, kernel page size, VmFlags (from /proc/PID/smaps)."""
+    path = host.PROC / str(pid) / "smaps"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputError(f"{option} {pid}: no such process") from None
+    except PermissionError:
+        raise InputError(f"{option} {pid}: permission denied reading {path} (run as its owner or root)") from None
+    except OSError as e:  # ESRCH while it exits
+        raise InputError(f"{option} {pid}: the process went away while it was read ({e.strerror})") from None
+    vmas: list[dict] = []
+    for line in text.splitlines():
+        head = line.split(None, 5)
+        if head and "-" in head[0] and ":" not in head[0] and len(head) >= 5:
+            lo, hi = (int(x, 16) for x in head[0].split("-"))
+            vmas.append({"start": lo, "end": hi, "name": head[5] if len(head) > 5 else "", "kps": page, "flags": []})
+        elif line.startswith("KernelPageSize:") and vmas:
+            vmas[-1]["kps"] = int(line.split()[1]) << 10
+        elif line.startswith("VmFlags:") and vmas:
+            vmas[-1]["flags"] = line.split()[1:]
+    return vmas
+
+
+def _kpageflags(pfns: np.ndarray) -> np.ndarray | None:
+    """/proc/kpageflags for these PFNs, read in spans (a folio's pages are consecutive); None
+    where it cannot be read (not root)."""
+    out = np.zeros(pfns.shape[0], dtype=np.uint64)
+    if pfns.size == 0:
+        return out
+    try:
+        fd = os.open(host.PROC / "kpageflags", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        order = np.argsort(pfns, kind="stable")
+        sorted_pfns = pfns[order]
+        breaks = np.flatnonzero(np.diff(sorted_pfns) > 4096) + 1
+        got = np.empty(pfns.shape[0], dtype=np.uint64)
+        for chunk in np.split(np.arange(sorted_pfns.shape[0]), breaks):
+            lo, hi = int(sorted_pfns[chunk[0]]), int(sorted_pfns[chunk[-1]])
+            raw = os.pread(fd, (hi - lo + 1) * 8, lo * 8)
+            table = np.frombuffer(raw.ljust((hi - lo + 1) * 8, b"\0"), dtype=np.uint64)
+            got[chunk] = table[sorted_pfns[chunk] - lo]
+        out[order] = got
+    finally:
+        os.close(fd)
+    return out
+
+
+def folio_counts(entries: np.ndarray, page: int) -> tuple[dict[str, int] | None, int]:
+    """Folios mapped in one VMA by size, from its pagemap entries (in address order): a compound
+    head and the tails that follow at consecutive PFNs, or a lone page; the zero page is none.
+    Vectorized; None where kpageflags is unreadable.  Also the pages kpageflags read as 0."""
+    present = (entries & np.uint64(host.PAGEMAP_PRESENT)) != 0
+    pfns = (entries & np.uint64(host.PAGEMAP_PFN_MASK)).astype(np.int64)
+    flags = np.zeros(entries.shape[0], dtype=np.uint64)
+    idx = np.flatnonzero(present)
+    read = _kpageflags(pfns[idx])
+    if read is None:
+        return None, 0
+    flags[idx] = read
+    unknown = present & (flags == 0)
+    zero = (flags & np.uint64(host.KPF_ZERO_PAGE)) != 0
+    real = present & ~unknown & ~zero
+    tail = real & ((flags & np.uint64(host.KPF_COMPOUND_TAIL)) != 0)
+    cont = np.zeros_like(tail)
+    cont[1:] = tail[1:] & real[:-1] & (pfns[1:] == pfns[:-1] + 1)
+    starts = real & ~cont
+    group = np.cumsum(starts) - 1
+    lengths = np.bincount(group[real], minlength=int(starts.sum())) if real.any() else np.zeros(0, dtype=np.int64)
+    sizes, counts = np.unique(lengths, return_counts=True)
+    return {str(int(n) * page): int(c) for n, c in zip(sizes, counts) if n}, int(unknown.sum())
+
+
+def capture_process(pid: int, page: int, user_va: int, option: str = "--pids") -> Process:
+    vmas = []
+    for v in smaps(pid, page, option):
+        if v["start"] >= user_va:
+            continue  # [vsyscall]: kernel address space
+        kind = vma_kind(v["name"], v["flags"], v["kps"], page)
+        chunks = [e for _, e in host.pagemap_chunks(pid, v["start"], v["end"], page)]
+        entries = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint64)
+        used = (entries & np.uint64(host.PAGEMAP_PRESENT | host.PAGEMAP_SWAPPED)) != 0
+        edges = np.diff(np.concatenate(([0], used.astype(np.int8), [0])))
+        starts = v["start"] + np.flatnonzero(edges == 1).astype(np.int64) * page
+        ends = v["start"] + np.flatnonzero(edges == -1).astype(np.int64) * page
+        folios, unknown = folio_counts(entries, page) if kind != "hugetlb" else (None, 0)
+        vmas.append(Vma(start=v["start"], end=v["end"], kind=kind, name=v["name"],
+                        flags=[f for f in v["flags"] if f in ("hg", "nh", "sh")], kernel_page_bytes=v["kps"],
+                        present_pages=int(used.sum()), present_runs=encode_runs(starts, ends, v["start"], page),
+                        folios=folios, unclassified_pages=unknown))
+    try:
+        comm = (host.PROC / str(pid) / "comm").read_text().strip()
+        vm_pte = host.vm_pte_bytes(pid)
+    except (OSError, HostError):
+        raise InputError(f"{option} {pid}: the process went away while it was read") from None
+    return Process(pid=pid, comm=comm, vm_pte_bytes=vm_pte, vmas=vmas)
+
+
+def all_pids() -> list[int]:
+    me = os.getpid()
+    return sorted(int(p.name) for p in host.PROC.glob("[0-9]*")
+                  if int(p.name) != me and (p / "smaps").exists() and _has_mm(p))
+
+
+def _has_mm(p: Path) -> bool:
+    try:
+        return "VmPTE:" in (p / "status").read_text()  # kernel threads have no mm
+    except OSError:
+        return False
+
+
+# --- the whole machine ----------------------------------------------------------------------------------
+
+
+def capture_machine(pids: list[int] | None = None, option: str = "--pids") -> Capture:
+    """Read this machine (and the processes ``pids``) into a capture."""
+    r = _Reader()
+    arch, release = platform.machine(), platform.release()
+    r.sources.update({"arch": "uname -m", "kernel": "uname -r", "hostname": "gethostname()",
+                      "page_size": "sysconf(_SC_PAGESIZE)"})
+    page = os.sysconf("SC_PAGESIZE")
+    config = kernel_config(r)
+    levels = paging_levels(arch, config, r)
+    meminfo = host.read_keyed(host.PROC / "meminfo")
+    vmstat = host.read_keyed(host.PROC / "vmstat")
+    r.sources.update({"mem_total_bytes": "/proc/meminfo MemTotal", "mem_available_bytes": "/proc/meminfo MemAvailable",
+                      "nr_memmap_pages": "/proc/vmstat"})
+    mem_total = meminfo.get("MemTotal", 0) << 10 or None
+    memmap = (vmstat["nr_memmap_pages"] + vmstat.get("nr_memmap_boot_pages", 0)) if "nr_memmap_pages" in vmstat else None
+    if memmap is None:
+        r.unknown.append({"what": "nr_memmap_pages", "source": "/proc/vmstat", "error": "no such counter (before 6.11)"})
+    sp = struct_page_bytes(r, page, mem_total, memmap)
+    hvo = r.number("hugetlb_optimize_vmemmap", host.HVO_SYSCTL) if host.HVO_SYSCTL.exists() else None
+    if hvo is None:
+        r.unknown.append({"what": "hugetlb_optimize_vmemmap", "source": str(host.HVO_SYSCTL),
+                          "error": "missing: no HVO in this kernel (config, struct page size, or memmap_on_memory)"})
+    base = load_profile(profile_name(arch, page, levels, config))
+    hostname = socket.gethostname()
+    profile = base.model_copy(update={
+        "name": f"host:{hostname}", "description": f"{base.description}; captured from {hostname} ({release})",
+        **({"struct_page_bytes": sp} if sp else {})})
+    r.sources["profile"] = f"bundled profile {base.name} for {arch}, {page}-byte pages, {levels} levels"
+    processes = [capture_process(pid, page, profile.user_va_bytes, option) for pid in (pids or [])]
+    return Capture(
+        captured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), hostname=hostname, kernel=release,
+        arch=arch, page_size=page, paging_levels=levels, user_va_bytes=profile.user_va_bytes,
+        struct_page_bytes=sp, config=config, mem_total_bytes=mem_total,
+        mem_available_bytes=meminfo["MemAvailable"] << 10 if "MemAvailable" in meminfo else None, hugetlb_optimize_vmemmap=hvo,
+        nr_memmap_pages=vmstat.get("nr_memmap_pages"), nr_memmap_boot_pages=vmstat.get("nr_memmap_boot_pages"),
+        pools=pools(r), thp=thp_settings(r), processes=processes, sources=r.sources, unknown=r.unknown,
+        profile=profile)

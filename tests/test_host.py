@@ -1,0 +1,179 @@
+"""`hugecalc host`, captures, `--profile host`/`--host FILE`, and process replay on real processes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hugecalc.capture import CAPTURE_SCHEMA_VERSION, decode_runs, encode_runs, load_capture
+from hugecalc.errors import InputError
+from hugecalc.profiles import load_profile
+from tests.conftest import needs_root_and
+
+CAPTURES = Path(__file__).parent / "data" / "captures"
+X86 = CAPTURES / "x86-64-6.18.json"
+ARM = CAPTURES / "arm64-4k-6.8-synthetic.json"
+THP = Path("/sys/kernel/mm/transparent_hugepage")
+
+
+def test_host_reads_this_machine(run, tmp_path):
+    r = run("host", "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = r.json
+    assert doc["kind"] == "hugecalc-capture" and doc["schema_version"] == CAPTURE_SCHEMA_VERSION
+    assert doc["kernel"] == os.uname().release and doc["page_size"] == os.sysconf("SC_PAGESIZE")
+    for what in ("arch", "kernel", "page_size", "paging_levels", "profile", "mem_total_bytes"):
+        assert what in doc["sources"], what
+    assert all({"what", "source", "error"} <= set(u) for u in doc["unknown"])
+    out = tmp_path / "cap.json"
+    r = run("host", "--output", str(out))
+    assert r.exit_code == 0 and r.stdout == "" and "wrote" in r.stderr
+    capture = load_capture(out)
+    assert load_profile(str(out)) == capture.profile  # a capture is also a valid profile
+    assert [p for p in tmp_path.iterdir()] == [out]  # written atomically: no temporary left
+
+
+def test_struct_page_from_btf():
+    from hugecalc.snapshot import BTF, struct_page_from_btf
+
+    if not BTF.exists():
+        pytest.skip("no kernel BTF")
+    assert struct_page_from_btf(BTF.read_bytes()) in (56, 64, 72, 80, 88)
+
+
+def test_runs_round_trip():
+    import numpy as np
+
+    s = np.array([0x1000, 0x5000, 0x9000], dtype=np.int64) + (1 << 30)
+    e = np.array([0x3000, 0x6000, 0x20000], dtype=np.int64) + (1 << 30)
+    text = encode_runs(s, e, 1 << 30, 4096)
+    back = decode_runs(text, 1 << 30, 4096)
+    assert (back[0] == s).all() and (back[1] == e).all()
+
+
+def test_every_calculator_takes_a_capture(run):
+    for args in (["vmemmap"], ["vmemmap", "--pages", "1T"], ["pgtable", "--vsize", "1G"], ["mthp", "--size", "64k"],
+                 ["hgm", "--path", "4K,1G"], ["profiles"]):
+        for capture in (X86, ARM):
+            r = run(*args, "--host", str(capture), "--json")
+            assert r.exit_code == 0, (args, capture, r.stderr)
+            assert r.json["kernel"] == load_capture(capture).kernel or args == ["profiles"]
+
+
+def test_vmemmap_now_and_with_hvo_on(run):
+    doc = run("vmemmap", "--host", str(ARM), "--json").json
+    rows = {row["hugepage_size_bytes"]: row for row in doc["rows"]}
+    # arm64 6.8 has no HVO: nothing now, nothing with it on either.
+    assert all(not row["optimizable"] for row in rows.values())
+    doc = run("vmemmap", "--host", str(ARM), "--kernel", "6.1.15", "--json").json
+    row = {r["hugepage_size_bytes"]: r for r in doc["rows"]}[2 << 20]
+    assert row["hugepages"] == 512 and row["saved_now_bytes"] == 0 and row["gain_bytes"] > 0
+
+
+def test_mthp_now_beside_the_what_if(run):
+    doc = run("mthp", "--host", str(X86), "--size", "64k", "--json").json
+    assert doc["now"]["faults"] == 262_144 and doc["what_if"]["faults"] == 16_384
+    assert doc["inputs"]["what_if"]["enabled"] == [[65536, "always"]]
+    doc = run("mthp", "--host", str(X86), "--json").json
+    assert doc["what_if"] is None  # nothing changed: one column
+
+
+@pytest.mark.parametrize("args,message", [
+    (["host", "--pids", "4194303"], "--pids 4194303: no such process"),
+    (["host", "--pids", "abc"], "use PID,PID,... or all"),
+    (["vmemmap", "--host", "/nonexistent.json"], "cannot read it"),
+    (["mthp", "--pid", "4194303"], "no such process"),
+    (["mthp", "--host", str(X86), "--pid", "4194303"], "the capture has no such process"),
+    (["mthp", "--profile", "arm64-4k", "--pid", str(os.getpid())], "is arm64, but process"),
+    (["verify", "mthp", "--host", str(X86)], "a capture cannot be verified"),
+])
+def test_bad_input(run, args, message):
+    r = run(*args)
+    assert r.exit_code == 2 and r.stdout == "", r.stderr
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) <= 3
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda t: t[: len(t) // 2], "not valid JSON"),
+    (lambda t: t.replace('"schema_version": 1', '"schema_version": 99'), "newer than this hugecalc reads"),
+    (lambda t: t.replace('"page_size": 4096', '"page_size": "big"'), "damaged capture: page_size"),
+    (lambda t: t.replace('"kind": "hugecalc-capture"', '"kind": "other"'), "not a hugecalc capture"),
+])
+def test_damaged_captures_are_refused(run, tmp_path, edit, message):
+    bad = tmp_path / "bad.json"
+    bad.write_text(edit(X86.read_text()))
+    r = run("vmemmap", "--host", str(bad))
+    assert r.exit_code == 2 and r.stdout == "" and message in r.stderr
+
+
+def test_captured_process_replays(run):
+    """The committed capture holds a real process: the settings now give back its VmPTE."""
+    capture = load_capture(X86)
+    pid = capture.processes[0].pid
+    doc = run("mthp", "--host", str(X86), "--pid", str(pid), "--size", "64k", "--json").json
+    now, later = doc["runs"]
+    assert (now["label"], later["label"]) == ("now", "what-if")
+    assert now["page_table_bytes"] == doc["vm_pte_bytes"]
+    assert later["faults"] < now["faults"] and later["populated_bytes"] >= now["populated_bytes"]
+
+
+# --- the proof on real processes (root: kpageflags, and the THP switches) -------------------------
+
+CHILD = r"""
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+for addr, size, stride, advice in %s:
+    a = libc.mmap(addr, size, 3, 0x22 | 0x100000, -1, 0)
+    assert a == addr, (hex(addr), a, ctypes.get_errno())
+    if advice:
+        libc.madvise(a, size, advice)
+    for off in range(0, size, stride):  # in address order, each page once
+        ctypes.c_char.from_address(a + off).value = b"x"
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+REGIONS = [(0x200000000000, 8 << 20, 4096, 14), (0x200001003000, 5 << 20, 4096, 0),
+           (0x200004000000, 16 << 20, 1 << 20, 14), (0x200008010000, 3 << 20, 12288, 0)]
+
+
+@pytest.mark.root
+@needs_root_and(THP / "hugepages-64kB" / "enabled", THP / "hugepages-16kB" / "enabled", "/proc/kpageflags")
+def test_replay_gives_back_a_real_process(run, tmp_path):
+    switches = {THP / "hugepages-64kB" / "enabled": "always", THP / "hugepages-16kB" / "enabled": "always",
+                THP / "enabled": "madvise"}
+    saved = {p: p.read_text() for p in switches}
+    child = None
+    try:
+        for path, value in switches.items():
+            path.write_text(value)
+        child = subprocess.Popen([sys.executable, "-c", CHILD % REGIONS], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"
+        out = tmp_path / "cap.json"
+        r = run("host", "--pids", str(child.pid), "--output", str(out))
+        assert r.exit_code == 0, r.stderr
+    finally:
+        for path, text in saved.items():
+            path.write_text(text[text.index("[") + 1:text.index("]")])
+        if child:
+            child.kill()
+            child.communicate()
+    capture = load_capture(out)
+    proc = capture.processes[0]
+    doc = run("mthp", "--host", str(out), "--pid", str(child.pid), "--json").json
+    assert len(doc["runs"]) == 1  # what-if = the settings now
+    now = doc["runs"][0]
+    assert now["page_table_bytes"] == proc.vm_pte_bytes == doc["vm_pte_bytes"]  # VmPTE exactly
+    replayed = {v["start"]: v["folios"] for v in now["vmas"]}
+    mixed = set()
+    for addr, *_ in REGIONS:
+        vma = next(v for v in proc.vmas if v.start == addr)
+        assert replayed[addr] == vma.folios, hex(addr)  # folio sizes as the process has them
+        mixed |= set(vma.folios)
+    assert {str(16 << 10), str(64 << 10), str(2 << 20)} <= mixed  # mixed mTHP sizes and a PMD THP
