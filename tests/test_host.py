@@ -1,6 +1,5 @@
 """`hugecalc host`, captures, `--profile host`/`--host FILE`, and process replay on real processes."""
 
-import json
 import os
 import subprocess
 import sys
@@ -9,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from hugecalc.capture import CAPTURE_SCHEMA_VERSION, decode_runs, encode_runs, load_capture
-from hugecalc.errors import InputError
 from hugecalc.profiles import load_profile
 from tests.conftest import needs_root_and
 
