@@ -175,3 +175,18 @@ def test_replay_gives_back_a_real_process(run, tmp_path):
         assert replayed[addr] == vma.folios, hex(addr)  # folio sizes as the process has them
         mixed |= set(vma.folios)
     assert {str(16 << 10), str(64 << 10), str(2 << 20)} <= mixed  # mixed mTHP sizes and a PMD THP
+
+
+def test_pgtable_replays_a_captured_process(run):
+    capture = load_capture(X86)
+    proc = capture.processes[0]
+    doc = run("pgtable", "--host", str(X86), "--pid", str(proc.pid), "--after", "dontneed", "--json").json
+    assert doc["page_table_bytes"] == proc.vm_pte_bytes  # a settled process: its VmPTE exactly
+    assert doc["page_table_bytes_after"] <= doc["page_table_bytes"]
+    # The two PMD-mapped THPs of its 4M MADV_HUGEPAGE mapping carry deposited PTE tables; as hugetlb
+    # 2M pages they would need none.
+    thps = sum(int(v.folios.get(str(2 << 20), 0)) for v in proc.vmas if v.folios)
+    doc = run("pgtable", "--host", str(X86), "--pid", str(proc.pid), "--backing", "hugetlb-2M", "--json").json
+    assert doc["page_table_bytes_backing"] == proc.vm_pte_bytes - thps * 4096
+    r = run("pgtable", "--host", str(X86), "--pid", str(proc.pid), "--vsize", "1G")
+    assert r.exit_code == 2 and "do not apply" in r.stderr

@@ -25,6 +25,8 @@ class ProcessResult(Result):
     levels: list[LevelRow]
     page_table_bytes: int = field("Predicted page tables (as VmPTE counts)", "bytes")
     page_table_bytes_after: int | None = field("After madvise", "bytes", default=None)
+    page_table_bytes_backing: int | None = field("Page tables with --backing", "bytes", default=None)
+    populated_bytes_backing: int | None = field("Memory populated with --backing", "bytes", default=None)
     vm_pte_bytes: int = field("The process's VmPTE", "bytes")
     present_bytes: int = field("Present or swapped memory", "bytes")
     vmas: int = field("Mappings", "count")
@@ -70,7 +72,7 @@ def level_counts(profile: Profile, vmas: list[tuple[int, np.ndarray, np.ndarray]
 
 
 def compute_process(profile: Profile, release: Release, pid: int, vmas: list[dict], vm_pte_bytes: int,
-                    after: str | None = None) -> ProcessResult:
+                    after: str | None = None, backing: str = "anon") -> ProcessResult:
     """Tables a process needs for the pages it has present (or swapped), across all its mappings,
     and with ``after``, what remains after madvise(MADV_DONTNEED|MADV_FREE) of its anonymous ones.
 
@@ -78,7 +80,8 @@ def compute_process(profile: Profile, release: Release, pid: int, vmas: list[dic
     A hugetlb mapping needs no tables below its hugepage's level; tables are shared between
     neighbouring mappings, so each level is counted over the union of all mappings.  After
     MADV_DONTNEED with PT_RECLAIM a PTE table goes only where its whole PMD range lies inside one
-    anonymous mapping; PMD and upper tables stay.
+    anonymous mapping; PMD and upper tables stay.  ``backing`` (thp, hugetlb-SIZE): the what-if
+    of the anonymous mappings' whole aligned ranges holding a present page backed that way.
 
     Kernel reference
     ----------------
@@ -110,6 +113,12 @@ def compute_process(profile: Profile, release: Release, pid: int, vmas: list[dic
     level_rows = [level_row(profile, release, name, n, None if after_counts is None else after_counts[name])
                   for name, n in counts.items()]
     total = vmpte_bytes(profile, level_rows)
+    backed = None
+    if backing != "anon":
+        backed = _backed(profile, release, vmas, backing)
+        notes.append(f"--backing {backing}: the anonymous mappings' whole {fmt_bytes(backed[2])}-aligned ranges that "
+                     "hold a present page backed that way, their edges as now"
+                     + ("; a PMD-mapped THP still deposits its PTE table" if backing == "thp" else ""))
     present = int(sum(int((v["ends"] - v["starts"]).sum()) for v in vmas))
     if vm_pte_bytes != total:
         notes.append(
@@ -118,8 +127,40 @@ def compute_process(profile: Profile, release: Release, pid: int, vmas: list[dic
             "stay allocated after their pages are unmapped or zapped (munmap of part of a range, "
             "MADV_DONTNEED without PT_RECLAIM, THP splits), and PMD-mapped THPs carry a deposited table")
     return ProcessResult(
-        profile=profile.name, kernel=str(release), inputs={"pid": pid, "after": after},
+        profile=profile.name, kernel=str(release), inputs={"pid": pid, "after": after, "backing": backing},
         tables={r.level: r.tables for r in level_rows}, levels=level_rows, page_table_bytes=total,
         page_table_bytes_after=None if after is None else vmpte_bytes(profile, level_rows, after=True),
+        page_table_bytes_backing=None if backed is None else backed[0],
+        populated_bytes_backing=None if backed is None else backed[1],
         vm_pte_bytes=vm_pte_bytes, present_bytes=present, vmas=len(vmas), notes=notes,
     )
+
+
+def _backed(profile: Profile, release: Release, vmas: list[dict], backing: str) -> tuple[int, int, int]:
+    """(page-table bytes, populated bytes, unit) with the anonymous mappings' whole unit-aligned
+    ranges that hold a present page backed by ``backing`` (thp: PMD THPs with their deposited PTE
+    table; hugetlb-SIZE: no table below the hugepage's level)."""
+    from hugecalc.calc.pgtable import Backing
+
+    b = Backing(profile, backing)
+    unit = profile.pmd_size if b.thp else b.unit
+    listed, populated = [], 0
+    for v in vmas:
+        s, e = v["starts"], v["ends"]
+        if v["kind"] not in ("anon", "heap", "stack") or v["kernel_page_bytes"] != profile.page_size:
+            listed.append((v["kernel_page_bytes"], s, e))
+            populated += int((e - s).sum())
+            continue
+        lo, hi = -(-v["start"] // unit) * unit, (v["end"] // unit) * unit
+        for a, z in [(v["start"], lo), (hi, v["end"])] if lo < hi else [(v["start"], v["end"])]:
+            es, ee = np.maximum(s, a), np.minimum(e, z)  # the edges stay base pages
+            listed.append((profile.page_size, es[es < ee], ee[es < ee]))
+            populated += int((ee - es)[es < ee].sum())
+        if lo < hi:
+            ids = block_ids(np.maximum(s, lo)[np.maximum(s, lo) < np.minimum(e, hi)],
+                            np.minimum(e, hi)[np.maximum(s, lo) < np.minimum(e, hi)], unit)
+            whole_s, whole_e = ids * unit, ids * unit + unit
+            listed.append((profile.page_size if b.thp else unit, whole_s, whole_e))
+            populated += int(ids.size) * unit
+    rows = [level_row(profile, release, name, n) for name, n in level_counts(profile, listed).items()]
+    return vmpte_bytes(profile, rows), populated, unit

@@ -80,10 +80,10 @@ def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, ca
     if worst_case:
         return _worst_case(profile, release, as_json, explain)
     if pid is not None:
-        if backing != "anon" or shared_by != 1 or vsize is not None:
-            raise InputError("--pid replays the process's own mappings: --vsize, --backing and --shared-by do not "
-                             "apply (mthp --pid replays it under other THP settings)")
-        return _process(profile, release, as_json, explain, capture, pid, after)
+        if shared_by != 1 or vsize is not None or touch_stride or touch_fraction is not None or touch_file:
+            raise InputError("--pid takes the process's own mappings and present pages: --vsize, --touch-* and "
+                             "--shared-by do not apply")
+        return _process(profile, release, as_json, explain, capture, pid, after, backing)
     from hugecalc.calc.pgtable import compute_pgtable
     from hugecalc.render import list_table, print_header
 
@@ -131,7 +131,7 @@ def _worst_case(profile: Profile, release: Release, as_json: bool, explain: bool
 
 
 def _process(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, pid: int,
-             after: str | None) -> None:
+             after: str | None, backing: str) -> None:
     from hugecalc.calc.process import compute_process
     from hugecalc.capture import decode_runs
     from hugecalc.render import list_table, print_header
@@ -143,7 +143,7 @@ def _process(profile: Profile, release: Release, as_json: bool, explain: bool, c
         starts, ends = decode_runs(v.present_runs, v.start, page)
         vmas.append({"start": v.start, "end": v.end, "kind": v.kind, "kernel_page_bytes": v.kernel_page_bytes,
                      "starts": starts, "ends": ends})
-    result = compute_process(profile, release, pid, vmas, proc.vm_pte_bytes, after=after)
+    result = compute_process(profile, release, pid, vmas, proc.vm_pte_bytes, after=after, backing=backing)
 
     def draw(out: Console) -> None:
         print_header(out, result, f"process {pid} ({proc.comm}): {result.vmas} mappings, "
@@ -151,5 +151,9 @@ def _process(profile: Profile, release: Release, as_json: bool, explain: bool, c
         out.print(list_table(result.levels, skip=("in_vmpte",) + (() if after else ("tables_after",))))
         out.print(f"predicted {fmt_bytes(result.page_table_bytes)}; VmPTE {fmt_bytes(result.vm_pte_bytes)}"
                   + (f"; after MADV_{after.upper()} {fmt_bytes(result.page_table_bytes_after)}" if after else ""))
+        if result.page_table_bytes_backing is not None:
+            out.print(f"with --backing {backing}: page tables {fmt_bytes(result.page_table_bytes_backing)}, "
+                      f"memory populated {fmt_bytes(result.populated_bytes_backing)} "
+                      f"(now {fmt_bytes(result.present_bytes)})")
 
     emit(result, as_json, explain, draw)
