@@ -121,4 +121,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    from fleet import main as fleet_main  # benchmarks/fleet.py
+
+    sys.exit(status or fleet_main())

@@ -18,7 +18,6 @@ import tempfile
 import zlib
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hugecalc.errors import InputError
@@ -109,11 +108,23 @@ class Capture(_Model):
                          f"'hugecalc host --pids {pid}')")
 
 
+def captured_release(capture: Capture):
+    """The kernel a capture was made on, as a release the rules know."""
+    from hugecalc.releases import parse_release
+
+    try:
+        return parse_release(capture.kernel)
+    except InputError as e:
+        raise InputError(f"the capture's kernel {capture.kernel}: {str(e).split(': ', 1)[-1]} (give --kernel)") from None
+
+
 # --- present pages as compact runs -------------------------------------------------------------
 
 
-def encode_runs(starts: np.ndarray, ends: np.ndarray, base: int, page: int) -> str:
-    """Byte intervals (sorted, disjoint) -> base64(zlib(int64 [gap, length] pairs in pages))."""
+def encode_runs(starts, ends, base: int, page: int) -> str:
+    """Byte intervals (sorted, disjoint numpy arrays) -> base64(zlib(int64 [gap, length] pairs in pages))."""
+    import numpy as np
+
     if starts.size == 0:
         return ""
     s = (starts - base) // page
@@ -125,8 +136,10 @@ def encode_runs(starts: np.ndarray, ends: np.ndarray, base: int, page: int) -> s
     return base64.b64encode(zlib.compress(pairs.tobytes(), 6)).decode()
 
 
-def decode_runs(text: str, base: int, page: int) -> tuple[np.ndarray, np.ndarray]:
-    """The inverse of :func:`encode_runs`: byte intervals."""
+def decode_runs(text: str, base: int, page: int):
+    """The inverse of :func:`encode_runs`: byte intervals (two numpy arrays)."""
+    import numpy as np
+
     if not text:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     try:

@@ -16,7 +16,7 @@ LAYERS = [
     ("hugecalc.profiles", "hugecalc.capture"),
     ("hugecalc.calc",),
     ("hugecalc.render", "hugecalc.host", "hugecalc.snapshot", "hugecalc.restore", "hugecalc._probe"),
-    ("hugecalc.verify",),
+    ("hugecalc.verify", "hugecalc.fleet", "hugecalc.synth"),
     ("hugecalc.cli", "hugecalc.__main__"),
 ]
 

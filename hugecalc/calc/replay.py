@@ -146,9 +146,13 @@ def compute_replay(profile: Profile, release: Release, pid: int, comm: str, vm_p
 
 def settings_from_capture(capture) -> tuple[dict, list[str]]:
     """The THP switches of a capture as compute_mthp's keyword arguments (deny/force, the shmem
-    testing modes, become never/always)."""
+    testing modes, become never/always; sizes its profile does not allow are left out)."""
+    from hugecalc.calc.orders import anon_orders, file_orders
     from hugecalc.units import parse_size
 
+    page = capture.profile.page_size
+    anon = {page << o for o in anon_orders(capture.profile)}
+    files = {page << o for o in file_orders(capture.profile)}
     th = capture.thp
     notes = []
     huge = th.shmem_enabled or "never"
@@ -158,8 +162,10 @@ def settings_from_capture(capture) -> tuple[dict, list[str]]:
     settings = {
         "top_level": th.enabled if th.enabled in ("always", "madvise", "never") else "never",
         "huge": huge,
-        "enabled": [(parse_size(k), v["enabled"]) for k, v in th.sizes.items() if "enabled" in v],
-        "shmem_enabled": [(parse_size(k), v["shmem_enabled"]) for k, v in th.sizes.items() if "shmem_enabled" in v],
+        "enabled": [(parse_size(k), v["enabled"]) for k, v in th.sizes.items()
+                    if "enabled" in v and parse_size(k) in anon],
+        "shmem_enabled": [(parse_size(k), v["shmem_enabled"]) for k, v in th.sizes.items()
+                          if "shmem_enabled" in v and parse_size(k) in files],
     }
     return settings, notes
 

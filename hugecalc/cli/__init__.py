@@ -13,6 +13,7 @@ import click
 
 from hugecalc import __version__
 from hugecalc.cli.common import Group
+from hugecalc.cli.fleet import fleet
 from hugecalc.cli.hgm import hgm
 from hugecalc.cli.host import host
 from hugecalc.cli.mthp import mthp
@@ -39,7 +40,7 @@ def cli() -> None:
     """
 
 
-for command in (vmemmap, pgtable, mthp, hgm, host, profiles, verify):
+for command in (vmemmap, pgtable, mthp, hgm, host, fleet, profiles, verify):
     cli.add_command(command)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import click
 from rich.console import Console
 
+from hugecalc.capture import captured_release
 from hugecalc.errors import HugecalcError, InputError
 from hugecalc.profiles import DEFAULT_PROFILE, load_profile
 from hugecalc.releases import NEWEST, parse_release
@@ -120,14 +121,6 @@ def common_options(fn: Callable) -> Callable:
         return fn(profile=profile, release=release, as_json=as_json, explain=explain, capture=capture, **kw)
 
     return wrapper
-
-
-def captured_release(capture: Any) -> Any:
-    """The kernel a capture was made on, as a release the rules know."""
-    try:
-        return parse_release(capture.kernel)
-    except InputError as e:
-        raise InputError(f"the capture's kernel {capture.kernel}: {str(e).split(': ', 1)[-1]} (give --kernel)") from None
 
 
 def options(*decorators: Callable) -> Callable:

@@ -1,0 +1,279 @@
+"""``hugecalc fleet``: one question asked of many hosts' captures, on Dask.
+
+Sources (capture files, directories, globs, JSON Lines or Parquet tables of captures) are cut into
+partitions of a few hundred hosts; each partition is one Dask task that reads its captures, computes
+per host the same result ``--host FILE`` gives, and returns small rows.  Only a partition's captures
+are in memory at a time.  In-process by default (Dask's synchronous scheduler), or on an existing
+``dask.distributed`` cluster (``--scheduler ADDRESS``).  Rows come back in source order, so the
+totals are the same wherever they were computed.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from hugecalc.errors import HugecalcError, InputError
+
+PARTITION_HOSTS = 500
+STATS = ("sum", "mean", "p50", "p95", "p99")
+METRICS = {
+    "vmemmap": ("pool_bytes", "hugepages", "saved_now_bytes", "saved_what_if_bytes", "gain_bytes"),
+    "mthp": ("faults_now", "faults_what_if", "populated_now_bytes", "populated_what_if_bytes",
+             "page_table_now_bytes", "page_table_what_if_bytes", "tlb_now", "tlb_what_if"),
+    "pgtable": ("page_table_bytes", "page_table_bytes_after", "populated_bytes"),
+}
+
+
+# --- sources --------------------------------------------------------------------------------------
+
+
+def partitions(sources: list[str], size: int = PARTITION_HOSTS) -> list[list[tuple[str, str, int, int]]]:
+    """Cut the sources into partitions of at most ``size`` hosts: items ``(kind, path, a, b)``:
+    a JSON file (``file``), a byte range of a JSON Lines file holding ``b`` lines from offset ``a``
+    (``jsonl``), or rows ``[a, b)`` of a Parquet table (``parquet``)."""
+    items: list[tuple[str, str, int, int]] = []
+    for source in sources:
+        if any(c in source for c in "*?["):
+            paths = sorted(glob.glob(source))
+            if not paths:
+                raise InputError(f"{source}: the pattern matches no file")
+        elif os.path.isdir(source):
+            paths = sorted(str(p) for p in Path(source).glob("*.json*")) + sorted(
+                str(p) for p in Path(source).glob("*.parquet"))
+            if not paths:
+                raise InputError(f"{source}: the directory holds no capture (*.json, *.jsonl, *.parquet)")
+        elif os.path.exists(source):
+            paths = [source]
+        else:
+            raise InputError(f"{source}: no such file, directory or pattern")
+        for path in paths:
+            items += _items(path, size)
+    out, current, hosts = [], [], 0
+    for item in items:
+        n = 1 if item[0] == "file" else item[3] if item[0] == "jsonl" else item[3] - item[2]
+        if current and hosts + n > size:
+            out.append(current)
+            current, hosts = [], 0
+        current.append(item)
+        hosts += n
+    if current:
+        out.append(current)
+    return out
+
+
+def _items(path: str, size: int) -> list[tuple[str, str, int, int]]:
+    if path.endswith((".jsonl", ".ndjson")):
+        items, offset, lines, start = [], 0, 0, 0
+        with open(path, "rb") as f:
+            for line in f:
+                if lines == size:
+                    items.append(("jsonl", path, start, lines))
+                    start, lines = offset, 0
+                offset += len(line)
+                lines += bool(line.strip())
+        if lines:
+            items.append(("jsonl", path, start, lines))
+        return items
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        rows = pq.ParquetFile(path).metadata.num_rows
+        return [("parquet", path, a, min(a + size, rows)) for a in range(0, rows, size)]
+    return [("file", path, 0, 1)]
+
+
+def _captures(item: tuple[str, str, int, int]):
+    """(locator, capture text) for each host of an item; unreadable ones give (locator, None, error)."""
+    kind, path, a, b = item
+    if kind == "file":
+        try:
+            yield path, Path(path).read_text(), None
+        except OSError as e:
+            yield path, None, f"cannot read it: {e.strerror}"
+    elif kind == "jsonl":
+        with open(path, "rb") as f:
+            f.seek(a)
+            n = 0
+            for number, line in enumerate(f):
+                if n == b:
+                    break
+                if line.strip():
+                    n += 1
+                    yield f"{path}:{a}+{number}", line.decode(errors="replace"), None
+    else:
+        import pyarrow.parquet as pq
+
+        column = pq.read_table(path, columns=["capture"]).column("capture").slice(a, b - a).to_pylist()
+        for i, text in enumerate(column):
+            yield f"{path}[{a + i}]", text, None
+
+
+# --- one host ---------------------------------------------------------------------------------------
+
+
+def _field(capture: Any, key: str) -> str:
+    """A capture field by dotted path (arch, kernel, thp.enabled, config.CONFIG_PT_RECLAIM, ...)."""
+    value: Any = capture.model_dump() if hasattr(capture, "model_dump") else capture
+    aliases = {"profile": "profile.name"}
+    for part in aliases.get(key, key).split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return str(value)
+
+
+def host_row(command: str, capture: Any, options: dict) -> dict:
+    """What ``hugecalc COMMAND --host FILE [options]`` says of one host, as one flat row."""
+    from hugecalc.capture import captured_release
+    from hugecalc.releases import parse_release
+
+    profile = capture.profile
+    release = parse_release(options["kernel"]) if options.get("kernel") else captured_release(capture)
+    if command == "vmemmap":
+        from hugecalc.calc.hvo_now import compute_hvo_now
+
+        r = compute_hvo_now(profile, release, [(p.size_bytes, p.nr) for p in capture.pools],
+                            capture.hugetlb_optimize_vmemmap, capture.mem_available_bytes, options.get("zones", 1))
+        return {"pool_bytes": sum(x.hugepage_size_bytes * x.hugepages for x in r.rows),
+                "hugepages": sum(x.hugepages for x in r.rows),
+                "saved_now_bytes": sum(x.saved_now_bytes for x in r.rows),
+                "saved_what_if_bytes": sum(x.saved_what_if_bytes for x in r.rows),
+                "gain_bytes": sum(x.gain_bytes for x in r.rows)}
+    if command == "mthp":
+        from hugecalc.calc.mthp import compute_mthp
+        from hugecalc.calc.replay import settings_from_capture, what_if
+
+        now_settings, _ = settings_from_capture(capture)
+        base = {k: v for k, v in options["pass"].items()}
+        now = compute_mthp(profile, release, **base, **now_settings)
+        later = compute_mthp(profile, release, **base, **what_if(now_settings, options["what_if"]))
+        return {"faults_now": now.faults, "faults_what_if": later.faults,
+                "populated_now_bytes": now.populated_bytes, "populated_what_if_bytes": later.populated_bytes,
+                "page_table_now_bytes": now.page_table_bytes, "page_table_what_if_bytes": later.page_table_bytes,
+                "tlb_now": now.tlb_entries, "tlb_what_if": later.tlb_entries}
+    from hugecalc.calc.pgtable import compute_pgtable
+    from hugecalc.calc.touches import Touches
+
+    o = options["mapping"]
+    r = compute_pgtable(profile, release, vsize=o["vsize"], vma_start=o["vma_start"], backing=o["backing"],
+                        after=o["after"], touches=Touches(stride=o["touch_stride"], fraction=o["touch_fraction"],
+                                                          seed=o["seed"]), compare=False)
+    return {"page_table_bytes": r.page_table_bytes, "page_table_bytes_after": r.page_table_bytes_after,
+            "populated_bytes": r.populated_bytes}
+
+
+def run_partition(command: str, items: list[tuple[str, str, int, int]], options: dict, by: list[str]) -> list[dict]:
+    """One Dask task: every host of the partition, as rows (errors as rows too)."""
+    from pydantic import ValidationError
+
+    from hugecalc.capture import CAPTURE_SCHEMA_VERSION, Capture
+
+    rows = []
+    for item in items:
+        for source, text, error in _captures(item):
+            row: dict = {"source": source, "host": None, "arch": None, "kernel": None, "profile": None,
+                         "error": error, "skipped": None, "group": None}
+            if text is not None:
+                try:
+                    data = json.loads(text)
+                    if not isinstance(data, dict) or data.get("kind") != "hugecalc-capture":
+                        raise InputError("not a hugecalc capture")
+                    if not isinstance(data.get("schema_version"), int) or data["schema_version"] > CAPTURE_SCHEMA_VERSION:
+                        raise InputError(f"capture schema_version {data.get('schema_version')!r} is newer than "
+                                         f"{CAPTURE_SCHEMA_VERSION}")
+                    capture = Capture.model_validate(data)
+                    row.update(host=capture.hostname, arch=capture.arch, kernel=capture.kernel,
+                               profile=capture.profile.name, group=[_field(capture, k) for k in by])
+                except ValueError as e:
+                    msg = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
+                    row["error"] = f"damaged capture: {msg}" if isinstance(e, ValidationError) else str(e)
+                except HugecalcError as e:
+                    row["error"] = str(e)
+                if row["error"] is None:
+                    try:
+                        row.update(host_row(command, capture, options))
+                    except InputError as e:  # the what-if does not apply to this host (64K mTHP on 64K pages)
+                        row["skipped"] = str(e)
+                    except HugecalcError as e:
+                        row["error"] = str(e)
+            rows.append(row)
+    return rows
+
+
+# --- many hosts ----------------------------------------------------------------------------------------
+
+
+def run(command: str, sources: list[str], options: dict, by: list[str], scheduler: str | None,
+        progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    """Every host's row, in source order: in-process, or on the cluster at ``scheduler``."""
+    import dask
+
+    parts = partitions(sources)
+    tasks = [dask.delayed(run_partition, pure=True)(command, p, options, by) for p in parts]
+    if scheduler is None:
+        done = []
+        for i, task in enumerate(tasks):
+            done.append(task.compute(scheduler="synchronous"))
+            if progress:
+                progress(i + 1, len(tasks))
+        return [row for part in done for row in part]
+    from distributed import Client, as_completed
+
+    try:
+        client = Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError) as e:
+        raise InputError(f"--scheduler {scheduler}: cannot reach a dask scheduler there ({e})") from None
+    with client:
+        futures = client.compute(tasks)
+        index = {f.key: i for i, f in enumerate(futures)}
+        results: list = [None] * len(futures)
+        for n, future in enumerate(as_completed(futures), 1):
+            results[index[future.key]] = future.result()
+            if progress:
+                progress(n, len(futures))
+    return [row for part in results for row in part]
+
+
+def aggregate(command: str, rows: list[dict], by: list[str]) -> list[dict]:
+    """Per group (and in total): hosts, and sum, mean, p50, p95, p99 of each metric."""
+    ok = [r for r in rows if r["error"] is None and r["skipped"] is None]
+    groups: dict[tuple, list[dict]] = {}
+    for r in ok:
+        groups.setdefault(tuple(r["group"] or ()), []).append(r)
+    keyed = sorted(groups.items()) if by else []
+    out = []
+    for key, members in keyed + [((), ok)]:
+        metrics = {}
+        for m in METRICS[command]:
+            values = np.array([r[m] for r in members if r.get(m) is not None], dtype=np.float64)
+            if values.size == 0:
+                continue
+            p50, p95, p99 = np.percentile(values, [50, 95, 99])
+            metrics[m] = {"sum": int(values.sum()), "mean": float(values.mean()), "p50": float(p50),
+                          "p95": float(p95), "p99": float(p99)}
+        out.append({"group": dict(zip(by, key)) if key else ({"all": "all"} if by else {}), "hosts": len(members),
+                    "metrics": metrics})
+    return out
+
+
+def write_parquet(path: str, rows: list[dict]) -> None:
+    """One row per host, through pyarrow, atomically."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    flat = [{**{k: v for k, v in r.items() if k != "group"}, "group": "/".join(r["group"] or [])} for r in rows]
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fleet.", suffix=".parquet", dir=folder)
+    os.close(fd)
+    try:
+        pq.write_table(pa.Table.from_pylist(flat), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,119 @@
+"""`hugecalc fleet` on synthetic and real captures, in-process and on a real dask.distributed
+LocalCluster with worker processes: the two must agree exactly."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+CAPTURES = Path(__file__).parent / "data" / "captures"
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    from hugecalc.synth import write_synthetic
+
+    folder = tmp_path_factory.mktemp("fleet")
+    write_synthetic(120, 7, str(folder / "hosts"))
+    write_synthetic(80, 8, str(folder / "more.jsonl"))
+    return folder
+
+
+def test_synth_is_reproducible(tmp_path, run):
+    for name in ("a", "b"):
+        assert run("fleet", "synth", "--hosts", "5", "--seed", "3", "--output", str(tmp_path / name)).exit_code == 0
+    for f in sorted((tmp_path / "a").iterdir()):
+        assert f.read_text() == (tmp_path / "b" / f.name).read_text()
+    from hugecalc.capture import load_capture
+
+    capture = load_capture(tmp_path / "a" / "host-000000.json")  # a valid capture, every calculator takes it
+    assert run("vmemmap", "--host", str(tmp_path / "a" / "host-000000.json"), "--json").exit_code == 0
+    assert capture.processes and capture.pools
+
+
+def test_fleet_vmemmap_groups_and_totals(run, synthetic):
+    doc = run("fleet", "vmemmap", str(synthetic / "hosts"), str(synthetic / "more.jsonl"), "--by", "arch",
+              "--json").json
+    assert doc["hosts"] == 200 and doc["hosts_failed"] == 0
+    groups = {g["group"].get("arch", "all"): g for g in doc["groups"]}
+    assert set(groups) == {"x86_64", "aarch64", "all"}
+    assert groups["all"]["hosts"] == groups["x86_64"]["hosts"] + groups["aarch64"]["hosts"]
+    for metric in ("pool_bytes", "gain_bytes"):
+        total = groups["all"]["metrics"][metric]
+        assert total["sum"] == sum(groups[a]["metrics"][metric]["sum"] for a in ("x86_64", "aarch64"))
+        assert total["p50"] <= total["p95"] <= total["p99"]
+
+
+def test_per_host_equals_host_file(run, synthetic, tmp_path):
+    """Per host, fleet gives what `--host FILE` gives."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "rows.parquet"
+    r = run("fleet", "mthp", str(synthetic / "hosts"), "--size", "64k", "--output", str(out), "--json")
+    assert r.exit_code == 0, r.stderr
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 120
+    skipped = [row for row in rows if row["skipped"]]
+    assert skipped and all("64K is order 0" in row["skipped"] for row in skipped)  # arm64 64K pages
+    assert r.json["hosts"] + r.json["hosts_skipped"] == 120
+    for row in [row for row in rows if not row["skipped"]][:5]:
+        doc = run("mthp", "--host", row["source"], "--size", "64k", "--json").json
+        assert row["faults_now"] == doc["now"]["faults"]
+        assert row["faults_what_if"] == (doc["what_if"] or doc["now"])["faults"]
+
+
+def test_bad_hosts_are_listed_and_left_out(run, synthetic, tmp_path):
+    folder = tmp_path / "mixed"
+    shutil.copytree(synthetic / "hosts", folder)
+    (folder / "host-bad1.json").write_text("{truncated")
+    newer = json.loads((folder / "host-000000.json").read_text())
+    newer["schema_version"] = 99
+    (folder / "host-bad2.json").write_text(json.dumps(newer))
+    r = run("fleet", "vmemmap", str(folder), "--json")
+    assert r.exit_code == 1
+    doc = r.json
+    assert doc["hosts"] == 120 and doc["hosts_failed"] == 2
+    assert {Path(f["source"]).name for f in doc["failed"]} == {"host-bad1.json", "host-bad2.json"}
+
+
+def test_bad_fleet_input(run, tmp_path):
+    for args, message in ((["fleet", "vmemmap", str(tmp_path / "none")], "no such file"),
+                          (["fleet", "vmemmap", str(tmp_path / "*.json")], "matches no file"),
+                          (["fleet", "vmemmap", str(CAPTURES), "--kernel", "5.25"], "there is no Linux 5.25"),
+                          (["fleet", "pgtable", str(CAPTURES)], "--vsize is required"),
+                          (["fleet", "vmemmap", str(CAPTURES), "--output", "x.csv"], ".parquet")):
+        r = run(*args)
+        assert r.exit_code == 2 and r.stdout == "" and message in r.stderr, (args, r.stderr)
+
+
+def test_real_captures_and_a_kernel_what_if(run):
+    doc = run("fleet", "pgtable", str(CAPTURES), "--vsize", "100M", "--vma-start", "0x40010000", "--after",
+              "dontneed", "--by", "profile", "--json").json
+    assert doc["hosts"] == 3
+    by = {g["group"].get("profile"): g for g in doc["groups"]}
+    assert by["host:vm"]["metrics"]["page_table_bytes_after"]["sum"] == 16384  # x86-64 6.18: edge tables stay
+    def arm64_after(*kernel):
+        doc = run("fleet", "pgtable", str(CAPTURES), "--vsize", "100M", "--after", "dontneed", "--by", "profile",
+                  *kernel, "--json").json
+        metrics = {g["group"].get("profile"): g["metrics"] for g in doc["groups"]}["host:synthetic-arm64"]
+        return metrics["page_table_bytes"]["sum"], metrics["page_table_bytes_after"]["sum"]
+
+    tables, after = arm64_after()  # its own 6.8: no PT_RECLAIM on arm64
+    assert after == tables
+    assert arm64_after("--kernel", "7.0") == (tables, 8192)  # 7.0: the 50 PTE tables go, PMD and PUD stay
+
+
+def test_local_cluster_equals_in_process(run, synthetic):
+    distributed = pytest.importorskip("distributed")
+    args = ["fleet", "vmemmap", str(synthetic / "hosts"), str(synthetic / "more.jsonl"), "--by", "kernel", "--json"]
+    local = run(*args).json
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        remote = run(*args, "--scheduler", cluster.scheduler_address).json
+        mthp_local = run("fleet", "mthp", str(synthetic / "hosts"), "--size", "64k", "--json").json
+        mthp_remote = run("fleet", "mthp", str(synthetic / "hosts"), "--size", "64k", "--json",
+                          "--scheduler", cluster.scheduler_address).json
+    for a, b in ((local, remote), (mthp_local, mthp_remote)):
+        a["inputs"].pop("scheduler"), b["inputs"].pop("scheduler")
+        assert a == b
+    assert local["hosts"] == 200
