@@ -117,3 +117,14 @@ def test_local_cluster_equals_in_process(run, synthetic):
         a["inputs"].pop("scheduler"), b["inputs"].pop("scheduler")
         assert a == b
     assert local["hosts"] == 200
+
+
+def test_a_parquet_table_of_captures(run, synthetic, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lines = (synthetic / "more.jsonl").read_text().splitlines()
+    pq.write_table(pa.table({"capture": lines}), tmp_path / "captures.parquet")
+    a = run("fleet", "vmemmap", str(synthetic / "more.jsonl"), "--by", "arch", "--json").json
+    b = run("fleet", "vmemmap", str(tmp_path / "captures.parquet"), "--by", "arch", "--json").json
+    assert a["hosts"] == b["hosts"] == 80 and a["groups"] == b["groups"]
