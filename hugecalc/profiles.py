@@ -5,6 +5,8 @@ This is the only module that reads YAML.  Everything after :func:`load_profile` 
 
 from __future__ import annotations
 
+import functools
+
 import math
 from enum import Enum
 from importlib import resources
@@ -220,6 +222,7 @@ class Profile(_Model):
         )
 
 
+@functools.lru_cache(maxsize=None)
 def bundled_profiles() -> dict[str, Path]:
     """Profile name -> bundled YAML file."""
     # A source checkout (and an editable install) reads the top-level configs/ folder; a wheel
@@ -231,7 +234,20 @@ def bundled_profiles() -> dict[str, Path]:
 
 
 def load_profile(name_or_path: str | None = None) -> Profile:
-    """A bundled profile by name, or a user's YAML file (or a capture) by path; raises :class:`ProfileError`."""
+    """A bundled profile by name (parsed once per process), or a user's YAML file (or a capture)
+    by path; raises :class:`ProfileError`."""
+    name = name_or_path or DEFAULT_PROFILE
+    if name in bundled_profiles():
+        return _bundled(name)
+    return _load(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _bundled(name: str) -> Profile:
+    return _load(name)
+
+
+def _load(name_or_path: str) -> Profile:
     import yaml  # here, not at the top: the calculations import this module for its models only
 
     name_or_path = name_or_path or DEFAULT_PROFILE
@@ -246,7 +262,7 @@ def load_profile(name_or_path: str | None = None) -> Profile:
                 f"({', '.join(sorted(bundled))}) nor a path to a .yaml file"
             )
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except OSError as e:
         raise ProfileError(f"{path}: cannot read profile: {e.strerror}") from e
     except yaml.YAMLError as e:

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import BaseModel
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 from hugecalc.result import Result
 from hugecalc.units import fmt_bytes, fmt_size
 
 
+#: Indentation of --json documents; ``hugecalc batch`` prints one per line (None).
+JSON_INDENT: int | None = 2
+
+
 def to_json(result: Result, explain: bool) -> str:
     """The one JSON document ``--json`` prints; ``explain`` only with ``--explain``."""
-    data = result.model_dump(mode="json", exclude=None if explain else {"explain"})
-    return json.dumps(data, indent=2)
+    return result.model_dump_json(indent=JSON_INDENT, exclude=None if explain else {"explain"})
 
 
 def fmt_value(value: Any, unit: str | None) -> str:
@@ -59,6 +62,9 @@ def _title(model: type[BaseModel], name: str) -> str:
 
 def transposed_table(rows: list[BaseModel], key: str, skip: tuple[str, ...] = ()) -> Table:
     """One column per row (labelled by ``key``), one line per field: rows compared side by side."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     if not rows:
         return table
@@ -79,6 +85,9 @@ def transposed_table(rows: list[BaseModel], key: str, skip: tuple[str, ...] = ()
 def list_table(rows: list[BaseModel], skip: tuple[str, ...] = (),
                extra_columns: list[tuple[str, list[str]]] = ()) -> Table:
     """One line per row, one column per field (and any extra columns of ready-made cells)."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     if not rows:
         return table
@@ -96,16 +105,22 @@ def list_table(rows: list[BaseModel], skip: tuple[str, ...] = (),
 
 
 def print_header(console: Console, result: Result, what: str) -> None:
+    from rich.text import Text
+
     console.print(Text(f"{what} — profile {result.profile}, kernel {result.kernel}", style="bold"))
 
 
 def print_notes(console: Console, result: Result) -> None:
+    from rich.text import Text
+
     for note in result.notes:
         console.print(Text(f"note: {note}", style="yellow"))
 
 
 def print_explain(console: Console, result: Result) -> None:
     """Each figure's derivation, grouped by what it applies to."""
+    from rich.text import Text
+
     console.print()
     console.print(Text("How each figure was derived", style="bold underline"))
     scope = None
@@ -119,6 +134,8 @@ def print_explain(console: Console, result: Result) -> None:
 
 def transposed_summary(result: BaseModel) -> Table:
     """A result's scalar figures, one per line (lists and mappings are shown by their own tables)."""
+    from rich.table import Table
+
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
@@ -133,6 +150,9 @@ def transposed_summary(result: BaseModel) -> Table:
 
 def side_by_side(columns: list[tuple[str, BaseModel]]) -> Table:
     """Results of one model side by side: one line per scalar figure, one column per result."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("", style="bold")
     for label, _ in columns:
@@ -148,6 +168,9 @@ def side_by_side(columns: list[tuple[str, BaseModel]]) -> Table:
 
 def folio_table(columns: list[tuple[str, list]]) -> Table:
     """Folios by size (rows) for each result (columns)."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("Folio size", justify="right")
     for label, _ in columns:

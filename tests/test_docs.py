@@ -11,7 +11,9 @@ README = (Path(__file__).parent.parent / "README.md").read_text()
 
 
 def _commands(group, prefix=""):
-    for name, cmd in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
         yield f"{prefix}{name}", cmd
         if isinstance(cmd, click.Group):
             yield from _commands(cmd, f"{prefix}{name} ")

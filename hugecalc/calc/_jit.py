@@ -6,8 +6,10 @@
 - ``error_model="numpy"``: integer division by zero is not checked per operation (the callers
   validate every divisor first), which keeps the loops tight.
 
-numba is imported here, lazily, by the calculations that walk large ranges; one-shot formulas
-(vmemmap) never import it and never pay its start-up cost.
+numba is imported only when a kernel is made (``jit``, for the modules whose every call needs one:
+the mthp fault walk) or first called (``lazy_jit``, for kernels a command may not need: listed
+touch intervals): closed-form paths (vmemmap, hgm, the worst case, pgtable strides and fractions)
+never pay its start-up.
 """
 
 from __future__ import annotations
@@ -15,15 +17,38 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-import numba
-
 from hugecalc import calc
 
 COMPILE_NOTICE_SECONDS = 1.0
 
 
 def jit(fn: Callable) -> Any:
+    import numba
+
     return numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
+
+
+class lazy_jit:  # noqa: N801 - used as a decorator, like jit
+    """A kernel compiled (or loaded from the cache) on its first call, not at import."""
+
+    def __init__(self, fn: Callable) -> None:
+        self.py_func = fn
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+        self._kernel: Any = None
+
+    @property
+    def kernel(self) -> Any:
+        if self._kernel is None:
+            self._kernel = jit(self.py_func)
+        return self._kernel
+
+    @property
+    def signatures(self) -> list:
+        return getattr(self._kernel, "signatures", True) if self._kernel is not None else []
+
+    def __call__(self, *args: Any) -> Any:
+        return self.kernel(*args)
 
 
 def call(kernel: Any, *args: Any) -> Any:

@@ -11,11 +11,39 @@ from __future__ import annotations
 
 import math
 
-from hugecalc.calc._jit import jit
 from hugecalc.calc.tables import stride_blocks
 
-# The same closed form the pure-Python callers use, compiled for the walk.
-_stride_units = jit(stride_blocks)
+# The same closed form the pure-Python callers use, for the walk.
+_stride_units = stride_blocks
+
+#: The walk's functions, callees first.  They are plain Python until :func:`kernels` compiles them
+#: (or loads them from numba's on-disk cache) and rebinds these names to numba dispatchers: a walk
+#: small enough to run in Python in a few milliseconds never pays numba's start-up.
+KERNELS = ("_has_point", "_next_touch", "_stride_units", "_walk_block", "fault_walk", "upper_tables", "replay_walk")
+SMALL_WALK = 20_000  # loop iterations below which Python is quicker than loading compiled code
+_compiled = False
+
+
+def kernels():
+    """This module, with the walk compiled by numba (once per process)."""
+    global _compiled
+    import sys
+
+    if not _compiled:
+        from hugecalc.calc._jit import jit
+
+        g = globals()
+        for name in KERNELS:
+            g[name] = jit(g[name])
+        _compiled = True
+    return sys.modules[__name__]
+
+
+def module_for(iterations: int):
+    """The walk to use for about ``iterations`` loop iterations: Python, or compiled."""
+    import sys
+
+    return kernels() if _compiled or iterations > SMALL_WALK else sys.modules[__name__]
 
 
 def repeat_period(start: int, end: int, pmd: int, stride: int, pre_stride: int) -> int:
@@ -25,7 +53,6 @@ def repeat_period(start: int, end: int, pmd: int, stride: int, pre_stride: int) 
     return period if 2 * period <= end - start else 0
 
 
-@jit
 def _has_point(lo, hi, first, step):
     """Whether a prepopulated point ``first + k*step`` (k >= 0) lies in ``[lo, hi)``."""
     if step <= 0 or hi <= first:
@@ -34,7 +61,6 @@ def _has_point(lo, hi, first, step):
     return first + k * step < hi
 
 
-@jit
 def _next_touch(b, start, stride):
     """The first touch at or after ``b``."""
     if b <= start:
@@ -42,7 +68,6 @@ def _next_touch(b, start, stride):
     return start + ((b - start + stride - 1) // stride) * stride
 
 
-@jit
 def _walk_block(lo, hi, start, page, pmd, pmd_order, stride, pre_stride, order_mask, pmd_ok, shmem,
                 read_then_write, huge_zero_thp, cont_pages, out_folios, out):
     """The faults of the pass inside one PMD block ``[lo, hi)`` (the part of it inside the VMA).
@@ -123,7 +148,6 @@ def _walk_block(lo, hi, start, page, pmd, pmd_order, stride, pre_stride, order_m
         out[5] += 1
 
 
-@jit
 def fault_walk(start, end, page, pmd, stride, pre_stride, period, order_mask, pmd_ok, shmem, read_then_write,
                huge_zero_thp, cont_pages, out_folios, out):
     """Walk the pass PMD block by PMD block.  Interior blocks repeat with a ``period`` of
@@ -168,7 +192,6 @@ def fault_walk(start, end, page, pmd, stride, pre_stride, period, order_mask, pm
         b += pmd
 
 
-@jit
 def upper_tables(start, end, span, stride, pre_stride):
     """Tables of a level above the PTE level: spans holding a touch or a prepopulated page."""
     count = 0
@@ -182,7 +205,6 @@ def upper_tables(start, end, span, stride, pre_stride):
     return count
 
 
-@jit
 def replay_walk(pages, lo, hi, page, pmd, order_mask, pmd_ok, shmem, cont_pages, out_folios, out, pte_blocks):
     """Fault in the sorted, distinct page addresses ``pages`` of the VMA ``[lo, hi)`` in address
     order, as a program writing them once would, under the same rules as :func:`fault_walk`.

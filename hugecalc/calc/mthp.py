@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hugecalc.calc._jit import call
-from hugecalc.calc.faults import fault_walk, repeat_period, upper_tables
+from hugecalc.calc import faults
 from hugecalc.calc.khugepaged import KhugepagedDesign, compute_khugepaged, prepopulated_bitmaps
 from hugecalc.calc.orders import (Pass, allowed_orders, anon_orders, file_orders, kernel_pmd_aligns_anon_mmap,  # noqa: F401
                                   pass_settings, pmd_order)
@@ -117,12 +117,18 @@ def walk(profile: Profile, release: Release, p: Pass, allowed: set[int]) -> Walk
     out = np.zeros(6, dtype=np.int64)
     contpte = profile.cont_pte_entries > 1 and release.has(ARM64_CONTPTE, profile.arch.value)
     cont = profile.cont_pte_entries if contpte else profile.tlb_coalesce_pages
-    period = repeat_period(p.start, p.end, profile.pmd_size, p.stride, p.pre_stride)
-    call(fault_walk, p.start, p.end, profile.page_size, profile.pmd_size, p.stride, p.pre_stride, period,
+    period = faults.repeat_period(p.start, p.end, profile.pmd_size, p.stride, p.pre_stride)
+    # Work: PMD blocks walked (the edges and one period, or every block with a touch) x faults in one.
+    blocks = (p.end - p.start) // profile.pmd_size + 2
+    touches = (p.end - p.start) // p.stride + ((p.end - p.start) // p.pre_stride if p.pre_stride else 0) + 2
+    walked = min(blocks, 2 + period // profile.pmd_size) if period else min(blocks, touches)
+    upper = sum((p.end - p.start) // profile.table_span_bytes(name) + 2 for name in counted_levels(profile)[:-1])
+    f = faults.module_for(walked * min(profile.pmd_size // max(p.stride, profile.page_size), 512) + upper)
+    call(f.fault_walk, p.start, p.end, profile.page_size, profile.pmd_size, p.stride, p.pre_stride, period,
          sum(1 << o for o in allowed if o < P), P in allowed, p.shmem, p.access == "read-then-write",
          release.has(HUGE_ZERO_WP_THP), cont, out_folios, out)
     levels = counted_levels(profile)  # top down; the PTE tables come from the walk
-    tables = {name: int(call(upper_tables, p.start, p.end, profile.table_span_bytes(name), p.stride, p.pre_stride))
+    tables = {name: int(call(f.upper_tables, p.start, p.end, profile.table_span_bytes(name), p.stride, p.pre_stride))
               for name in levels[:-1]}
     tables[levels[-1]] = int(out[5])
     for name in profile.preallocated_levels:

@@ -4,7 +4,7 @@ A level's table is needed for every distinct table-sized, table-aligned block of
 that holds a touched address; the top level (PGD) always exists and is not counted, as
 ``/proc/PID/status`` ``VmPTE`` does not count it.  Touches are never expanded page by page:
 strides are counted in closed form, address lists as merged intervals, and random fractions by
-drawing, per leaf table, how many of its units are touched (a numba walk).
+drawing per table (``touches.fraction_counts``).
 
 Kernel reference
 ----------------
@@ -21,12 +21,11 @@ Kernel reference
 
 from __future__ import annotations
 
-import numpy as np
 
-from hugecalc.calc._jit import call, jit
+from hugecalc.calc._jit import call
 from hugecalc.calc.tables import (LevelRow, check_user_span, level_row, partial_pmd_ranges, preallocated_note,
                                   stride_blocks, table_aligned_start, vmpte_bytes)
-from hugecalc.calc.touches import Touches, distinct_blocks, stride_touches_in
+from hugecalc.calc.touches import Counts, Touches, distinct_blocks, fraction_counts, stride_touches_in
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import HUGE_PMD_SHARE, HUGETLB_DONTNEED, PT_RECLAIM, VMPTE_ALL_LEVELS, Release
@@ -53,54 +52,6 @@ class PgtableResult(Result):
     overhead_share: float = field("Page tables / populated memory", "share")
     shared_page_table_bytes: int | None = field("Page tables of all sharers, physically", "bytes", default=None)
     compare: list[Comparison] = []
-
-
-# --- numba kernels -------------------------------------------------------------------------
-
-
-@jit
-def _fraction_walk(start, end, fraction, seed, leaf_span, unit_bytes, page_bytes, whole_unit,
-                   spans, counts):
-    """Walk the leaf-table blocks of ``[start, end)``; in each, draw how many of its units a
-    random ``fraction`` of base pages touches (Binomial, exact in distribution), and count the
-    tables it needs at every level (``spans``: table span per counted level, leaf last).
-
-    ``whole_unit`` (THP): a leaf block entirely inside the mapping is one unit of ``leaf_span``
-    bytes, touched when any of its base pages is; partial blocks fall back to base pages.
-    Returns the bytes the touches populate, the whole units touched, and the partial leaf blocks
-    (at the mapping's edges) touched; ``counts`` is filled in.
-    """
-    np.random.seed(seed)
-    nlev = spans.shape[0]
-    last = np.full(nlev, -1, dtype=np.int64)
-    populated = 0
-    whole = 0
-    partial = 0
-    p_unit = 1.0 - (1.0 - fraction) ** (unit_bytes // page_bytes)
-    p_whole = 1.0 - (1.0 - fraction) ** (leaf_span // page_bytes)
-    block = start - start % leaf_span
-    while block < end:
-        lo = max(block, start)
-        hi = min(block + leaf_span, end)
-        if whole_unit and lo == block and hi == block + leaf_span:
-            k = 1 if np.random.random() < p_whole else 0
-            got = k * leaf_span
-            whole += k
-        else:
-            n = (hi - lo) // unit_bytes
-            k = np.random.binomial(n, p_unit) if n > 0 else 0
-            got = k * unit_bytes
-        if k > 0:
-            populated += got
-            if lo != block or hi != block + leaf_span:
-                partial += 1
-            for lvl in range(nlev):
-                idx = block // spans[lvl]
-                if idx != last[lvl]:
-                    last[lvl] = idx
-                    counts[lvl] += 1
-        block += leaf_span
-    return populated, whole, partial
 
 
 # --- the model ------------------------------------------------------------------------------
@@ -152,15 +103,6 @@ def mapping_bounds(profile: Profile, vsize: int, vma_start: int | None, backing:
     return vma_start
 
 
-class Counts:
-    """What one mapping's touches need: tables per level (top down), populated bytes, PMD-mapped
-    THPs (each with a deposited PTE table), and the touched PTE tables in PMD ranges the mapping
-    covers only in part (its edges)."""
-
-    def __init__(self, tables: list[int], populated: int, thps: int, edge_ptes: int) -> None:
-        self.tables, self.populated, self.thps, self.edge_ptes = tables, populated, thps, edge_ptes
-
-
 def _count(profile: Profile, backing: Backing, start: int, end: int, touches: Touches) -> Counts:
     page = profile.page_size
     spans = [profile.table_span_bytes(name) for name in backing.levels]
@@ -172,13 +114,10 @@ def _count(profile: Profile, backing: Backing, start: int, end: int, touches: To
     if thp_hi <= thp_lo:
         thp_lo = thp_hi = start
     if touches.fraction is not None:
-        counts = np.zeros(len(spans), dtype=np.int64)
-        # The leaf table's span; a leaf in the top-level table (i386 4M) has no table below the PGD.
-        leaf_span = pmd_span if backing.thp else (spans[-1] if spans else backing.unit)
-        populated, thps, partial = call(_fraction_walk, start, end, touches.fraction, touches.seed, leaf_span,
-                                        page if backing.thp else backing.unit, page, backing.thp,
-                                        np.array(spans, dtype=np.int64), counts)
-        return Counts([int(c) for c in counts], int(populated), int(thps), int(partial) if has_pte else 0)
+        spans = [profile.table_span_bytes(name) for name in backing.levels]
+        leaf = pmd_span if backing.thp else (spans[-1] if spans else backing.unit)
+        return fraction_counts(spans, leaf, page if backing.thp else backing.unit, page, backing.thp,
+                               "pte" in backing.levels, start, end, touches.fraction, touches.seed)
 
     def blocks(block: int, lo: int, hi: int) -> int:
         if lo >= hi:

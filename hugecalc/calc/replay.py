@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from hugecalc.calc._jit import call
-from hugecalc.calc.faults import replay_walk
+from hugecalc.calc import faults
 from hugecalc.calc.mthp import FolioCount
 from hugecalc.calc.orders import allowed_orders, pass_settings, pmd_order
 from hugecalc.calc.process import level_counts
@@ -100,7 +100,7 @@ def replay(profile: Profile, release: Release, vmas: list[dict], settings: dict,
         out = np.zeros(5, dtype=np.int64)
         vf = np.zeros(P + 1, dtype=np.int64)
         blocks = np.zeros(max(pages.shape[0], 1), dtype=np.int64)
-        call(replay_walk, pages, v["start"], v["end"], page, pmd, sum(1 << o for o in allowed if o < P),
+        call(faults.module_for(pages.shape[0]).replay_walk, pages, v["start"], v["end"], page, pmd, sum(1 << o for o in allowed if o < P),
              P in allowed, memory != "anon", cont, vf, out, blocks)
         pte_blocks.append(blocks[: out[4]])
         folios += vf

@@ -4,18 +4,18 @@ the aligned blocks those touches hold.
 Touches are never expanded page by page: strides are counted in closed form
 (:func:`hugecalc.calc.tables.stride_blocks`), address lists as merged intervals
 (:func:`distinct_blocks`, a numba loop), random fractions by drawing per table
-(``hugecalc.calc.pgtable``).
+(:func:`fraction_counts`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from hugecalc.calc._jit import jit
+from hugecalc.calc._jit import lazy_jit
 from hugecalc.errors import InputError
 
 
-@jit
+@lazy_jit
 def distinct_blocks(starts, ends, block_bytes, lo, hi):
     """Distinct ``block_bytes``-aligned blocks holding a byte of the sorted, disjoint intervals
     ``[starts[i], ends[i])``, clipped to ``[lo, hi)``."""
@@ -98,3 +98,94 @@ class Touches:
             return {"touch_intervals": int(self.intervals[0].shape[0]),
                     "touched_bytes_listed": int((self.intervals[1] - self.intervals[0]).sum())}
         return {"touch_stride_bytes": self.stride or page}
+
+
+class Counts:
+    """What one mapping's touches need: tables per level (top down), populated bytes, PMD-mapped
+    THPs (each with a deposited PTE table), and the touched PTE tables in PMD ranges the mapping
+    covers only in part (its edges)."""
+
+    def __init__(self, tables: list[int], populated: int, thps: int, edge_ptes: int) -> None:
+        self.tables, self.populated, self.thps, self.edge_ptes = tables, populated, thps, edge_ptes
+
+
+EXACT_SUM_TABLES = 1 << 22  # beyond this many touched tables, their page counts' sum is drawn from its normal limit
+
+
+def _ztb_sum(rng, m: int, n: int, p: float) -> int:
+    """The sum of ``m`` independent Binomial(n, p) draws each conditioned on being > 0 (the touched
+    units of ``m`` tables known to be touched).  Each is 1 + Binomial(n - G, p) with G the first
+    success, a geometric truncated to 1..n; so the sum is m + Binomial(sum(n - G), p)."""
+    if m == 0:
+        return 0
+    p0 = (1.0 - p) ** n
+    if p0 < 1e-15:  # the condition changes nothing a double can see
+        return int(rng.binomial(n * m, p))
+    if m > EXACT_SUM_TABLES:  # mean and variance of the truncated binomial, times m
+        mean = n * p / (1 - p0)
+        var = n * p * (1 - p) / (1 - p0) + (n * p) ** 2 * (1 / (1 - p0) - 1 / (1 - p0) ** 2)
+        return int(round(rng.normal(m * mean, (m * max(var, 0.0)) ** 0.5)))
+    gaps = 0
+    for lo in range(0, m, 1 << 20):
+        u = rng.random(min(1 << 20, m - lo))
+        first = np.ceil(np.log1p(-u * (1 - p0)) / np.log1p(-p)).clip(1, n)
+        gaps += int((n - first).sum())
+    return m + int(rng.binomial(gaps, p))
+
+
+def fraction_counts(spans: list[int], leaf: int, unit: int, page: int, thp: bool, has_pte: bool, start: int,
+                    end: int, fraction: float, seed: int) -> Counts:
+    """A random ``fraction`` of base pages touched, drawn per table, not per page: O(tables).
+
+    Every leaf table (PTE table; for hugetlb, the table holding its entries) whole inside the
+    mapping is touched with probability q = 1 - (1 - f)^(pages it maps); how many of those a table
+    of the level above holds is Binomial(its leaf tables, q), which gives that level's tables and,
+    by their block indices, every level above.  The partial leaf tables at the edges are drawn unit
+    by unit.  The populated units of the touched leaf tables are drawn as a sum (``_ztb_sum``).
+    THP: a whole leaf table is one PMD THP; edges are base pages.  Reproducible with ``seed``.
+    ``spans``: the table span of each counted level, top down; ``leaf``: the leaf table's span.
+    """
+    rng = np.random.default_rng(seed)
+    p_unit = 1.0 - (1.0 - fraction) ** (unit // page)
+    first, last = -(-start // leaf), end // leaf  # the whole leaf blocks: [first, last)
+    if first >= last:  # no whole leaf block: one or two partial ones
+        first = last = 0
+        cut = (start // leaf + 1) * leaf
+        edges = [(start, cut), (cut, end)] if cut < end else [(start, end)]
+    else:
+        edges = [(a, b) for a, b in ((start, first * leaf), (last * leaf, end)) if a < b]
+    populated, touched_edges, edge_blocks = 0, 0, []
+    for a, b in edges:
+        k = int(rng.binomial((b - a) // unit, p_unit)) if b - a >= unit else 0
+        populated += k * unit
+        if k:
+            touched_edges += 1
+            edge_blocks.append(a // leaf)
+    n_leaf = last - first
+    q = 1.0 - (1.0 - fraction) ** (leaf // page)
+    parent = spans[-2] if len(spans) > 1 else None
+    if parent is None or n_leaf == 0:
+        m = int(rng.binomial(n_leaf, q)) if n_leaf else 0
+        parents = np.zeros(0, dtype=np.int64)
+    else:
+        g = parent // leaf
+        idx = np.arange(first // g, (last - 1) // g + 1, dtype=np.int64)
+        size = np.minimum(last, (idx + 1) * g) - np.maximum(first, idx * g)
+        k = rng.binomial(size, q)
+        m = int(k.sum())
+        parents = idx[k > 0]
+    thps = 0
+    if thp:
+        thps = m
+        populated += m * leaf
+    else:
+        populated += _ztb_sum(rng, m, leaf // unit, p_unit) * unit
+    counts = []
+    for i, span in enumerate(spans):
+        if i == len(spans) - 1:
+            counts.append(m + touched_edges)
+            continue
+        blocks = np.concatenate([parents * parent // span,
+                                 np.array([b * leaf // span for b in edge_blocks], dtype=np.int64)])
+        counts.append(int(np.unique(blocks).size))
+    return Counts(counts, populated, thps, touched_edges if has_pte else 0)

@@ -13,17 +13,26 @@ import click
 
 from hugecalc import __version__
 from hugecalc.cli.common import Group
-from hugecalc.cli.fleet import fleet
-from hugecalc.cli.hgm import hgm
-from hugecalc.cli.host import host
-from hugecalc.cli.mthp import mthp
-from hugecalc.cli.pgtable import pgtable
-from hugecalc.cli.profiles import profiles
-from hugecalc.cli.verify import verify
-from hugecalc.cli.vmemmap import vmemmap
+
+#: Command name -> its module in hugecalc.cli, imported only when that command runs (or for --help):
+#: a one-shot `hugecalc vmemmap` does not pay for the other commands' imports.  In help order.
+COMMANDS = {name: name for name in ("vmemmap", "pgtable", "mthp", "hgm", "host", "fleet", "batch", "profiles",
+                                    "verify")}
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        import importlib
+
+        return getattr(importlib.import_module(f"hugecalc.cli.{COMMANDS[name]}"), name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="hugecalc")
 def cli() -> None:
     """A what-if calculator for Linux kernel memory: the numbers the kernel would produce.
@@ -38,10 +47,6 @@ def cli() -> None:
       hugecalc profiles arm64-4k
       sudo hugecalc verify mthp --size 64k         # predicted beside the running kernel
     """
-
-
-for command in (vmemmap, pgtable, mthp, hgm, host, fleet, profiles, verify):
-    cli.add_command(command)
 
 
 def main() -> None:

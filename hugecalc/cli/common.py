@@ -12,9 +12,11 @@ import sys
 from typing import Any, Callable
 
 import click
-from rich.console import Console
+from typing import TYPE_CHECKING
 
-from hugecalc.capture import captured_release
+if TYPE_CHECKING:
+    from rich.console import Console
+
 from hugecalc.errors import HugecalcError, InputError
 from hugecalc.profiles import DEFAULT_PROFILE, load_profile
 from hugecalc.releases import NEWEST, parse_release
@@ -78,8 +80,23 @@ SIZE = Size()
 ADDR = Size("ADDR", positive=False)  # hex (0x7f0000000000), decimal, or a size spelling (1G)
 
 
+def Text(*args: Any, **kw: Any) -> Any:  # noqa: N802 - stands in for rich.text.Text
+    """rich.text.Text, imported when a table is drawn: --json output never loads rich."""
+    from rich.text import Text as RichText
+
+    return RichText(*args, **kw)
+
+
+def Table(*args: Any, **kw: Any) -> Any:  # noqa: N802 - stands in for rich.table.Table
+    """rich.table.Table, imported when a table is drawn."""
+    from rich.table import Table as RichTable
+
+    return RichTable(*args, **kw)
+
+
 def console() -> Console:
     """stdout: Rich on a terminal, plain text elsewhere (and with NO_COLOR)."""
+    from rich.console import Console
     width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 120))
     return Console(width=width, highlight=False)
 
@@ -117,7 +134,12 @@ def common_options(fn: Callable) -> Callable:
             profile = capture.profile
         else:
             profile = load_profile(profile_name)
-        release = parse_release(kernel) if kernel is not None or capture is None else captured_release(capture)
+        if kernel is not None or capture is None:
+            release = parse_release(kernel)
+        else:
+            from hugecalc.capture import captured_release
+
+            release = captured_release(capture)
         return fn(profile=profile, release=release, as_json=as_json, explain=explain, capture=capture, **kw)
 
     return wrapper
@@ -171,6 +193,8 @@ def process_from(capture: Any, pid: int, profile: Any, release: Any) -> tuple[An
         if not given("profile_name"):
             profile = capture.profile
         if not given("kernel"):
+            from hugecalc.capture import captured_release
+
             release = captured_release(capture)
     if profile.page_size != capture.page_size:
         raise InputError(f"--profile {profile.name} has {profile.page_size}-byte pages, but the process was "

@@ -6,10 +6,8 @@ import sys
 from typing import Any, Callable
 
 import click
-from rich.table import Table
-from rich.text import Text
 
-from hugecalc.cli.common import Group, console, given, options
+from hugecalc.cli.common import console, given, Group, options, Table, Text
 from hugecalc.cli.mthp import mthp_kwargs, mthp_options
 from hugecalc.cli.pgtable import pgtable_options
 from hugecalc.errors import InputError

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
-from rich.text import Text
 
-from hugecalc.cli.common import console
+from hugecalc.cli.common import console, Table, Text
 from hugecalc.errors import InputError
 from hugecalc.units import fmt_bytes, fmt_size
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.text import Text
 
-from hugecalc.cli.common import ADDR, PID_MAX_LIMIT, SIZE, common_options, emit, given, options, process_from
+from hugecalc.cli.common import ADDR, common_options, emit, given, options, PID_MAX_LIMIT, process_from, SIZE, Text
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
 from hugecalc.units import fmt_bytes, fmt_size, parse_size
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _size_modes(items: tuple[str, ...], option: str) -> list[tuple[int, str]]:

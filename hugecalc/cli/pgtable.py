@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.text import Text
 
-from hugecalc.cli.common import ADDR, PID_MAX_LIMIT, SIZE, Real, common_options, emit, options, process_from
+from hugecalc.cli.common import ADDR, common_options, emit, options, PID_MAX_LIMIT, process_from, Real, SIZE, Text
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
 from hugecalc.units import fmt_bytes
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 #: The mapping and touch options ``pgtable`` and ``verify pgtable`` share.

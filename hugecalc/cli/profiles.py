@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.table import Table
-from rich.text import Text
 
-from hugecalc.cli.common import common_options, console, given
+from hugecalc.cli.common import common_options, console, given, Table, Text
 from hugecalc.profiles import Profile, bundled_profiles, load_profile
 from hugecalc.releases import Release
 from hugecalc.units import fmt_bytes, fmt_size

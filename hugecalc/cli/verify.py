@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from typing import Any
 
 import click
-from rich.console import Console
 
 from hugecalc.cli.common import SIZE, Group, common_options, emit, given
 from hugecalc.cli.mthp import mthp_kwargs, mthp_options
@@ -13,6 +14,9 @@ from hugecalc.cli.pgtable import pgtable_options, touches_from_options
 from hugecalc.errors import HostError, InputError, VerifyMismatch
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release, parse_release
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @click.group(cls=Group, invoke_without_command=True)

@@ -1,0 +1,122 @@
+"""``hugecalc batch``: many what-ifs in one process, JSON Lines in and out."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+from typing import Any
+
+import click
+
+from hugecalc.errors import HugecalcError, InputError
+
+NOT_IN_BATCH = {"batch", "verify", "fleet"}
+
+
+def request_args(request: Any) -> list[str]:
+    """``{"command": C, "args": [...]}`` or ``{"command": C, "options": {...}}`` -> argv."""
+    if not isinstance(request, dict) or not isinstance(request.get("command"), str):
+        raise InputError('a request is an object with a "command" and "args" (a list) or "options" (an object)')
+    command = request["command"]
+    if command in NOT_IN_BATCH:
+        raise InputError(f"{command!r} cannot run in a batch")
+    args = request.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
+        raise InputError('"args" must be a list of strings')
+    argv = [command, *map(str, args)]
+    options = request.get("options", {})
+    if not isinstance(options, dict):
+        raise InputError('"options" must be an object of option names and values')
+    for key, value in options.items():
+        flag = "--" + key.lstrip("-").replace("_", "-")
+        for v in value if isinstance(value, list) else [value]:
+            if v is True:
+                argv.append(flag)
+            elif v not in (False, None):
+                argv += [flag, str(v)]
+    if "--json" not in argv:
+        argv.append("--json")
+    return argv
+
+
+def run_one(line: str) -> tuple[str, bool]:
+    """One request line -> (one result line, ok)."""
+    from hugecalc.cli import cli
+
+    try:
+        argv = request_args(json.loads(line))
+    except ValueError as e:  # also InputError
+        msg = str(e) if isinstance(e, InputError) else f"not a JSON object: {e}"
+        return json.dumps({"error": msg, "exit_code": 2}), False
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main(args=argv, prog_name="hugecalc", standalone_mode=False)
+    except HugecalcError as e:
+        code, message = e.exit_code, str(e)
+    except click.exceptions.Exit as e:
+        code, message = e.exit_code, err.getvalue().strip()
+    except click.ClickException as e:
+        code, message = e.exit_code, e.format_message()
+    except Exception as e:  # a bug: reported on its line, the batch goes on
+        code, message = 1, f"internal error: {type(e).__name__}: {e}"
+    if code == 0:
+        text = out.getvalue().strip()
+        if text.startswith("{") and "\n" not in text:
+            return text, True  # already one compact document (render.JSON_INDENT)
+        try:
+            return json.dumps(json.loads(text), separators=(",", ":")), True
+        except ValueError:
+            code, message = 1, "the command printed no JSON document"
+    return json.dumps({"error": message, "exit_code": code, "command": argv[0]}), False
+
+
+def _run_chunk(lines: list[str]) -> list[tuple[str, bool]]:
+    from hugecalc import render
+
+    render.JSON_INDENT = None
+    return [run_one(line) for line in lines]
+
+
+@click.command()
+@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Worker processes to spread the requests over (results stay in input order).")
+def batch(jobs: int) -> None:
+    """Run many what-ifs in one process: JSON Lines of requests on stdin, one result document per
+    line on stdout, in input order (the documents --json prints). A bad line gets an error object
+    on its line and the run goes on; exit 1 if any line failed, 2 if the input cannot be read.
+
+    A request is {"command": "mthp", "args": ["--size", "64k"]} or the same with an options object,
+    {"command": "mthp", "options": {"size": "64k", "vma-size": "1G"}}; true is a flag.
+
+    \b
+    Examples:
+      printf '%s\\n' '{"command":"vmemmap","args":["--pages","1T"]}' | hugecalc batch
+      jq -c '{command:"mthp", options:{size:.}}' <<< '"16k" "64k" "2M"' | hugecalc batch | jq .faults
+      hugecalc batch --jobs 2 < requests.jsonl > results.jsonl
+    """
+    try:
+        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+        lines = [line for line in raw.decode("utf-8").splitlines() if line.strip()]
+        if any("\0" in line for line in lines):
+            raise UnicodeDecodeError("utf-8", raw, 0, 1, "a NUL byte: binary input")
+    except (UnicodeDecodeError, OSError) as e:
+        raise InputError(f"stdin cannot be read as JSON Lines text: {e}") from None
+    if jobs == 1 or len(lines) < 2 * jobs:
+        results = _run_chunk(lines)
+    else:
+        import multiprocessing
+
+        size = max(1, len(lines) // (jobs * 8))
+        chunks = [lines[i:i + size] for i in range(0, len(lines), size)]
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            results = [r for part in pool.imap(_run_chunk, chunks) for r in part]
+    failed = 0
+    for text, ok in results:
+        click.echo(text)
+        failed += not ok
+    if failed:
+        raise click.exceptions.Exit(1)
