@@ -53,8 +53,8 @@ def test_every_calculation_cites_its_kernel_rule(name, fn):
     ("hgm", ("click", "rich", "yaml", "numba")),
     ("tables", ("click", "rich", "yaml", "numba")),  # shared geometry and the worst case: closed forms
     ("orders", ("click", "rich", "yaml", "numba")),
-    ("pgtable", ("click", "rich")),  # numba itself imports yaml for its own config file
-    ("mthp", ("click", "rich")),
+    ("pgtable", ("click", "rich", "yaml", "numba")),  # strides and fractions in closed form / NumPy
+    ("mthp", ("click", "rich", "yaml", "numba")),  # the walk compiles only when it is big
 ])
 def test_calculations_stay_pure(module, absent):
     """calc/ imports no CLI, rendering or YAML code of its own."""
@@ -64,3 +64,23 @@ def test_calculations_stay_pure(module, absent):
     code = f"import sys, hugecalc.calc.{module}; print(sorted(m for m in {absent!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("args,numba", [
+    (["vmemmap", "--pages", "1024G", "--json"], False),
+    (["hgm", "--json"], False),
+    (["pgtable", "--worst-case", "--json"], False),
+    (["pgtable", "--vsize", "1T", "--touch-fraction", "0.1", "--json"], False),
+    (["mthp", "--size", "64k", "--json"], False),  # one period of the walk: Python is quicker
+    (["mthp", "--size", "64k", "--touch-stride", "12K", "--prepopulated-stride", "1000K", "--vma-size", "64G",
+      "--json"], True),
+])
+def test_numba_only_where_a_walk_is_big(args, numba):
+    """Closed forms and small walks never import numba (nor rich, for --json): start-up is the cost."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from hugecalc.cli import cli; cli.main(args=%r, standalone_mode=False); "
+            "print('\\nIMPORTED', 'numba' in sys.modules, 'rich' in sys.modules, file=sys.stderr)" % (args,))
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert f"IMPORTED {numba} False" in err
