@@ -13,9 +13,9 @@ MAX_LINES = 400
 LAYERS = [
     ("hugecalc.errors", "hugecalc.units"),
     ("hugecalc.result", "hugecalc.releases"),
-    ("hugecalc.profiles", "hugecalc.capture"),
+    ("hugecalc.profiles", "hugecalc.capture", "hugecalc.sweep"),
     ("hugecalc.calc",),
-    ("hugecalc.render", "hugecalc.host", "hugecalc.snapshot", "hugecalc.restore", "hugecalc._probe"),
+    ("hugecalc.render", "hugecalc.plot", "hugecalc.host", "hugecalc.snapshot", "hugecalc.restore", "hugecalc._probe"),
     ("hugecalc.verify", "hugecalc.fleet", "hugecalc.synth"),
     ("hugecalc.cli", "hugecalc.__main__"),
 ]

@@ -21,6 +21,10 @@ COMMANDS = {name: name for name in ("vmemmap", "pgtable", "mthp", "hgm", "host",
 
 
 class LazyGroup(Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["hugecalc.raw_args"] = list(args)  # --sweep re-runs the command with them
+        return super().parse_args(ctx, args)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
 

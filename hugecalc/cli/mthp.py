@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from hugecalc.cli.sweep import run_sweep, sweep_options
 from hugecalc.cli.common import ADDR, common_options, emit, given, options, PID_MAX_LIMIT, process_from, SIZE, Text
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
@@ -69,15 +70,6 @@ def mthp_kwargs(sizes: tuple[int, ...], enabled: tuple[str, ...], top_level: str
     )
 
 
-def _bar(value: int, top: int, width: int = 24) -> str:
-    """A log-scale bar: values here span many orders of magnitude."""
-    import math
-
-    if value <= 0:
-        return ""
-    return "█" * max(1, round(width * math.log10(value + 1) / math.log10(top + 1)))
-
-
 @click.command()
 @mthp_options
 @click.option("--khugepaged", is_flag=True,
@@ -88,9 +80,11 @@ def _bar(value: int, top: int, width: int = 24) -> str:
 @click.option("--pid", type=click.IntRange(1, PID_MAX_LIMIT), default=None,
               help="Replay this process (live, or from --host FILE): its present pages under the settings now "
                    "and under the what-if.")
+@sweep_options
 @common_options
 def mthp(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, khugepaged: bool,
-         max_ptes_none: int, occupancy_file: Any, pid: int | None, **options: Any) -> None:
+         max_ptes_none: int, occupancy_file: Any, pid: int | None, sweeps: tuple[str, ...], plot: str | None,
+         **options: Any) -> None:
     """Multi-size THP: which size each page fault gets, and the faults, folios, TLB entries and
     page tables that follow.
 
@@ -108,11 +102,14 @@ def mthp(profile: Profile, release: Release, as_json: bool, explain: bool, captu
       hugecalc mthp --vma-size 1T --size 64k --prepopulated-stride 1M --json | jq .faults
       hugecalc mthp --host capture.json --size 64k   # the captured settings beside 64K
       sudo hugecalc mthp --pid 1234 --size 64k       # replay a process under 64K mTHP
+      hugecalc mthp --sweep size=16k,32k,64k,128k,2M --vma-size 64M
     """
     from hugecalc.calc.khugepaged import parse_occupancy
     from hugecalc.calc.mthp import compare_sizes, compute_mthp
     from hugecalc.render import list_table, print_header, transposed_summary
 
+    if sweeps:
+        return run_sweep("mthp", sweeps, plot, as_json, lambda doc: f"mTHP, profile {doc['profile']}")
     kw = mthp_kwargs(**options)
     if pid is not None:
         return _replay(profile, release, as_json, explain, capture, pid, kw)
@@ -125,10 +122,18 @@ def mthp(profile: Profile, release: Release, as_json: bool, explain: bool, captu
 
         def draw(out: Console) -> None:
             print_header(out, result, f"{kw['memory']} {fmt_bytes(kw['vma_size'])} pass, every size alone")
-            top = max(r.faults for r in result.sizes)
-            bars = [_bar(r.faults, top) for r in result.sizes]
-            out.print(list_table(result.sizes, extra_columns=[("faults (log scale)", bars)]))
+            out.print(list_table(result.sizes))
+            out.print(Text(terminal(chart, out.width)))
 
+        from hugecalc.plot import Chart, terminal, write
+
+        chart = Chart(title=f"hugecalc mthp: every size alone — profile {profile.name}, kernel {release}",
+                      x_label="size", y_label="faults / TLB entries", x_kind="size", y_bytes=False, log_x=True,
+                      x_values=[r.size_bytes for r in result.sizes],
+                      series={"faults": [r.faults for r in result.sizes],
+                              "TLB entries": [r.tlb_entries for r in result.sizes]})
+        if plot:
+            write(chart, plot)
         return emit(result, as_json, explain, draw)
     occupancy = parse_occupancy(occupancy_file.read(), profile) if occupancy_file else None
     result = compute_mthp(profile, release, khugepaged=khugepaged, max_ptes_none=max_ptes_none,

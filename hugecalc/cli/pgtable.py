@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from hugecalc.cli.sweep import run_sweep, sweep_options
 from hugecalc.cli.common import ADDR, common_options, emit, options, PID_MAX_LIMIT, process_from, Real, SIZE, Text
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
@@ -59,11 +60,12 @@ def touches_from_options(profile: Profile, vsize: int | None, vma_start: int | N
               help="MAP_SHARED hugetlb: number of processes mapping it (PMD-table sharing).")
 @click.option("--worst-case", is_flag=True, help="The per-process maximum: all user address space populated.")
 @click.option("--pid", type=click.IntRange(1, PID_MAX_LIMIT), default=None, help="A live process: its present pages' tables beside its VmPTE.")
+@sweep_options
 @common_options
 def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, vsize: int | None,
             vma_start: int | None, touch_stride: int | None, touch_fraction: float | None, seed: int,
             touch_file: Any, backing: str, after: str | None, shared_by: int, worst_case: bool,
-            pid: int | None) -> None:
+            pid: int | None, sweeps: tuple[str, ...], plot: str | None) -> None:
     """Page tables a mapping costs, level by level, and what madvise() leaves behind.
 
     Counts what /proc/PID/status VmPTE counts: PTE, PMD and PUD tables (not the PGD, nor LA57 P4D tables).
@@ -77,7 +79,12 @@ def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, ca
       hugecalc pgtable --worst-case --profile i386
       hugecalc pgtable --pid $$
       printf '0x8000000000\n0x8000200000-0x8000400000\n' | hugecalc pgtable --vsize 2G --vma-start 0x8000000000 --touch-file -
+      hugecalc pgtable --vsize 1T --sweep touch-fraction=1e-6..1x10
     """
+    if sweeps:
+        if worst_case or pid is not None or touch_file is not None:
+            raise InputError("--sweep runs one mapping: not with --worst-case, --pid or --touch-file")
+        return run_sweep("pgtable", sweeps, plot, as_json, lambda doc: f"page tables, profile {doc['profile']}")
     if worst_case and pid is not None:
         raise InputError("use either --worst-case or --pid")
     if worst_case:

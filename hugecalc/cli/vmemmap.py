@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from hugecalc.cli.sweep import run_sweep, sweep_options
 from hugecalc.cli.common import common_options, emit, SIZE, Text
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
@@ -46,10 +47,11 @@ def _pool(text: str) -> tuple[int | None, int | None]:
                    "needs PMD splits of its own (worst case).")
 @click.option("--zones", type=click.IntRange(1, 1 << 16), default=1, show_default=True,
               help="Memory zones the pool spans (NUMA nodes x zones): from 7.1 each keeps one shared tail page per size.")
+@sweep_options
 @common_options
 def vmemmap(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, pages: str,
             hugepage_sizes: tuple[int, ...], struct_page_size: int | None, devdax: bool, layout: str,
-            zones: int) -> None:
+            zones: int, sweeps: tuple[str, ...], plot: str | None) -> None:
     """HugeTLB Vmemmap Optimization: the vmemmap a hugetlb pool gives back, net of page tables.
 
     \b
@@ -60,10 +62,13 @@ def vmemmap(profile: Profile, release: Release, as_json: bool, explain: bool, ca
       hugecalc vmemmap --pages 16G --profile arm64-64k --kernel 6.2
       hugecalc vmemmap --pages 1T --struct-page-size 72
       hugecalc vmemmap --profile host                # this machine's pools, now and with HVO on
+      hugecalc vmemmap --pages 1T --sweep kernel=5.14,5.18,6.3,7.1 --profile arm64-4k
     """
     from hugecalc.calc.vmemmap import compute_vmemmap
     from hugecalc.render import print_header, transposed_table
 
+    if sweeps:
+        return run_sweep("vmemmap", sweeps, plot, as_json, lambda doc: f"HVO, profile {doc['profile']}")
     if pages is None:
         if capture is None:
             raise InputError("--pages is required (or use --host FILE or --profile host for a machine's pools)")

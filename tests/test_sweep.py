@@ -1,0 +1,103 @@
+"""--sweep and --plot: points, the table and JSON per point, and charts checked for their data."""
+
+import json
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from hugecalc.errors import InputError
+from hugecalc.sweep import grid, parse_sweep
+
+ALL = {"touch-fraction", "size", "kernel", "vma-size", "pages"}
+
+
+def test_parse_sweeps():
+    s = parse_sweep("touch-fraction=1e-6..1x10", ALL)
+    assert s.values == (1e-06, 1e-05, 0.0001, 0.001, 0.01, 0.1, 1.0) and s.geometric and s.kind == "number"
+    s = parse_sweep("vma-size=64M..256M:64M", ALL)
+    assert s.values == (64 << 20, 128 << 20, 192 << 20, 256 << 20) and not s.geometric and s.kind == "size"
+    s = parse_sweep("size=16k,32k,64k,128k,2M", ALL)
+    assert s.values == (16 << 10, 32 << 10, 64 << 10, 128 << 10, 2 << 20) and s.geometric
+    s = parse_sweep("kernel=5.14,5.18,6.3,7.1", ALL)
+    assert s.values == ("5.14", "5.18", "6.3", "7.1") and s.kind == "text"
+    assert len(grid([parse_sweep("size=16k,64k", ALL), parse_sweep("vma-size=1M,2M,4M", ALL)])) == 6
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("bogus=1,2", "cannot be swept"), ("size", "use OPTION="), ("touch-fraction=1..0:0.1", "STOP at least START"),
+    ("touch-fraction=0..1x10", "start above 0"), ("vma-size=1M..1G", "needs :STEP"),
+    ("touch-fraction=0..1:0.0001", "at most 200"),
+])
+def test_bad_sweeps(spec, message):
+    with pytest.raises(InputError, match=message):
+        parse_sweep(spec, ALL)
+
+
+def test_readme_examples_run(run):
+    for args in (["pgtable", "--vsize", "1T", "--sweep", "touch-fraction=1e-6..1x10"],
+                 ["mthp", "--sweep", "size=16k,32k,64k,128k,2M", "--vma-size", "64M"],
+                 ["vmemmap", "--pages", "1T", "--sweep", "kernel=5.14,5.18,6.3,7.1", "--profile", "arm64-4k"]):
+        r = run(*args)
+        assert r.exit_code == 0, r.stderr
+        assert "│" in r.stdout and "└" in r.stdout  # the chart under the table
+        doc = run(*args, "--json").json
+        assert doc["sweep"] is True and len(doc["points"]) == len(doc["sweeps"][0]["values"])
+        # One result document per point: the same as running the command at that point.
+        point = doc["points"][1]
+        option, value = next(iter(point["values"].items()))
+        single = run(*[a for a in args if not a.startswith("--sweep") and "=" not in a], f"--{option}",
+                     str(value), "--json").json
+        assert single == point["result"]
+
+
+def test_a_grid(run):
+    doc = run("mthp", "--sweep", "size=16k,64k", "--sweep", "vma-size=1M,2M,4M", "--json").json
+    assert [p["values"] for p in doc["points"]][:2] == [{"size": 16384, "vma-size": 1 << 20},
+                                                       {"size": 16384, "vma-size": 2 << 20}]
+    assert len(doc["points"]) == 6
+    r = run("mthp", "--sweep", "size=16k,64k", "--sweep", "vma-size=1M,2M,4M")
+    assert "vma-size=1M" in r.stdout and "vma-size=4M" in r.stdout  # one line per value of the second
+
+
+
+@pytest.mark.parametrize("suffix", ["png", "svg", "pdf"])
+def test_charts_to_files_carry_their_data(run, tmp_path, suffix):
+    path = tmp_path / f"chart.{suffix}"
+    args = ["pgtable", "--vsize", "64G", "--sweep", "touch-fraction=1e-4..1x10", "--after", "dontneed"]
+    doc = run(*args, "--plot", str(path), "--json").json
+    expected = [p["result"]["page_table_bytes"] for p in doc["points"]]
+    raw = path.read_bytes()
+    if suffix == "png":
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            data = json.loads(image.text["Description"])
+            assert image.size[0] > 400 and image.size[1] > 200
+    elif suffix == "svg":
+        root = ET.fromstring(raw)
+        data = json.loads(root.find(".//{http://purl.org/dc/elements/1.1/}description").text)
+        assert root.tag.endswith("svg") and len(root.findall(".//{http://www.w3.org/2000/svg}path")) > 10
+    else:
+        assert raw.startswith(b"%PDF")
+        assert all(str(v).encode() in raw for v in expected)  # the series in the Subject
+        return
+    assert data["series"]["page tables"] == expected
+    assert data["x"] == ["0.0001", "0.001", "0.01", "0.1", "1"]
+    assert "profile x86-64" in data["title"]
+
+
+def test_mthp_side_by_side_gets_the_chart(run, tmp_path):
+    r = run("mthp", "--vma-size", "64M", "--plot", str(tmp_path / "sizes.svg"))
+    assert r.exit_code == 0 and "● faults" in r.stdout
+    assert (tmp_path / "sizes.svg").read_bytes().startswith(b"<?xml")
+
+
+def test_plot_without_matplotlib_names_the_extra(run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    r = run("pgtable", "--vsize", "1G", "--sweep", "touch-fraction=0.1,1", "--plot", str(tmp_path / "c.png"))
+    assert r.exit_code == 2 and "pip install 'hugecalc[plot]'" in r.stderr and r.stdout == ""
+    r = run("pgtable", "--vsize", "1G", "--sweep", "touch-fraction=0.1,1", "--plot", str(tmp_path / "c.gif"))
+    assert r.exit_code == 2 and ".svg, .png or .pdf" in r.stderr
