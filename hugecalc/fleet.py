@@ -172,6 +172,10 @@ def run_partition(command: str, items: list[tuple[str, str, int, int]], options:
 
     from hugecalc.capture import CAPTURE_SCHEMA_VERSION, Capture
 
+    if command == "mthp":
+        from hugecalc.calc import faults
+
+        faults.kernels()  # hundreds of walks: compile (or load) them once for the whole task
     rows = []
     for item in items:
         for source, text, error in _captures(item):

@@ -20,7 +20,7 @@ _stride_units = stride_blocks
 #: (or loads them from numba's on-disk cache) and rebinds these names to numba dispatchers: a walk
 #: small enough to run in Python in a few milliseconds never pays numba's start-up.
 KERNELS = ("_has_point", "_next_touch", "_stride_units", "_walk_block", "fault_walk", "upper_tables", "replay_walk")
-SMALL_WALK = 20_000  # loop iterations below which Python is quicker than loading compiled code
+SMALL_WALK = 5_000  # loop iterations below which Python is quicker than loading compiled code
 _compiled = False
 
 

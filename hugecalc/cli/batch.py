@@ -78,6 +78,10 @@ def _run_chunk(lines: list[str]) -> list[tuple[str, bool]]:
     from hugecalc import render
 
     render.JSON_INDENT = None
+    if any('"mthp"' in line for line in lines):
+        from hugecalc.calc import faults
+
+        faults.kernels()  # many walks: compile (or load) them once
     return [run_one(line) for line in lines]
 
 
