@@ -1,5 +1,6 @@
 """The command line as users and their pipelines meet it: output, JSON keys, errors, exit codes."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,49 @@ def test_hgm_table_says_not_merged(run):
 def test_hgm_bad_input(run, args, message):
     r = run(*args)
     assert r.exit_code == 2 and r.stdout == "" and message in r.stderr
+
+
+def test_numba_cache_falls_back_to_a_writable_place(tmp_path, monkeypatch):
+    """A read-only install: the cache goes to $XDG_CACHE_HOME, else a per-user temp dir, else nowhere."""
+    import os
+
+    from hugecalc.calc import _jit
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    writable = {"pkg": False}
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: writable["pkg"] if str(p).endswith("pkg") else real(p, m))
+    assert _jit.cache_dir(str(tmp_path / "pkg")) == str(tmp_path / "xdg" / "hugecalc" / "numba")
+    writable["pkg"] = True
+    assert _jit.cache_dir(str(tmp_path / "pkg")) is None  # next to the module, numba's default
+    writable["pkg"] = False
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/no-such-place")
+    monkeypatch.setattr("tempfile.gettempdir", lambda: "/proc/no-such-place-either")
+    assert _jit.cache_dir(str(tmp_path / "pkg")) == ""
+
+
+@pytest.mark.parametrize("columns", ["0", "-4", "abc", "60"])
+def test_any_columns_value_works(columns):
+    env = {**os.environ, "COLUMNS": columns}
+    p = subprocess.run([sys.executable, "-m", "hugecalc", "vmemmap", "--pages", "1G"], capture_output=True,
+                       text=True, env=env)
+    assert p.returncode == 0 and p.stderr == "" and "Net saving" in p.stdout
+
+
+@pytest.mark.parametrize("args", [["vmemmap", "--pages", "1G"], ["vmemmap", "--pages", "1G", "--json"],
+                                  ["pgtable", "--vsize", "1T", "--sweep", "touch-fraction=1e-6..1x10"]])
+def test_a_closed_pipe_is_not_an_error(args):
+    p = subprocess.Popen([sys.executable, "-m", "hugecalc", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.read(10)
+    p.stdout.close()
+    err = p.stderr.read()
+    p.stderr.close()
+    assert p.wait() == 0 and err == b""
+
+
+def test_a_closed_stdout_is_not_an_error():
+    p = subprocess.run([sys.executable, "-m", "hugecalc", "vmemmap", "--pages", "1G"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, pass_fds=(), close_fds=True,
+                       preexec_fn=lambda: os.close(1))
+    assert p.returncode == 0 and p.stderr == b""

@@ -22,10 +22,40 @@ from hugecalc import calc
 COMPILE_NOTICE_SECONDS = 1.0
 
 
+def cache_dir(package_dir: str | None = None) -> str | None:
+    """Where numba's on-disk cache can go: next to the module (None: numba's default) when that is
+    writable, else ``$NUMBA_CACHE_DIR``, ``$XDG_CACHE_HOME/hugecalc/numba`` (or ~/.cache), a per-user
+    temporary directory; "" when nothing is writable (then nothing is cached)."""
+    import os
+    import tempfile
+
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return os.environ["NUMBA_CACHE_DIR"]
+    if os.access(package_dir or os.path.dirname(os.path.abspath(__file__)), os.W_OK):
+        return None
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    for path in (os.path.join(xdg, "hugecalc", "numba"),
+                 os.path.join(tempfile.gettempdir(), f"hugecalc-{os.geteuid()}", "numba")):
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path, os.W_OK):
+            return path
+    return ""
+
+
 def jit(fn: Callable) -> Any:
+    import os
+
+    where = cache_dir()
+    if where:
+        os.environ["NUMBA_CACHE_DIR"] = where  # read by numba when it first caches
+    elif where == "" and calc.on_slow_compile is not None:
+        calc.on_slow_compile("no writable place for numba's cache: compiling on every run")
     import numba
 
-    return numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
+    return numba.njit(cache=where != "", nogil=True, error_model="numpy")(fn)
 
 
 class lazy_jit:  # noqa: N801 - used as a decorator, like jit

@@ -6,6 +6,7 @@ calls one ``compute_*`` and renders its result.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -57,11 +58,41 @@ def main() -> None:
     from hugecalc import calc
 
     calc.on_slow_compile = lambda msg: click.echo(f"hugecalc: {msg}", err=True)
+    if sys.stdout is None:  # started with stdout closed: nothing can be printed, nothing to do
+        sys.exit(0)
     try:
-        cli(prog_name="hugecalc", standalone_mode=True)
+        code = cli.main(prog_name="hugecalc", standalone_mode=False)
+        _flush()
+        sys.exit(code if isinstance(code, int) else 0)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(130)
+    except BrokenPipeError:  # `hugecalc ... | head`: the reader has what it wanted
+        _quiet_exit()
+    except OSError as e:
+        if e.errno in (errno.EPIPE, errno.EBADF):
+            _quiet_exit()
+        raise
     except Exception as e:  # a bug, not bad input: one line, the traceback only on request
         if os.environ.get("HUGECALC_DEBUG"):
             raise
         click.echo(f"hugecalc: internal error: {type(e).__name__}: {e} "
                    "(set HUGECALC_DEBUG=1 for the traceback, and please report it)", err=True)
         sys.exit(1)
+
+
+def _flush() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_exit()
+
+
+def _quiet_exit() -> None:
+    """Exit 0 without the interpreter's own complaint when it flushes a closed pipe at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)

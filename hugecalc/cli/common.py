@@ -94,11 +94,31 @@ def Table(*args: Any, **kw: Any) -> Any:  # noqa: N802 - stands in for rich.tabl
     return RichTable(*args, **kw)
 
 
+def terminal_width() -> int:
+    """$COLUMNS when it is a positive number, else the terminal's (stdout's, or stderr's or stdin's
+    when stdout is piped), else 80; never less than 40."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return max(int(columns), 40)
+    for stream in (sys.stdout, sys.stderr, sys.stdin):
+        try:
+            return max(os.get_terminal_size(stream.fileno()).columns, 40)
+        except (AttributeError, OSError, ValueError):
+            continue
+    return 80
+
+
 def console() -> Console:
     """stdout: Rich on a terminal, plain text elsewhere (and with NO_COLOR)."""
     from rich.console import Console
-    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 120))
-    return Console(width=width, highlight=False)
+
+    class Quiet(Console):
+        def on_broken_pipe(self) -> None:  # `| head` took what it wanted: exit 0, no message
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise SystemExit(0)
+
+    return Quiet(width=terminal_width(), highlight=False)
 
 
 def common_options(fn: Callable) -> Callable:
