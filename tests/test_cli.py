@@ -217,3 +217,37 @@ def test_a_closed_stdout_is_not_an_error():
                        stderr=subprocess.PIPE, pass_fds=(), close_fds=True,
                        preexec_fn=lambda: os.close(1))
     assert p.returncode == 0 and p.stderr == b""
+
+
+def test_newcomer_edges(run):
+    """Findings of the newcomer review: help, explain, tables, pools, hgm's hugepage, NO_COLOR."""
+    assert "printf '0x8000000000\\n0x8000200000" in run("pgtable", "--help").stdout  # not garbled
+    assert "rule:" in run("mthp", "--explain", "--vma-size", "64M").stdout  # the side-by-side view explains
+    assert run("pgtable", "--worst-case", "--json").json["tables"] == {"pud": 256, "pmd": 131072, "pte": 67108864}
+    assert run("vmemmap", "--pages", "0x10", "--hugepage-size", "2M", "--json").json["rows"][0]["hugepages"] == 16
+    r = run("vmemmap", "--pages", "1M", "--hugepage-size", "2M")
+    assert r.exit_code == 2 and "2M" in r.stderr
+    assert run("hgm", "--path", "4K,2M", "--json").json["inputs"]["hugepage_size_bytes"] == 2 << 20
+    top = run("--help").stdout
+    assert top.index("vmemmap") < top.index("pgtable") < top.index("mthp") < top.index("verify")
+    assert "..." not in top.split("Commands:")[1]
+
+
+def test_no_color_means_no_escapes():
+    env = {**os.environ, "NO_COLOR": "1", "TERM": "xterm-256color", "COLUMNS": "100"}
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a real terminal on stdout
+        os.execvpe(sys.executable, [sys.executable, "-m", "hugecalc", "vmemmap", "--pages", "1G"], env)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.waitpid(pid, 0)
+    assert b"Net saving" in out and b"\x1b[" not in out

@@ -258,7 +258,7 @@ def compare_sizes(profile: Profile, release: Release, **kw) -> MthpComparison:
     shmem = kw.get("memory", "anon") != "anon"
     orders = file_orders(profile) if shmem else anon_orders(profile)
     P = pmd_order(profile)
-    rows = []
+    rows, explain = [], []
     base = None
     for o in [None] + orders:
         modes = [(profile.page_size << x, "always" if x == o else "never") for x in orders]
@@ -266,6 +266,8 @@ def compare_sizes(profile: Profile, release: Release, **kw) -> MthpComparison:
         extra = {"huge": "never"} if shmem else {}
         r = compute_mthp(profile, release, **{**kw, key: modes, **extra})
         base = base or r
+        explain += [d.model_copy(update={"scope": f"{fmt_size(profile.page_size << (o or 0))}: {d.scope}"})
+                    for d in r.explain if d.scope in ("orders", "faults", "tlb")]
         rows.append(SizeRow(size_bytes=profile.page_size << (o or 0), faults=r.faults,
                             folios=sum(f.count for f in r.folios), tlb_entries=r.tlb_entries,
                             page_table_bytes=r.page_table_bytes, populated_bytes=r.populated_bytes,
@@ -274,4 +276,5 @@ def compare_sizes(profile: Profile, release: Release, **kw) -> MthpComparison:
              f"the first row is base pages only"]
     if P not in orders:
         notes.append(f"the PMD size {fmt_size(profile.pmd_size)} is above MAX_PAGECACHE_ORDER for shmem here")
-    return MthpComparison(profile=profile.name, kernel=str(release), inputs=base.inputs, sizes=rows, notes=notes)
+    return MthpComparison(profile=profile.name, kernel=str(release), inputs=base.inputs, sizes=rows, notes=notes,
+                          explain=explain)

@@ -36,6 +36,7 @@ class LevelRow(Model):
 
 class WorstCaseResult(Result):
     command: str = "pgtable"
+    tables: dict[str, int] = field("Tables by level")
     levels: list[LevelRow]
     page_table_bytes: int = field("Page tables (as VmPTE counts)", "bytes")
     pte_ref: list[dict] = []
@@ -154,7 +155,8 @@ def compute_worst_case(profile: Profile, release: Release) -> WorstCaseResult:
              f"{fmt_bytes(used * top.entry_bytes)}), not in VmPTE"]
     return WorstCaseResult(
         profile=profile.name, kernel=str(release), inputs={"worst_case": True, "user_va_bytes": profile.user_va_bytes},
-        levels=rows, page_table_bytes=vmpte_bytes(profile, rows), pte_ref=PTE_REF, notes=notes, explain=explain,
+        tables={r.level: r.tables for r in rows}, levels=rows, page_table_bytes=vmpte_bytes(profile, rows),
+        pte_ref=PTE_REF, notes=notes, explain=explain,
     )
 
 

@@ -212,10 +212,14 @@ def compute_vmemmap(
                     f"--pages {fmt_size(pool_bytes)} is not a whole number of {fmt_size(size)} "
                     "hugepages: give a multiple of the hugepage size, or a count"
                 )
-            if rest:
+            if hugepages == 0:
+                if explicit:
+                    raise InputError(f"--pages {fmt_size(pool_bytes)} holds no {scope} hugepage")
+                notes.append(f"{scope}: {fmt_size(pool_bytes)} holds no {scope} hugepage")
+            elif rest:
                 notes.append(
-                    f"{scope}: {fmt_size(pool_bytes)} is not a multiple of {scope}; "
-                    f"the pool is rounded down to {hugepages} hugepages"
+                    f"{scope}: {fmt_size(pool_bytes)} is not a multiple of {scope}; the pool is rounded down to "
+                    f"{hugepages} hugepage{'s' if hugepages > 1 else ''}"
                 )
         else:
             hugepages = hugepage_count

@@ -118,7 +118,8 @@ def console() -> Console:
             os.dup2(devnull, sys.stdout.fileno())
             raise SystemExit(0)
 
-    return Quiet(width=terminal_width(), highlight=False)
+    plain = bool(os.environ.get("NO_COLOR"))  # no-color.org: no escapes at all, bold included
+    return Quiet(width=terminal_width(), highlight=False, color_system=None if plain else "auto")
 
 
 def common_options(fn: Callable) -> Callable:

@@ -65,8 +65,12 @@ def hgm(profile: Profile, release: Release, as_json: bool, explain: bool, captur
 
     if not profile.hugetlb:
         raise InputError(f"profile {profile.name} has no hugetlb page size")
-    size = hugepage_size or max(h.size for h in profile.hugetlb)
-    path = _sizes(path_text, "--path") if path_text else [profile.page_size, size]
+    path = _sizes(path_text, "--path") if path_text else None
+    # The hugepage: --hugepage-size, else the end of a collapse/split --path, else the largest size.
+    grows = path is not None and len(path) > 1 and path[-1] == max(path)
+    inferred = path[-1] if grows and operation in ("collapse", "split") else None
+    size = hugepage_size or inferred or max(h.size for h in profile.hugetlb)
+    path = path or [profile.page_size, size]
     costs = {k: v for k, v in (("atomic_ns", atomic_ns), ("cache_miss_ns", cache_miss_ns), ("entry_ns", entry_ns),
                                ("notifier_invalidation_ms", invalidation_ms)) if v is not None}
     if costs:

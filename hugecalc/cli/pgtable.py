@@ -78,7 +78,7 @@ def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, ca
       hugecalc pgtable --vsize 16G --backing hugetlb-2M --shared-by 100
       hugecalc pgtable --worst-case --profile i386
       hugecalc pgtable --pid $$
-      printf '0x8000000000\n0x8000200000-0x8000400000\n' | hugecalc pgtable --vsize 2G --vma-start 0x8000000000 --touch-file -
+      printf '0x8000000000\\n0x8000200000-0x8000400000\\n' | hugecalc pgtable --vsize 2G --vma-start 0x8000000000 --touch-file -
       hugecalc pgtable --vsize 1T --sweep touch-fraction=1e-6..1x10
     """
     if sweeps:

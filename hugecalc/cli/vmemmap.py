@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 def _pool(text: str) -> tuple[int | None, int | None]:
     """``--pages``: a size (``1024G``) or, with no unit, a count of hugepages (``512``)."""
     stripped = text.strip()
-    if stripped.isdigit():
-        count = int(stripped)
+    if stripped.isdigit() or stripped.lower().startswith("0x") and all(c in "0123456789abcdef" for c in
+                                                                       stripped[2:].lower()):
+        count = int(stripped, 0)  # no unit: a count, written in decimal or hex
         if count <= 0:
             raise InputError(f"--pages {text}: the number of hugepages must be greater than zero")
         return None, count
