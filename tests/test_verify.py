@@ -136,3 +136,19 @@ def test_verify_refuses_when_memory_is_short(run, monkeypatch, tmp_path):
     assert r.exit_code == 1 and r.stdout == ""
     assert "not enough free memory: 4 x 1G hugepages need 4.25 GiB" in r.stderr and "MemAvailable is 100 MiB" in r.stderr
     assert (tmp_path / "sysctl").read_text() == "0\n" and (pages / "nr_hugepages").read_text() == "0\n"
+
+
+def test_verify_draws_a_fraction_per_table_on_demand():
+    import numpy as np
+
+    from hugecalc.calc.touches import Touches
+    from hugecalc.verify.pgtable import touch_intervals
+
+    start, end = (1 << 30) + 4096 * 7, (1 << 30) + (64 << 20) - 4096 * 3  # partial tables at both edges
+    s, e = touch_intervals(Touches(fraction=0.01, seed=5), start, end, 4096)
+    pages = (end - start) // 4096
+    assert (e - s == 1).all() and (np.diff(s) > 0).all() and s[0] >= start and s[-1] < end
+    assert (s % 4096 == 0).all()
+    assert abs(s.size - pages * 0.01) < 5 * (pages * 0.01) ** 0.5
+    again = touch_intervals(Touches(fraction=0.01, seed=5), start, end, 4096)
+    assert (again[0] == s).all()  # reproducible with the seed

@@ -12,19 +12,28 @@ from hugecalc.verify.common import (MAX_VERIFY_TOUCHES, VerifyResult, exact_chec
                                     require_free, require_root)
 
 
-def touch_intervals(touches, start: int, end: int, page: int):
-    """The exact byte intervals a verify run touches (random fractions drawn here, per page)."""
+def touch_intervals(touches, start: int, end: int, page: int, table_pages: int = 512):
+    """The exact byte intervals a verify run touches.  A random fraction is drawn per table, on
+    demand: how many pages of each ``table_pages`` block are touched (Binomial), then which ones,
+    so the work follows the pages touched, not the size of the mapping."""
     import numpy as np
 
     if touches.intervals is not None:
         return touches.intervals
     if touches.fraction is not None:
         rng = np.random.default_rng(touches.seed)
-        pages = (end - start) // page
-        if pages > (64 << 20):
-            raise HostError(f"verify draws every page of the mapping: {pages:,} pages is too many; use a smaller --vsize")
-        chosen = np.flatnonzero(rng.random(pages) < touches.fraction).astype(np.int64)
-        return start + chosen * page, start + chosen * page + 1
+        first, pages = start // page, (end - start) // page
+        bounds = np.unique(np.concatenate(([first, first + pages],
+                                           np.arange(-(-first // table_pages) * table_pages, first + pages,
+                                                     table_pages))))
+        sizes = np.diff(bounds)
+        counts = rng.binomial(sizes, touches.fraction)
+        if counts.sum() > MAX_VERIFY_TOUCHES:
+            raise HostError(f"{int(counts.sum()):,} touches are too many to run; use a smaller --vsize or fraction")
+        chosen = np.concatenate([b + np.sort(rng.choice(n, k, replace=False))
+                                 for b, n, k in zip(bounds[:-1], sizes, counts) if k] or [np.zeros(0, np.int64)])
+        chosen = chosen.astype(np.int64) * page
+        return chosen, chosen + 1
     stride = touches.stride or page
     if stride <= page:
         return np.array([start], dtype=np.int64), np.array([end], dtype=np.int64)
