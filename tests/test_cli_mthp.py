@@ -100,3 +100,21 @@ def test_verify_shmem_kinds_with_the_kernels_numbers(run, args, faults, folios):
 
         assert checks[f"{fmt_size(size)} folios mapped (pagemap, kpageflags)"]["predicted"] == count
     assert all(c["match"] for c in checks.values())
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--size", "64k", "--memory", "shmem"], "--memory shmem does not use"),
+    (["--shmem-enabled", "64K=always"], "not --memory anon"),
+    (["--size", "64k", "--enabled", "64K=never"], "contradict each other"),
+    (["--file-offset", "64K"], "not --memory anon"),
+])
+def test_ignored_or_contradicting_options_are_refused(run, args, message):
+    r = run("mthp", *args)
+    assert r.exit_code == 2 and r.stdout == "" and message in r.stderr
+
+
+def test_one_name_for_the_mapping_size(run):
+    assert run("mthp", "--vsize", "64M", "--size", "64k", "--json").json["inputs"]["vma_size_bytes"] == 64 << 20
+    assert run("pgtable", "--vma-size", "1G", "--json").json["inputs"]["vsize_bytes"] == 1 << 30
+    r = run("pgtable", "--worst-case", "--vsize", "1G")
+    assert r.exit_code == 2 and "takes no mapping" in r.stderr

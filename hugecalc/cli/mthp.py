@@ -45,7 +45,8 @@ mthp_options = options(
                  help="Per-size anon shmem mode: always|inherit|within_size|advise|never."),
     click.option("--huge", type=click.Choice(["always", "within_size", "advise", "never"]), default="never",
                  show_default=True, help="shmem, sysv: the top-level shmem_enabled; tmpfs: the mount's huge=."),
-    click.option("--vma-size", type=SIZE, default="1G", show_default=True, help="Size of the VMA."),
+    click.option("--vma-size", "--vsize", "vma_size", type=SIZE, default="1G", show_default=True,
+                 help="Size of the VMA (--vsize, as pgtable calls it, is the same)."),
     click.option("--vma-start", type=ADDR, default=None, help="Start of the VMA (default: table-aligned)."),
     click.option("--file-offset", type=SIZE, default=None, help="shmem/tmpfs: file offset of the VMA (default 0)."),
     click.option("--touch-stride", type=SIZE, default=None, help="Touch one byte every SIZE (default: every page)."),
@@ -60,9 +61,25 @@ def mthp_kwargs(sizes: tuple[int, ...], enabled: tuple[str, ...], top_level: str
                 nohugepage: bool, stack: bool, memory: str, shmem_enabled: tuple[str, ...], huge: str, vma_size: int,
                 vma_start: int | None, file_offset: int | None, touch_stride: int | None,
                 prepopulated_stride: int | None, access: str) -> dict:
-    """mthp_options' values as compute_mthp's keyword arguments."""
+    """mthp_options' values as compute_mthp's keyword arguments; options that would be ignored or
+    contradict each other are refused."""
+    from hugecalc.units import fmt_size
+
+    if (sizes or enabled) and memory != "anon":
+        raise InputError(f"--size/--enabled set anonymous sizes, which --memory {memory} does not use: "
+                         + ("use --shmem-enabled SIZE=always" if memory == "shmem" else "use --huge"))
+    if shmem_enabled and memory == "anon":
+        raise InputError("--shmem-enabled is for shmem (--memory shmem, or sysv/tmpfs to see them ignore it), "
+                         "not --memory anon")
+    if file_offset and memory == "anon":
+        raise InputError("--file-offset is for shmem and tmpfs mappings, not --memory anon")
+    modes = _size_modes(enabled, "--enabled")
+    for size in sizes:
+        clash = [m for s, m in modes if s == size and m != "always"]
+        if clash:
+            raise InputError(f"--size {fmt_size(size)} and --enabled {fmt_size(size)}={clash[0]} contradict each other")
     return dict(
-        enabled=[(s, "always") for s in sizes] + _size_modes(enabled, "--enabled"), top_level=top_level,
+        enabled=[(s, "always") for s in sizes] + modes, top_level=top_level,
         madvise=madvise, nohugepage=nohugepage, stack=stack, memory=memory,
         shmem_enabled=_size_modes(shmem_enabled, "--shmem-enabled"), huge=huge, vma_size=vma_size,
         vma_start=vma_start, file_offset=file_offset or 0, touch_stride=touch_stride,

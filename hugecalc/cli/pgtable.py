@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 #: The mapping and touch options ``pgtable`` and ``verify pgtable`` share.
 pgtable_options = options(
-    click.option("--vsize", type=SIZE, default=None, help="Size of the mapping."),
+    click.option("--vsize", "--vma-size", "vsize", type=SIZE, default=None,
+                 help="Size of the mapping (--vma-size, as mthp calls it, is the same)."),
     click.option("--vma-start", type=ADDR, default=None,
                  help="Start address (default: aligned to the span of the smallest table holding it)."),
     click.option("--touch-stride", type=SIZE, default=None,
@@ -87,6 +88,10 @@ def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, ca
         return run_sweep("pgtable", sweeps, plot, as_json, lambda doc: f"page tables, profile {doc['profile']}")
     if worst_case and pid is not None:
         raise InputError("use either --worst-case or --pid")
+    if worst_case and (vsize is not None or vma_start is not None or after or backing != "anon" or shared_by != 1
+                       or touch_stride or touch_fraction is not None or touch_file is not None):
+        raise InputError("--worst-case is the whole address space, fully populated: it takes no mapping, touch, "
+                         "--backing, --after or --shared-by option")
     if worst_case:
         return _worst_case(profile, release, as_json, explain)
     if pid is not None:
