@@ -81,7 +81,7 @@ def hgm(profile: Profile, release: Release, as_json: bool, explain: bool, captur
     def draw(out: Console) -> None:
         what = f"HGM {operation} {'->'.join(fmt_size(s) for s in path)} of a {fmt_size(size)} page"
         print_header(out, result, what)
-        out.print(Text("HGM was never merged upstream: a model of " + result.series + ".", style="bold red"))
+        out.print(Text("never merged upstream: " + result.series, style="bold red"))
         out.print(list_table(result.schemes, skip=("steps",) + (() if guest_memory else ("guest_seconds",))))
         for sch in result.schemes:
             out.print(Text(f"{sch.scheme}, per hugepage:", style="bold"))

@@ -71,9 +71,11 @@ def profiles(profile: Profile, release: Release, as_json: bool, explain: bool, c
     for h in profile.hugetlb:
         t.add_row(fmt_size(h.size), h.mapping, str(h.contig))
     out.print(t)
-    out.print(f"contiguous PTE block: {profile.cont_pte_entries} entries "
-              f"({fmt_bytes(profile.cont_pte_entries * profile.page_size)}); contiguous PMD block: "
-              f"{profile.cont_pmd_entries} entries; vmemmap PMD-mapped: {'yes' if profile.vmemmap_pmd_mapped else 'no'}")
+    cont = (f"{profile.cont_pte_entries} PTEs ({fmt_bytes(profile.cont_pte_entries * profile.page_size)})"
+            if profile.cont_pte_entries > 1 else "none")
+    cont_pmd = f"{profile.cont_pmd_entries} PMDs" if profile.cont_pmd_entries > 1 else "none"
+    out.print(f"contiguous PTE block: {cont}; contiguous PMD block: {cont_pmd}; vmemmap PMD-mapped: "
+              f"{'yes' if profile.vmemmap_pmd_mapped else 'no'}")
 
 
 def _envelope(profile: Profile, release: Release, inputs: dict) -> dict:

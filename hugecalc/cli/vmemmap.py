@@ -82,7 +82,8 @@ def vmemmap(profile: Profile, release: Release, as_json: bool, explain: bool, ca
     )
 
     def draw(out: Console) -> None:
-        pool = fmt_bytes(pool_bytes) if pool_bytes else f"{count} hugepages of each size"
+        sizes = "each size" if len(result.rows) > 1 else fmt_size(result.rows[0].hugepage_size_bytes)
+        pool = fmt_bytes(pool_bytes) if pool_bytes else f"{count} hugepage{'s' if count > 1 else ''} of {sizes}"
         print_header(out, result, f"{'device-DAX vmemmap' if devdax else 'HVO'} for a pool of {pool}")
         out.print(transposed_table(result.rows, key="hugepage_size_bytes", skip=("reason",)))
         reasons: dict[str, list[str]] = {}
