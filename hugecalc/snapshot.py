@@ -156,6 +156,14 @@ def profile_name(arch: str, page_size: int, levels: int, config: dict[str, str])
                     "'hugecalc profiles') and pass it with --profile")
 
 
+def machine_profile_name() -> str:
+    """The bundled profile of the running machine's geometry (arch, page size, paging levels)."""
+    r = _Reader()
+    config = kernel_config(r)
+    arch = platform.machine()
+    return profile_name(arch, os.sysconf("SC_PAGESIZE"), paging_levels(arch, config, r), config)
+
+
 # --- hugetlb and THP ------------------------------------------------------------------------------
 
 

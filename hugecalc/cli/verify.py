@@ -68,6 +68,7 @@ def verify_vmemmap_cmd(profile: Profile, release: Release, as_json: bool, explai
 
     notes: list[str] = []
     release = _running_release(release, notes)
+    profile = _running_profile(profile)
     result = verify_vmemmap(profile, release, hugepage_size, count, notes)
     _emit_verify(result, as_json, explain, "vmemmap", "vmemmap differs")
 
@@ -91,6 +92,7 @@ def verify_pgtable_cmd(profile: Profile, release: Release, as_json: bool, explai
 
     notes: list[str] = []
     release = _running_release(release, notes)
+    profile = _running_profile(profile)
     touches, vma_start = touches_from_options(profile, vsize, vma_start, backing, touch_stride, touch_fraction, seed, touch_file)
     result = verify_pgtable(profile, release, vsize=vsize, vma_start=vma_start, touches=touches,
                             backing=backing, after=after, notes=notes)
@@ -118,6 +120,7 @@ def verify_mthp_cmd(profile: Profile, release: Release, as_json: bool, explain: 
 
     notes: list[str] = []
     release = _running_release(release, notes)
+    profile = _running_profile(profile)
     result = verify_mthp(profile, release, mthp_kwargs(**options), notes)
     _emit_verify(result, as_json, explain, "mthp", "faults or folios differ")
 
@@ -133,6 +136,16 @@ def _emit_verify(result: Any, as_json: bool, explain: bool, what: str, mismatch:
     emit(result, as_json, explain, draw)
     if not result.ok:
         raise VerifyMismatch(f"measured {mismatch} from the prediction")
+
+
+def _running_profile(profile: Profile) -> Profile:
+    """verify predicts for this machine's geometry (its bundled profile) unless --profile says otherwise."""
+    if given("profile_name"):
+        return profile
+    from hugecalc.profiles import load_profile
+    from hugecalc.snapshot import machine_profile_name
+
+    return load_profile(machine_profile_name())
 
 
 def _running_release(release: Release, notes: list[str]) -> Release:
