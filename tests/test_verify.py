@@ -103,7 +103,7 @@ def test_verify_vmemmap_fails_when_the_rules_are_wrong(run):
         pytest.skip("the running kernel keeps 2 vmemmap pages (5.14-5.17)")
     assert r.exit_code == 1 and "differs from the prediction" in r.stderr
     assert r.json["checks"][0] == {"figure": "vmemmap pages freed by 2 x 2M", "predicted": 12, "measured": 14,
-                                   "match": False}
+                                   "match": False, "why": None}
 
 
 def test_restorer_serializes_verify_runs(tmp_path, monkeypatch):

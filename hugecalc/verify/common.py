@@ -19,6 +19,7 @@ class Check(Model):
     predicted: int = field("Predicted", "count")
     measured: int = field("Measured", "count")
     match: bool = field("Match")
+    why: str | None = field("How it matches", default=None)  # where measured != predicted yet matches
 
 
 class VerifyResult(Result):

@@ -126,8 +126,11 @@ def verify_mthp(profile: Profile, release: Release, kw: dict, notes: list[str]) 
     folios[page] = folios.get(page, 0) + n_pre
     for size in sorted(set(mapped) | set(folios)):
         want, got = folios.get(size, 0), mapped.get(size, 0)
+        short = want - got
         checks.append(Check(figure=f"{fmt_size(size)} folios mapped (pagemap, kpageflags)", predicted=want,
-                            measured=got, match=got == want or (unclassified > 0 and got <= want)))
+                            measured=got, match=got == want or (unclassified > 0 and got <= want),
+                            why=f"+{short:,} unseen: see the unclassified pages" if got != want and unclassified
+                            else None))
     if unclassified:
         # Pages kpageflags reports no flags for: they must account exactly for the folios not seen.
         missing = sum((folios.get(s, 0) - mapped.get(s, 0)) * s for s in folios) // page
