@@ -69,16 +69,19 @@ def transposed_table(rows: list[BaseModel], key: str, skip: tuple[str, ...] = ()
     if not rows:
         return table
     model = type(rows[0])
-    table.add_column("", style="bold", no_wrap=True)
-    for row in rows:
-        table.add_column(fmt_value(getattr(row, key), _unit(model, key)), justify="right")
+    lines = []
     for name in model.model_fields:
         if name == key or name in skip:
             continue
         values = [getattr(r, name) for r in rows]
-        if all(v is None for v in values):
-            continue
-        table.add_row(_title(model, name), *(fmt_value(v, _unit(model, name)) for v in values))
+        if any(v is not None for v in values):
+            lines.append((_title(model, name), [fmt_value(v, _unit(model, name)) for v in values]))
+    table.add_column("", style="bold", overflow="fold")  # labels wrap; numbers are never cut
+    for i, row in enumerate(rows):
+        header = fmt_value(getattr(row, key), _unit(model, key))
+        table.add_column(header, justify="right", min_width=max([len(header)] + [len(c[i]) for _, c in lines]))
+    for title, cells in lines:
+        table.add_row(title, *cells)
     return table
 
 
@@ -95,7 +98,11 @@ def list_table(rows: list[BaseModel], skip: tuple[str, ...] = (),
     names = [n for n in model.model_fields
              if n not in skip and any(getattr(r, n) is not None for r in rows)]
     for name in names:
-        table.add_column(_title(model, name), justify="right" if _unit(model, name) else "left")
+        number = _unit(model, name) is not None
+        cells = [fmt_value(getattr(r, name), _unit(model, name)) for r in rows]
+        # A number column is as wide as its widest cell, so no digit is ever cut; titles wrap.
+        table.add_column(_title(model, name), justify="right" if number else "left", overflow="fold",
+                         min_width=max(len(c) for c in cells) if number else None)
     for title, _ in extra_columns:
         table.add_column(title, no_wrap=True)
     for i, row in enumerate(rows):
@@ -154,15 +161,18 @@ def side_by_side(columns: list[tuple[str, BaseModel]]) -> Table:
     from rich.table import Table
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    table.add_column("", style="bold")
-    for label, _ in columns:
-        table.add_column(label, justify="right")
     model = type(columns[0][1])
+    lines = []
     for name, info in model.model_fields.items():
         values = [getattr(m, name) for _, m in columns]
         if info.title is None or any(isinstance(v, (list, dict)) for v in values) or all(v is None for v in values):
             continue
-        table.add_row(info.title, *(fmt_value(v, _unit(model, name)) for v in values))
+        lines.append((info.title, [fmt_value(v, _unit(model, name)) for v in values]))
+    table.add_column("", style="bold", overflow="fold")
+    for i, (label, _) in enumerate(columns):
+        table.add_column(label, justify="right", min_width=max([len(label)] + [len(c[i]) for _, c in lines]))
+    for title, cells in lines:
+        table.add_row(title, *cells)
     return table
 
 

@@ -97,9 +97,8 @@ def _draw(command: str, doc: dict, by: tuple[str, ...]) -> None:
     out.print(Text(f"fleet {command}: {doc['hosts']:,} hosts"
                    + (f", {doc['hosts_skipped']:,} not applicable" if doc["skipped"] else "")
                    + (f", {doc['hosts_failed']:,} failed" if doc["failed"] else ""), style="bold"))
-    t = Table(show_edge=False, pad_edge=False)
-    for col in [*by, "hosts", "figure", "sum", "mean", "p50", "p95", "p99"]:
-        t.add_column(col, justify="left" if col in by or col == "figure" else "right")
+    columns = [*by, "hosts", "figure", "sum", "mean", "p50", "p95", "p99"]
+    rows = []
     for g in doc["groups"]:
         label = [str(g["group"].get(k, "all")) for k in by]
         for i, metric in enumerate(METRICS[command]):
@@ -107,10 +106,23 @@ def _draw(command: str, doc: dict, by: tuple[str, ...]) -> None:
                 continue
             m = g["metrics"][metric]
             cell = (lambda v: fmt_bytes(v)) if metric.endswith(BYTES) else (lambda v: f"{v:,.0f}")
-            t.add_row(*(label if i == 0 else [""] * len(label)), f"{g['hosts']:,}" if i == 0 else "",
-                      metric.removesuffix("_bytes"),
-                      *(cell(m[s]) for s in ("sum", "mean", "p50", "p95", "p99")))
-    out.print(t)
+            rows.append([*(label if i == 0 else [""] * len(label)), f"{g['hosts']:,}" if i == 0 else "",
+                         metric.removesuffix("_bytes"), *(cell(m[s]) for s in ("sum", "mean", "p50", "p95", "p99"))])
+    from rich import box
+
+    widths = [max([len(col)] + [len(r[k]) for r in rows]) for k, col in enumerate(columns)]
+    keep = len(by) + 2  # group, hosts, figure: repeated when the table is cut in two
+    parts = [list(range(len(columns)))]
+    if sum(widths) + 2 * len(columns) > out.width:  # too wide: the sums and means, then the percentiles
+        parts = [list(range(keep + 2)), list(range(keep)) + list(range(keep + 2, len(columns)))]
+    for part in parts:
+        t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for k in part:
+            text = columns[k] in by or columns[k] == "figure"
+            t.add_column(columns[k], justify="left" if text else "right", overflow="fold", min_width=widths[k])
+        for r in rows:
+            t.add_row(*(r[k] for k in part))
+        out.print(t)
     reasons: dict[str, int] = {}
     for x in doc["skipped"]:
         reasons[x["reason"]] = reasons.get(x["reason"], 0) + 1

@@ -37,7 +37,7 @@ def profiles(profile: Profile, release: Release, as_json: bool, explain: bool, c
             return
         table = Table(title="Bundled profiles (hugecalc profiles NAME for details)", title_justify="left")
         for col in ("name", "arch", "page", "levels", "hugetlb sizes", "description"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")  # wrap, never cut
         for p in loaded:
             table.add_row(p.name, p.arch.value, fmt_size(p.page_size), str(len(p.levels)),
                           " ".join(fmt_size(h.size) for h in p.hugetlb), p.description)
