@@ -1,0 +1,53 @@
+"""A real terminal (tmux): the README examples at 80x24 and at 60 columns show every count of their
+JSON result whole, and no `…`."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+HUGECALC = str(Path(sys.executable).parent / "hugecalc")
+CASES = [
+    (["vmemmap", "--pages", "1024G"], lambda d: [r[k] for r in d["rows"] for k in ("hugepages", "split_pte_tables")]),
+    (["mthp", "--size", "64k"], lambda d: [d[k] for k in ("faults", "write_faults", "tlb_entries")]),
+    (["mthp", "--profile", "arm64-4k", "--vma-size", "64M"],
+     lambda d: [r[k] for r in d["sizes"] for k in ("faults", "folios", "tlb_entries")]),
+    (["pgtable", "--vsize", "64G", "--touch-stride", "2M", "--after", "dontneed"],
+     lambda d: [r["tables"] for r in d["levels"]]),
+    (["hgm", "--hugepage-size", "1G", "--path", "4K,2M,1G", "--guest-memory", "1T"],
+     lambda d: [s["atomic_ops"] for s in d["schemes"] if s["atomic_ops"] is not None]),
+]
+
+
+def _pane(args: list[str], width: int, height: int) -> str:
+    session = f"hugecalc-{uuid.uuid4().hex[:8]}"
+    done = f"/tmp/{session}.done"
+    command = " ".join([HUGECALC, *args]) + f"; touch {done}; sleep 30"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(width), "-y", str(height),
+                    "env", "-u", "COLUMNS", "-u", "LINES", "NO_COLOR=1", "TERM=xterm", "sh", "-c", command],
+                   check=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not Path(done).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return subprocess.run(["tmux", "capture-pane", "-p", "-S", "-200", "-t", session],
+                              capture_output=True, text=True, check=True).stdout
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        Path(done).unlink(missing_ok=True)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+@pytest.mark.parametrize("width,height", [(80, 24), (60, 40)])
+@pytest.mark.parametrize("args,numbers", CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_every_number_whole_in_a_real_terminal(args, numbers, width, height):
+    doc = json.loads(subprocess.run([HUGECALC, *args, "--json"], capture_output=True, text=True, check=True).stdout)
+    screen = _pane(args, width, height)
+    assert "…" not in screen, screen
+    for n in numbers(doc):
+        assert f"{n:,}" in screen, f"{n:,} is not on the {width}-column screen:\n{screen}"
