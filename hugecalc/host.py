@@ -116,56 +116,8 @@ def pagemap_chunks(pid: int, start: int, end: int, page_size: int):
             page += n
 
 
-# --- folio sizes of a live mapping (hugecalc verify mthp) ------------------------------------
+# --- page flags, for the folio sizes of a mapping (hugecalc.snapshot) -------------------------
 
-KPF_COMPOUND_HEAD = 1 << 15  # include/uapi/linux/kernel-page-flags.h
-KPF_COMPOUND_TAIL = 1 << 16
+KPF_COMPOUND_TAIL = 1 << 16  # include/uapi/linux/kernel-page-flags.h
 KPF_ZERO_PAGE = 1 << 24
 PAGEMAP_PFN_MASK = (1 << 55) - 1
-
-
-def folio_sizes(pid: int, start: int, end: int, page_size: int) -> tuple[dict[int, int], int]:
-    """Folios mapped in ``[start, end)`` of ``pid`` by size in bytes, and the mapped pages whose
-    flags could not be read (root: PFNs are hidden otherwise).
-
-    From ``/proc/PID/pagemap`` (PFN of each present page) and ``/proc/kpageflags``: a folio is a
-    compound head followed by its tails at consecutive PFNs, or a lone base page; the zero page
-    is not a folio of the mapping.  A mapped page whose kpageflags read as 0 (seen on 6.18 for one
-    64K block of a VM's memory) cannot be classified and is counted apart.
-    """
-    import numpy as np
-
-    chunks = [entries for _, entries in pagemap_chunks(pid, start, end, page_size)]
-    entries = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint64)
-    pages = entries.shape[0]
-    present = (entries & np.uint64(PAGEMAP_PRESENT)) != 0
-    pfns = (entries & np.uint64(PAGEMAP_PFN_MASK)).astype(np.int64)
-    flags = np.zeros(pages, dtype=np.uint64)
-    try:
-        fd = os.open(PROC / "kpageflags", os.O_RDONLY)
-    except OSError as e:
-        raise HostError(f"cannot read {PROC / 'kpageflags'}: {e.strerror}") from e
-    try:
-        for i in np.flatnonzero(present):
-            flags[i] = np.frombuffer(os.pread(fd, 8, int(pfns[i]) * 8), dtype=np.uint64)[0]
-    finally:
-        os.close(fd)
-    sizes: dict[int, int] = {}
-    unknown = 0
-    i = 0
-    while i < pages:
-        if present[i] and flags[i] == 0:
-            unknown += 1
-            i += 1
-            continue
-        if not present[i] or flags[i] & np.uint64(KPF_ZERO_PAGE):
-            i += 1
-            continue
-        n = 1
-        if flags[i] & np.uint64(KPF_COMPOUND_HEAD):
-            while (i + n < pages and present[i + n] and flags[i + n] & np.uint64(KPF_COMPOUND_TAIL)
-                   and pfns[i + n] == pfns[i] + n):
-                n += 1
-        sizes[n * page_size] = sizes.get(n * page_size, 0) + 1
-        i += n
-    return sizes, unknown

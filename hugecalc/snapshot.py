@@ -309,6 +309,17 @@ def folio_counts(entries: np.ndarray, page: int) -> tuple[dict[str, int] | None,
     return {str(int(n) * page): int(c) for n, c in zip(sizes, counts) if n}, int(unknown.sum())
 
 
+def mapped_folios(pid: int, start: int, end: int, page: int) -> tuple[dict[int, int], int]:
+    """Folios mapped in ``[start, end)`` of ``pid`` by size in bytes, and the mapped pages whose
+    kpageflags read as 0 (``verify mthp``); a HostError where kpageflags cannot be read (root)."""
+    chunks = [e for _, e in host.pagemap_chunks(pid, start, end, page)]
+    entries = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint64)
+    folios, unknown = folio_counts(entries, page)
+    if folios is None:
+        raise HostError(f"cannot read {host.PROC / 'kpageflags'} (root only)")
+    return {int(size): n for size, n in folios.items()}, unknown
+
+
 def capture_process(pid: int, page: int, user_va: int, option: str = "--pids") -> Process:
     vmas = []
     for v in smaps(pid, page, option):

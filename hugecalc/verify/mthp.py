@@ -7,6 +7,7 @@ from hugecalc.errors import HostError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
 from hugecalc.restore import Restorer
+from hugecalc.snapshot import mapped_folios
 from hugecalc.units import fmt_size
 from hugecalc.verify.common import (MAX_VERIFY_TOUCHES, Check, VerifyResult, exact_check, placement, placement_note,
                                     require_free, require_root)
@@ -99,7 +100,7 @@ def verify_mthp(profile: Profile, release: Release, kw: dict, notes: list[str]) 
                     out = json.loads(child.stdout.readline() or "{}")
                     after = _thp_stats(profile, stat)
                     if "faults" in out:
-                        mapped, unclassified = host.folio_sizes(child.pid, start, start + i["vma_size_bytes"], page)
+                        mapped, unclassified = mapped_folios(child.pid, start, start + i["vma_size_bytes"], page)
                 finally:
                     child.kill()
         finally:
