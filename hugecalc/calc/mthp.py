@@ -41,6 +41,14 @@ KHUGEPAGED_SERIES = 'Nico Pache, "khugepaged: mTHP support", 2025'
 FAULT_AROUND_BYTES = 65536  # fault_around_bytes default (mm/memory.c)
 
 
+def tlb_block_pages(profile: Profile, release: Release) -> int:
+    """Pages one last-level TLB entry covers inside a large enough folio: arm64's contpte block
+    (from v6.9), else the hardware coalescing the profile assumes (1: none)."""
+    if profile.cont_pte_entries > 1 and release.has(ARM64_CONTPTE, profile.arch.value):
+        return profile.cont_pte_entries
+    return profile.tlb_coalesce_pages
+
+
 def fault_around_pages(profile: Profile) -> int:
     """``fault_around_pages``: 65536 >> PAGE_SHIFT (16 on 4K pages)."""
     return max(FAULT_AROUND_BYTES // profile.page_size, 1)
@@ -115,8 +123,7 @@ def walk(profile: Profile, release: Release, p: Pass, allowed: set[int]) -> Walk
     P = pmd_order(profile)
     out_folios = np.zeros(P + 1, dtype=np.int64)
     out = np.zeros(6, dtype=np.int64)
-    contpte = profile.cont_pte_entries > 1 and release.has(ARM64_CONTPTE, profile.arch.value)
-    cont = profile.cont_pte_entries if contpte else profile.tlb_coalesce_pages
+    cont = tlb_block_pages(profile, release)
     period = faults.repeat_period(p.start, p.end, profile.pmd_size, p.stride, p.pre_stride)
     # Work: PMD blocks walked (the edges and one period, or every block with a touch) x faults in one.
     blocks = (p.end - p.start) // profile.pmd_size + 2

@@ -18,12 +18,12 @@ import numpy as np
 
 from hugecalc.calc._jit import call
 from hugecalc.calc import faults
-from hugecalc.calc.mthp import FolioCount
+from hugecalc.calc.mthp import FolioCount, tlb_block_pages
 from hugecalc.calc.orders import allowed_orders, pass_settings, pmd_order
-from hugecalc.calc.process import level_counts
+from hugecalc.calc.process import block_ids, level_counts
 from hugecalc.calc.tables import level_row, vmpte_bytes
 from hugecalc.profiles import Profile
-from hugecalc.releases import ARM64_CONTPTE, Release
+from hugecalc.releases import Release
 from hugecalc.result import Model, Result, field
 from hugecalc.units import fmt_size
 
@@ -65,24 +65,13 @@ class ReplayResult(Result):
     runs: list[ReplayRun]
 
 
-def _pages(starts: np.ndarray, ends: np.ndarray, page: int) -> np.ndarray:
-    """Every page address in the intervals, sorted."""
-    counts = (ends - starts) // page
-    if counts.sum() == 0:
-        return np.zeros(0, dtype=np.int64)
-    offsets = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    return np.repeat(starts, counts) + offsets * page
-
-
-def replay(profile: Profile, release: Release, vmas: list[dict], settings: dict, label: str,
-           notes: list[str]) -> ReplayRun:
+def replay(profile: Profile, release: Release, vmas: list[dict], settings: dict, label: str) -> ReplayRun:
     """``vmas``: dicts with start, end, kind, flags, kernel_page_bytes, starts, ends (present bytes).
     ``settings``: compute_mthp's keyword arguments for the THP switches (enabled, top_level, huge,
     shmem_enabled)."""
     page, pmd = profile.page_size, profile.pmd_size
     P = pmd_order(profile)
-    cont = profile.cont_pte_entries if (profile.cont_pte_entries > 1 and release.has(ARM64_CONTPTE, profile.arch.value)) \
-        else profile.tlb_coalesce_pages
+    cont = tlb_block_pages(profile, release)
     present, kept, pte_blocks, rows = [], [], [], []
     folios = np.zeros(P + 1, dtype=np.int64)
     for v in vmas:
@@ -96,12 +85,12 @@ def replay(profile: Profile, release: Release, vmas: list[dict], settings: dict,
                           nohugepage="nh" in flags, vma_size=v["end"] - v["start"], vma_start=v["start"],
                           file_offset=0, touch_stride=None, prepopulated_stride=None, access="write", **settings)
         allowed, _ = allowed_orders(profile, release, p, [])
-        pages = _pages(v["starts"], v["ends"], page)
+        pages = block_ids(v["starts"], v["ends"], page) * page  # every present page, in order
         out = np.zeros(5, dtype=np.int64)
         vf = np.zeros(P + 1, dtype=np.int64)
         blocks = np.zeros(max(pages.shape[0], 1), dtype=np.int64)
-        call(faults.module_for(pages.shape[0]).replay_walk, pages, v["start"], v["end"], page, pmd, sum(1 << o for o in allowed if o < P),
-             P in allowed, memory != "anon", cont, vf, out, blocks)
+        call(faults.module_for(pages.shape[0]).replay_walk, pages, v["start"], v["end"], page, pmd,
+             sum(1 << o for o in allowed if o < P), P in allowed, memory != "anon", cont, vf, out, blocks)
         pte_blocks.append(blocks[: out[4]])
         folios += vf
         rows.append(ReplayVma(start=v["start"], kind=v["kind"], touched_bytes=pages.shape[0] * page,
@@ -113,7 +102,7 @@ def replay(profile: Profile, release: Release, vmas: list[dict], settings: dict,
     level_rows = [level_row(profile, release, name, n) for name, n in counts.items()]
     touched = sum(r.touched_bytes for r in rows)
     populated = sum(r.populated_bytes for r in rows)
-    shown = {k: v for k, v in settings.items()}
+    shown = dict(settings)
     shown["enabled"] = {fmt_size(s): m for s, m in settings.get("enabled", [])}
     shown["shmem_enabled"] = {fmt_size(s): m for s, m in settings.get("shmem_enabled", [])}
     return ReplayRun(label=label, settings=shown, faults=sum(r.faults for r in rows),
@@ -134,7 +123,7 @@ def compute_replay(profile: Profile, release: Release, pid: int, comm: str, vm_p
     """
     notes = ["present pages are replayed in address order, each written once; files, hugetlb and special "
              "mappings keep the pages they have"]
-    results = [replay(profile, release, vmas, settings, label, notes) for label, settings in runs.items()]
+    results = [replay(profile, release, vmas, settings, label) for label, settings in runs.items()]
     if results and results[0].page_table_bytes != vm_pte_bytes:
         notes.append(f"VmPTE now is {vm_pte_bytes:,} bytes, the replay of the settings now gives "
                      f"{results[0].page_table_bytes:,}: the process did not fault its pages in address order, or "
