@@ -13,7 +13,7 @@ import sys
 import click
 
 from hugecalc import __version__
-from hugecalc.cli.common import Group
+from hugecalc.cli.common import Group, quiet_exit
 
 #: Command name -> its module in hugecalc.cli, imported only when that command runs (or for --help):
 #: a one-shot `hugecalc vmemmap` does not pay for the other commands' imports.  In help order.
@@ -77,10 +77,10 @@ def main() -> None:
         click.echo("Aborted!", err=True)
         sys.exit(130)
     except BrokenPipeError:  # `hugecalc ... | head`: the reader has what it wanted
-        _quiet_exit()
+        quiet_exit()
     except OSError as e:
         if e.errno in (errno.EPIPE, errno.EBADF):
-            _quiet_exit()
+            quiet_exit()
         raise
     except Exception as e:  # a bug, not bad input: one line, the traceback only on request
         if os.environ.get("HUGECALC_DEBUG"):
@@ -94,11 +94,5 @@ def _flush() -> None:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        _quiet_exit()
+        quiet_exit()
 
-
-def _quiet_exit() -> None:
-    """Exit 0 without the interpreter's own complaint when it flushes a closed pipe at exit."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    sys.exit(0)

@@ -51,14 +51,14 @@ def run_one(line: str) -> tuple[str, bool]:
         msg = str(e) if isinstance(e, InputError) else f"not a JSON object: {e}"
         return json.dumps({"error": msg, "exit_code": 2}), False
     out, err = io.StringIO(), io.StringIO()
-    code = 0
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            cli.main(args=argv, prog_name="hugecalc", standalone_mode=False)
+            # Not standalone: an exit status comes back as the return value.
+            returned = cli.main(args=argv, prog_name="hugecalc", standalone_mode=False)
+        code = returned if isinstance(returned, int) else 0
+        message = err.getvalue().strip()
     except HugecalcError as e:
         code, message = e.exit_code, str(e)
-    except click.exceptions.Exit as e:
-        code, message = e.exit_code, err.getvalue().strip()
     except click.ClickException as e:
         code, message = e.exit_code, e.format_message()
     except Exception as e:  # a bug: reported on its line, the batch goes on

@@ -9,18 +9,17 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from rich.console import Console
 
 from hugecalc.errors import HugecalcError, InputError
 from hugecalc.profiles import DEFAULT_PROFILE, load_profile
 from hugecalc.releases import NEWEST, parse_release
 from hugecalc.units import parse_size
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class UserError(click.ClickException):
@@ -108,15 +107,21 @@ def terminal_width() -> int:
     return 80
 
 
+def quiet_exit() -> None:
+    """Exit 0 after the reader of stdout went away (`| head`), without the interpreter's own
+    complaint when it flushes the closed pipe at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)
+
+
 def console() -> Console:
     """stdout: Rich on a terminal, plain text elsewhere (and with NO_COLOR)."""
     from rich.console import Console
 
     class Quiet(Console):
         def on_broken_pipe(self) -> None:  # `| head` took what it wanted: exit 0, no message
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            raise SystemExit(0)
+            quiet_exit()
 
     plain = bool(os.environ.get("NO_COLOR"))  # no-color.org: no escapes at all, bold included
     return Quiet(width=terminal_width(), highlight=False, color_system=None if plain else "auto")
