@@ -117,11 +117,11 @@ def _captures(item: tuple[str, str, int, int]):
 # --- one host ---------------------------------------------------------------------------------------
 
 
-def _field(capture: Any, key: str) -> str:
-    """A capture field by dotted path (arch, kernel, thp.enabled, config.CONFIG_PT_RECLAIM, ...)."""
-    value: Any = capture.model_dump() if hasattr(capture, "model_dump") else capture
-    aliases = {"profile": "profile.name"}
-    for part in aliases.get(key, key).split("."):
+def _field(data: dict, key: str) -> str:
+    """A capture field by dotted path (arch, kernel, thp.enabled, config.CONFIG_PT_RECLAIM, ...),
+    from the capture as read (``profile`` is its name)."""
+    value: Any = data
+    for part in {"profile": "profile.name"}.get(key, key).split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return str(value)
 
@@ -148,9 +148,8 @@ def host_row(command: str, capture: Any, options: dict) -> dict:
         from hugecalc.calc.replay import settings_from_capture, what_if
 
         now_settings, _ = settings_from_capture(capture)
-        base = {k: v for k, v in options["pass"].items()}
-        now = compute_mthp(profile, release, **base, **now_settings)
-        later = compute_mthp(profile, release, **base, **what_if(now_settings, options["what_if"]))
+        now = compute_mthp(profile, release, **options["pass"], **now_settings)
+        later = compute_mthp(profile, release, **options["pass"], **what_if(now_settings, options["what_if"]))
         return {"faults_now": now.faults, "faults_what_if": later.faults,
                 "populated_now_bytes": now.populated_bytes, "populated_what_if_bytes": later.populated_bytes,
                 "page_table_now_bytes": now.page_table_bytes, "page_table_what_if_bytes": later.page_table_bytes,
@@ -191,7 +190,7 @@ def run_partition(command: str, items: list[tuple[str, str, int, int]], options:
                                          f"{CAPTURE_SCHEMA_VERSION}")
                     capture = Capture.model_validate(data)
                     row.update(host=capture.hostname, arch=capture.arch, kernel=capture.kernel,
-                               profile=capture.profile.name, group=[_field(capture, k) for k in by])
+                               profile=capture.profile.name, group=[_field(data, k) for k in by])
                 except ValueError as e:
                     msg = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
                     row["error"] = f"damaged capture: {msg}" if isinstance(e, ValidationError) else str(e)

@@ -57,10 +57,10 @@ def compute_hvo_now(profile: Profile, release: Release, pools: list[tuple[int, i
         if not any(h.size == size for h in profile.hugetlb):
             notes.append(f"{fmt_size(size)} pool: not a hugetlb size of profile {profile.name}; left out")
             continue
+        # A pool of 0 hugepages saves nothing; its rules are still those of one hugepage.
         what_if = compute_vmemmap(profile, release, hugepage_count=max(count, 1), hugepage_sizes=[size],
                                   zones=zones).rows[0]
-        scale = count / max(count, 1)  # a pool of 0 hugepages: the per-pool figures are 0
-        saved_if = int(what_if.saved_bytes * scale)
+        saved_if = what_if.saved_bytes if count else 0
         on = hvo_now == 1 and what_if.optimizable
         rows.append(PoolRow(
             hugepage_size_bytes=size, hugepages=count, hvo_now=on, vmemmap_bytes=what_if.vmemmap_bytes_per_hugepage * count,

@@ -157,8 +157,8 @@ def _backed(profile: Profile, release: Release, vmas: list[dict], backing: str) 
             listed.append((profile.page_size, es[es < ee], ee[es < ee]))
             populated += int((ee - es)[es < ee].sum())
         if lo < hi:
-            ids = block_ids(np.maximum(s, lo)[np.maximum(s, lo) < np.minimum(e, hi)],
-                            np.minimum(e, hi)[np.maximum(s, lo) < np.minimum(e, hi)], unit)
+            ws, we = np.maximum(s, lo), np.minimum(e, hi)  # present pages in the whole units
+            ids = block_ids(ws[ws < we], we[ws < we], unit)
             whole_s, whole_e = ids * unit, ids * unit + unit
             listed.append((profile.page_size if b.thp else unit, whole_s, whole_e))
             populated += int(ids.size) * unit
