@@ -144,12 +144,10 @@ def host_row(command: str, capture: Any, options: dict) -> dict:
                 "saved_what_if_bytes": sum(x.saved_what_if_bytes for x in r.rows),
                 "gain_bytes": sum(x.gain_bytes for x in r.rows)}
     if command == "mthp":
-        from hugecalc.calc.mthp import compute_mthp
-        from hugecalc.calc.replay import settings_from_capture, what_if
+        from hugecalc.calc.replay import compute_now_and_what_if
 
-        now_settings, _ = settings_from_capture(capture)
-        now = compute_mthp(profile, release, **options["pass"], **now_settings)
-        later = compute_mthp(profile, release, **options["pass"], **what_if(now_settings, options["what_if"]))
+        r = compute_now_and_what_if(profile, release, capture, options["pass"], options["what_if"])
+        now, later = r.now, r.what_if or r.now  # no what-if: the settings now are the what-if
         return {"faults_now": now.faults, "faults_what_if": later.faults,
                 "populated_now_bytes": now.populated_bytes, "populated_what_if_bytes": later.populated_bytes,
                 "page_table_now_bytes": now.page_table_bytes, "page_table_what_if_bytes": later.page_table_bytes,

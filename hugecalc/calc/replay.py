@@ -170,3 +170,21 @@ def what_if(now: dict, overrides: dict) -> dict:
         modes.update(dict(overrides.get(key, [])))
         out[key] = sorted(modes.items())
     return out
+
+
+def compute_now_and_what_if(profile: Profile, release: Release, capture, pass_kw: dict, overrides: dict):
+    """The pass under a capture's THP settings now, and under them with ``overrides`` (the switches
+    given on the command line) when those change anything.
+
+    Kernel reference
+    ----------------
+    As ``compute_mthp``: ``thp_vma_allowable_orders()``, ``alloc_anon_folio()`` (mm/memory.c).
+    """
+    from hugecalc.calc.mthp import MthpNowWhatIf, compute_mthp
+
+    now_settings, notes = settings_from_capture(capture)
+    later = what_if(now_settings, overrides)
+    now = compute_mthp(profile, release, **pass_kw, **now_settings)
+    return MthpNowWhatIf(profile=profile.name, kernel=str(release), inputs={**now.inputs, "what_if": overrides},
+                         now=now, notes=notes + now.notes,
+                         what_if=compute_mthp(profile, release, **pass_kw, **later) if later != now_settings else None)

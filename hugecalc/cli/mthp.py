@@ -187,18 +187,12 @@ def _overrides(kw: dict) -> dict:
 
 
 def _now_and_what_if(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, kw: dict) -> None:
-    from hugecalc.calc.mthp import MthpNowWhatIf, compute_mthp
-    from hugecalc.calc.replay import settings_from_capture, what_if
+    from hugecalc.calc.replay import compute_now_and_what_if
     from hugecalc.render import folio_table, print_header, side_by_side
 
-    now_settings, notes = settings_from_capture(capture)
-    overrides = _overrides(kw)
     base = {k: v for k, v in kw.items() if k not in _SETTINGS}
-    now = compute_mthp(profile, release, **base, **now_settings)
-    later = what_if(now_settings, overrides)
-    result = MthpNowWhatIf(profile=profile.name, kernel=str(release), inputs={**now.inputs, "what_if": overrides},
-                           now=now, notes=notes + now.notes,
-                           what_if=compute_mthp(profile, release, **base, **later) if later != now_settings else None)
+    result = compute_now_and_what_if(profile, release, capture, base, _overrides(kw))
+    now = result.now
 
     def draw(out: Console) -> None:
         i = now.inputs
