@@ -147,6 +147,25 @@ def _remove_scratch(kind: str, path: str) -> bool:
     return True
 
 
+def _put_back(settings: list[tuple[Path, str]], scratch: list) -> tuple[list[str], list[str]]:
+    """Write the saved values back, last changed first, and remove the scratch mounts and files
+    (the mount inside a scratch directory first): what was done, and what failed."""
+    done, failures = [], []
+    for path, value in reversed(settings):
+        try:
+            write_text(path, value)
+            done.append(f"{path}={value}")
+        except HostError as e:
+            failures.append(str(e))
+    for kind, name in reversed(scratch):
+        try:
+            if _remove_scratch(kind, name):
+                done.append(f"removed its scratch {kind} {name}")
+        except (OSError, HostError) as e:
+            failures.append(str(e))
+    return done, failures
+
+
 def _recover_locked() -> list[str]:
     """With the lock held: restore what an abandoned journal lists; what was put back or removed."""
     path = journal_path()
@@ -159,19 +178,7 @@ def _recover_locked() -> list[str]:
         raise HostError(f"{path} cannot be read ({e}): restore the settings it lists by hand, then delete it") from e
     if owner != os.getpid() and data.get("start_time") is not None and _start_time(owner) == data["start_time"]:
         raise HostError(f"{path} belongs to verify run pid {owner}, which is still running")
-    restored, failures = [], []
-    for name, value in reversed(settings):
-        try:
-            write_text(Path(name), value)
-            restored.append(f"{name}={value}")
-        except HostError as e:
-            failures.append(str(e))
-    for kind, name in reversed(scratch):  # the mount inside a scratch directory first
-        try:
-            if _remove_scratch(kind, name):
-                restored.append(f"removed its scratch {kind} {name}")
-        except (OSError, HostError) as e:
-            failures.append(str(e))
+    restored, failures = _put_back([(Path(name), value) for name, value in settings], scratch)
     if failures:
         raise HostError(f"an abandoned verify journal ({path}) could not be restored: " + "; ".join(failures))
     path.unlink()
@@ -242,16 +249,7 @@ class Restorer:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         failures = []
         try:
-            for path, value in reversed(self._saved):
-                try:
-                    write_text(path, value)
-                except HostError as e:
-                    failures.append(str(e))
-            for kind, name in reversed(self._scratch):
-                try:
-                    _remove_scratch(kind, name)
-                except (OSError, HostError) as e:
-                    failures.append(str(e))
+            _, failures = _put_back(self._saved, self._scratch)
             if not failures:
                 try:
                     journal_path().unlink()
