@@ -116,6 +116,14 @@ def pagemap_chunks(pid: int, start: int, end: int, page_size: int):
             page += n
 
 
+def pagemap(pid: int, start: int, end: int, page_size: int):
+    """The /proc/PID/pagemap entries of ``[start, end)``, one per page (fewer where the file ends)."""
+    import numpy as np
+
+    chunks = [entries for _, entries in pagemap_chunks(pid, start, end, page_size)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint64)
+
+
 # --- page flags, for the folio sizes of a mapping (hugecalc.snapshot) -------------------------
 
 KPF_COMPOUND_TAIL = 1 << 16  # include/uapi/linux/kernel-page-flags.h

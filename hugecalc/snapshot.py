@@ -309,16 +309,10 @@ def folio_counts(entries: np.ndarray, page: int) -> tuple[dict[str, int] | None,
     return {str(int(n) * page): int(c) for n, c in zip(sizes, counts) if n}, int(unknown.sum())
 
 
-def _pagemap(pid: int, start: int, end: int, page: int) -> np.ndarray:
-    """The /proc/PID/pagemap entries of ``[start, end)``, one per page."""
-    chunks = [e for _, e in host.pagemap_chunks(pid, start, end, page)]
-    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint64)
-
-
 def mapped_folios(pid: int, start: int, end: int, page: int) -> tuple[dict[int, int], int]:
     """Folios mapped in ``[start, end)`` of ``pid`` by size in bytes, and the mapped pages whose
     kpageflags read as 0 (``verify mthp``); a HostError where kpageflags cannot be read (root)."""
-    folios, unknown = folio_counts(_pagemap(pid, start, end, page), page)
+    folios, unknown = folio_counts(host.pagemap(pid, start, end, page), page)
     if folios is None:
         raise HostError(f"cannot read {host.PROC / 'kpageflags'} (root only)")
     return {int(size): n for size, n in folios.items()}, unknown
@@ -330,7 +324,7 @@ def capture_process(pid: int, page: int, user_va: int, option: str = "--pids") -
         if v["start"] >= user_va:
             continue  # [vsyscall]: kernel address space
         kind = vma_kind(v["name"], v["flags"], v["kps"], page)
-        entries = _pagemap(pid, v["start"], v["end"], page)
+        entries = host.pagemap(pid, v["start"], v["end"], page)
         used = (entries & np.uint64(host.PAGEMAP_PRESENT | host.PAGEMAP_SWAPPED)) != 0
         edges = np.diff(np.concatenate(([0], used.astype(np.int8), [0])))
         starts = v["start"] + np.flatnonzero(edges == 1).astype(np.int64) * page
