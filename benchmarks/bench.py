@@ -29,8 +29,8 @@ BENCHMARKS = [
         1.5,
     ),
     (
-        "hugecalc pgtable --vsize 1T --touch-fraction 0.1 --seed 1 --json",
-        [HUGECALC, "pgtable", "--vsize", "1T", "--touch-fraction", "0.1", "--seed", "1", "--json"],
+        "hugecalc pgtable --vma-size 1T --touch-fraction 0.1 --seed 1 --json",
+        [HUGECALC, "pgtable", "--vma-size", "1T", "--touch-fraction", "0.1", "--seed", "1", "--json"],
         "vectorized NumPy program: every page drawn, .any() per 512, chunks of 2^24",
         [sys.executable, str(HERE / "numpy_pgtable.py"), str(1 << 40), "0.1", "1"],
         0.5,
@@ -58,7 +58,7 @@ SLOW_REFERENCES = {
     "hugecalc mthp --vma-size 1T --size 64k --prepopulated-stride 1M --json":
         ("straightforward pure-Python walk of the same faults", [sys.executable, str(HERE / "python_mthp_walk.py")]),
 }
-MAX_RSS_MB = {"hugecalc pgtable --vsize 1T --touch-fraction 0.1 --seed 1 --json": 250}
+MAX_RSS_MB = {"hugecalc pgtable --vma-size 1T --touch-fraction 0.1 --seed 1 --json": 250}
 
 
 def wall(cmd: list[str]) -> tuple[float, float]:
@@ -106,12 +106,12 @@ def limits(failed: int) -> int:
     """128 TiB on x86-64-la57 at any fraction under 1 s; 10,000 batch requests under 10 s and at
     least 20x faster than 10,000 separate invocations (timed on 20 of them)."""
     for fraction in ("0.000001", "0.01", "0.5", "1"):
-        cmd = [HUGECALC, "pgtable", "--profile", "x86-64-la57", "--vsize", "128T", "--touch-fraction", fraction,
+        cmd = [HUGECALC, "pgtable", "--profile", "x86-64-la57", "--vma-size", "128T", "--touch-fraction", fraction,
                "--json"]
         t, rss = min(wall(cmd) for _ in range(3))
         ok = t < 1.0
         failed += not ok
-        print(f"hugecalc pgtable --profile x86-64-la57 --vsize 128T --touch-fraction {fraction}\n"
+        print(f"hugecalc pgtable --profile x86-64-la57 --vma-size 128T --touch-fraction {fraction}\n"
               f"  {t * 1000:>8.0f} ms  peak RSS {rss:>6.0f} MB  (target < 1 s: {'ok' if ok else 'MISSED'})")
     print()
     requests = subprocess.run([sys.executable, str(HERE / "batch_requests.py")], capture_output=True, text=True,

@@ -17,6 +17,7 @@ import os
 import tempfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -78,6 +79,9 @@ class Process(_Model):
 class Capture(_Model):
     kind: str = CAPTURE_KIND
     schema_version: int = CAPTURE_SCHEMA_VERSION
+    command: str = "host"  # the envelope every --json document has (cli-contract.md)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
     captured_at: str
     hostname: str
     kernel: str  # uname -r, as given

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from hugecalc.errors import HugecalcError, InputError
+from hugecalc.result import Model, Result
 
 PARTITION_HOSTS = 500
 STATS = ("sum", "mean", "p50", "p95", "p99")
@@ -28,6 +29,43 @@ METRICS = {
              "page_table_now_bytes", "page_table_what_if_bytes", "tlb_now", "tlb_what_if"),
     "pgtable": ("page_table_bytes", "page_table_bytes_after", "populated_bytes"),
 }
+
+
+class Stats(Model):
+    """One metric over a group of hosts."""
+
+    sum: int
+    mean: float
+    p50: float
+    p95: float
+    p99: float
+
+
+class FleetGroup(Model):
+    group: dict[str, str]  # --by key -> value; {} for the whole fleet without --by, {"all": "all"} with it
+    hosts: int
+    metrics: dict[str, Stats]
+
+
+class HostFailed(Model):
+    source: str
+    error: str
+
+
+class HostSkipped(Model):
+    source: str
+    reason: str
+
+
+class FleetResult(Result):
+    """``hugecalc fleet COMMAND``: per group, each metric's sum, mean and percentiles over hosts."""
+
+    hosts: int
+    hosts_failed: int
+    failed: list[HostFailed]
+    hosts_skipped: int
+    skipped: list[HostSkipped]
+    groups: list[FleetGroup]
 
 
 # --- sources --------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hugecalc.errors import ProfileError
+from hugecalc.result import Model, Result, field
 from hugecalc.units import fmt_size, is_power_of_2, parse_size
 
 DEFAULT_PROFILE = "x86-64"
@@ -236,10 +237,25 @@ def bundled_profiles() -> dict[str, Path]:
 def load_profile(name_or_path: str | None = None) -> Profile:
     """A bundled profile by name (parsed once per process), or a user's YAML file (or a capture)
     by path; raises :class:`ProfileError`."""
-    name = name_or_path or DEFAULT_PROFILE
+    name = canonical_name(name_or_path or DEFAULT_PROFILE)
     if name in bundled_profiles():
         return _bundled(name)
     return _load(name)
+
+
+#: Spellings users type for a bundled profile: ``uname -m`` names and the architecture alone
+#: (its default page size).
+ALIASES = {"x86_64": "x86-64", "amd64": "x86-64", "arm64": "arm64-4k", "aarch64": "arm64-4k",
+           "riscv64": "riscv64-sv48", "i686": "i386", "x86": "i386"}
+
+
+def canonical_name(name: str) -> str:
+    """The bundled profile a name means (``x86_64``, ``arm64``, ``ARM64-4K``), or ``name`` unchanged
+    when it names none (a path)."""
+    key = name.lower()
+    if key in ALIASES:
+        return ALIASES[key]
+    return key if key in bundled_profiles() else name
 
 
 @functools.lru_cache(maxsize=None)
@@ -282,3 +298,34 @@ def _load(name_or_path: str) -> Profile:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"  {loc}: {msg}")
         raise ProfileError(f"{path}: invalid profile:\n" + "\n".join(lines)) from e
+
+
+class LevelGeometry(Model):
+    """One page-table level of a profile, in bytes."""
+
+    level: str = field("Level")
+    entries: int = field("Entries", "count")
+    entry_bytes: int = field("Entry bytes", "bytes")
+    table_bytes: int = field("Table bytes", "bytes")
+    entry_span_bytes: int = field("One entry maps", "bytes")
+    table_span_bytes: int = field("One table maps", "bytes")
+
+
+class ProfileList(Result):
+    """``hugecalc profiles``: every bundled profile."""
+
+    profiles: list[Profile]
+
+
+class ProfileShow(Result):
+    """``hugecalc profiles NAME``: one profile's definition and its derived geometry."""
+
+    definition: Profile
+    geometry: list[LevelGeometry]
+
+
+def geometry(profile: Profile) -> list[LevelGeometry]:
+    return [LevelGeometry(level=lvl.name, entries=lvl.entries, entry_bytes=lvl.entry_bytes,
+                          table_bytes=lvl.bytes_per_table, entry_span_bytes=profile.span_bytes(lvl.name),
+                          table_span_bytes=profile.table_span_bytes(lvl.name))
+            for lvl in profile.levels]

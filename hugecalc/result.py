@@ -42,3 +42,11 @@ class Result(Model):
     inputs: dict[str, Any]
     notes: list[str] = Field(default_factory=list)
     explain: list[Derivation] = Field(default_factory=list)
+
+
+class BatchError(Model):
+    """A ``hugecalc batch`` line for a request that failed (and a sweep point's error)."""
+
+    error: str
+    exit_code: int
+    command: str | None = None

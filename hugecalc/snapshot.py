@@ -394,4 +394,4 @@ def capture_machine(pids: list[int] | None = None, option: str = "--pids") -> Ca
         mem_available_bytes=meminfo["MemAvailable"] << 10 if "MemAvailable" in meminfo else None, hugetlb_optimize_vmemmap=hvo,
         nr_memmap_pages=vmstat.get("nr_memmap_pages"), nr_memmap_boot_pages=vmstat.get("nr_memmap_boot_pages"),
         pools=pools(r), thp=thp_settings(r), processes=processes, sources=r.sources, unknown=r.unknown,
-        profile=profile)
+        profile=profile, inputs={"pids": pids or []})

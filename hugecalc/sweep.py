@@ -9,8 +9,10 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from hugecalc.errors import InputError
+from hugecalc.result import Model, Result
 from hugecalc.units import fmt_size, parse_size
 
 MAX_POINTS = 200
@@ -28,7 +30,31 @@ class Sweep:
         return fmt_size(value) if self.kind == "size" else f"{value:g}" if self.kind == "number" else str(value)
 
     def arg(self, value) -> str:
+        if self.kind == "size":  # with a unit: a bare number means a count to --pages
+            return fmt_size(value) if value % 1024 == 0 else f"{value}B"
         return str(value) if self.kind != "number" else repr(value)
+
+
+Doc = TypeVar("Doc")
+
+
+class SweepAxis(Model):
+    option: str
+    values: list[Any]
+    geometric: bool
+
+
+class SweepPoint(Model, Generic[Doc]):
+    values: dict[str, Any]  # option -> its value at this point
+    result: Doc  # the command's own --json document at this point
+
+
+class SweepResult(Result, Generic[Doc]):
+    """``COMMAND --sweep ... --json``: the command's document at every point of the sweep."""
+
+    sweep: bool = True
+    sweeps: list[SweepAxis]
+    points: list[SweepPoint[Doc]]
 
 
 def _value(text: str, option: str) -> tuple[object, str]:
@@ -76,7 +102,11 @@ def parse_sweep(spec: str, allowed: set[str]) -> Sweep:
             values.append(int(round(v)) if kind == "size" else float(f"{v:.12g}"))
             v *= factor
         return _checked(Sweep(option, tuple(values), kind, True), spec)
-    step = _value(match["step"], option)[0] if match["step"] else (stop - start) / 10 if kind == "number" else None
+    step = _value(match["step"], option) if match["step"] else None
+    if step is not None and step[1] == "text":
+        raise InputError(f"--sweep {spec!r}: STEP {match['step']!r} is not a number or a size "
+                         "(a geometric range is START..STOPxFACTOR)")
+    step = step[0] if step else (stop - start) / 10 if kind == "number" else None
     if step is None:
         raise InputError(f"--sweep {spec!r}: a range of sizes needs :STEP or xFACTOR")
     if step <= 0 or stop < start:

@@ -8,25 +8,34 @@ from hugecalc.errors import InputError
 
 _SUFFIX_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
 # memparse() (lib/cmdline.c) takes K/M/G/T/P/E after a C integer literal; sysfs and IEC
-# spellings ("64kB", "2MiB") are accepted too.  Always binary: 1K = 1024.
+# spellings ("64kB", "2MiB") are accepted too, and a decimal with a suffix ("1.5T") when it is a
+# whole number of bytes.  Always binary: 1K = 1024.
 _SIZE_RE = re.compile(
-    r"^\s*(?P<num>0[xX][0-9a-fA-F]+|\d+)\s*(?P<suffix>[kKmMgGtTpPeE]?)(?:i?[bB])?\s*$"
+    r"^\s*(?P<num>0[xX][0-9a-fA-F]+|\d+|\d*\.\d+(?=\s*[kKmMgGtTpPeE]))\s*(?P<suffix>[kKmMgGtTpPeE]?)(?:i?[bB])?\s*$"
 )
 
 
 def parse_size(text: str, what: str = "size") -> int:
     """Parse a size the way the kernel's ``memparse()`` does, in bytes.
 
-    >>> parse_size("2M"), parse_size("0x1000"), parse_size("64kB"), parse_size("1GiB")
-    (2097152, 4096, 65536, 1073741824)
+    >>> parse_size("2M"), parse_size("0x1000"), parse_size("64kB"), parse_size("1GiB"), parse_size("1.5T")
+    (2097152, 4096, 65536, 1073741824, 1649267441664)
     """
     match = _SIZE_RE.match(str(text))
     if not match:
         raise InputError(
             f"{what} {text!r} is not a size: use a number with an optional binary suffix "
-            "K, M, G, T, P (e.g. 4096, 0x1000, 64K, 2M, 1G, 2MiB)"
+            "K, M, G, T, P, E (e.g. 4096, 0x1000, 64K, 2M, 1.5T, 2MiB)"
         )
-    return int(match["num"], 0) << _SUFFIX_SHIFT[match["suffix"].lower()]
+    shift = _SUFFIX_SHIFT[match["suffix"].lower()]
+    if "." in match["num"]:
+        from fractions import Fraction
+
+        exact = Fraction(match["num"]) * (1 << shift)
+        if exact.denominator != 1:
+            raise InputError(f"{what} {text!r} is not a whole number of bytes ({float(exact):.2f})")
+        return int(exact)
+    return int(match["num"], 0) << shift
 
 
 def parse_address(text: str, what: str = "address") -> int:

@@ -13,16 +13,38 @@ def _wide_plain_terminal(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
 
 
+_SCHEMAS = {}
+
+
+def valid_document(command, document):
+    """``document`` checked against the schema ``hugecalc schema COMMAND`` publishes."""
+    import jsonschema
+
+    from hugecalc.cli.schema import json_schema
+
+    if command not in _SCHEMAS:
+        _SCHEMAS[command] = jsonschema.Draft202012Validator(json_schema(command))
+    _SCHEMAS[command].validate(document)
+    return document
+
+
 class Run:
-    def __init__(self, result):
+    def __init__(self, result, args=()):
         self.result = result
+        self.args = list(args)
         self.exit_code = result.exit_code
         self.stdout = result.stdout
         self.stderr = result.stderr
 
     @property
     def json(self):
-        return json.loads(self.stdout)
+        """The --json document; every one a test reads is also held to the published schema."""
+        from hugecalc.cli.schema import DOCUMENTS
+
+        document = json.loads(self.stdout)
+        if self.args and self.args[0] in DOCUMENTS:
+            valid_document(self.args[0], document)
+        return document
 
 
 @pytest.fixture
@@ -30,7 +52,7 @@ def run():
     """Invoke the CLI; returns exit code, stdout and stderr kept apart."""
 
     def _run(*args, input=None):
-        return Run(CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False))
+        return Run(CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False), args)
 
     return _run
 

@@ -202,7 +202,7 @@ def test_any_columns_value_works(columns):
 
 
 @pytest.mark.parametrize("args", [["vmemmap", "--pages", "1G"], ["vmemmap", "--pages", "1G", "--json"],
-                                  ["pgtable", "--vsize", "1T", "--sweep", "touch-fraction=1e-6..1x10"]])
+                                  ["pgtable", "--vma-size", "1T", "--sweep", "touch-fraction=1e-6..1x10"]])
 def test_a_closed_pipe_is_not_an_error(args):
     p = subprocess.Popen([sys.executable, "-m", "hugecalc", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     p.stdout.read(10)

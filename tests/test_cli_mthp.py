@@ -115,6 +115,9 @@ def test_ignored_or_contradicting_options_are_refused(run, args, message):
 
 def test_one_name_for_the_mapping_size(run):
     assert run("mthp", "--vsize", "64M", "--size", "64k", "--json").json["inputs"]["vma_size_bytes"] == 64 << 20
-    assert run("pgtable", "--vma-size", "1G", "--json").json["inputs"]["vsize_bytes"] == 1 << 30
+    assert run("pgtable", "--vsize", "1G", "--json").json["inputs"]["vma_size_bytes"] == 1 << 30
+    for command in ("pgtable", "mthp"):
+        help_text = run(command, "--help").stdout
+        assert "--vma-size" in help_text and "--vsize" not in help_text  # the alias works, hidden
     r = run("pgtable", "--worst-case", "--vsize", "1G")
     assert r.exit_code == 2 and "takes no mapping" in r.stderr

@@ -14,7 +14,7 @@ THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
 def test_pgtable_json_contract(run):
-    doc = run("pgtable", "--vsize", "64G", "--touch-stride", "2M", "--after", "dontneed", "--json").json
+    doc = run("pgtable", "--vma-size", "64G", "--touch-stride", "2M", "--after", "dontneed", "--json").json
     assert {"schema_version", "command", "profile", "kernel", "inputs", "tables", "page_table_bytes",
             "page_table_bytes_after"} <= set(doc)
     assert doc["tables"] == {"pud": 1, "pmd": 64, "pte": 32768}
@@ -24,19 +24,19 @@ def test_pgtable_json_contract(run):
 
 
 def test_pgtable_table_output(run):
-    r = run("pgtable", "--vsize", "4G", "--backing", "thp", "--after", "dontneed", "--explain")
+    r = run("pgtable", "--vma-size", "4G", "--backing", "thp", "--after", "dontneed", "--explain")
     assert r.exit_code == 0
     assert "pgtable_trans_huge_deposit()" in r.stdout and "after MADV_DONTNEED" in r.stdout
     assert "hugetlb-1G" in r.stdout  # the comparison
 
 
 def test_pgtable_la57_uses_p4d(run):
-    doc = run("pgtable", "--profile", "x86-64-la57", "--vsize", "128T", "--touch-stride", "1G", "--json").json
+    doc = run("pgtable", "--profile", "x86-64-la57", "--vma-size", "128T", "--touch-stride", "1G", "--json").json
     assert doc["tables"]["p4d"] == 1 and doc["tables"]["pte"] == 131072
 
 
 def test_touch_file_from_stdin(run):
-    r = run("pgtable", "--vsize", "2G", "--vma-start", "0x8000000000", "--touch-file", "-", "--json",
+    r = run("pgtable", "--vma-size", "2G", "--vma-start", "0x8000000000", "--touch-file", "-", "--json",
             input="0x8000000000\n0x8000200000-0x8000400000  # one whole PTE table\n")
     assert r.exit_code == 0, r.stderr
     assert r.json["tables"] == {"pud": 1, "pmd": 1, "pte": 2}
@@ -50,15 +50,15 @@ def test_worst_case_cli(run):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["pgtable", "--vsize", "0"], "must be greater than zero"),
-        (["pgtable", "--vsize", "128T"], "does not fit in x86-64's user address space"),
-        (["pgtable"], "--vsize is required"),
-        (["pgtable", "--vsize", "1G", "--touch-stride", "4K", "--touch-fraction", "0.1"], "use one of"),
-        (["pgtable", "--vsize", "1G", "--touch-fraction", "2"], "not in the range"),
-        (["pgtable", "--vsize", "1G", "--backing", "hugetlb-3M"], "3M is not supported"),
-        (["pgtable", "--vsize", "1G", "--backing", "hugetlb-2M", "--after", "free"], "EINVAL"),
-        (["pgtable", "--vsize", "1G", "--vma-start", "0xzz"], "is not a size"),
-        (["pgtable", "--vsize", "1G", "--touch-file", "-"], "lists no address"),
+        (["pgtable", "--vma-size", "0"], "must be greater than zero"),
+        (["pgtable", "--vma-size", "128T"], "does not fit in x86-64's user address space"),
+        (["pgtable"], "--vma-size is required"),
+        (["pgtable", "--vma-size", "1G", "--touch-stride", "4K", "--touch-fraction", "0.1"], "use one of"),
+        (["pgtable", "--vma-size", "1G", "--touch-fraction", "2"], "not in the range"),
+        (["pgtable", "--vma-size", "1G", "--backing", "hugetlb-3M"], "3M is not supported"),
+        (["pgtable", "--vma-size", "1G", "--backing", "hugetlb-2M", "--after", "free"], "EINVAL"),
+        (["pgtable", "--vma-size", "1G", "--vma-start", "0xzz"], "is not a size"),
+        (["pgtable", "--vma-size", "1G", "--touch-file", "-"], "lists no address"),
         (["pgtable", "--worst-case", "--pid", "1"], "either --worst-case or --pid"),
     ],
 )
@@ -98,10 +98,10 @@ def test_pid_missing(run):
 @needs_root_and(HP2M, THP)
 @pytest.mark.parametrize(
     "args",
-    [["--vsize", "8G", "--touch-stride", "2M", "--after", "dontneed"],
-     ["--vsize", "256M", "--touch-fraction", "0.01", "--seed", "3", "--after", "free"],
-     ["--vsize", "64M", "--backing", "thp", "--after", "dontneed"],
-     ["--vsize", "32M", "--backing", "hugetlb-2M"]],
+    [["--vma-size", "8G", "--touch-stride", "2M", "--after", "dontneed"],
+     ["--vma-size", "256M", "--touch-fraction", "0.01", "--seed", "3", "--after", "free"],
+     ["--vma-size", "64M", "--backing", "thp", "--after", "dontneed"],
+     ["--vma-size", "32M", "--backing", "hugetlb-2M"]],
 )
 def test_verify_pgtable_on_running_kernel(run, args):
     before = (HP2M.read_text(), THP.read_text())
@@ -117,9 +117,9 @@ def test_verify_pgtable_on_running_kernel(run, args):
 @needs_root_and(THP)
 @pytest.mark.parametrize("args,touched,after", [
     # kernel review F2, measured on 6.18: a VMA not PMD-aligned keeps its edge PTE tables
-    (["--vsize", "3M", "--vma-start", "0x40100000"], 16384, 12288),
-    (["--vsize", "100M", "--vma-start", "0x40001000"], 217088, 16384),
-    (["--vsize", "64M"], 139264, 8192),
+    (["--vma-size", "3M", "--vma-start", "0x40100000"], 16384, 12288),
+    (["--vma-size", "100M", "--vma-start", "0x40001000"], 217088, 16384),
+    (["--vma-size", "64M"], 139264, 8192),
 ], ids=["3M-1M-in", "100M-4K-in", "aligned"])
 def test_verify_unaligned_dontneed_keeps_edge_tables(run, args, touched, after):
     import platform

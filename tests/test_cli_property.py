@@ -53,7 +53,7 @@ def size_modes(modes):
 COMMANDS = {
     "vmemmap": {"--pages": st.one_of(size, number), "--hugepage-size": size, "--struct-page-size": number,
                 "--devdax": None, "--layout": choice("packed", "scattered")},
-    "pgtable": {"--vsize": size, "--vma-start": size, "--touch-stride": size, "--touch-fraction": real,
+    "pgtable": {"--vma-size": size, "--vma-start": size, "--touch-stride": size, "--touch-fraction": real,
                 "--seed": number, "--backing": choice("anon", "thp", "hugetlb-2M", "hugetlb-1G", "hugetlb-64K",
                                                       "hugetlb-32M", "hugetlb-512M", "hugetlb-16G", "hugetlb-4M"),
                 "--after": choice("dontneed", "free"), "--shared-by": number, "--worst-case": None},
@@ -67,7 +67,7 @@ COMMANDS = {
     "hgm": {"--hugepage-size": size, "--path": st.lists(size, max_size=4).map(",".join),
             "--scheme": choice("thp-like", "head-only", "hstate-level", "folio", "folio-no-page-mapcount"),
             "--operation": choice("collapse", "split", "map", "unmap"), "--guest-memory": size,
-            "--atomic-ns": real, "--cache-miss-ns": real, "--entry-ns": real, "--invalidation-ms": real},
+            "--atomic-ns": real, "--cache-miss-ns": real, "--entry-ns": real, "--notifier-invalidation-ms": real},
 }
 COUNT_KEYS = ("tables", "faults", "count", "hugepages", "folios", "entries", "atomic_ops", "_pages", "_bytes")
 SIGNED_KEYS = {"saved_bytes", "net_saved_bytes"}  # net figures: page tables can cost more than is freed

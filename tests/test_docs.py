@@ -70,7 +70,7 @@ def test_calculations_stay_pure(module, absent):
     (["vmemmap", "--pages", "1024G", "--json"], False),
     (["hgm", "--json"], False),
     (["pgtable", "--worst-case", "--json"], False),
-    (["pgtable", "--vsize", "1T", "--touch-fraction", "0.1", "--json"], False),
+    (["pgtable", "--vma-size", "1T", "--touch-fraction", "0.1", "--json"], False),
     (["mthp", "--size", "64k", "--json"], False),  # one period of the walk: Python is quicker
     (["mthp", "--size", "64k", "--touch-stride", "12K", "--prepopulated-stride", "1000K", "--vma-size", "64G",
       "--json"], True),
@@ -84,3 +84,23 @@ def test_numba_only_where_a_walk_is_big(args, numba):
             "print('\\nIMPORTED', 'numba' in sys.modules, 'rich' in sys.modules, file=sys.stderr)" % (args,))
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
     assert f"IMPORTED {numba} False" in err
+
+
+def _complete(words, cword):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "hugecalc"
+    env = {**os.environ, "_HUGECALC_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+    out = subprocess.run([str(exe)], env=env, capture_output=True, text=True, check=True).stdout
+    return [line.split(",", 1)[1] for line in out.splitlines()]
+
+
+def test_shell_completion_as_the_readme_documents_it():
+    assert "_HUGECALC_COMPLETE=bash_source hugecalc" in README
+    assert _complete("hugecalc pg", 1) == ["pgtable"]
+    assert _complete("hugecalc mthp --profile arm", 3) == ["arm64-16k", "arm64-4k", "arm64-64k"]
+    assert _complete("hugecalc pgtable --backing hug", 3) == ["hugetlb-2M", "hugetlb-1G"]
+    assert _complete("hugecalc mthp --memory ", 3) == ["anon", "shmem", "sysv", "tmpfs"]

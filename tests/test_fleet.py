@@ -81,20 +81,20 @@ def test_bad_fleet_input(run, tmp_path):
     for args, message in ((["fleet", "vmemmap", str(tmp_path / "none")], "no such file"),
                           (["fleet", "vmemmap", str(tmp_path / "*.json")], "matches no file"),
                           (["fleet", "vmemmap", str(CAPTURES), "--kernel", "5.25"], "there is no Linux 5.25"),
-                          (["fleet", "pgtable", str(CAPTURES)], "--vsize is required"),
+                          (["fleet", "pgtable", str(CAPTURES)], "--vma-size is required"),
                           (["fleet", "vmemmap", str(CAPTURES), "--output", "x.csv"], ".parquet")):
         r = run(*args)
         assert r.exit_code == 2 and r.stdout == "" and message in r.stderr, (args, r.stderr)
 
 
 def test_real_captures_and_a_kernel_what_if(run):
-    doc = run("fleet", "pgtable", str(CAPTURES), "--vsize", "100M", "--vma-start", "0x40010000", "--after",
+    doc = run("fleet", "pgtable", str(CAPTURES), "--vma-size", "100M", "--vma-start", "0x40010000", "--after",
               "dontneed", "--by", "profile", "--json").json
     assert doc["hosts"] == 3
     by = {g["group"].get("profile"): g for g in doc["groups"]}
     assert by["host:vm"]["metrics"]["page_table_bytes_after"]["sum"] == 16384  # x86-64 6.18: edge tables stay
     def arm64_after(*kernel):
-        doc = run("fleet", "pgtable", str(CAPTURES), "--vsize", "100M", "--after", "dontneed", "--by", "profile",
+        doc = run("fleet", "pgtable", str(CAPTURES), "--vma-size", "100M", "--after", "dontneed", "--by", "profile",
                   *kernel, "--json").json
         metrics = {g["group"].get("profile"): g["metrics"] for g in doc["groups"]}["host:synthetic-arm64"]
         return metrics["page_table_bytes"]["sum"], metrics["page_table_bytes_after"]["sum"]

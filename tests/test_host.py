@@ -53,7 +53,7 @@ def test_runs_round_trip():
 
 
 def test_every_calculator_takes_a_capture(run):
-    for args in (["vmemmap"], ["vmemmap", "--pages", "1T"], ["pgtable", "--vsize", "1G"], ["mthp", "--size", "64k"],
+    for args in (["vmemmap"], ["vmemmap", "--pages", "1T"], ["pgtable", "--vma-size", "1G"], ["mthp", "--size", "64k"],
                  ["hgm", "--path", "4K,1G"], ["profiles"]):
         for capture in (X86, ARM):
             r = run(*args, "--host", str(capture), "--json")
@@ -188,5 +188,5 @@ def test_pgtable_replays_a_captured_process(run):
     thps = sum(int(v.folios.get(str(2 << 20), 0)) for v in proc.vmas if v.folios)
     doc = run("pgtable", "--host", str(X86), "--pid", str(proc.pid), "--backing", "hugetlb-2M", "--json").json
     assert doc["page_table_bytes_backing"] == proc.vm_pte_bytes - thps * 4096
-    r = run("pgtable", "--host", str(X86), "--pid", str(proc.pid), "--vsize", "1G")
+    r = run("pgtable", "--host", str(X86), "--pid", str(proc.pid), "--vma-size", "1G")
     assert r.exit_code == 2 and "do not apply" in r.stderr

@@ -72,3 +72,17 @@ def test_missing_profile_file():
 def test_unknown_profile_name():
     with pytest.raises(ProfileError, match="neither a bundled profile"):
         load_profile("sparc")
+
+
+@pytest.mark.parametrize("alias,name", [("x86_64", "x86-64"), ("amd64", "x86-64"), ("arm64", "arm64-4k"),
+                                        ("aarch64", "arm64-4k"), ("ARM64-4K", "arm64-4k"), ("X86-64-LA57", "x86-64-la57"),
+                                        ("riscv64", "riscv64-sv48"), ("i686", "i386")])
+def test_uname_spellings_and_case_name_bundled_profiles(alias, name):
+    assert load_profile(alias).name == name
+
+
+def test_profiles_refuses_options_that_do_not_apply(run):
+    for args in (["--kernel", "5.4"], ["--explain"]):
+        r = run("profiles", *args)
+        assert r.exit_code == 2 and r.stdout == "" and "do not apply" in r.stderr
+    assert run("profiles", "aarch64", "--json").json["definition"]["name"] == "arm64-4k"

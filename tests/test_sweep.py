@@ -27,15 +27,21 @@ def test_parse_sweeps():
 @pytest.mark.parametrize("spec,message", [
     ("bogus=1,2", "cannot be swept"), ("size", "use OPTION="), ("touch-fraction=1..0:0.1", "STOP at least START"),
     ("touch-fraction=0..1x10", "start above 0"), ("vma-size=1M..1G", "needs :STEP"),
-    ("touch-fraction=0..1:0.0001", "at most 200"),
+    ("touch-fraction=0..1:0.0001", "at most 200"), ("vma-size=4K..2M:x8", "START..STOPxFACTOR"),
 ])
 def test_bad_sweeps(spec, message):
     with pytest.raises(InputError, match=message):
         parse_sweep(spec, ALL)
 
 
+def test_a_swept_pool_size_stays_a_size(run):
+    """--pages without a unit is a count: a swept size is passed on with its unit."""
+    doc = run("vmemmap", "--pages", "1G", "--hugepage-size", "2M", "--sweep", "pages=1G..3G:1G", "--json").json
+    assert [p["result"]["rows"][0]["hugepages"] for p in doc["points"]] == [512, 1024, 1536]
+
+
 def test_readme_examples_run(run):
-    for args in (["pgtable", "--vsize", "1T", "--sweep", "touch-fraction=1e-6..1x10"],
+    for args in (["pgtable", "--vma-size", "1T", "--sweep", "touch-fraction=1e-6..1x10"],
                  ["mthp", "--sweep", "size=16k,32k,64k,128k,2M", "--vma-size", "64M"],
                  ["vmemmap", "--pages", "1T", "--sweep", "kernel=5.14,5.18,6.3,7.1", "--profile", "arm64-4k"]):
         r = run(*args)
@@ -64,7 +70,7 @@ def test_a_grid(run):
 @pytest.mark.parametrize("suffix", ["png", "svg", "pdf"])
 def test_charts_to_files_carry_their_data(run, tmp_path, suffix):
     path = tmp_path / f"chart.{suffix}"
-    args = ["pgtable", "--vsize", "64G", "--sweep", "touch-fraction=1e-4..1x10", "--after", "dontneed"]
+    args = ["pgtable", "--vma-size", "64G", "--sweep", "touch-fraction=1e-4..1x10", "--after", "dontneed"]
     doc = run(*args, "--plot", str(path), "--json").json
     expected = [p["result"]["page_table_bytes"] for p in doc["points"]]
     raw = path.read_bytes()
@@ -97,7 +103,7 @@ def test_mthp_side_by_side_gets_the_chart(run, tmp_path):
 
 def test_plot_without_matplotlib_names_the_extra(run, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    r = run("pgtable", "--vsize", "1G", "--sweep", "touch-fraction=0.1,1", "--plot", str(tmp_path / "c.png"))
+    r = run("pgtable", "--vma-size", "1G", "--sweep", "touch-fraction=0.1,1", "--plot", str(tmp_path / "c.png"))
     assert r.exit_code == 2 and "pip install 'hugecalc[plot]'" in r.stderr and r.stdout == ""
-    r = run("pgtable", "--vsize", "1G", "--sweep", "touch-fraction=0.1,1", "--plot", str(tmp_path / "c.gif"))
+    r = run("pgtable", "--vma-size", "1G", "--sweep", "touch-fraction=0.1,1", "--plot", str(tmp_path / "c.gif"))
     assert r.exit_code == 2 and ".svg, .png or .pdf" in r.stderr

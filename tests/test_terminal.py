@@ -17,7 +17,7 @@ CASES = [
     (["mthp", "--size", "64k"], lambda d: [d[k] for k in ("faults", "write_faults", "tlb_entries")]),
     (["mthp", "--profile", "arm64-4k", "--vma-size", "64M"],
      lambda d: [r[k] for r in d["sizes"] for k in ("faults", "folios", "tlb_entries")]),
-    (["pgtable", "--vsize", "64G", "--touch-stride", "2M", "--after", "dontneed"],
+    (["pgtable", "--vma-size", "64G", "--touch-stride", "2M", "--after", "dontneed"],
      lambda d: [r["tables"] for r in d["levels"]]),
     (["hgm", "--hugepage-size", "1G", "--path", "4K,2M,1G", "--guest-memory", "1T"],
      lambda d: [s["atomic_ops"] for s in d["schemes"] if s["atomic_ops"] is not None]),

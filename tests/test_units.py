@@ -8,16 +8,23 @@ from hugecalc.units import fmt_bytes, fmt_size, parse_size
 @pytest.mark.parametrize(
     "text,expected",
     [("4096", 4096), ("0x1000", 4096), ("4K", 4096), ("4k", 4096), ("2M", 2 << 20), ("1G", 1 << 30),
-     ("1T", 1 << 40), ("64kB", 64 << 10), ("2MiB", 2 << 20), ("1GB", 1 << 30), (" 8 M ", 8 << 20)],
+     ("1T", 1 << 40), ("64kB", 64 << 10), ("2MiB", 2 << 20), ("1GB", 1 << 30), (" 8 M ", 8 << 20),
+     ("1E", 1 << 60), ("1.5T", 1536 << 30), ("1.5TiB", 1536 << 30), (".5G", 512 << 20), ("2.25K", 2304)],
 )
 def test_parse_size_like_memparse(text, expected):
     assert parse_size(text) == expected
 
 
-@pytest.mark.parametrize("text", ["12Q", "-5G", "", "G", "1.5G", "0x", "2MM", "1 0K"])
+@pytest.mark.parametrize("text", ["12Q", "-5G", "", "G", "1.5", "0x", "2MM", "1 0K", "0x1.5K", "1.5.5G"])
 def test_parse_size_rejects_and_names_the_value(text):
-    with pytest.raises(InputError, match="is not a size"):
+    with pytest.raises(InputError, match="is not a size.*K, M, G, T, P, E") as e:
         parse_size(text)
+    assert repr(text) in str(e.value)
+
+
+def test_a_decimal_size_must_be_whole_bytes():
+    with pytest.raises(InputError, match=r"'1.3K' is not a whole number of bytes \(1331.20\)"):
+        parse_size("1.3K")
 
 
 @given(st.integers(min_value=0, max_value=1 << 40), st.sampled_from(["", "K", "M", "G"]))

@@ -65,8 +65,8 @@ class SchemeResult(Model):
     estimated_seconds: float | None = field("Estimated time per hugepage", "seconds")
     blocked_seconds: float | None = field("vCPUs blocked per hugepage", "seconds")
     guest_seconds: float | None = field("Whole guest", "seconds")
-    hvo_compatible: bool = field("HVO usable")
-    hvo_lost_bytes: int = field("vmemmap HVO would have freed (guest)", "bytes")
+    optimizable: bool = field("HVO usable")  # as vmemmap's rows: HVO can free this page's vmemmap
+    freed_bytes_lost: int = field("vmemmap HVO would have freed (guest)", "bytes")  # vmemmap's freed_bytes, kept
     steps: list[Step]
 
 
@@ -228,7 +228,7 @@ def compute_hgm(profile: Profile, release: Release, *, hugepage_size: int, path:
         results.append(SchemeResult(
             scheme=name, upstream=name.startswith("folio"), atomic_ops=total_ops, estimated_seconds=total_s,
             blocked_seconds=blocked, guest_seconds=None if blocked is None else blocked * hugepages,
-            hvo_compatible=not thp_like, hvo_lost_bytes=hvo.freed_bytes if thp_like else 0, steps=steps))
+            optimizable=not thp_like, freed_bytes_lost=hvo.freed_bytes if thp_like else 0, steps=steps))
     explain.append(Derivation(
         scope="time model", figure="calibration",
         formula=f"atomic {profile.costs.atomic_ns:g} ns, cache miss {profile.costs.cache_miss_ns:g} ns, "

@@ -95,7 +95,9 @@ class SizeRow(Model):
     page_table_bytes: int = field("Page tables", "bytes")
     populated_bytes: int = field("Populated", "bytes")
     bloat: float = field("Bloat")
+    largest_fault_clear_bytes: int = field("Largest fault clears", "bytes")
     largest_fault_clear_seconds: float = field("Worst fault clear", "seconds")
+    tables: dict[str, int] = field("Page tables by level")
 
 
 class MthpComparison(Result):
@@ -278,7 +280,8 @@ def compare_sizes(profile: Profile, release: Release, **kw) -> MthpComparison:
         rows.append(SizeRow(size_bytes=profile.page_size << (o or 0), faults=r.faults,
                             folios=sum(f.count for f in r.folios), tlb_entries=r.tlb_entries,
                             page_table_bytes=r.page_table_bytes, populated_bytes=r.populated_bytes,
-                            bloat=r.bloat, largest_fault_clear_seconds=r.largest_fault_clear_seconds))
+                            bloat=r.bloat, largest_fault_clear_bytes=r.largest_fault_clear_bytes,
+                            largest_fault_clear_seconds=r.largest_fault_clear_seconds, tables=r.tables))
     notes = [f"each size alone ({'shmem_enabled' if shmem else 'enabled'}=always, every other size never); "
              f"the first row is base pages only"]
     if P not in orders:

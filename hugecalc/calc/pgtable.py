@@ -84,7 +84,7 @@ class Backing:
 
 def mapping_bounds(profile: Profile, vsize: int, vma_start: int | None, backing: Backing) -> int:
     if vsize <= 0:
-        raise InputError("--vsize must be greater than zero")
+        raise InputError("--vma-size must be greater than zero")
     if vma_start is None:
         align = table_aligned_start(profile, vsize, backing.unit)
         vma_start = align if align + vsize <= profile.user_va_bytes else 0
@@ -245,7 +245,7 @@ def compute_pgtable(
                                                  populated_bytes=o.populated_bytes))
             except InputError as e:
                 result_compare.append(Comparison(backing=other, note=str(e).split(": ", 1)[-1]))
-    inputs = {"vsize_bytes": vsize, "vma_start": start, "vma_end": end, "backing": backing,
+    inputs = {"vma_size_bytes": vsize, "vma_start": start, "vma_end": end, "backing": backing,
               "after": after, "shared_by": shared_by, **touches.describe(profile.page_size)}
     return PgtableResult(
         profile=profile.name, kernel=str(release), inputs=inputs,

@@ -18,7 +18,7 @@ from hugecalc.cli.common import Group, quiet_exit
 #: Command name -> its module in hugecalc.cli, imported only when that command runs (or for --help):
 #: a one-shot `hugecalc vmemmap` does not pay for the other commands' imports.  In help order.
 COMMANDS = {name: name for name in ("vmemmap", "pgtable", "mthp", "hgm", "host", "fleet", "batch", "profiles",
-                                    "verify")}
+                                    "verify", "schema")}
 
 
 class LazyGroup(Group):
@@ -52,7 +52,7 @@ def cli() -> None:
     Examples:
       hugecalc vmemmap --pages 1024G               # HVO savings for a 1 TiB pool, 2M vs 1G
       hugecalc vmemmap --pages 512 --hugepage-size 1G --kernel 5.15 --explain
-      hugecalc pgtable --vsize 64G --touch-stride 2M --after dontneed
+      hugecalc pgtable --vma-size 64G --touch-stride 2M --after dontneed
       hugecalc mthp --size 64k                     # what 64K mTHP does to a 1 GiB memset
       hugecalc hgm --hugepage-size 1G --path 4K,2M,1G
       hugecalc profiles arm64-4k

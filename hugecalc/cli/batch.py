@@ -12,7 +12,14 @@ import click
 
 from hugecalc.errors import HugecalcError, InputError
 
-NOT_IN_BATCH = {"batch", "verify", "fleet"}
+NOT_IN_BATCH = {"batch", "verify", "fleet", "schema"}
+
+
+def error_line(message: str, code: int, command: str | None = None) -> str:
+    """The result line of a request that failed: ``{"error", "exit_code"[, "command"]}``."""
+    from hugecalc.result import BatchError
+
+    return BatchError(error=message, exit_code=code, command=command).model_dump_json(exclude_none=True)
 
 
 def request_args(request: Any) -> list[str]:
@@ -49,7 +56,7 @@ def run_one(line: str) -> tuple[str, bool]:
         argv = request_args(json.loads(line))
     except ValueError as e:  # also InputError
         msg = str(e) if isinstance(e, InputError) else f"not a JSON object: {e}"
-        return json.dumps({"error": msg, "exit_code": 2}), False
+        return error_line(msg, 2), False
     out, err = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -71,7 +78,7 @@ def run_one(line: str) -> tuple[str, bool]:
             return json.dumps(json.loads(text), separators=(",", ":")), True
         except ValueError:
             code, message = 1, "the command printed no JSON document"
-    return json.dumps({"error": message, "exit_code": code, "command": argv[0]}), False
+    return error_line(message, code, argv[0]), False
 
 
 def _run_chunk(lines: list[str]) -> list[tuple[str, bool]]:

@@ -59,6 +59,40 @@ class Size(click.ParamType):
         return n
 
 
+def _complete_profile(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of --profile: the bundled names and ``host``, or a path."""
+    from click.shell_completion import CompletionItem
+
+    from hugecalc.profiles import bundled_profiles
+
+    if "/" in incomplete or incomplete.startswith("."):
+        return [CompletionItem(incomplete, type="file")]
+    return [CompletionItem(n) for n in [*sorted(bundled_profiles()), "host"] if n.startswith(incomplete)]
+
+
+def complete_backing(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of --backing: anon, thp and the hugetlb sizes of the default profile."""
+    from click.shell_completion import CompletionItem
+
+    from hugecalc.profiles import load_profile
+    from hugecalc.units import fmt_size
+
+    names = ["anon", "thp", *(f"hugetlb-{fmt_size(h.size)}" for h in load_profile().hugetlb)]
+    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+
+class AliasOption(click.Option):
+    """An option whose later names are hidden aliases: they work, and --help shows only the first."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        opts = self.opts
+        self.opts = opts[:1]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = opts
+
+
 class Real(click.FloatRange):
     """A finite number within a range: ``nan`` and ``inf`` are refused, not carried into a result."""
 
@@ -134,7 +168,7 @@ def common_options(fn: Callable) -> Callable:
     profile, the kernel release and the settings come from it (``capture`` is passed on), and any
     of --profile/--kernel given overrides them."""
 
-    @click.option("--profile", "profile_name", metavar="NAME|PATH|host", default=None,
+    @click.option("--profile", "profile_name", metavar="NAME|PATH|host", default=None, shell_complete=_complete_profile,
                   help=f"Machine profile: a bundled name (default {DEFAULT_PROFILE}), a YAML file or a capture, "
                        "or 'host' for the running machine.")
     @click.option("--kernel", "kernel", metavar="X.Y[.Z]", default=None,

@@ -7,11 +7,10 @@ from typing import Any, Callable
 
 import click
 
-from hugecalc.cli.common import console, given, Group, options, Table, Text
+from hugecalc.cli.common import console, emit, given, Group, options, Table, Text
 from hugecalc.cli.mthp import mthp_kwargs, mthp_options
 from hugecalc.cli.pgtable import pgtable_options
 from hugecalc.errors import InputError
-from hugecalc.result import SCHEMA_VERSION
 from hugecalc.units import fmt_bytes
 
 BYTES = ("_bytes",)
@@ -28,7 +27,7 @@ def fleet() -> None:
       hugecalc fleet synth --hosts 1000 --seed 1 --output fleet/
       hugecalc fleet vmemmap fleet/ --by arch --by kernel
       hugecalc fleet mthp fleet/ --size 64k --by profile --output results.parquet
-      hugecalc fleet pgtable 'captures/*.json' --vsize 64G --after dontneed --scheduler tcp://10.0.0.5:8786
+      hugecalc fleet pgtable 'captures/*.json' --vma-size 64G --after dontneed --scheduler tcp://10.0.0.5:8786
     """
 
 
@@ -75,25 +74,22 @@ def _run(command: str, sources: tuple[str, ...], by: tuple[str, ...], kernel: st
     skipped = [{"source": r["source"], "reason": r["skipped"]} for r in rows if r["skipped"] is not None]
     if output:
         engine.write_parquet(output, rows)
-    doc = {"schema_version": SCHEMA_VERSION, "command": f"fleet {command}",
-           "inputs": {"sources": list(sources), "by": list(by), "kernel": kernel, "scheduler": scheduler,
-                      "what_if": {k: v for k, v in what_if.items()}},
-           "hosts": len(rows) - len(failed) - len(skipped), "hosts_failed": len(failed), "failed": failed,
-           "hosts_skipped": len(skipped), "skipped": skipped, "groups": groups}
-    if as_json:
-        import json
+    from hugecalc.fleet import FleetResult
 
-        click.echo(json.dumps(doc, indent=2, default=str))
-    else:
-        _draw(command, doc, by)
+    result = FleetResult(command=f"fleet {command}", profile="per host (captured)",
+                         kernel=kernel or "per host (captured)",
+                         inputs={"sources": list(sources), "by": list(by), "kernel": kernel, "scheduler": scheduler,
+                                 "what_if": {k: v for k, v in what_if.items()}},
+                         hosts=len(rows) - len(failed) - len(skipped), hosts_failed=len(failed), failed=failed,
+                         hosts_skipped=len(skipped), skipped=skipped, groups=groups)
+    emit(result, as_json, False, lambda out: _draw(out, command, result.model_dump(), by))
     if failed:
         raise click.exceptions.Exit(1)
 
 
-def _draw(command: str, doc: dict, by: tuple[str, ...]) -> None:
+def _draw(out: Any, command: str, doc: dict, by: tuple[str, ...]) -> None:
     from hugecalc.fleet import METRICS
 
-    out = console()
     out.print(Text(f"fleet {command}: {doc['hosts']:,} hosts"
                    + (f", {doc['hosts_skipped']:,} not applicable" if doc["skipped"] else "")
                    + (f", {doc['hosts_failed']:,} failed" if doc["failed"] else ""), style="bold"))
@@ -176,10 +172,10 @@ def fleet_pgtable(sources: tuple[str, ...], by: tuple[str, ...], kernel: str | N
 
     \b
     Example:
-      hugecalc fleet pgtable fleet/ --vsize 64G --after dontneed --by arch
+      hugecalc fleet pgtable fleet/ --vma-size 64G --after dontneed --by arch
     """
     if mapping["vsize"] is None:
-        raise InputError("--vsize is required")
+        raise InputError("--vma-size is required")
     if touch_file is not None:
         raise InputError("--touch-file: addresses are per host; use --touch-stride or --touch-fraction")
     _run("pgtable", sources, by, kernel, scheduler, output, as_json, {"mapping": mapping})

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from hugecalc.cli.common import common_options, emit, Real, SIZE, Text
+from hugecalc.cli.common import AliasOption, common_options, emit, Real, SIZE, Text
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
@@ -40,7 +40,8 @@ def _sizes(text: str, what: str) -> list[int]:
               help="Extra cost of an atomic on a line not in cache (default: the profile's, 880).")
 @click.option("--entry-ns", type=Real(min=0), default=None,
               help="Work per page-table entry mapped or unmapped (default: the profile's, 2914).")
-@click.option("--invalidation-ms", type=Real(min=0), default=None,
+@click.option("--notifier-invalidation-ms", "--invalidation-ms", "invalidation_ms", cls=AliasOption,
+              type=Real(min=0), default=None,
               help="EPT/secondary-MMU invalidation per mmu_notifier window (default: the profile's, 20).")
 @common_options
 def hgm(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, hugepage_size: int | None,

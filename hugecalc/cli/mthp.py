@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from hugecalc.cli.sweep import run_sweep, sweep_options
-from hugecalc.cli.common import ADDR, common_options, emit, given, options, PID_MAX_LIMIT, process_from, SIZE, Text
+from hugecalc.cli.common import ADDR, AliasOption, common_options, emit, given, options, PID_MAX_LIMIT, process_from, SIZE, Text
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
@@ -45,8 +45,8 @@ mthp_options = options(
                  help="Per-size anon shmem mode: always|inherit|within_size|advise|never."),
     click.option("--huge", type=click.Choice(["always", "within_size", "advise", "never"]), default="never",
                  show_default=True, help="shmem, sysv: the top-level shmem_enabled; tmpfs: the mount's huge=."),
-    click.option("--vma-size", "--vsize", "vma_size", type=SIZE, default="1G", show_default=True,
-                 help="Size of the VMA (--vsize, as pgtable calls it, is the same)."),
+    click.option("--vma-size", "--vsize", "vma_size", cls=AliasOption, type=SIZE, default="1G", show_default=True,
+                 help="Size of the VMA (--vma-size, as pgtable calls it, is the same)."),
     click.option("--vma-start", type=ADDR, default=None, help="Start of the VMA (default: table-aligned)."),
     click.option("--file-offset", type=SIZE, default=None, help="shmem/tmpfs: file offset of the VMA (default 0)."),
     click.option("--touch-stride", type=SIZE, default=None, help="Touch one byte every SIZE (default: every page)."),
@@ -139,7 +139,7 @@ def mthp(profile: Profile, release: Release, as_json: bool, explain: bool, captu
 
         def draw(out: Console) -> None:
             print_header(out, result, f"{kw['memory']} {fmt_bytes(kw['vma_size'])} pass, every size alone")
-            out.print(list_table(result.sizes))
+            out.print(list_table(result.sizes, skip=("largest_fault_clear_bytes", "tables")))
             out.print(Text(terminal(chart, out.width)))
 
         from hugecalc.plot import Chart, terminal, write

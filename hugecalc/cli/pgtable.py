@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from hugecalc.cli.sweep import run_sweep, sweep_options
-from hugecalc.cli.common import ADDR, common_options, emit, options, PID_MAX_LIMIT, process_from, Real, SIZE, Text
+from hugecalc.cli.common import ADDR, AliasOption, common_options, complete_backing, emit, options, PID_MAX_LIMIT, process_from, Real, SIZE, Text
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 #: The mapping and touch options ``pgtable`` and ``verify pgtable`` share.
 pgtable_options = options(
-    click.option("--vsize", "--vma-size", "vsize", type=SIZE, default=None,
-                 help="Size of the mapping (--vma-size, as mthp calls it, is the same)."),
+    click.option("--vma-size", "--vsize", "vsize", cls=AliasOption, type=SIZE, default=None,
+                 help="Size of the mapping."),
     click.option("--vma-start", type=ADDR, default=None,
                  help="Start address (default: aligned to the span of the smallest table holding it)."),
     click.option("--touch-stride", type=SIZE, default=None,
@@ -32,7 +32,7 @@ pgtable_options = options(
     click.option("--seed", type=click.IntRange(0, (1 << 32) - 1), default=0, show_default=True, help="Seed for --touch-fraction."),
     click.option("--touch-file", type=click.File("r"), default=None,
                  help="Touch the addresses or ranges (ADDR or ADDR-END) listed, one per line; - for stdin."),
-    click.option("--backing", default="anon", show_default=True,
+    click.option("--backing", default="anon", show_default=True, shell_complete=complete_backing,
                  help="anon, thp (PMD-mapped THP), or hugetlb-SIZE (hugetlb-2M, hugetlb-1G, ...)."),
     click.option("--after", type=click.Choice(["dontneed", "free"]), default=None,
                  help="Also give what remains after madvise(MADV_DONTNEED|MADV_FREE) of the whole mapping."),
@@ -48,7 +48,7 @@ def touches_from_options(profile: Profile, vsize: int | None, vma_start: int | N
     if sum(x is not None for x in (touch_stride, touch_fraction, touch_file)) > 1:
         raise InputError("use one of --touch-stride, --touch-fraction and --touch-file")
     if vsize is None:
-        raise InputError("--vsize is required (or use --worst-case or --pid)")
+        raise InputError("--vma-size is required (or use --worst-case or --pid)")
     if touch_file is None:
         return Touches(stride=touch_stride, fraction=touch_fraction, seed=seed), vma_start
     start = mapping_bounds(profile, vsize, vma_start, Backing(profile, backing))
@@ -73,14 +73,14 @@ def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, ca
 
     \b
     Examples:
-      hugecalc pgtable --vsize 64G --touch-stride 2M
-      hugecalc pgtable --vsize 1T --touch-fraction 0.1 --seed 1 --after dontneed
-      hugecalc pgtable --vsize 4G --backing thp --after dontneed --explain
-      hugecalc pgtable --vsize 16G --backing hugetlb-2M --shared-by 100
+      hugecalc pgtable --vma-size 64G --touch-stride 2M
+      hugecalc pgtable --vma-size 1T --touch-fraction 0.1 --seed 1 --after dontneed
+      hugecalc pgtable --vma-size 4G --backing thp --after dontneed --explain
+      hugecalc pgtable --vma-size 16G --backing hugetlb-2M --shared-by 100
       hugecalc pgtable --worst-case --profile i386
       hugecalc pgtable --pid $$
-      printf '0x8000000000\\n0x8000200000-0x8000400000\\n' | hugecalc pgtable --vsize 2G --vma-start 0x8000000000 --touch-file -
-      hugecalc pgtable --vsize 1T --sweep touch-fraction=1e-6..1x10
+      printf '0x8000000000\\n0x8000200000-0x8000400000\\n' | hugecalc pgtable --vma-size 2G --vma-start 0x8000000000 --touch-file -
+      hugecalc pgtable --vma-size 1T --sweep touch-fraction=1e-6..1x10
     """
     if sweeps:
         if worst_case or pid is not None or touch_file is not None:
@@ -96,7 +96,7 @@ def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, ca
         return _worst_case(profile, release, as_json, explain)
     if pid is not None:
         if shared_by != 1 or vsize is not None or touch_stride or touch_fraction is not None or touch_file:
-            raise InputError("--pid takes the process's own mappings and present pages: --vsize, --touch-* and "
+            raise InputError("--pid takes the process's own mappings and present pages: --vma-size, --touch-* and "
                              "--shared-by do not apply")
         return _process(profile, release, as_json, explain, capture, pid, after, backing)
     from hugecalc.calc.pgtable import compute_pgtable

@@ -20,8 +20,8 @@ sweep_options = options(
 # Per command: the options that can be swept, and the figures of one result: name -> (value, is bytes).
 SWEEPABLE = {
     "vmemmap": {"pages", "struct-page-size", "zones", "kernel"},
-    "pgtable": {"vsize", "vma-start", "touch-stride", "touch-fraction", "seed", "shared-by", "kernel"},
-    "mthp": {"size", "vma-size", "vma-start", "file-offset", "touch-stride", "prepopulated-stride", "max-ptes-none",
+    "pgtable": {"vma-size", "vsize", "vma-start", "touch-stride", "touch-fraction", "seed", "shared-by", "kernel"},
+    "mthp": {"size", "vma-size", "vsize", "vma-start", "file-offset", "touch-stride", "prepopulated-stride", "max-ptes-none",
              "kernel"},
 }
 
@@ -64,7 +64,7 @@ def run_sweep(command: str, specs: tuple[str, ...], plot: str | None, as_json: b
 
     from hugecalc.cli.batch import run_one
     from hugecalc.plot import Chart, terminal, write
-    from hugecalc.result import SCHEMA_VERSION
+    from hugecalc.render import to_json
     from hugecalc.sweep import grid, parse_sweep
 
     sweeps = [parse_sweep(s, SWEEPABLE[command]) for s in specs]
@@ -102,10 +102,14 @@ def run_sweep(command: str, specs: tuple[str, ...], plot: str | None, as_json: b
     if plot:
         write(chart, plot)
     if as_json:
-        click.echo(json.dumps({"schema_version": SCHEMA_VERSION, "command": command, "sweep": True,
-                               "sweeps": [{"option": s.option, "values": list(s.values), "geometric": s.geometric}
-                                          for s in sweeps],
-                               "points": points}, indent=2))
+        from hugecalc.sweep import SweepResult
+
+        result = SweepResult[dict[str, Any]](
+            command=command, profile=first.get("profile"), kernel=kernel.removeprefix("kernel "),
+            inputs={"args": base},
+            sweeps=[{"option": s.option, "values": list(s.values), "geometric": s.geometric} for s in sweeps],
+            points=points)
+        click.echo(to_json(result, False))
         return
     out = console()
     out.print(Text(header(first) + f" — swept {' x '.join(s.option for s in sweeps)}", style="bold"))

@@ -83,10 +83,10 @@ def verify_pgtable_cmd(profile: Profile, release: Release, as_json: bool, explai
 
     \b
     Examples:
-      sudo hugecalc verify pgtable --vsize 64G --touch-stride 2M --after dontneed
-      sudo hugecalc verify pgtable --vsize 1G --touch-fraction 0.01 --seed 7
-      sudo hugecalc verify pgtable --vsize 256M --backing thp --after dontneed
-      sudo hugecalc verify pgtable --vsize 4G --backing hugetlb-2M
+      sudo hugecalc verify pgtable --vma-size 64G --touch-stride 2M --after dontneed
+      sudo hugecalc verify pgtable --vma-size 1G --touch-fraction 0.01 --seed 7
+      sudo hugecalc verify pgtable --vma-size 256M --backing thp --after dontneed
+      sudo hugecalc verify pgtable --vma-size 4G --backing hugetlb-2M
     """
     from hugecalc.verify.pgtable import verify_pgtable
 

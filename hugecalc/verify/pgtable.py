@@ -29,7 +29,7 @@ def touch_intervals(touches, start: int, end: int, page: int, table_pages: int =
         sizes = np.diff(bounds)
         counts = rng.binomial(sizes, touches.fraction)
         if counts.sum() > MAX_VERIFY_TOUCHES:
-            raise HostError(f"{int(counts.sum()):,} touches are too many to run; use a smaller --vsize or fraction")
+            raise HostError(f"{int(counts.sum()):,} touches are too many to run; use a smaller --vma-size or fraction")
         chosen = np.concatenate([b + np.sort(rng.choice(n, k, replace=False))
                                  for b, n, k in zip(bounds[:-1], sizes, counts) if k] or [np.zeros(0, np.int64)])
         chosen = chosen.astype(np.int64) * page
@@ -65,7 +65,7 @@ def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start:
     end = start + vsize
     starts, ends = touch_intervals(touches, start, end, page)
     if len(starts) > MAX_VERIFY_TOUCHES:
-        raise HostError(f"{len(starts):,} touches are too many to run; use a larger stride or smaller --vsize")
+        raise HostError(f"{len(starts):,} touches are too many to run; use a larger stride or smaller --vma-size")
     exact = Touches(intervals=(starts, ends))
     predicted = compute_pgtable(profile, release, vsize=vsize, vma_start=start, touches=exact,
                                 backing=backing, after=after, compare=False)

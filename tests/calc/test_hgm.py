@@ -117,8 +117,8 @@ def test_folio_reference_schemes():
 
 def test_thp_like_costs_hvo():
     res = hgm([4 * K, G], guest_memory=T)
-    assert res["thp-like"].hvo_lost_bytes == 1024 * 4095 * 4096 and not res["thp-like"].hvo_compatible
-    assert res["head-only"].hvo_lost_bytes == 0 and res["head-only"].hvo_compatible
+    assert res["thp-like"].freed_bytes_lost == 1024 * 4095 * 4096 and not res["thp-like"].optimizable
+    assert res["head-only"].freed_bytes_lost == 0 and res["head-only"].optimizable
     assert res["thp-like"].guest_seconds == pytest.approx(1024 * res["thp-like"].blocked_seconds)
 
 

@@ -1,0 +1,92 @@
+"""``hugecalc schema [COMMAND]``: the JSON Schema of what ``--json`` prints, generated from the
+result models that print it (one model feeds the table, the JSON and this schema)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from typing import Any, Union
+
+import click
+
+#: Per command, every document its --json can print (module:Model), one per mode.
+DOCUMENTS: dict[str, tuple[str, ...]] = {
+    "vmemmap": ("hugecalc.calc.vmemmap:VmemmapResult", "hugecalc.calc.hvo_now:HostVmemmapResult"),
+    "pgtable": ("hugecalc.calc.pgtable:PgtableResult", "hugecalc.calc.tables:WorstCaseResult",
+                "hugecalc.calc.process:ProcessResult"),
+    "mthp": ("hugecalc.calc.mthp:MthpResult", "hugecalc.calc.mthp:MthpComparison",
+             "hugecalc.calc.mthp:MthpNowWhatIf", "hugecalc.calc.replay:ReplayResult"),
+    "hgm": ("hugecalc.calc.hgm:HgmResult",),
+    "host": ("hugecalc.capture:Capture",),
+    "fleet": ("hugecalc.fleet:FleetResult",),
+    "profiles": ("hugecalc.profiles:ProfileList", "hugecalc.profiles:ProfileShow"),
+    "verify": ("hugecalc.verify.common:VerifyResult",),
+}
+#: Commands whose --sweep --json prints a SweepResult of their own documents.
+SWEPT = ("vmemmap", "pgtable", "mthp")
+#: batch prints JSON Lines: each line one command's document or an error.
+BATCH = ("vmemmap", "pgtable", "mthp", "hgm", "host", "profiles")
+
+
+def _model(spec: str) -> Any:
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _one_of(types: list[Any]) -> Any:
+    return types[0] if len(types) == 1 else Union[tuple(types)]  # noqa: UP007 - a runtime Union of classes
+
+
+def document_type(command: str) -> Any:
+    """The type of one document ``command --json`` prints (a Union over its modes)."""
+    if command == "batch":
+        from hugecalc.result import BatchError
+
+        return _one_of([_model(s) for c in BATCH for s in DOCUMENTS[c]] + [BatchError])
+    own = [_model(s) for s in DOCUMENTS[command]]
+    if command in SWEPT:
+        from hugecalc.sweep import SweepResult
+
+        own.append(SweepResult[_one_of(own)])
+    return _one_of(own)
+
+
+def json_schema(command: str | None) -> dict[str, Any]:
+    """The JSON Schema (2020-12) of ``command``'s --json output, or of any hugecalc document."""
+    from pydantic import TypeAdapter
+
+    from hugecalc import __version__
+
+    commands = [command] if command else [c for c in DOCUMENTS]
+    schema = TypeAdapter(_one_of([document_type(c) for c in commands])).json_schema(mode="serialization")
+    # pydantic names a generic by its arguments (SweepResult_Union_PgtableResult__WorstCaseResult__...);
+    # name it by its command instead (PgtableSweepResult).
+    text = json.dumps(schema)
+    for name in schema.get("$defs", {}):
+        short = re.fullmatch(r"Sweep(Result|Point)_(?:Union_)?([A-Z][a-z]+)\w*", name)
+        if short:
+            text = text.replace(f'"{name}"', f'"{short[2]}Sweep{short[1]}"').replace(
+                f"/{name}\"", f"/{short[2]}Sweep{short[1]}\"")
+    schema = json.loads(text)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": f"hugecalc {command or ''} --json".replace("  ", " "),
+            "description": (f"hugecalc {__version__}: " +
+                            ("one line of output (JSON Lines)" if command == "batch" else "the document --json prints")),
+            **schema}
+
+
+@click.command()
+@click.argument("command", required=False, type=click.Choice([*DOCUMENTS, "batch"]))
+def schema(command: str | None) -> None:
+    """Print the JSON Schema of what --json prints: of COMMAND, or of every command.
+
+    Generated from the same result models that print the tables and the JSON. `batch` gives the
+    schema of one output line; a command's schema includes its --sweep document.
+
+    \b
+    Examples:
+      hugecalc schema pgtable > pgtable.schema.json
+      hugecalc pgtable --vma-size 1G --json | check-jsonschema --schemafile pgtable.schema.json -
+    """
+    click.echo(json.dumps(json_schema(command), indent=2))
