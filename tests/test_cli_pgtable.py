@@ -101,7 +101,8 @@ def test_pid_missing(run):
     [["--vma-size", "8G", "--touch-stride", "2M", "--after", "dontneed"],
      ["--vma-size", "256M", "--touch-fraction", "0.01", "--seed", "3", "--after", "free"],
      ["--vma-size", "64M", "--backing", "thp", "--after", "dontneed"],
-     ["--vma-size", "32M", "--backing", "hugetlb-2M"]],
+     ["--vma-size", "32M", "--backing", "hugetlb-2M"],
+     []],  # the default run: 1 GiB, every base page
 )
 def test_verify_pgtable_on_running_kernel(run, args):
     before = (HP2M.read_text(), THP.read_text())
@@ -111,6 +112,9 @@ def test_verify_pgtable_on_running_kernel(run, args):
     checks = r.json["checks"]
     assert checks and all(c["match"] for c in checks)
     assert checks[0]["measured"] > 0
+    if not args:
+        predicted = run("pgtable", "--vma-size", "1G", "--kernel", r.json["kernel"], "--json").json
+        assert checks[0]["measured"] == predicted["page_table_bytes"]
 
 
 @pytest.mark.root

@@ -82,11 +82,13 @@ class lazy_jit:  # noqa: N801 - used as a decorator, like jit
 
 
 def call(kernel: Any, *args: Any) -> Any:
-    """Call a jitted kernel; if its first call compiles for more than a second, say so."""
+    """Call a jitted kernel; if compiling it for these arguments (not running it: a warm cache
+    loads in milliseconds, however long the run) takes more than a second, say so."""
     notify = calc.on_slow_compile
     # With NUMBA_DISABLE_JIT=1 a kernel is its plain Python function: nothing to compile.
     if notify is None or getattr(kernel, "signatures", True):
         return kernel(*args)
+    dispatcher = kernel.kernel if isinstance(kernel, lazy_jit) else kernel
     timer = threading.Timer(
         COMPILE_NOTICE_SECONDS,
         notify,
@@ -94,7 +96,8 @@ def call(kernel: Any, *args: Any) -> Any:
     )
     timer.daemon = True
     timer.start()
-    try:
-        return kernel(*args)
+    try:  # Dispatcher.compile: compile, or load from the on-disk cache, without running
+        dispatcher.compile(tuple(dispatcher.typeof_pyval(a) for a in args))
     finally:
         timer.cancel()
+    return kernel(*args)

@@ -73,6 +73,9 @@ def verify_vmemmap_cmd(profile: Profile, release: Release, as_json: bool, explai
     _emit_verify(result, as_json, explain, "vmemmap", "vmemmap differs")
 
 
+DEFAULT_VERIFY_VMA_BYTES = 1 << 30
+
+
 @verify.command("pgtable")
 @pgtable_options
 @common_options
@@ -81,8 +84,11 @@ def verify_pgtable_cmd(profile: Profile, release: Release, as_json: bool, explai
                        touch_file: Any, backing: str, after: str | None) -> None:
     """Map and touch in a child process, and check its VmPTE against the prediction.
 
+    Without --vma-size: a 1 GiB anonymous mapping, every base page touched.
+
     \b
     Examples:
+      sudo hugecalc verify pgtable
       sudo hugecalc verify pgtable --vma-size 64G --touch-stride 2M --after dontneed
       sudo hugecalc verify pgtable --vma-size 1G --touch-fraction 0.01 --seed 7
       sudo hugecalc verify pgtable --vma-size 256M --backing thp --after dontneed
@@ -93,6 +99,7 @@ def verify_pgtable_cmd(profile: Profile, release: Release, as_json: bool, explai
     notes: list[str] = []
     release = _running_release(release, notes)
     profile = _running_profile(profile)
+    vsize = DEFAULT_VERIFY_VMA_BYTES if vsize is None else vsize
     touches, vma_start = touches_from_options(profile, vsize, vma_start, backing, touch_stride, touch_fraction, seed, touch_file)
     result = verify_pgtable(profile, release, vsize=vsize, vma_start=vma_start, touches=touches,
                             backing=backing, after=after, notes=notes)

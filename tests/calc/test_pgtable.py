@@ -223,6 +223,43 @@ def test_slow_first_compile_is_announced(monkeypatch):
     assert _jit.call(kernel, 1) == 2 and not said  # compiled now: silent
 
 
+@pytest.mark.skipif(__import__("os").environ.get("NUMBA_DISABLE_JIT") == "1", reason="nothing compiles without the JIT")
+def test_a_long_run_from_a_warm_cache_is_not_announced(tmp_path):
+    """The notice times the compile (or the cache load), never the run: a 1 s+ run loaded from the
+    cache says nothing (newcomer report, finding 9)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "spin.py").write_text(textwrap.dedent("""
+        from hugecalc.calc._jit import jit
+
+        @jit
+        def spin(n):
+            acc = 0
+            for i in range(n):
+                acc = (acc * 31 + i) % 1000003
+            return acc
+    """))
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(tmp_path)!r})
+        from hugecalc import calc
+        from hugecalc.calc import _jit
+        _jit.COMPILE_NOTICE_SECONDS = 0.5
+        calc.on_slow_compile = lambda m: print("NOTICE", m)
+        import spin
+        t = time.perf_counter()
+        _jit.call(spin.spin, 400_000_000)
+        print("RUN", time.perf_counter() - t)
+    """)
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True)  # compiles, caches
+    warm = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True).stdout
+    assert float(warm.split("RUN")[1]) > 1.0, "the run must outlast the notice threshold for this test to mean anything"
+    assert "NOTICE" not in warm
+
+
 def test_vmpte_before_4_15_counts_pte_tables_only():
     """af5b0f6a09e4 (v4.15) made VmPTE count PMD and PUD tables too."""
     old = compute_pgtable(load_profile("x86-64"), R("4.14"), vsize=64 * G, touches=Touches(stride=2 * M), compare=False)
