@@ -117,11 +117,24 @@ def print_header(console: Console, result: Result, what: str) -> None:
     console.print(Text(f"{what} — profile {result.profile}, kernel {result.kernel}", style="bold"))
 
 
-def print_notes(console: Console, result: Result) -> None:
+def print_wrapped(console: Console, text: str, indent: int, style: str = "", bold: int = 0) -> None:
+    """``text`` wrapped to the console with a hanging indent (wrapped lines keep their place under the
+    first), broken only at spaces, so a number is never split; the first ``bold`` characters in bold."""
+    import textwrap
+
     from rich.text import Text
 
+    lines = textwrap.wrap(text, width=max(console.width, 20), subsequent_indent=" " * indent,
+                          break_long_words=False, break_on_hyphens=False) or [""]
+    out = Text("\n".join(lines), style=style)
+    if bold:
+        out.stylize("bold", 0, bold)
+    console.print(out, soft_wrap=True)
+
+
+def print_notes(console: Console, result: Result) -> None:
     for note in result.notes:
-        console.print(Text(f"note: {note}", style="yellow"))
+        print_wrapped(console, f"note: {note}", 6, "yellow")
 
 
 def print_explain(console: Console, result: Result) -> None:
@@ -135,8 +148,8 @@ def print_explain(console: Console, result: Result) -> None:
         if d.scope != scope:
             scope = d.scope
             console.print(Text(f"\n{scope}", style="bold"))
-        console.print(Text.assemble((f"  {d.figure}: ", "bold"), d.formula))
-        console.print(Text(f"      rule: {d.rule}", style="dim"))
+        print_wrapped(console, f"  {d.figure}: {d.formula}", 4, bold=len(d.figure) + 3)
+        print_wrapped(console, f"      rule: {d.rule}", 12, "dim")
 
 
 def transposed_summary(result: BaseModel) -> Table:

@@ -251,3 +251,40 @@ def test_no_color_means_no_escapes():
         out += chunk
     os.waitpid(pid, 0)
     assert b"Net saving" in out and b"\x1b[" not in out
+
+
+@pytest.mark.parametrize("args,error", [
+    (["mthp", "--vma-size", "-1G"], "Error: --vma-size '-1G' is not a size"),
+    (["pgtable", "--vma-size", "0"], "Error: --vma-size '0' must be greater than zero"),
+    (["pgtable", "--bogus"], "Error: No such option '--bogus'"),
+    (["pgtable", "--after", "x"], "Error: Invalid value for '--after': 'x' is not one of"),
+    (["mthp", "--size", "63k"], "Error: --size 63K is not a power-of-two number of 4K pages"),
+    (["mthp", "--size", "4k"], "Error: --size 4K is the base page, not a THP size: x86-64 has 16K..2M"),
+    (["mthp", "--vma-size", "1k"], "Error: --vma-size 1K must be a positive multiple of the 4K page"),
+])
+def test_an_error_is_one_line_and_where_help_is(args, error):
+    """Usage errors say what is wrong once (no 'Usage:' block, no option named twice), then where help is."""
+    p = subprocess.run([sys.executable, "-m", "hugecalc", *args], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stdout == ""
+    lines = p.stderr.splitlines()
+    assert lines[0].startswith(error), lines
+    assert len(lines) <= 2 and (len(lines) == 1 or lines[1] == f"Try 'hugecalc {args[0]} --help' for help.")
+    assert lines[0].count(args[1]) == 1
+
+
+def test_wrapped_notes_and_derivations_keep_their_indent():
+    """At 60 columns a long note, reason or derivation wraps under itself, never back to column 0."""
+    env = {**os.environ, "COLUMNS": "60", "NO_COLOR": "1"}
+    args = ["vmemmap", "--pages", "1400", "--hugepage-size", "1G", "--profile", "arm64-4k", "--kernel", "6.1.50",
+            "--explain"]
+    out = subprocess.run([sys.executable, "-m", "hugecalc", *args], env=env, capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    start = next(i for i, line in enumerate(out) if line.startswith("why not"))
+    block = out[start:]
+    assert all(len(line) <= 60 for line in block)
+    assert len(block) > 10 and block[1].startswith("    (ARCH_WANT")
+    # after the table every line is a heading, a first line (note:, why not, a figure, rule:) or indented
+    firsts = ("why not", "note:", "How each", "1G")
+    assert all(line == "" or line.startswith(firsts) or line.startswith("  ") for line in block)
+    figure = out.index("  HVO applies: no: arm64 has no HVO in 6.1.50")
+    assert out[figure + 1].startswith("    (ARCH_WANT")

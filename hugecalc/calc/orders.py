@@ -97,17 +97,23 @@ def _why(page: int, rule: str, madvise: bool, modes: dict[int, str]) -> str:
             + ", ".join(f"{fmt_size(page << o)}={m}" for o, m in sorted(modes.items()) if m != "never"))
 
 
+def check_order(profile: Profile, size: int, allowed_orders: list[int], what: str, rule: str) -> int:
+    """The order of a THP size an option names, refused with the reason when the kernel has no such size."""
+    order = _order_of(profile, size, what)
+    if order not in allowed_orders:
+        lo, hi = allowed_orders[0], allowed_orders[-1]
+        why = ("the base page, not a THP size" if order == 0 else f"order {order}, larger than the PMD size"
+               if order > hi else f"order {order} ({rule})")
+        raise InputError(f"{what} {fmt_size(size)} is {why}: {profile.name} has "
+                         f"{fmt_size(profile.page_size << lo)}..{fmt_size(profile.page_size << hi)}")
+    return order
+
+
 def parse_modes(profile: Profile, items: list[tuple[int, str]], allowed_orders: list[int], modes: tuple[str, ...],
                 what: str, rule: str) -> dict[int, str]:
     out: dict[int, str] = {}
     for size, mode in items:
-        order = _order_of(profile, size, what)
-        if order not in allowed_orders:
-            lo, hi = allowed_orders[0], allowed_orders[-1]
-            raise InputError(
-                f"{what} {fmt_size(size)} is order {order}: {profile.name} allows orders {lo}..{hi} "
-                f"({fmt_size(profile.page_size << lo)}..{fmt_size(profile.page_size << hi)}) ({rule})"
-            )
+        order = check_order(profile, size, allowed_orders, what, rule)
         if mode not in modes:
             raise InputError(f"{what} {fmt_size(size)}={mode}: the mode must be one of {', '.join(modes)}")
         out[order] = mode
@@ -160,7 +166,7 @@ def pass_settings(profile: Profile, release: Release, notes: list[str], *, enabl
     if madvise and nohugepage:
         raise InputError("--madvise and --nohugepage exclude each other (MADV_HUGEPAGE vs MADV_NOHUGEPAGE)")
     if vma_size <= 0 or vma_size % page:
-        raise InputError(f"--vma-size {vma_size} must be a positive multiple of the {fmt_size(page)} page")
+        raise InputError(f"--vma-size {fmt_size(vma_size)} must be a positive multiple of the {fmt_size(page)} page")
     stride = check_user_span(profile, touch_stride or page, "--touch-stride")
     if prepopulated_stride is not None:
         check_user_span(profile, prepopulated_stride, "--prepopulated-stride")

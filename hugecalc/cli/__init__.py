@@ -70,6 +70,11 @@ def main() -> None:
         code = cli.main(prog_name="hugecalc", standalone_mode=False)
         _flush()
         sys.exit(code if isinstance(code, int) else 0)
+    except click.UsageError as e:  # two lines, not click's four: the error, then where help is
+        click.echo(f"Error: {e.format_message()}", err=True)
+        if e.ctx is not None:
+            click.echo(f"Try '{e.ctx.command_path} --help' for help.", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -50,12 +50,13 @@ class Size(click.ParamType):
     def convert(self, value: Any, param: Any, ctx: Any) -> int:
         if isinstance(value, int):
             return value
+        what = param.opts[0] if param else self.name.lower()
         try:
-            n = parse_size(value, param.opts[0] if param else self.name.lower())
-        except InputError as e:
-            self.fail(str(e), param, ctx)
+            n = parse_size(value, what)
+        except InputError as e:  # the message names the option already: not "Invalid value for ..."
+            raise click.UsageError(str(e), ctx) from None
         if self.positive and n <= 0:
-            self.fail(f"{value!r} must be greater than zero", param, ctx)
+            raise click.UsageError(f"{what} {value!r} must be greater than zero", ctx)
         return n
 
 

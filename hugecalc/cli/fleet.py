@@ -89,6 +89,7 @@ def _run(command: str, sources: tuple[str, ...], by: tuple[str, ...], kernel: st
 
 def _draw(out: Any, command: str, doc: dict, by: tuple[str, ...]) -> None:
     from hugecalc.fleet import METRICS
+    from hugecalc.render import print_wrapped
 
     out.print(Text(f"fleet {command}: {doc['hosts']:,} hosts"
                    + (f", {doc['hosts_skipped']:,} not applicable" if doc["skipped"] else "")
@@ -123,9 +124,9 @@ def _draw(out: Any, command: str, doc: dict, by: tuple[str, ...]) -> None:
     for x in doc["skipped"]:
         reasons[x["reason"]] = reasons.get(x["reason"], 0) + 1
     for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]:
-        out.print(Text(f"not applicable to {n:,} host{'s' if n > 1 else ''}: {reason}", style="yellow"))
+        print_wrapped(out, f"not applicable to {n:,} host{'s' if n > 1 else ''}: {reason}", 4, "yellow")
     for f in doc["failed"][:10]:
-        out.print(Text(f"failed: {f['source']}: {f['error']}", style="yellow"))
+        print_wrapped(out, f"failed: {f['source']}: {f['error']}", 4, "yellow")
     if len(doc["failed"]) > 10:
         out.print(Text(f"... and {len(doc['failed']) - 10} more (see --json)", style="yellow"))
 

@@ -58,6 +58,8 @@ def host(pids_text: str | None, output: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(text)
         return
+    from hugecalc.render import print_wrapped
+
     out = console()
     out.print(Text(f"{capture.hostname}: Linux {capture.kernel} on {capture.arch} — profile {capture.profile.name} "
                    f"({capture.paging_levels} levels, {fmt_size(capture.page_size)} pages, "
@@ -80,4 +82,4 @@ def host(pids_text: str | None, output: str | None, as_json: bool) -> None:
                   f"{fmt_bytes(sum(v.present_pages for v in p.vmas) * capture.page_size)} present, "
                   f"VmPTE {fmt_bytes(p.vm_pte_bytes)}")
     for u in capture.unknown:
-        out.print(Text(f"unknown: {u['what']} ({u['source']}: {u['error']})", style="yellow"))
+        print_wrapped(out, f"unknown: {u['what']} ({u['source']}: {u['error']})", 4, "yellow")

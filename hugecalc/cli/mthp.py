@@ -60,10 +60,16 @@ mthp_options = options(
 def mthp_kwargs(sizes: tuple[int, ...], enabled: tuple[str, ...], top_level: str, madvise: bool,
                 nohugepage: bool, stack: bool, memory: str, shmem_enabled: tuple[str, ...], huge: str, vma_size: int,
                 vma_start: int | None, file_offset: int | None, touch_stride: int | None,
-                prepopulated_stride: int | None, access: str) -> dict:
+                prepopulated_stride: int | None, access: str, profile: Profile | None = None) -> dict:
     """mthp_options' values as compute_mthp's keyword arguments; options that would be ignored or
-    contradict each other are refused."""
+    contradict each other are refused, and with the ``profile``, --size values it has no THP size for."""
     from hugecalc.units import fmt_size
+
+    if profile is not None:
+        from hugecalc.calc.orders import anon_orders, check_order
+
+        for size in sizes:
+            check_order(profile, size, anon_orders(profile), "--size", "THP_ORDERS_ALL_ANON excludes order 1")
 
     if (sizes or enabled) and memory != "anon":
         raise InputError(f"--size/--enabled set anonymous sizes, which --memory {memory} does not use: "
@@ -123,11 +129,11 @@ def mthp(profile: Profile, release: Release, as_json: bool, explain: bool, captu
     """
     from hugecalc.calc.khugepaged import parse_occupancy
     from hugecalc.calc.mthp import compare_sizes, compute_mthp
-    from hugecalc.render import list_table, print_header, transposed_summary
+    from hugecalc.render import list_table, print_header, print_wrapped, transposed_summary
 
     if sweeps:
         return run_sweep("mthp", sweeps, plot, as_json, lambda doc: f"mTHP, profile {doc['profile']}")
-    kw = mthp_kwargs(**options)
+    kw = mthp_kwargs(**options, profile=profile)
     if pid is not None:
         return _replay(profile, release, as_json, explain, capture, pid, kw)
     if capture is not None and not khugepaged:
@@ -168,8 +174,8 @@ def mthp(profile: Profile, release: Release, as_json: bool, explain: bool, captu
             out.print(Text("khugepaged mTHP collapse, by design (see the note for this release):", style="bold"))
             for d in result.khugepaged:
                 collapsed = ", ".join(f"{c.count:,} x {fmt_size(c.size_bytes)}" for c in d.collapses) or "nothing"
-                out.print(Text(f"  {d.design}: of {d.pmd_ranges:,} PMD ranges, {collapsed}; "
-                               f"{d.untouched_ranges:,} left as they are" + (f" ({d.note})" if d.note else "")))
+                print_wrapped(out, f"  {d.design}: of {d.pmd_ranges:,} PMD ranges, {collapsed}; "
+                                   f"{d.untouched_ranges:,} left as they are" + (f" ({d.note})" if d.note else ""), 4)
 
     emit(result, as_json, explain, draw)
 

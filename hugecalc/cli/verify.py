@@ -128,7 +128,7 @@ def verify_mthp_cmd(profile: Profile, release: Release, as_json: bool, explain: 
     notes: list[str] = []
     release = _running_release(release, notes)
     profile = _running_profile(profile)
-    result = verify_mthp(profile, release, mthp_kwargs(**options), notes)
+    result = verify_mthp(profile, release, mthp_kwargs(**options, profile=profile), notes)
     _emit_verify(result, as_json, explain, "mthp", "faults or folios differ")
 
 

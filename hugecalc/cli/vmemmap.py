@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from hugecalc.cli.sweep import run_sweep, sweep_options
-from hugecalc.cli.common import common_options, emit, SIZE, Text
+from hugecalc.cli.common import common_options, emit, SIZE
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
@@ -66,7 +66,7 @@ def vmemmap(profile: Profile, release: Release, as_json: bool, explain: bool, ca
       hugecalc vmemmap --pages 1T --sweep kernel=5.14,5.18,6.3,7.1 --profile arm64-4k
     """
     from hugecalc.calc.vmemmap import compute_vmemmap
-    from hugecalc.render import print_header, transposed_table
+    from hugecalc.render import print_header, print_wrapped, transposed_table
 
     if sweeps:
         return run_sweep("vmemmap", sweeps, plot, as_json, lambda doc: f"HVO, profile {doc['profile']}")
@@ -91,7 +91,7 @@ def vmemmap(profile: Profile, release: Release, as_json: bool, explain: bool, ca
             if row.reason:
                 reasons.setdefault(row.reason, []).append(fmt_size(row.hugepage_size_bytes))
         for reason, sizes in reasons.items():
-            out.print(Text(f"why not ({', '.join(sizes)}): {reason}"))
+            print_wrapped(out, f"why not ({', '.join(sizes)}): {reason}", 4)
 
     emit(result, as_json, explain, draw)
 
