@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-nojit bench readme clean
+.PHONY: run test test-kernel test-nojit bench readme clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,6 +16,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Also the experiments on the running kernel (root): they change THP/HVO settings and allocate
+# hugepages, and put every one back.
+test-kernel: $(STAMP)
+	HUGECALC_KERNEL_TESTS=1 $(PY) -m pytest
 
 test-nojit: $(STAMP)
 	NUMBA_DISABLE_JIT=1 $(PY) -m pytest

@@ -57,12 +57,30 @@ def run():
     return _run
 
 
+#: The experiments on the running kernel change its settings (THP switches, HVO, hugepage pools;
+#: all restored): they run only when asked, with `make test-kernel` (HUGECALC_KERNEL_TESTS=1).
+KERNEL_TESTS = os.environ.get("HUGECALC_KERNEL_TESTS") == "1"
+NOT_ASKED = "changes this machine's settings: run it with `make test-kernel` (HUGECALC_KERNEL_TESTS=1)"
+
+
 def needs_root_and(*paths):
     missing = [str(p) for p in paths if not os.path.exists(p)]
-    return pytest.mark.skipif(
-        os.geteuid() != 0 or bool(missing),
-        reason="needs root" if os.geteuid() != 0 else f"kernel lacks {', '.join(missing)}",
-    )
+    reason = (NOT_ASKED if not KERNEL_TESTS else "needs root" if os.geteuid() != 0
+              else f"kernel lacks {', '.join(missing)}")
+    return pytest.mark.skipif(not KERNEL_TESTS or os.geteuid() != 0 or bool(missing), reason=reason)
+
+
+def pytest_report_header(config):
+    return ("kernel experiments (tests marked root): " +
+            ("on" if KERNEL_TESTS else "off, " + NOT_ASKED.split(": ", 1)[1]))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test marked root is an experiment on this machine: skipped unless asked."""
+    if not KERNEL_TESTS:
+        for item in items:
+            if item.get_closest_marker("root"):
+                item.add_marker(pytest.mark.skip(reason=NOT_ASKED))
 
 
 @pytest.fixture

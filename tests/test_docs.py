@@ -104,3 +104,18 @@ def test_shell_completion_as_the_readme_documents_it():
     assert _complete("hugecalc mthp --profile arm", 3) == ["arm64-16k", "arm64-4k", "arm64-64k"]
     assert _complete("hugecalc pgtable --backing hug", 3) == ["hugetlb-2M", "hugetlb-1G"]
     assert _complete("hugecalc mthp --memory ", 3) == ["anon", "shmem", "sysv", "tmpfs"]
+
+
+def test_make_test_does_not_run_the_kernel_experiments_unless_asked():
+    """The experiments change THP/HVO settings and allocate hugepages: only with make test-kernel."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "HUGECALC_KERNEL_TESTS"}
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+                        "tests/test_verify.py::test_verify_vmemmap_on_running_kernel"],
+                       env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert "1 skipped" in p.stdout and "make test-kernel" in p.stdout, p.stdout
+    assert "HUGECALC_KERNEL_TESTS=1 $(PY) -m pytest" in (Path(__file__).parent.parent / "Makefile").read_text()
+    assert "make test-kernel" in README
