@@ -201,6 +201,51 @@ def host_row(command: str, capture: Any, options: dict) -> dict:
             "populated_bytes": r.populated_bytes}
 
 
+#: Per metric: what one host's figure is, from what ``hugecalc COMMAND --host FILE`` computes.
+PER_HOST = {
+    "vmemmap": ("compute_hvo_now() (calc/hvo_now.py), as `hugecalc vmemmap --host FILE`: the capture's pools "
+                "with its vm.hugetlb_optimize_vmemmap now, and with HVO on as the what-if",
+                {"pool_bytes": "sum over pools of hugepage size x nr_hugepages", "hugepages": "sum of nr_hugepages",
+                 "saved_now_bytes": "sum over pools of the net saving with the sysctl as captured",
+                 "saved_what_if_bytes": "sum over pools of the net saving with HVO on",
+                 "gain_bytes": "saved_what_if_bytes - saved_now_bytes"}),
+    "mthp": ("compute_now_and_what_if() (calc/replay.py), as `hugecalc mthp --host FILE`: the pass under the "
+             "captured THP settings (now) and under the what-if",
+             {m: f"{m.replace('_now', '').replace('_what_if', '').replace('_bytes', '')} of the pass "
+                 + ("now" if "_now" in m else "under the what-if") for m in METRICS["mthp"]}),
+    "pgtable": ("compute_pgtable() (calc/pgtable.py), as `hugecalc pgtable --host FILE`: the mapping on the "
+                "host's profile and release",
+                {"page_table_bytes": "page tables of the mapping, as VmPTE counts",
+                 "page_table_bytes_after": "what remains after the --after madvise",
+                 "populated_bytes": "memory the touches populate"}),
+}
+
+
+def explain(command: str, groups: list[dict]) -> list[Any]:
+    """How each fleet figure was derived: per host, then over the hosts (with the numbers of the
+    whole fleet's first metric)."""
+    from hugecalc.result import Derivation
+
+    rule, how = PER_HOST[command]
+    out = [Derivation(scope="per host", figure="each host's figures",
+                      formula="; ".join(f"{m} = {how[m]}" for m in METRICS[command]), rule=rule)]
+    total = groups[-1] if groups else None
+    if total and total["metrics"]:
+        m, s = next(iter(total["metrics"].items()))
+        n = total["hosts"]
+
+        def num(x: float) -> str:
+            return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.2f}"
+
+        out.append(Derivation(
+            scope="over hosts", figure=f"sum, mean, p50, p95, p99 (e.g. {m}, all hosts)",
+            formula=f"sum of {n:,} hosts = {num(s['sum'])}; mean = {num(s['sum'])} / {n:,} = {num(s['mean'])}; "
+                    f"p50 / p95 / p99 = {num(s['p50'])} / {num(s['p95'])} / {num(s['p99'])}",
+            rule="numpy.percentile (linear interpolation between the two nearest hosts); hosts that failed or "
+                 "that the what-if does not apply to are left out of every figure"))
+    return out
+
+
 def run_partition(command: str, items: list[tuple[str, str, int, int]], options: dict, by: list[str]) -> list[dict]:
     """One Dask task: every host of the partition, as rows (errors as rows too)."""
     from pydantic import ValidationError

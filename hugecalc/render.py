@@ -137,14 +137,18 @@ def print_notes(console: Console, result: Result) -> None:
         print_wrapped(console, f"note: {note}", 6, "yellow")
 
 
-def print_explain(console: Console, result: Result) -> None:
+def print_explain(console: Console, result: Result, title: str = "How each figure was derived") -> None:
     """Each figure's derivation, grouped by what it applies to."""
+    print_derivations(console, result.explain, title)
+
+
+def print_derivations(console: Console, derivations: list[Any], title: str) -> None:
     from rich.text import Text
 
     console.print()
-    console.print(Text("How each figure was derived", style="bold underline"))
+    console.print(Text(title, style="bold underline"))
     scope = None
-    for d in result.explain:
+    for d in derivations:
         if d.scope != scope:
             scope = d.scope
             console.print(Text(f"\n{scope}", style="bold"))

@@ -128,3 +128,15 @@ def test_a_parquet_table_of_captures(run, synthetic, tmp_path):
     a = run("fleet", "vmemmap", str(synthetic / "more.jsonl"), "--by", "arch", "--json").json
     b = run("fleet", "vmemmap", str(tmp_path / "captures.parquet"), "--by", "arch", "--json").json
     assert a["hosts"] == b["hosts"] == 80 and a["groups"] == b["groups"]
+
+
+def test_fleet_explains_per_host_and_over_hosts(run):
+    doc = run("fleet", "vmemmap", str(CAPTURES), "--explain", "--json").json
+    per_host, over = doc["explain"]
+    assert per_host["scope"] == "per host" and "compute_hvo_now()" in per_host["rule"]
+    total = doc["groups"][-1]
+    s = total["metrics"]["pool_bytes"]
+    assert over["scope"] == "over hosts"
+    assert f"sum of {total['hosts']:,} hosts = {s['sum']:,}" in over["formula"]
+    r = run("fleet", "vmemmap", str(CAPTURES), "--explain")
+    assert "How each figure was derived" in r.stdout and "numpy.percentile" in r.stdout

@@ -190,3 +190,11 @@ def test_pgtable_replays_a_captured_process(run):
     assert doc["page_table_bytes_backing"] == proc.vm_pte_bytes - thps * 4096
     r = run("pgtable", "--host", str(X86), "--pid", str(proc.pid), "--vma-size", "1G")
     assert r.exit_code == 2 and "do not apply" in r.stderr
+
+
+def test_host_explain_says_where_each_value_was_read(run):
+    r = run("host", "--explain")
+    assert r.exit_code == 0, r.stderr
+    text = r.stdout[r.stdout.index("Where each value was read"):]
+    assert "kernel: " + __import__("platform").release() in text and "rule: uname -r" in text
+    assert "thp.enabled: " in text and "rule: /sys/kernel/mm/transparent_hugepage/enabled" in text

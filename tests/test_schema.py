@@ -124,3 +124,13 @@ def test_every_command_and_mode_is_covered():
     assert set(DOCUMENTS) | {"batch", "schema"} == set(COMMANDS)
     covered = set(MODES) | {"verify"}  # verify's --json: the root tests read it through Run.json, which validates
     assert covered == set(DOCUMENTS)
+
+
+@pytest.mark.parametrize("command,mode,args",
+                         [(c, m, a) for c, modes in MODES.items() if c not in ("host", "profiles") for m, a in modes],
+                         ids=lambda v: v if isinstance(v, str) else None)
+def test_every_view_explains_itself(run, command, mode, args):
+    """--explain explains every view: each mode's JSON carries derivations, each with a rule."""
+    document = run(command, *[a for a in args if a != "--explain"], "--explain", "--json").json
+    assert document["explain"], f"{command} ({mode}) explains nothing"
+    assert all(d["formula"] and d["rule"] for d in document["explain"])

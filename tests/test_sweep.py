@@ -107,3 +107,14 @@ def test_plot_without_matplotlib_names_the_extra(run, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "pip install 'hugecalc[plot]'" in r.stderr and r.stdout == ""
     r = run("pgtable", "--vma-size", "1G", "--sweep", "touch-fraction=0.1,1", "--plot", str(tmp_path / "c.gif"))
     assert r.exit_code == 2 and ".svg, .png or .pdf" in r.stderr
+
+
+def test_a_sweep_explains_itself_and_both_ends(run):
+    r = run("pgtable", "--vma-size", "1G", "--sweep", "touch-stride=4K..2Mx8", "--explain")
+    assert r.exit_code == 0, r.stderr
+    text = r.stdout
+    assert "How the sweep was run" in text and "hugecalc pgtable --vma-size 1G --explain --touch-stride V" in text
+    assert "derived at touch-stride=4K" in text and "derived at touch-stride=2M" in text
+    assert "holding a touched address = 512" in text  # 2M stride: one PTE table per 2 MiB block
+    doc = run("pgtable", "--vma-size", "1G", "--sweep", "touch-stride=4K,2M", "--explain", "--json").json
+    assert doc["explain"][0]["scope"] == "sweep" and all(p["result"]["explain"] for p in doc["points"])

@@ -19,7 +19,7 @@ from __future__ import annotations
 from hugecalc.calc.vmemmap import compute_vmemmap
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
-from hugecalc.result import Model, Result, field
+from hugecalc.result import Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size
 
 
@@ -52,14 +52,14 @@ def compute_hvo_now(profile: Profile, release: Release, pools: list[tuple[int, i
     ``vm.hugetlb_optimize_vmemmap`` (Documentation/admin-guide/sysctl/vm.rst): "only affects
     hugepages allocated after it is set"; ``hugetlb_vmemmap_optimize_folio()``.
     """
-    rows, notes = [], []
+    rows, notes, explain = [], [], []
     for size, count in pools:
         if not any(h.size == size for h in profile.hugetlb):
             notes.append(f"{fmt_size(size)} pool: not a hugetlb size of profile {profile.name}; left out")
             continue
         # A pool of 0 hugepages saves nothing; its rules are still those of one hugepage.
-        what_if = compute_vmemmap(profile, release, hugepage_count=max(count, 1), hugepage_sizes=[size],
-                                  zones=zones).rows[0]
+        pool = compute_vmemmap(profile, release, hugepage_count=max(count, 1), hugepage_sizes=[size], zones=zones)
+        what_if = pool.rows[0]
         saved_if = what_if.saved_bytes if count else 0
         on = hvo_now == 1 and what_if.optimizable
         rows.append(PoolRow(
@@ -68,6 +68,7 @@ def compute_hvo_now(profile: Profile, release: Release, pools: list[tuple[int, i
             realloc_step_bytes=size if count and not on and what_if.optimizable else 0,
             realloc_pool_bytes=size * count if not on and what_if.optimizable else 0,
             optimizable=what_if.optimizable, reason=what_if.reason))
+        explain += _derivations(fmt_size(size), count, hvo_now, on, saved_if, pool.explain)
     if hvo_now is None:
         notes.append("vm.hugetlb_optimize_vmemmap does not exist on this machine: its kernel cannot do HVO "
                      "(config, struct page size, or memmap_on_memory); the what-if is for the same pools under "
@@ -89,4 +90,24 @@ def compute_hvo_now(profile: Profile, release: Release, pools: list[tuple[int, i
     return HostVmemmapResult(profile=profile.name, kernel=str(release),
                              inputs={"pools": [{"hugepage_size_bytes": s, "hugepages": n} for s, n in pools],
                                      "hugetlb_optimize_vmemmap": hvo_now, "zones": zones},
-                             rows=rows, mem_available_bytes=mem_available, notes=notes)
+                             rows=rows, mem_available_bytes=mem_available, notes=notes, explain=explain)
+
+
+def _derivations(scope: str, count: int, hvo_now: int | None, on: bool, saved_if: int,
+                 what_if: list[Derivation]) -> list[Derivation]:
+    """The what-if's own derivations (the pool as if allocated with HVO on), then now and the gain."""
+    sysctl = "missing" if hvo_now is None else str(hvo_now)
+    return [d.model_copy(update={"scope": f"{scope}, with HVO on"}) for d in what_if] + [
+        Derivation(scope=scope, figure="Net saving now",
+                   formula=f"vm.hugetlb_optimize_vmemmap {sysctl}: " + (
+                       f"the {count:,} hugepages taken as allocated with it on = {fmt_bytes(saved_if)}" if on else
+                       f"0 B: the {count:,} hugepages keep all their vmemmap"),
+                   rule="the sysctl only affects hugepages allocated after it is set "
+                        "(Documentation/admin-guide/sysctl/vm.rst); hugetlb_vmemmap_optimize_folio() in "
+                        "mm/hugetlb_vmemmap.c runs when a hugepage is allocated"),
+        Derivation(scope=scope, figure="Gain",
+                   formula=f"{fmt_bytes(saved_if)} with HVO on - {fmt_bytes(saved_if if on else 0)} now = "
+                           f"{fmt_bytes(0 if on else saved_if)}",
+                   rule="reached by reallocating the pool with the sysctl on: set_max_huge_pages() in mm/hugetlb.c "
+                        "shrinks and grows the pool one hugepage at a time"),
+    ]

@@ -147,6 +147,17 @@ def walk(profile: Profile, release: Release, p: Pass, allowed: set[int]) -> Walk
                 tables=tables, cont_pages=cont)
 
 
+def tlb_derivation(profile: Profile, release: Release, cont: int, scope: str, where: str) -> Derivation:
+    """How last-level TLB entries are counted: PMD leaves, contiguous-PTE blocks, pages."""
+    return Derivation(
+        scope=scope, figure="last-level TLB entries",
+        formula=f"one per PMD leaf, one per {cont}-page contiguous block inside a folio at least that large, "
+                f"else one per page; {where}" if cont > 1 else f"one per PMD leaf, else one per page; {where}",
+        rule=ARM64_CONTPTE.cite if profile.cont_pte_entries > 1 and release.has(ARM64_CONTPTE, profile.arch.value)
+        else ("no contpte before v6.9: " + ARM64_CONTPTE.cite) if profile.cont_pte_entries > 1 else
+        "no kernel-managed contiguous bit" + (" (hardware PTE coalescing assumed)" if cont > 1 else ""))
+
+
 def _explain(profile: Profile, release: Release, p: Pass, allowed: set[int], why: str, w: Walk,
              clear_s: float) -> list[Derivation]:
     """Stage 4b: how each figure was derived."""
@@ -178,15 +189,7 @@ def _explain(profile: Profile, release: Release, p: Pass, allowed: set[int], why
                     f"{FAULT_AROUND_BYTES} ({fault_around_pages(profile)} pages), clamped to the VMA and PTE "
                     "table; the pass meets fresh memory, so there are none and each fault allocates its folio",
             rule="do_read_fault() / do_fault_around() in mm/memory.c"))
-    cont = w.cont_pages
-    explain.append(Derivation(
-        scope="tlb", figure="last-level TLB entries",
-        formula=f"one per PMD leaf, one per {cont}-page contiguous block inside a folio at least that large, "
-                "else one per page; counted where the pass touched" if cont > 1 else
-                "one per PMD leaf, else one per page touched",
-        rule=ARM64_CONTPTE.cite if profile.cont_pte_entries > 1 and release.has(ARM64_CONTPTE, profile.arch.value)
-        else ("no contpte before v6.9: " + ARM64_CONTPTE.cite) if profile.cont_pte_entries > 1 else
-        "no kernel-managed contiguous bit" + (" (hardware PTE coalescing assumed)" if cont > 1 else "")))
+    explain.append(tlb_derivation(profile, release, w.cont_pages, "tlb", "counted where the pass touched"))
     explain.append(Derivation(
         scope="latency", figure="largest single fault",
         formula=f"clears {fmt_bytes(w.largest_folio_bytes)} at {profile.costs.clear_gib_per_s:g} GiB/s = "

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 
 from hugecalc.calc._jit import call
-from hugecalc.calc.tables import (LevelRow, check_user_span, level_row, partial_pmd_ranges, preallocated_note,
+from hugecalc.calc.tables import (LevelRow, check_user_span, level_derivations, level_row, partial_pmd_ranges, preallocated_note,
                                   stride_blocks, table_aligned_start, vmpte_bytes)
 from hugecalc.calc.touches import Counts, Touches, distinct_blocks, fraction_counts, stride_touches_in
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
-from hugecalc.releases import HUGE_PMD_SHARE, HUGETLB_DONTNEED, PT_RECLAIM, VMPTE_ALL_LEVELS, Release
+from hugecalc.releases import HUGE_PMD_SHARE, HUGETLB_DONTNEED, PT_RECLAIM, Release
 from hugecalc.result import Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size
 
@@ -194,21 +194,7 @@ def compute_pgtable(
                   for i, (name, n) in enumerate(zip(b.levels, c.tables))]
     total = vmpte_bytes(profile, level_rows)
     total_after = None if after_counts is None else vmpte_bytes(profile, level_rows, after=True)
-    top = profile.levels[0]
-    explain.append(Derivation(
-        scope="levels", figure="counted as VmPTE",
-        formula=("PTE, PMD and PUD tables" if release.has(VMPTE_ALL_LEVELS) else
-                 f"PTE tables only (kernel {release}; PMD tables were reported as VmPMD)")
-                + f"; the {top.name} ({fmt_bytes(top.bytes_per_table)}) exists for every process and P4D tables "
-                "(5-level paging) are not accounted: neither is counted",
-        rule=VMPTE_ALL_LEVELS.cite + "; __p4d_alloc() in mm/memory.c accounts nothing"))
-    for r in level_rows:
-        span = profile.table_span_bytes(r.level)
-        explain.append(Derivation(
-            scope="levels", figure=f"{r.level} tables",
-            formula=f"distinct {fmt_bytes(span)}-aligned blocks of [{start:#x}, {end:#x}) holding a touched "
-                    f"address = {r.tables:,}; x {fmt_bytes(r.table_bytes)} = {fmt_bytes(r.bytes)}",
-            rule="__pte_alloc()/__pmd_alloc()/__pud_alloc() in mm/memory.c: a table on the first fault in its range"))
+    explain += level_derivations(profile, release, level_rows, f"of [{start:#x}, {end:#x}) holding a touched address")
     if b.thp:
         explain.append(Derivation(
             scope="levels", figure="pte tables (thp)",

@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from hugecalc.calc._jit import call
-from hugecalc.calc.tables import LevelRow, partial_pmd_ranges, level_row, preallocated_tables, vmpte_bytes
+from hugecalc.calc.tables import (LevelRow, level_derivations, level_row, partial_pmd_ranges, preallocated_tables,
+                                  vmpte_bytes)
 from hugecalc.calc.touches import distinct_blocks
 from hugecalc.profiles import Profile
 from hugecalc.releases import PT_RECLAIM, Release
-from hugecalc.result import Result, field
+from hugecalc.result import Derivation, Result, field
 from hugecalc.units import fmt_bytes
 
 
@@ -120,6 +121,21 @@ def compute_process(profile: Profile, release: Release, pid: int, vmas: list[dic
                      "hold a present page backed that way, their edges as now"
                      + ("; a PMD-mapped THP still deposits its PTE table" if backing == "thp" else ""))
     present = int(sum(int((v["ends"] - v["starts"]).sum()) for v in vmas))
+    explain = [Derivation(scope="pages", figure="present or swapped memory",
+                          formula=f"pagemap entries with bit 63 (present) or 62 (swapped) in {len(vmas):,} mappings "
+                                  f"= {fmt_bytes(present)}",
+                          rule="pagemap_pmd_range()/pagemap_hugetlb_range() in fs/proc/task_mmu.c")]
+    explain += level_derivations(profile, release, level_rows,
+                                 f"holding a present or swapped page, over the union of the {len(vmas):,} mappings "
+                                 "(neighbours share tables; a hugetlb mapping has none below its hugepage's level)")
+    if after is not None:
+        explain.append(Derivation(
+            scope="after", figure=f"tables after MADV_{after.upper()}",
+            formula=", ".join(f"{r.level} {r.tables:,} -> {r.tables_after:,}" for r in level_rows)
+                    + f" = {fmt_bytes(vmpte_bytes(profile, level_rows, after=True))}",
+            rule=("reclaim_pt_is_enabled() in zap_pte_range() (mm/pt_reclaim.c): a PTE table goes when its whole "
+                  "PMD range is zapped" if after == "dontneed" and release.has(PT_RECLAIM, profile.arch.value) else
+                  "zap_pte_range() in mm/memory.c clears entries and keeps the tables")))
     if vm_pte_bytes != total:
         notes.append(
             f"VmPTE is {fmt_bytes(vm_pte_bytes)}, {fmt_bytes(abs(vm_pte_bytes - total))} "
@@ -132,7 +148,7 @@ def compute_process(profile: Profile, release: Release, pid: int, vmas: list[dic
         page_table_bytes_after=None if after is None else vmpte_bytes(profile, level_rows, after=True),
         page_table_bytes_backing=None if backed is None else backed[0],
         populated_bytes_backing=None if backed is None else backed[1],
-        vm_pte_bytes=vm_pte_bytes, present_bytes=present, vmas=len(vmas), notes=notes,
+        vm_pte_bytes=vm_pte_bytes, present_bytes=present, vmas=len(vmas), notes=notes, explain=explain,
     )
 
 

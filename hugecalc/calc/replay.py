@@ -18,14 +18,14 @@ import numpy as np
 
 from hugecalc.calc._jit import call
 from hugecalc.calc import faults
-from hugecalc.calc.mthp import FolioCount, tlb_block_pages
+from hugecalc.calc.mthp import FolioCount, tlb_block_pages, tlb_derivation
 from hugecalc.calc.orders import allowed_orders, pass_settings, pmd_order
 from hugecalc.calc.process import block_ids, level_counts
 from hugecalc.calc.tables import level_row, vmpte_bytes
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
-from hugecalc.result import Model, Result, field
-from hugecalc.units import fmt_size
+from hugecalc.result import Derivation, Model, Result, field
+from hugecalc.units import fmt_bytes, fmt_size
 
 REPLAYED = {"anon": "anon", "heap": "anon", "stack": "anon", "shmem": "shmem", "sysv": "sysv"}
 
@@ -128,9 +128,37 @@ def compute_replay(profile: Profile, release: Release, pid: int, comm: str, vm_p
         notes.append(f"VmPTE now is {vm_pte_bytes:,} bytes, the replay of the settings now gives "
                      f"{results[0].page_table_bytes:,}: the process did not fault its pages in address order, or "
                      "kept tables after unmapping or zapping pages")
+    explain = [d for r in results for d in _explain(profile, release, r, len(vmas) - len(r.vmas))]
     return ReplayResult(profile=profile.name, kernel=str(release), inputs={"pid": pid, "runs": list(runs)},
                         pid=pid, comm=comm, vm_pte_bytes=vm_pte_bytes, captured_folios=captured_folios,
-                        runs=results, notes=notes)
+                        runs=results, notes=notes, explain=explain)
+
+
+def _explain(profile: Profile, release: Release, run: ReplayRun, kept: int) -> list[Derivation]:
+    s = run.settings
+    tables = ", ".join(f"{level} {n:,}" for level, n in run.tables.items())
+    on = ", ".join(f"{size}={mode}" for size, mode in s["enabled"].items() if mode != "never")
+    return [
+        Derivation(scope=run.label, figure="sizes a fault may get",
+                   formula=f"per mapping, under enabled {on or 'every size never'}"
+                           + (", the other sizes never" if on and len(s["enabled"]) > on.count("=") else "")
+                           + f" (top level {s.get('top_level', '-')}) and its VmFlags (hg: MADV_HUGEPAGE, "
+                             "nh: MADV_NOHUGEPAGE)",
+                   rule="thp_vma_allowable_orders() in include/linux/huge_mm.h; shmem_allowable_huge_orders() in "
+                        "mm/shmem.c"),
+        Derivation(scope=run.label, figure="faults",
+                   formula=f"one per folio, each present page of the {len(run.vmas):,} replayed mappings written once "
+                           f"in address order = {run.faults:,}, populating {fmt_bytes(run.populated_bytes)} for "
+                           f"{fmt_bytes(run.touched_bytes)} present",
+                   rule="alloc_anon_folio() in mm/memory.c (anon); shmem_fault() and finish_fault() (shmem)"),
+        tlb_derivation(profile, release, tlb_block_pages(profile, release), run.label,
+                       f"over the replayed mappings = {run.tlb_entries:,}"),
+        Derivation(scope=run.label, figure="page tables",
+                   formula=f"{tables} = {fmt_bytes(run.page_table_bytes)} as VmPTE counts: upper levels over every "
+                           "present page (a folio never leaves its PMD block), PTE tables from the walk for the "
+                           f"replayed mappings and as present for the other {kept:,}",
+                   rule="__pte_alloc()/__pmd_alloc()/__pud_alloc() in mm/memory.c; mm_pgtables_bytes() (VmPTE)"),
+    ]
 
 
 def settings_from_capture(capture) -> tuple[dict, list[str]]:
@@ -185,6 +213,10 @@ def compute_now_and_what_if(profile: Profile, release: Release, capture, pass_kw
     now_settings, notes = settings_from_capture(capture)
     later = what_if(now_settings, overrides)
     now = compute_mthp(profile, release, **pass_kw, **now_settings)
+    then = compute_mthp(profile, release, **pass_kw, **later) if later != now_settings else None
+    # One list of derivations, each scoped "now" or "what-if", not one inside each result.
+    explain = [d.model_copy(update={"scope": f"{label}: {d.scope}"}) for label, r in (("now", now), ("what-if", then))
+               if r is not None for d in r.explain]
     return MthpNowWhatIf(profile=profile.name, kernel=str(release), inputs={**now.inputs, "what_if": overrides},
-                         now=now, notes=notes + now.notes,
-                         what_if=compute_mthp(profile, release, **pass_kw, **later) if later != now_settings else None)
+                         now=now.model_copy(update={"explain": []}), notes=notes + now.notes, explain=explain,
+                         what_if=None if then is None else then.model_copy(update={"explain": []}))

@@ -53,6 +53,26 @@ def level_row(profile: Profile, release: Release, name: str, tables: int, tables
                     in_vmpte=in_vmpte(release, name), tables_after=tables_after)
 
 
+def level_derivations(profile: Profile, release: Release, rows: list[LevelRow], where: str) -> list[Derivation]:
+    """What VmPTE counts, and each level's tables: distinct table-span blocks ``where`` (e.g. "of
+    [start, end) holding a touched address")."""
+    top = profile.levels[0]
+    out = [Derivation(
+        scope="levels", figure="counted as VmPTE",
+        formula=("PTE, PMD and PUD tables" if release.has(VMPTE_ALL_LEVELS) else
+                 f"PTE tables only (kernel {release}; PMD tables were reported as VmPMD)")
+                + f"; the {top.name} ({fmt_bytes(top.bytes_per_table)}) exists for every process and P4D tables "
+                "(5-level paging) are not accounted: neither is counted",
+        rule=VMPTE_ALL_LEVELS.cite + "; __p4d_alloc() in mm/memory.c accounts nothing")]
+    for r in rows:
+        out.append(Derivation(
+            scope="levels", figure=f"{r.level} tables",
+            formula=f"distinct {fmt_bytes(profile.table_span_bytes(r.level))}-aligned blocks {where} = {r.tables:,}; "
+                    f"x {fmt_bytes(r.table_bytes)} = {fmt_bytes(r.bytes)}",
+            rule="__pte_alloc()/__pmd_alloc()/__pud_alloc() in mm/memory.c: a table on the first fault in its range"))
+    return out
+
+
 def vmpte_bytes(profile: Profile, rows: list[LevelRow], after: bool = False) -> int:
     """What VmPTE would show for these tables: PTE, PMD and PUD tables, PTRS_PER_X * sizeof(entry)."""
     total = 0

@@ -42,11 +42,12 @@ def fleet_options(fn: Callable) -> Callable:
         click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
                      help="Also write one row per host to a Parquet file (pyarrow)."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout."),
+        click.option("--explain", is_flag=True, help="Show how each figure was derived: per host, then over hosts."),
     )(fn)
 
 
 def _run(command: str, sources: tuple[str, ...], by: tuple[str, ...], kernel: str | None, scheduler: str | None,
-         output: str | None, as_json: bool, what_if: dict) -> None:
+         output: str | None, as_json: bool, explain: bool, what_if: dict) -> None:
     from hugecalc import fleet as engine
 
     if kernel is not None:
@@ -81,8 +82,9 @@ def _run(command: str, sources: tuple[str, ...], by: tuple[str, ...], kernel: st
                          inputs={"sources": list(sources), "by": list(by), "kernel": kernel, "scheduler": scheduler,
                                  "what_if": {k: v for k, v in what_if.items()}},
                          hosts=len(rows) - len(failed) - len(skipped), hosts_failed=len(failed), failed=failed,
-                         hosts_skipped=len(skipped), skipped=skipped, groups=groups)
-    emit(result, as_json, False, lambda out: _draw(out, command, result.model_dump(), by))
+                         hosts_skipped=len(skipped), skipped=skipped, groups=groups,
+                         explain=engine.explain(command, groups))
+    emit(result, as_json, explain, lambda out: _draw(out, command, result.model_dump(), by))
     if failed:
         raise click.exceptions.Exit(1)
 
@@ -136,21 +138,21 @@ def _draw(out: Any, command: str, doc: dict, by: tuple[str, ...]) -> None:
 @click.option("--zones", type=click.IntRange(1, 1 << 16), default=1, show_default=True,
               help="Zones each pool spans (7.1 and later: one shared tail page per zone and size).")
 def fleet_vmemmap(sources: tuple[str, ...], by: tuple[str, ...], kernel: str | None, scheduler: str | None,
-                  output: str | None, as_json: bool, zones: int) -> None:
+                  output: str | None, as_json: bool, explain: bool, zones: int) -> None:
     """HVO across the fleet: each host's pools now and with HVO on (as 'vmemmap --host FILE').
 
     \b
     Example:
       hugecalc fleet vmemmap fleet/ --by arch --kernel 7.1
     """
-    _run("vmemmap", sources, by, kernel, scheduler, output, as_json, {"zones": zones})
+    _run("vmemmap", sources, by, kernel, scheduler, output, as_json, explain, {"zones": zones})
 
 
 @fleet.command("mthp")
 @fleet_options
 @mthp_options
 def fleet_mthp(sources: tuple[str, ...], by: tuple[str, ...], kernel: str | None, scheduler: str | None,
-               output: str | None, as_json: bool, **mthp: Any) -> None:
+               output: str | None, as_json: bool, explain: bool, **mthp: Any) -> None:
     """mTHP across the fleet: each host's THP settings now beside the what-if (as 'mthp --host FILE').
 
     \b
@@ -161,14 +163,14 @@ def fleet_mthp(sources: tuple[str, ...], by: tuple[str, ...], kernel: str | None
     settings = {k: kw[k] for k in ("enabled", "shmem_enabled") if kw[k]}
     settings.update({k: kw[k] for k in ("top_level", "huge") if given(k)})
     passed = {k: v for k, v in kw.items() if k not in ("enabled", "shmem_enabled", "top_level", "huge")}
-    _run("mthp", sources, by, kernel, scheduler, output, as_json, {"pass": passed, "what_if": settings})
+    _run("mthp", sources, by, kernel, scheduler, output, as_json, explain, {"pass": passed, "what_if": settings})
 
 
 @fleet.command("pgtable")
 @fleet_options
 @pgtable_options
 def fleet_pgtable(sources: tuple[str, ...], by: tuple[str, ...], kernel: str | None, scheduler: str | None,
-                  output: str | None, as_json: bool, touch_file: Any, **mapping: Any) -> None:
+                  output: str | None, as_json: bool, explain: bool, touch_file: Any, **mapping: Any) -> None:
     """Page tables of one mapping on every host's profile and kernel (as 'pgtable --host FILE').
 
     \b
@@ -179,7 +181,7 @@ def fleet_pgtable(sources: tuple[str, ...], by: tuple[str, ...], kernel: str | N
         raise InputError("--vma-size is required")
     if touch_file is not None:
         raise InputError("--touch-file: addresses are per host; use --touch-stride or --touch-fraction")
-    _run("pgtable", sources, by, kernel, scheduler, output, as_json, {"mapping": mapping})
+    _run("pgtable", sources, by, kernel, scheduler, output, as_json, explain, {"mapping": mapping})
 
 
 @fleet.command("synth")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from hugecalc.cli.common import console, Table, Text
@@ -31,7 +33,8 @@ def _pids(text: str | None) -> list[int] | None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write the capture to FILE (atomically) instead of showing it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the capture, one JSON document, on stdout.")
-def host(pids_text: str | None, output: str | None, as_json: bool) -> None:
+@click.option("--explain", is_flag=True, help="Show where each value was read (the capture's 'sources').")
+def host(pids_text: str | None, output: str | None, as_json: bool, explain: bool) -> None:
     """Read this machine into a capture: kernel, profile, hugetlb pools, HVO, THP settings, and
     optionally processes. Every value names its source; what cannot be read is listed as unknown.
 
@@ -83,3 +86,24 @@ def host(pids_text: str | None, output: str | None, as_json: bool) -> None:
                   f"VmPTE {fmt_bytes(p.vm_pte_bytes)}")
     for u in capture.unknown:
         print_wrapped(out, f"unknown: {u['what']} ({u['source']}: {u['error']})", 4, "yellow")
+    if explain:
+        from hugecalc.render import print_derivations
+
+        print_derivations(out, sources(capture), "Where each value was read")
+
+
+def sources(capture: Any) -> list[Any]:
+    """The capture's sources as derivations: the value (where it is one field) and where it was read."""
+    from hugecalc.result import Derivation
+
+    data = capture.model_dump(mode="json")
+    out = []
+    for key, source in capture.sources.items():
+        value: Any = data
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        shown = (f"{len(value)} entries" if isinstance(value, (dict, list)) else "see the capture" if value is None
+                 else str(value))
+        scope = key.split(".")[0] if "." in key else "machine"
+        out.append(Derivation(scope=scope, figure=key, formula=shown, rule=source))
+    return out

@@ -132,7 +132,7 @@ def mthp(profile: Profile, release: Release, as_json: bool, explain: bool, captu
     from hugecalc.render import list_table, print_header, print_wrapped, transposed_summary
 
     if sweeps:
-        return run_sweep("mthp", sweeps, plot, as_json, lambda doc: f"mTHP, profile {doc['profile']}")
+        return run_sweep("mthp", sweeps, plot, as_json, explain, lambda doc: f"mTHP, profile {doc['profile']}")
     kw = mthp_kwargs(**options, profile=profile)
     if pid is not None:
         return _replay(profile, release, as_json, explain, capture, pid, kw)

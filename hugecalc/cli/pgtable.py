@@ -85,7 +85,7 @@ def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, ca
     if sweeps:
         if worst_case or pid is not None or touch_file is not None:
             raise InputError("--sweep runs one mapping: not with --worst-case, --pid or --touch-file")
-        return run_sweep("pgtable", sweeps, plot, as_json, lambda doc: f"page tables, profile {doc['profile']}")
+        return run_sweep("pgtable", sweeps, plot, as_json, explain, lambda doc: f"page tables, profile {doc['profile']}")
     if worst_case and pid is not None:
         raise InputError("use either --worst-case or --pid")
     if worst_case and (vsize is not None or vma_start is not None or after or backing != "anon" or shared_by != 1

@@ -58,7 +58,19 @@ def _raw_args() -> list[str]:
     return out
 
 
-def run_sweep(command: str, specs: tuple[str, ...], plot: str | None, as_json: bool,
+def _how(command: str, base: list[str], sweeps: list) -> list:
+    from hugecalc.result import Derivation
+
+    fixed = " ".join(["hugecalc", command, *base])
+    return [Derivation(scope="sweep", figure=f"each row ({s.option})",
+                       formula=f"{fixed} --{s.option} V for V in {', '.join(s.label(v) for v in s.values)}"
+                               + (" (a grid: every combination with the other sweep)" if len(sweeps) > 1 else ""),
+                       rule="the same calculation as one run with that value; each point's derivations are in "
+                            "its result (--json --explain), the first and last are shown here")
+            for s in sweeps]
+
+
+def run_sweep(command: str, specs: tuple[str, ...], plot: str | None, as_json: bool, explain: bool,
               header: Callable[[dict], str]) -> None:
     import json
 
@@ -108,8 +120,8 @@ def run_sweep(command: str, specs: tuple[str, ...], plot: str | None, as_json: b
             command=command, profile=first.get("profile"), kernel=kernel.removeprefix("kernel "),
             inputs={"args": base},
             sweeps=[{"option": s.option, "values": list(s.values), "geometric": s.geometric} for s in sweeps],
-            points=points)
-        click.echo(to_json(result, False))
+            points=points, explain=_how(command, base, sweeps))
+        click.echo(to_json(result, explain))
         return
     out = console()
     out.print(Text(header(first) + f" — swept {' x '.join(s.option for s in sweeps)}", style="bold"))
@@ -128,3 +140,13 @@ def run_sweep(command: str, specs: tuple[str, ...], plot: str | None, as_json: b
                          fmt_bytes(figures[n][0]) if figures[n][1] else f"{figures[n][0]:,}") for n in names))
     out.print(table)
     out.print(Text(terminal(chart, out.width)))
+    if explain:
+        from hugecalc.render import print_derivations
+        from hugecalc.result import Derivation
+
+        print_derivations(out, _how(command, base, sweeps), "How the sweep was run")
+        ends = [points[0], points[-1]] if len(points) > 1 else points
+        for p in ends:  # the formulas with the numbers at both ends of the sweep
+            at = ", ".join(f"{s.option}={s.label(p['values'][s.option])}" for s in sweeps)
+            print_derivations(out, [Derivation(**d) for d in p["result"].get("explain", [])],
+                              f"How each figure was derived at {at}")

@@ -69,7 +69,7 @@ def vmemmap(profile: Profile, release: Release, as_json: bool, explain: bool, ca
     from hugecalc.render import print_header, print_wrapped, transposed_table
 
     if sweeps:
-        return run_sweep("vmemmap", sweeps, plot, as_json, lambda doc: f"HVO, profile {doc['profile']}")
+        return run_sweep("vmemmap", sweeps, plot, as_json, explain, lambda doc: f"HVO, profile {doc['profile']}")
     if pages is None:
         if capture is None:
             raise InputError("--pages is required (or use --host FILE or --profile host for a machine's pools)")
