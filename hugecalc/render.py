@@ -85,30 +85,69 @@ def transposed_table(rows: list[BaseModel], key: str, skip: tuple[str, ...] = ()
     return table
 
 
+class Fitted:
+    """A table where it fits the width, else its rows stacked: one block per row, one line per
+    field, so no word or number is ever folded or cut."""
+
+    def __init__(self, table: Table, titles: list[str], rows: list[list[str]]) -> None:
+        self.table, self.titles, self.rows = table, titles, rows
+
+    def __rich_console__(self, console: Console, options: Any) -> Any:
+        from rich.table import Table
+        from rich.text import Text
+
+        columns = self.table.columns
+        room = options.max_width - 3 * (len(columns) - 1)  # between columns: a divider and two pads
+        least = [c.min_width or 1 for c in columns]
+        if not self.rows or sum(least) <= room:
+            # rich's own squeeze can fold a word or cut a column below its minimum: lay the widths out
+            # here instead, each column at least its longest word or number, the spare room given to
+            # the columns that would use it (their titles and texts wrap less)
+            most = [max([len(t), *(len(r[i]) for r in self.rows)]) for i, t in enumerate(self.titles)]
+            if self.rows and sum(most) > room:
+                spare, want = room - sum(least), [m - n for m, n in zip(most, least)]
+                for c, n, w in zip(columns, least, want):
+                    c.width = n + spare * w // max(sum(want), 1)
+            yield self.table
+            return
+        for row in self.rows:
+            yield Text(f"{self.titles[0]}: {row[0]}", style="bold")
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(overflow="fold")
+            grid.add_column(justify="right", no_wrap=True)
+            for title, cell in zip(self.titles[1:], row[1:]):
+                grid.add_row("  " + title, cell)
+            yield grid
+
+
 def list_table(rows: list[BaseModel], skip: tuple[str, ...] = (),
-               extra_columns: list[tuple[str, list[str]]] = ()) -> Table:
-    """One line per row, one column per field (and any extra columns of ready-made cells)."""
+               extra_columns: list[tuple[str, list[str]]] = ()) -> Fitted:
+    """One line per row, one column per field (and any extra columns of ready-made cells); each row
+    a block of its own where the table does not fit."""
     from rich import box
     from rich.table import Table
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     if not rows:
-        return table
+        return Fitted(table, [], [])
     model = type(rows[0])
     names = [n for n in model.model_fields
              if n not in skip and any(getattr(r, n) is not None for r in rows)]
     for name in names:
         number = _unit(model, name) is not None
         cells = [fmt_value(getattr(r, name), _unit(model, name)) for r in rows]
-        # A number column is as wide as its widest cell, so no digit is ever cut; titles wrap.
+        # A number column is as wide as its widest cell, so no digit is ever cut; text and titles wrap
+        # between words, never inside one (where that does not fit, Fitted stacks the rows).
+        words = [w for c in cells for w in c.split()] if not number else cells
         table.add_column(_title(model, name), justify="right" if number else "left", overflow="fold",
-                         min_width=max(len(c) for c in cells) if number else None)
+                         min_width=max(len(w) for w in [*words, *_title(model, name).split()]))
     for title, _ in extra_columns:
         table.add_column(title, no_wrap=True)
-    for i, row in enumerate(rows):
-        table.add_row(*(fmt_value(getattr(row, n), _unit(model, n)) for n in names),
-                      *(cells[i] for _, cells in extra_columns))
-    return table
+    lines = [[fmt_value(getattr(row, n), _unit(model, n)) for n in names] + [cells[i] for _, cells in extra_columns]
+             for i, row in enumerate(rows)]
+    for line in lines:
+        table.add_row(*line)
+    return Fitted(table, [_title(model, n) for n in names] + [t for t, _ in extra_columns], lines)
 
 
 def print_header(console: Console, result: Result, what: str) -> None:

@@ -1,5 +1,6 @@
 """The command line as users and their pipelines meet it: output, JSON keys, errors, exit codes."""
 
+import json
 import os
 import subprocess
 import sys
@@ -288,3 +289,21 @@ def test_wrapped_notes_and_derivations_keep_their_indent():
     assert all(line == "" or line.startswith(firsts) or line.startswith("  ") for line in block)
     figure = out.index("  HVO applies: no: arm64 has no HVO in 6.1.50")
     assert out[figure + 1].startswith("    (ARCH_WANT")
+
+
+@pytest.mark.parametrize("columns", [60, 80, 100])
+def test_a_table_too_wide_stacks_its_rows_and_never_folds_a_word(columns):
+    """hgm's step table has ten columns: where they cannot all fit, each row becomes a block of
+    'title value' lines; no word (collapse, hstate-level) and no figure (765 ms) is folded or cut."""
+    env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1"}
+    out = subprocess.run([sys.executable, "-m", "hugecalc", "hgm"], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert all(len(line) <= columns for line in out.splitlines())
+    words = set(out.split())
+    assert {"collapse", "hstate-level", "thp-like", "head-only", "262,145"} <= words
+    doc = json.loads(subprocess.run([sys.executable, "-m", "hugecalc", "hgm", "--json"], capture_output=True,
+                                    text=True, check=True).stdout)
+    for scheme in doc["schemes"]:
+        for step in scheme["steps"]:
+            ms = f"{step['estimated_seconds'] * 1e3:.3g} ms"
+            assert ms in out or step["estimated_seconds"] >= 0.9995, ms

@@ -66,7 +66,7 @@ class SchemeResult(Model):
     blocked_seconds: float | None = field("vCPUs blocked per hugepage", "seconds")
     guest_seconds: float | None = field("Whole guest", "seconds")
     optimizable: bool = field("HVO usable")  # as vmemmap's rows: HVO can free this page's vmemmap
-    freed_bytes_lost: int = field("vmemmap HVO would have freed (guest)", "bytes")  # vmemmap's freed_bytes, kept
+    freed_bytes_lost: int = field("vmemmap HVO would free, lost", "bytes")  # vmemmap's freed_bytes, kept
     steps: list[Step]
 
 
@@ -243,6 +243,6 @@ def compute_hgm(profile: Profile, release: Release, *, hugepage_size: int, path:
             rule=HVO_EXCLUSIVE))
     inputs = {"hugepage_size_bytes": h.size, "path_bytes": path, "operation": operation,
               "guest_memory_bytes": guest_memory, "schemes": schemes, "costs": profile.costs.model_dump()}
-    notes = ["HGM was never merged: these are models of proposals (" + HGM_SERIES + ")"]
+    # "never merged" is the result's own field (upstream, series), shown at the top of the table.
     return HgmResult(profile=profile.name, kernel=str(release), inputs=inputs, hugepages=hugepages,
-                     schemes=results, notes=notes, explain=explain)
+                     schemes=results, explain=explain)

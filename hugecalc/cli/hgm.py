@@ -62,7 +62,7 @@ def hgm(profile: Profile, release: Release, as_json: bool, explain: bool, captur
       hugecalc hgm --operation map --path 4K --json | jq '.schemes[].atomic_ops'
     """
     from hugecalc.calc.hgm import compute_hgm
-    from hugecalc.render import list_table, print_header
+    from hugecalc.render import list_table, print_header, print_wrapped
 
     if not profile.hugetlb:
         raise InputError(f"profile {profile.name} has no hugetlb page size")
@@ -82,7 +82,8 @@ def hgm(profile: Profile, release: Release, as_json: bool, explain: bool, captur
     def draw(out: Console) -> None:
         what = f"HGM {operation} {'->'.join(fmt_size(s) for s in path)} of a {fmt_size(size)} page"
         print_header(out, result, what)
-        out.print(Text("never merged upstream: " + result.series, style="bold red"))
+        print_wrapped(out, "never merged upstream: these are models of proposals (" + result.series + ")", 4,
+                      "bold red")
         out.print(list_table(result.schemes, skip=("steps",) + (() if guest_memory else ("guest_seconds",))))
         for sch in result.schemes:
             out.print(Text(f"{sch.scheme}, per hugepage:", style="bold"))
