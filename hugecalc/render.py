@@ -60,8 +60,10 @@ def _title(model: type[BaseModel], name: str) -> str:
     return model.model_fields[name].title or name
 
 
-def transposed_table(rows: list[BaseModel], key: str, skip: tuple[str, ...] = ()) -> Table:
-    """One column per row (labelled by ``key``), one line per field: rows compared side by side."""
+def transposed_table(rows: list[BaseModel], key: str, skip: tuple[str, ...] = (),
+                     titles: dict[str, str] | None = None) -> Table:
+    """One column per row (labelled by ``key``), one line per field: rows compared side by side;
+    ``titles`` renames lines where the model's title would mislead (devdax is not HVO)."""
     from rich import box
     from rich.table import Table
 
@@ -75,7 +77,7 @@ def transposed_table(rows: list[BaseModel], key: str, skip: tuple[str, ...] = ()
             continue
         values = [getattr(r, name) for r in rows]
         if any(v is not None for v in values):
-            lines.append((_title(model, name), [fmt_value(v, _unit(model, name)) for v in values]))
+            lines.append(((titles or {}).get(name) or _title(model, name), [fmt_value(v, _unit(model, name)) for v in values]))
     table.add_column("", style="bold", overflow="fold")  # labels wrap; numbers are never cut
     for i, row in enumerate(rows):
         header = fmt_value(getattr(row, key), _unit(model, key))

@@ -47,10 +47,11 @@ _UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
 
 
 def fmt_bytes(n: float) -> str:
-    """A binary human size: exact when it is a whole number of the unit, else 2 decimals.
+    """A binary human size: exact when it is a whole number of the unit, else 2 decimals, or more
+    where 2 would make it look whole (15.996 GiB is not "16.00 GiB" beside a real 16 GiB).
 
-    >>> fmt_bytes(4096), fmt_bytes(3137536 * 4096), fmt_bytes(1536), fmt_bytes(-8192)
-    ('4 KiB', '11.97 GiB', '1.50 KiB', '-8 KiB')
+    >>> fmt_bytes(4096), fmt_bytes(3137536 * 4096), fmt_bytes(1536), fmt_bytes(-8192), fmt_bytes((16 << 30) - (4 << 20))
+    ('4 KiB', '11.97 GiB', '1.50 KiB', '-8 KiB', '15.996 GiB')
     """
     sign = "-" if n < 0 else ""
     n = abs(n)
@@ -59,6 +60,12 @@ def fmt_bytes(n: float) -> str:
         n /= 1024
         unit += 1
     text = f"{n:.0f}" if float(n).is_integer() else f"{n:.2f}"
+    for decimals in range(3, 7):  # the fewest decimals that show it is not whole, up to 6
+        if not text.endswith(".00"):
+            break
+        finer = f"{n:.{decimals}f}".rstrip("0")
+        if not finer.endswith("."):
+            text = finer
     return f"{sign}{text} {_UNITS[unit]}"
 
 

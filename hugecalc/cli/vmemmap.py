@@ -85,7 +85,8 @@ def vmemmap(profile: Profile, release: Release, as_json: bool, explain: bool, ca
         sizes = "each size" if len(result.rows) > 1 else fmt_size(result.rows[0].hugepage_size_bytes)
         pool = fmt_bytes(pool_bytes) if pool_bytes else f"{count} hugepage{'s' if count > 1 else ''} of {sizes}"
         print_header(out, result, f"{'device-DAX vmemmap' if devdax else 'HVO'} for a pool of {pool}")
-        out.print(transposed_table(result.rows, key="hugepage_size_bytes", skip=("reason",)))
+        out.print(transposed_table(result.rows, key="hugepage_size_bytes", skip=("reason",),
+                                   titles={"optimizable": "vmemmap dedup applies"} if devdax else None))
         reasons: dict[str, list[str]] = {}
         for row in result.rows:
             if row.reason:
