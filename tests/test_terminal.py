@@ -21,6 +21,8 @@ CASES = [
      lambda d: [r["tables"] for r in d["levels"]]),
     (["hgm", "--hugepage-size", "1G", "--path", "4K,2M,1G", "--guest-memory", "1T"],
      lambda d: [s["atomic_ops"] for s in d["schemes"] if s["atomic_ops"] is not None]),
+    (["hgm"],  # ten step columns: stacked where they do not fit
+     lambda d: [st[k] for s in d["schemes"] for st in s["steps"] for k in ("entries_removed", "cache_lines")]),
 ]
 
 
