@@ -22,9 +22,9 @@ def test_readme_example_is_current(command, shown):
         "README example is stale: run `make readme`")
 
 
-@pytest.mark.parametrize("columns", [60, 80])
+@pytest.mark.parametrize("columns", [60, 80, 100, 120])
 def test_no_number_is_ever_cut(columns):
-    """At 60 and 80 columns (piped), tables reflow: wrapped labels, split tables, never a `…`."""
+    """At 60, 80, 100 and 120 columns (piped), tables reflow: wrapped labels, split tables, never a `…`."""
     import os
     import subprocess
     import sys

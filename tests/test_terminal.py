@@ -45,7 +45,7 @@ def _pane(args: list[str], width: int, height: int) -> str:
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
-@pytest.mark.parametrize("width,height", [(80, 24), (60, 40)])
+@pytest.mark.parametrize("width,height", [(80, 24), (60, 40), (100, 30), (120, 30)])
 @pytest.mark.parametrize("args,numbers", CASES, ids=[" ".join(a) for a, _ in CASES])
 def test_every_number_whole_in_a_real_terminal(args, numbers, width, height):
     doc = json.loads(subprocess.run([HUGECALC, *args, "--json"], capture_output=True, text=True, check=True).stdout)
