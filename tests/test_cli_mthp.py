@@ -66,7 +66,8 @@ def _thp_state():
      ["--madvise", "--access", "read-then-write", "--vma-size", "64M"],
      ["--memory", "shmem", "--shmem-enabled", "64K=always", "--vma-size", "64M"],
      ["--memory", "tmpfs", "--huge", "always", "--vma-size", "64M"],
-     ["--size", "16k", "--size", "128k", "--touch-stride", "100K", "--vma-start", "0x40003000", "--vma-size", "50M"]],
+     ["--size", "16k", "--size", "128k", "--touch-stride", "100K", "--vma-start", "0x40003000", "--vma-size", "50M"],
+     ["--vma-size", "64M"]],  # no THP option: the classic 64K question, not base pages
 )
 def test_verify_mthp_on_running_kernel(run, args):
     before = _thp_state()
@@ -76,6 +77,9 @@ def test_verify_mthp_on_running_kernel(run, args):
     checks = r.json["checks"]
     assert checks[0]["figure"] == "page faults of the pass" and checks[0]["measured"] > 0
     assert all(c["match"] for c in checks)
+    if args == ["--vma-size", "64M"]:
+        assert checks[0]["measured"] == (64 << 20) // (64 << 10)  # one fault per 64K folio
+        assert "verifying --size 64K" in " ".join(r.json["notes"])
 
 
 @pytest.mark.root

@@ -14,6 +14,7 @@ from hugecalc.cli.pgtable import pgtable_options, touches_from_options
 from hugecalc.errors import HostError, InputError, VerifyMismatch
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release, parse_release
+from hugecalc.units import fmt_size
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -114,9 +115,11 @@ def verify_mthp_cmd(profile: Profile, release: Release, as_json: bool, explain: 
 
     Sets the per-size sysfs switches for the pass and restores every one of them, also on
     errors and Ctrl-C; prepopulated pages are faulted with THP off, so they are base pages.
+    Without any THP option it verifies the classic question, 16-page mTHP (64K on 4K pages).
 
     \b
     Examples:
+      sudo hugecalc verify mthp
       sudo hugecalc verify mthp --size 64k
       sudo hugecalc verify mthp --size 64k --prepopulated-stride 1M --vma-size 256M
       sudo hugecalc verify mthp --madvise --access read-then-write
@@ -128,6 +131,10 @@ def verify_mthp_cmd(profile: Profile, release: Release, as_json: bool, explain: 
     notes: list[str] = []
     release = _running_release(release, notes)
     profile = _running_profile(profile)
+    switches = ("sizes", "enabled", "top_level", "madvise", "nohugepage", "shmem_enabled", "huge")
+    if options["memory"] == "anon" and not any(given(k) for k in switches):
+        options["sizes"] = (profile.page_size * 16,)  # base pages only would be the least telling run
+        notes.append(f"no THP option given: verifying --size {fmt_size(profile.page_size * 16)}")
     result = verify_mthp(profile, release, mthp_kwargs(**options, profile=profile), notes)
     _emit_verify(result, as_json, explain, "mthp", "faults or folios differ")
 
