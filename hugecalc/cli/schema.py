@@ -62,18 +62,33 @@ def json_schema(command: str | None) -> dict[str, Any]:
     schema = TypeAdapter(_one_of([document_type(c) for c in commands])).json_schema(mode="serialization")
     # pydantic names a generic by its arguments (SweepResult_Union_PgtableResult__WorstCaseResult__...);
     # name it by its command instead (PgtableSweepResult).
-    text = json.dumps(schema)
+    renamed = {}
     for name in schema.get("$defs", {}):
         short = re.fullmatch(r"Sweep(Result|Point)_(?:Union_)?([A-Z][a-z]+)\w*", name)
         if short:
-            text = text.replace(f'"{name}"', f'"{short[2]}Sweep{short[1]}"').replace(
-                f"/{name}\"", f"/{short[2]}Sweep{short[1]}\"")
-    schema = json.loads(text)
+            renamed[name] = f"{short[2]}Sweep{short[1]}"
+    schema = _renamed(schema, renamed)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": f"hugecalc {command or ''} --json".replace("  ", " "),
             "description": (f"hugecalc {__version__}: " +
                             ("one line of output (JSON Lines)" if command == "batch" else "the document --json prints")),
             **schema}
+
+
+def _renamed(node: Any, names: dict[str, str]) -> Any:
+    """``node`` with the $defs in ``names`` renamed, and every $ref to them."""
+    if isinstance(node, list):
+        return [_renamed(n, names) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "$ref" and value.removeprefix("#/$defs/") in names:
+            value = "#/$defs/" + names[value.removeprefix("#/$defs/")]
+        elif key == "$defs":
+            value = {names.get(k, k): v for k, v in value.items()}
+        out[key] = _renamed(value, names)
+    return out
 
 
 @click.command()
