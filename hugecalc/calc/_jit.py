@@ -89,6 +89,8 @@ def call(kernel: Any, *args: Any) -> Any:
     if notify is None or getattr(kernel, "signatures", True):
         return kernel(*args)
     dispatcher = kernel.kernel if isinstance(kernel, lazy_jit) else kernel
+    if not hasattr(dispatcher, "compile"):  # NUMBA_DISABLE_JIT=1 made a lazy kernel a plain function
+        return kernel(*args)
     timer = threading.Timer(
         COMPILE_NOTICE_SECONDS,
         notify,

@@ -260,6 +260,18 @@ def test_a_long_run_from_a_warm_cache_is_not_announced(tmp_path):
     assert "NOTICE" not in warm
 
 
+def test_a_lazy_kernel_runs_without_the_jit():
+    """NUMBA_DISABLE_JIT=1 (make test-nojit, debugging): a lazy kernel is a plain function, called as one."""
+    import subprocess
+    import sys
+
+    script = ("from hugecalc import calc\nfrom hugecalc.calc import _jit\ncalc.on_slow_compile = print\n"
+              "k = _jit.lazy_jit(lambda x: x + 1)\nprint(_jit.call(k, 41))")
+    out = subprocess.run([sys.executable, "-c", script], env={**__import__("os").environ, "NUMBA_DISABLE_JIT": "1"},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "42"
+
+
 def test_vmpte_before_4_15_counts_pte_tables_only():
     """af5b0f6a09e4 (v4.15) made VmPTE count PMD and PUD tables too."""
     old = compute_pgtable(load_profile("x86-64"), R("4.14"), vsize=64 * G, touches=Touches(stride=2 * M), compare=False)
