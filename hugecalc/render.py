@@ -122,10 +122,8 @@ class Fitted:
             yield grid
 
 
-def list_table(rows: list[BaseModel], skip: tuple[str, ...] = (),
-               extra_columns: list[tuple[str, list[str]]] = ()) -> Fitted:
-    """One line per row, one column per field (and any extra columns of ready-made cells); each row
-    a block of its own where the table does not fit."""
+def list_table(rows: list[BaseModel], skip: tuple[str, ...] = ()) -> Fitted:
+    """One line per row, one column per field; each row a block of its own where the table does not fit."""
     from rich import box
     from rich.table import Table
 
@@ -135,21 +133,18 @@ def list_table(rows: list[BaseModel], skip: tuple[str, ...] = (),
     model = type(rows[0])
     names = [n for n in model.model_fields
              if n not in skip and any(getattr(r, n) is not None for r in rows)]
-    for name in names:
+    lines = [[fmt_value(getattr(row, n), _unit(model, n)) for n in names] for row in rows]
+    for i, name in enumerate(names):
         number = _unit(model, name) is not None
-        cells = [fmt_value(getattr(r, name), _unit(model, name)) for r in rows]
+        cells = [line[i] for line in lines]
         # A number column is as wide as its widest cell, so no digit is ever cut; text and titles wrap
         # between words, never inside one (where that does not fit, Fitted stacks the rows).
         words = [w for c in cells for w in c.split()] if not number else cells
         table.add_column(_title(model, name), justify="right" if number else "left", overflow="fold",
                          min_width=max(len(w) for w in [*words, *_title(model, name).split()]))
-    for title, _ in extra_columns:
-        table.add_column(title, no_wrap=True)
-    lines = [[fmt_value(getattr(row, n), _unit(model, n)) for n in names] + [cells[i] for _, cells in extra_columns]
-             for i, row in enumerate(rows)]
     for line in lines:
         table.add_row(*line)
-    return Fitted(table, [_title(model, n) for n in names] + [t for t, _ in extra_columns], lines)
+    return Fitted(table, [_title(model, n) for n in names], lines)
 
 
 def print_header(console: Console, result: Result, what: str) -> None:
