@@ -46,7 +46,7 @@ mthp_options = options(
     click.option("--huge", type=click.Choice(["always", "within_size", "advise", "never"]), default="never",
                  show_default=True, help="shmem, sysv: the top-level shmem_enabled; tmpfs: the mount's huge=."),
     click.option("--vma-size", "--vsize", "vma_size", cls=AliasOption, type=SIZE, default="1G", show_default=True,
-                 help="Size of the VMA (--vma-size, as pgtable calls it, is the same)."),
+                 help="Size of the VMA."),
     click.option("--vma-start", type=ADDR, default=None, help="Start of the VMA (default: table-aligned)."),
     click.option("--file-offset", type=SIZE, default=None, help="shmem/tmpfs: file offset of the VMA (default 0)."),
     click.option("--touch-stride", type=SIZE, default=None, help="Touch one byte every SIZE (default: every page)."),
