@@ -19,10 +19,9 @@ from typing import Any, Callable
 import numpy as np
 
 from hugecalc.errors import HugecalcError, InputError
-from hugecalc.result import Model, Result
+from hugecalc.result import Derivation, Model, Result
 
 PARTITION_HOSTS = 500
-STATS = ("sum", "mean", "p50", "p95", "p99")
 METRICS = {
     "vmemmap": ("pool_bytes", "hugepages", "saved_now_bytes", "saved_what_if_bytes", "gain_bytes"),
     "mthp": ("faults_now", "faults_what_if", "populated_now_bytes", "populated_what_if_bytes",
@@ -39,6 +38,9 @@ class Stats(Model):
     p50: float
     p95: float
     p99: float
+
+
+STATS = tuple(Stats.model_fields)  # sum, mean, p50, p95, p99: the columns of every metric
 
 
 class FleetGroup(Model):
@@ -221,11 +223,9 @@ PER_HOST = {
 }
 
 
-def explain(command: str, groups: list[dict]) -> list[Any]:
+def explain(command: str, groups: list[dict]) -> list[Derivation]:
     """How each fleet figure was derived: per host, then over the hosts (with the numbers of the
     whole fleet's first metric)."""
-    from hugecalc.result import Derivation
-
     rule, how = PER_HOST[command]
     out = [Derivation(scope="per host", figure="each host's figures",
                       formula="; ".join(f"{m} = {how[m]}" for m in METRICS[command]), rule=rule)]

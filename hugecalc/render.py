@@ -91,21 +91,22 @@ class Fitted:
     """A table where it fits the width, else its rows stacked: one block per row, one line per
     field, so no word or number is ever folded or cut."""
 
-    def __init__(self, table: Table, titles: list[str], rows: list[list[str]]) -> None:
-        self.table, self.titles, self.rows = table, titles, rows
+    def __init__(self, table: Table, rows: list[list[str]]) -> None:
+        self.table, self.rows = table, rows  # rows: the cells as added to the table
 
     def __rich_console__(self, console: Console, options: Any) -> Any:
         from rich.table import Table
         from rich.text import Text
 
         columns = self.table.columns
+        titles = [str(c.header) for c in columns]
         room = options.max_width - 3 * (len(columns) - 1)  # between columns: a divider and two pads
         least = [c.min_width or 1 for c in columns]
         if not self.rows or sum(least) <= room:
             # rich's own squeeze can fold a word or cut a column below its minimum: lay the widths out
             # here instead, each column at least its longest word or number, the spare room given to
             # the columns that would use it (their titles and texts wrap less)
-            most = [max([len(t), *(len(r[i]) for r in self.rows)]) for i, t in enumerate(self.titles)]
+            most = [max([len(t), *(len(r[i]) for r in self.rows)]) for i, t in enumerate(titles)]
             if self.rows and sum(most) > room:
                 spare, want = room - sum(least), [m - n for m, n in zip(most, least)]
                 for c, n, w in zip(columns, least, want):
@@ -113,11 +114,11 @@ class Fitted:
             yield self.table
             return
         for row in self.rows:
-            yield Text(f"{self.titles[0]}: {row[0]}", style="bold")
+            yield Text(f"{titles[0]}: {row[0]}", style="bold")
             grid = Table.grid(padding=(0, 2))
             grid.add_column(overflow="fold")
             grid.add_column(justify="right", no_wrap=True)
-            for title, cell in zip(self.titles[1:], row[1:]):
+            for title, cell in zip(titles[1:], row[1:]):
                 grid.add_row("  " + title, cell)
             yield grid
 
@@ -129,7 +130,7 @@ def list_table(rows: list[BaseModel], skip: tuple[str, ...] = ()) -> Fitted:
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     if not rows:
-        return Fitted(table, [], [])
+        return Fitted(table, [])
     model = type(rows[0])
     names = [n for n in model.model_fields
              if n not in skip and any(getattr(r, n) is not None for r in rows)]
@@ -144,7 +145,7 @@ def list_table(rows: list[BaseModel], skip: tuple[str, ...] = ()) -> Fitted:
                          min_width=max(len(w) for w in [*words, *_title(model, name).split()]))
     for line in lines:
         table.add_row(*line)
-    return Fitted(table, [_title(model, n) for n in names], lines)
+    return Fitted(table, lines)
 
 
 def print_header(console: Console, result: Result, what: str) -> None:

@@ -45,7 +45,7 @@ class Result(Model):
 
 
 class BatchError(Model):
-    """A ``hugecalc batch`` line for a request that failed (and a sweep point's error)."""
+    """A ``hugecalc batch`` line for a request that failed."""
 
     error: str
     exit_code: int

@@ -138,10 +138,11 @@ def _explain(profile: Profile, release: Release, run: ReplayRun, kept: int) -> l
     s = run.settings
     tables = ", ".join(f"{level} {n:,}" for level, n in run.tables.items())
     on = ", ".join(f"{size}={mode}" for size, mode in s["enabled"].items() if mode != "never")
+    some_never = "never" in s["enabled"].values()
     return [
         Derivation(scope=run.label, figure="sizes a fault may get",
                    formula=f"per mapping, under enabled {on or 'every size never'}"
-                           + (", the other sizes never" if on and len(s["enabled"]) > on.count("=") else "")
+                           + (", the other sizes never" if on and some_never else "")
                            + f" (top level {s.get('top_level', '-')}) and its VmFlags (hg: MADV_HUGEPAGE, "
                              "nh: MADV_NOHUGEPAGE)",
                    rule="thp_vma_allowable_orders() in include/linux/huge_mm.h; shmem_allowable_huge_orders() in "

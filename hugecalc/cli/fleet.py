@@ -90,13 +90,13 @@ def _run(command: str, sources: tuple[str, ...], by: tuple[str, ...], kernel: st
 
 
 def _draw(out: Any, command: str, doc: dict, by: tuple[str, ...]) -> None:
-    from hugecalc.fleet import METRICS
+    from hugecalc.fleet import METRICS, STATS
     from hugecalc.render import print_wrapped
 
     out.print(Text(f"fleet {command}: {doc['hosts']:,} hosts"
                    + (f", {doc['hosts_skipped']:,} not applicable" if doc["skipped"] else "")
                    + (f", {doc['hosts_failed']:,} failed" if doc["failed"] else ""), style="bold"))
-    columns = [*by, "hosts", "figure", "sum", "mean", "p50", "p95", "p99"]
+    columns = [*by, "hosts", "figure", *STATS]
     rows = []
     for g in doc["groups"]:
         label = [str(g["group"].get(k, "all")) for k in by]
@@ -106,7 +106,7 @@ def _draw(out: Any, command: str, doc: dict, by: tuple[str, ...]) -> None:
             m = g["metrics"][metric]
             cell = (lambda v: fmt_bytes(v)) if metric.endswith(BYTES) else (lambda v: f"{v:,.0f}")
             rows.append([*(label if i == 0 else [""] * len(label)), f"{g['hosts']:,}" if i == 0 else "",
-                         metric.removesuffix("_bytes"), *(cell(m[s]) for s in ("sum", "mean", "p50", "p95", "p99"))])
+                         metric.removesuffix("_bytes"), *(cell(m[s]) for s in STATS)])
     from rich import box
 
     widths = [max([len(col)] + [len(r[k]) for r in rows]) for k, col in enumerate(columns)]

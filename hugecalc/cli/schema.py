@@ -58,7 +58,7 @@ def json_schema(command: str | None) -> dict[str, Any]:
 
     from hugecalc import __version__
 
-    commands = [command] if command else [c for c in DOCUMENTS]
+    commands = [command] if command else list(DOCUMENTS)
     schema = TypeAdapter(_one_of([document_type(c) for c in commands])).json_schema(mode="serialization")
     # pydantic names a generic by its arguments (SweepResult_Union_PgtableResult__WorstCaseResult__...);
     # name it by its command instead (PgtableSweepResult).
