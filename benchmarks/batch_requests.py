@@ -11,7 +11,7 @@ for i in range(10_000):
         req = {"command": "vmemmap", "args": ["--pages", f"{rng.choice([1, 16, 64, 256, 1024])}G",
                                               "--kernel", rng.choice(["5.14", "5.18", "6.8", "7.1"])]}
     elif kind == 1:
-        req = {"command": "pgtable", "options": {"vsize": f"{rng.choice([1, 4, 64, 512])}G",
+        req = {"command": "pgtable", "options": {"vma_size": f"{rng.choice([1, 4, 64, 512])}G",
                                                  "touch-stride": rng.choice(["4K", "64K", "2M"]),
                                                  "after": rng.choice(["dontneed", "free", None])}}
     else:

@@ -10,8 +10,8 @@ import sys
 
 import numpy as np
 
-vsize, fraction, seed = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-pages = vsize >> 12
+vma_size, fraction, seed = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+pages = vma_size >> 12
 chunk = min(1 << 24, pages)
 rng = np.random.default_rng(seed)
 pte_tables = []

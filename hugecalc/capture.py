@@ -26,6 +26,10 @@ from hugecalc.profiles import Profile
 
 CAPTURE_KIND = "hugecalc-capture"
 CAPTURE_SCHEMA_VERSION = 1
+#: The kinds of mapping (``Vma.kind``) whose pages are anonymous and private.
+ANON_KINDS = ("anon", "heap", "stack")
+#: The kinds a replay faults in again, and the memory each one's faults follow.
+REPLAYED_KINDS = {"anon": "anon", "heap": "anon", "stack": "anon", "shmem": "shmem", "sysv": "sysv"}
 
 
 class _Model(BaseModel):

@@ -22,12 +22,9 @@ from hugecalc.errors import HugecalcError, InputError
 from hugecalc.result import Derivation, Model, Result
 
 PARTITION_HOSTS = 500
-METRICS = {
-    "vmemmap": ("pool_bytes", "hugepages", "saved_now_bytes", "saved_what_if_bytes", "gain_bytes"),
-    "mthp": ("faults_now", "faults_what_if", "populated_now_bytes", "populated_what_if_bytes",
-             "page_table_now_bytes", "page_table_what_if_bytes", "tlb_now", "tlb_what_if"),
-    "pgtable": ("page_table_bytes", "page_table_bytes_after", "populated_bytes"),
-}
+#: One host's figures: (capture, profile, release, the what-if) -> {figure: value}, as the command
+#: computes them for ``--host FILE`` (each command declares its own: ``Spec.fleet``).
+HostRow = Callable[[Any, Any, Any, dict], dict]
 
 
 class Stats(Model):
@@ -166,69 +163,20 @@ def _field(data: dict, key: str) -> str:
     return str(value)
 
 
-def host_row(command: str, capture: Any, options: dict) -> dict:
-    """What ``hugecalc COMMAND --host FILE [options]`` says of one host, as one flat row."""
+def host_row(row: HostRow, capture: Any, options: dict) -> dict:
+    """One host's figures under the what-if, on its captured release or the one --kernel names."""
     from hugecalc.capture import captured_release
     from hugecalc.releases import parse_release
 
-    profile = capture.profile
     release = parse_release(options["kernel"]) if options.get("kernel") else captured_release(capture)
-    if command == "vmemmap":
-        from hugecalc.calc.hvo_now import compute_hvo_now
-
-        r = compute_hvo_now(profile, release, [(p.size_bytes, p.nr) for p in capture.pools],
-                            capture.hugetlb_optimize_vmemmap, capture.mem_available_bytes, options.get("zones", 1))
-        return {"pool_bytes": sum(x.hugepage_size_bytes * x.hugepages for x in r.rows),
-                "hugepages": sum(x.hugepages for x in r.rows),
-                "saved_now_bytes": sum(x.saved_now_bytes for x in r.rows),
-                "saved_what_if_bytes": sum(x.saved_what_if_bytes for x in r.rows),
-                "gain_bytes": sum(x.gain_bytes for x in r.rows)}
-    if command == "mthp":
-        from hugecalc.calc.replay import compute_now_and_what_if
-
-        r = compute_now_and_what_if(profile, release, capture, options["pass"], options["what_if"])
-        now, later = r.now, r.what_if or r.now  # no what-if: the settings now are the what-if
-        return {"faults_now": now.faults, "faults_what_if": later.faults,
-                "populated_now_bytes": now.populated_bytes, "populated_what_if_bytes": later.populated_bytes,
-                "page_table_now_bytes": now.page_table_bytes, "page_table_what_if_bytes": later.page_table_bytes,
-                "tlb_now": now.tlb_entries, "tlb_what_if": later.tlb_entries}
-    from hugecalc.calc.pgtable import compute_pgtable
-    from hugecalc.calc.touches import Touches
-
-    o = options["mapping"]
-    r = compute_pgtable(profile, release, vsize=o["vsize"], vma_start=o["vma_start"], backing=o["backing"],
-                        after=o["after"], touches=Touches(stride=o["touch_stride"], fraction=o["touch_fraction"],
-                                                          seed=o["seed"]), compare=False)
-    return {"page_table_bytes": r.page_table_bytes, "page_table_bytes_after": r.page_table_bytes_after,
-            "populated_bytes": r.populated_bytes}
+    return row(capture, capture.profile, release, options["what_if"])
 
 
-#: Per metric: what one host's figure is, from what ``hugecalc COMMAND --host FILE`` computes.
-PER_HOST = {
-    "vmemmap": ("compute_hvo_now() (calc/hvo_now.py), as `hugecalc vmemmap --host FILE`: the capture's pools "
-                "with its vm.hugetlb_optimize_vmemmap now, and with HVO on as the what-if",
-                {"pool_bytes": "sum over pools of hugepage size x nr_hugepages", "hugepages": "sum of nr_hugepages",
-                 "saved_now_bytes": "sum over pools of the net saving with the sysctl as captured",
-                 "saved_what_if_bytes": "sum over pools of the net saving with HVO on",
-                 "gain_bytes": "saved_what_if_bytes - saved_now_bytes"}),
-    "mthp": ("compute_now_and_what_if() (calc/replay.py), as `hugecalc mthp --host FILE`: the pass under the "
-             "captured THP settings (now) and under the what-if",
-             {m: f"{m.replace('_now', '').replace('_what_if', '').replace('_bytes', '')} of the pass "
-                 + ("now" if "_now" in m else "under the what-if") for m in METRICS["mthp"]}),
-    "pgtable": ("compute_pgtable() (calc/pgtable.py), as `hugecalc pgtable --host FILE`: the mapping on the "
-                "host's profile and release",
-                {"page_table_bytes": "page tables of the mapping, as VmPTE counts",
-                 "page_table_bytes_after": "what remains after the --after madvise",
-                 "populated_bytes": "memory the touches populate"}),
-}
-
-
-def explain(command: str, groups: list[dict]) -> list[Derivation]:
-    """How each fleet figure was derived: per host, then over the hosts (with the numbers of the
-    whole fleet's first metric)."""
-    rule, how = PER_HOST[command]
+def explain(figures: dict[str, str], rule: str, groups: list[dict]) -> list[Derivation]:
+    """How each fleet figure was derived (``figures``: figure -> how one host's value is got; ``rule``:
+    the per-host calculation): per host, then over the hosts (with the whole fleet's first figure)."""
     out = [Derivation(scope="per host", figure="each host's figures",
-                      formula="; ".join(f"{m} = {how[m]}" for m in METRICS[command]), rule=rule)]
+                      formula="; ".join(f"{m} = {how}" for m, how in figures.items()), rule=rule)]
     total = groups[-1] if groups else None
     if total and total["metrics"]:
         m, s = next(iter(total["metrics"].items()))
@@ -246,13 +194,13 @@ def explain(command: str, groups: list[dict]) -> list[Derivation]:
     return out
 
 
-def run_partition(command: str, items: list[tuple[str, str, int, int]], options: dict, by: list[str]) -> list[dict]:
+def run_partition(host_figures: HostRow, items: list[tuple[str, str, int, int]], options: dict, by: list[str]) -> list[dict]:
     """One Dask task: every host of the partition, as rows (errors as rows too)."""
     from pydantic import ValidationError
 
     from hugecalc.capture import CAPTURE_SCHEMA_VERSION, Capture
 
-    if command == "mthp":
+    if options.get("walks"):
         from hugecalc.calc import faults
 
         faults.kernels()  # hundreds of walks: compile (or load) them once for the whole task
@@ -279,7 +227,7 @@ def run_partition(command: str, items: list[tuple[str, str, int, int]], options:
                     row["error"] = str(e)
                 if row["error"] is None:
                     try:
-                        row.update(host_row(command, capture, options))
+                        row.update(host_row(host_figures, capture, options))
                     except InputError as e:  # the what-if does not apply to this host (64K mTHP on 64K pages)
                         row["skipped"] = str(e)
                     except HugecalcError as e:
@@ -291,13 +239,13 @@ def run_partition(command: str, items: list[tuple[str, str, int, int]], options:
 # --- many hosts ----------------------------------------------------------------------------------------
 
 
-def run(command: str, sources: list[str], options: dict, by: list[str], scheduler: str | None,
+def run(host_figures: HostRow, sources: list[str], options: dict, by: list[str], scheduler: str | None,
         progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Every host's row, in source order: in-process, or on the cluster at ``scheduler``."""
     import dask
 
     parts = partitions(sources)
-    tasks = [dask.delayed(run_partition, pure=True)(command, p, options, by) for p in parts]
+    tasks = [dask.delayed(run_partition, pure=True)(host_figures, p, options, by) for p in parts]
     if scheduler is None:
         done = []
         for i, task in enumerate(tasks):
@@ -322,8 +270,8 @@ def run(command: str, sources: list[str], options: dict, by: list[str], schedule
     return [row for part in results for row in part]
 
 
-def aggregate(command: str, rows: list[dict], by: list[str]) -> list[dict]:
-    """Per group (and in total): hosts, and sum, mean, p50, p95, p99 of each metric."""
+def aggregate(figures: list[str], rows: list[dict], by: list[str]) -> list[dict]:
+    """Per group (and in total): hosts, and sum, mean, p50, p95, p99 of each figure."""
     ok = [r for r in rows if r["error"] is None and r["skipped"] is None]
     groups: dict[tuple, list[dict]] = {}
     for r in ok:
@@ -332,7 +280,7 @@ def aggregate(command: str, rows: list[dict], by: list[str]) -> list[dict]:
     out = []
     for key, members in keyed + [((), ok)]:
         metrics = {}
-        for m in METRICS[command]:
+        for m in figures:
             values = np.array([r[m] for r in members if r.get(m) is not None], dtype=np.float64)
             if values.size == 0:
                 continue

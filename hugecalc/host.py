@@ -61,6 +61,16 @@ def running_release() -> str:
     return platform.release()
 
 
+def thp_size_bytes(name: str) -> int:
+    """The folio size a ``hugepages-<size>kB`` directory is named after, in bytes."""
+    return int(name.removeprefix("hugepages-").removesuffix("kB")) << 10
+
+
+def thp_dir(size: int) -> Path:
+    """transparent_hugepage/hugepages-<size>kB."""
+    return SYS_THP / f"hugepages-{size >> 10}kB"
+
+
 def hugepage_dir(size: int) -> Path:
     path = SYS_HUGEPAGES / f"hugepages-{size >> 10}kB"
     if not path.is_dir():

@@ -6,7 +6,7 @@ Units live once, on the field (``json_schema_extra={"unit": ...}``), so the rend
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,8 +32,16 @@ class Derivation(Model):
     rule: str = field("Kernel rule")
 
 
+class Figure(NamedTuple):
+    """One figure of a result, as a sweep tabulates and charts it."""
+
+    value: int | float | None
+    unit: str = "count"  # count or bytes
+
+
 class Result(Model):
-    """The envelope every command's result carries (cli-contract.md)."""
+    """The envelope every command's result carries: what was computed, for which profile and
+    release, from which inputs, with its notes and (with --explain) its derivations."""
 
     schema_version: int = SCHEMA_VERSION
     command: str
@@ -42,6 +50,10 @@ class Result(Model):
     inputs: dict[str, Any]
     notes: list[str] = Field(default_factory=list)
     explain: list[Derivation] = Field(default_factory=list)
+
+    def figures(self) -> dict[str, Figure]:
+        """The figures a sweep shows of this result, by name, in order."""
+        raise NotImplementedError(f"{type(self).__name__} has no figures to sweep")
 
 
 class BatchError(Model):

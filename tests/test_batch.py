@@ -9,7 +9,7 @@ HUGECALC = str(Path(sys.executable).parent / "hugecalc")
 REQUESTS = [
     {"command": "vmemmap", "args": ["--pages", "1T", "--kernel", "5.14"]},
     {"command": "mthp", "options": {"size": "64k", "vma-size": "64M", "madvise": True}},
-    {"command": "pgtable", "options": {"vsize": "4G", "touch-stride": "2M", "after": "dontneed"}},
+    {"command": "pgtable", "options": {"vma_size": "4G", "touch-stride": "2M", "after": "dontneed"}},
     {"command": "mthp", "options": {"size": ["16k", "128k"], "touch_stride": "100K"}},
 ]
 

@@ -307,3 +307,9 @@ def test_a_table_too_wide_stacks_its_rows_and_never_folds_a_word(columns):
         for step in scheme["steps"]:
             ms = f"{step['estimated_seconds'] * 1e3:.3g} ms"
             assert ms in out or step["estimated_seconds"] >= 0.9995, ms
+
+
+@pytest.mark.parametrize("pages", ["0x", "0xg", "x", "0x0", "-1", "1.3K"])
+def test_a_pool_that_is_no_size_nor_count(run, pages):
+    r = run("vmemmap", "--pages", pages)
+    assert r.exit_code == 2 and r.stdout == "" and "--pages" in r.stderr and "internal error" not in r.stderr

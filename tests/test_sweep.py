@@ -9,7 +9,8 @@ import pytest
 from hugecalc.errors import InputError
 from hugecalc.sweep import grid, parse_sweep
 
-ALL = {"touch-fraction", "size", "kernel", "vma-size", "pages"}
+ALL = {"touch-fraction": "number", "size": "size", "kernel": "text", "vma-size": "size", "pages": "pool",
+       "zones": "count"}
 
 
 def test_parse_sweeps():
@@ -118,3 +119,93 @@ def test_a_sweep_explains_itself_and_both_ends(run):
     assert "holding a touched address = 512" in text  # 2M stride: one PTE table per 2 MiB block
     doc = run("pgtable", "--vma-size", "1G", "--sweep", "touch-stride=4K,2M", "--explain", "--json").json
     assert doc["explain"][0]["scope"] == "sweep" and all(p["result"]["explain"] for p in doc["points"])
+
+
+# --- each command's declared sweepable options, swept through their own click types ------------
+
+#: Two values for each option a command declares sweepable (Spec.sweep), and the options it needs beside.
+POINTS = {
+    "vmemmap": (["--pages", "1T"], {"pages": "512,1024", "struct-page-size": "64,128", "zones": "1,2",
+                                    "kernel": "6.1,7.1"}),
+    "pgtable": (["--vma-size", "1G"], {"vma-size": "1G,2G", "vma-start": "0x40000000,0x80000000",
+                                       "touch-stride": "4K,2M", "touch-fraction": "0.1,0.5", "seed": "1,2",
+                                       "shared-by": "1,10", "kernel": "6.1,7.1"}),
+    "mthp": (["--vma-size", "64M", "--size", "64k"],
+             {"size": "16k,64k", "vma-size": "1M,2M", "vma-start": "0x40000000,0x40200000",
+              "file-offset": "64K,2M", "touch-stride": "4K,64K", "prepopulated-stride": "1M,2M",
+              "max-ptes-none": "0,511", "kernel": "6.8,7.1"}),
+}
+NEEDS = {("mthp", "file-offset"): ["--memory", "shmem", "--shmem-enabled", "64K=always", "--size", None],
+         ("mthp", "size"): ["--size", None],
+         ("mthp", "max-ptes-none"): ["--khugepaged", "--prepopulated-stride", "1M"],
+         ("pgtable", "shared-by"): ["--backing", "hugetlb-2M"], ("pgtable", "seed"): ["--touch-fraction", "0.1"]}
+
+
+def test_every_declared_option_is_swept_here():
+    from hugecalc.cli import specs
+    from hugecalc.cli.command import load
+    from hugecalc.cli.sweep import sweepable
+
+    for spec in specs():
+        if spec.sweep:
+            flags = {p.opts[0].lstrip("-") for p in sweepable(spec, load(spec.name)[1]).values()}
+            assert flags == set(POINTS[spec.name][1]), spec.name
+
+
+@pytest.mark.parametrize("command,option", [(c, o) for c, (_, opts) in POINTS.items() for o in opts])
+def test_every_sweepable_option_sweeps_to_the_single_runs(run, command, option):
+    """Each point of a sweep is exactly the command run once with that value, in the option's own type."""
+    base, values = POINTS[command]
+    extra = NEEDS.get((command, option), [])
+    if None in extra:  # drop an option of the base the extra ones replace
+        dropped = extra[extra.index(None) - 1]
+        i = base.index(dropped)
+        base, extra = base[:i] + base[i + 2:], [a for a in extra if a not in (None, dropped)]
+    args = [command, *base, *extra]
+    doc = run(*args, "--sweep", f"{option}={values[option]}", "--json").json
+    assert len(doc["points"]) == 2
+    for point, text in zip(doc["points"], values[option].split(",")):
+        single = run(*args, f"--{option}", text, "--json")
+        assert single.exit_code == 0, single.stderr
+        assert point["result"] == single.json, f"{option}={text}"
+
+
+def test_a_pool_count_sweeps_as_hugepages(run):
+    """--pages 512 is 512 hugepages, in a sweep too (not 512 bytes)."""
+    doc = run("vmemmap", "--pages", "1T", "--hugepage-size", "2M", "--sweep", "pages=512,1024", "--json").json
+    assert [p["result"]["rows"][0]["hugepages"] for p in doc["points"]] == [512, 1024]
+    assert doc["points"][0]["values"] == {"pages": 512}
+    doc = run("vmemmap", "--pages", "1T", "--hugepage-size", "2M", "--sweep", "pages=512..2048x2", "--json").json
+    assert [p["result"]["rows"][0]["hugepages"] for p in doc["points"]] == [512, 1024, 2048]
+
+
+def test_integer_options_sweep_as_integers(run):
+    for args in (["vmemmap", "--pages", "1T", "--sweep", "zones=1,2", "--kernel", "7.1"],
+                 ["vmemmap", "--pages", "1T", "--sweep", "struct-page-size=64..128:64"],
+                 ["pgtable", "--vma-size", "1G", "--touch-fraction", "0.1", "--sweep", "seed=1..3"]):
+        r = run(*args, "--json")
+        assert r.exit_code == 0, r.stderr
+    doc = run("vmemmap", "--pages", "1T", "--sweep", "zones=1,2", "--kernel", "7.1", "--json").json
+    saved = [p["result"]["rows"][0]["saved_bytes"] for p in doc["points"]]
+    assert saved[0] - saved[1] == 4096  # one more zone keeps one more shared tail page (7.1)
+
+
+@pytest.mark.parametrize("args", [["--sweep", "vma-size=1M,2M"], ["--sweep", "vma-size=1M,2M", "--size", "64k"],
+                                  ["--sweep", "vma-size=1M,2M", "--host", "tests/data/captures/x86-64-6.18.json"],
+                                  ["--sweep", "vma-size=1M,2M", "--host", "tests/data/captures/x86-64-6.18.json",
+                                   "--size", "64k"]])
+def test_mthp_sweeps_in_every_mode(run, args):
+    """Every mode's result has figures to sweep: the side-by-side comparison and now-and-what-if too."""
+    r = run("mthp", *args)
+    assert r.exit_code == 0, r.stderr
+    doc = run("mthp", *args, "--json").json
+    assert len(doc["points"]) == 2
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("zones=1.5,2", "not a whole number"), ("pages=1G,512", "mixes sizes and counts"),
+    ("zones=0,1", "--sweep at zones=0: Invalid value for '--zones'"), ("struct-page-size=1G,2G", "not a whole number"),
+])
+def test_bad_sweep_values_name_the_option(run, spec, message):
+    r = run("vmemmap", "--pages", "1T", "--sweep", spec)
+    assert r.exit_code == 2 and r.stdout == "" and message in r.stderr, r.stderr

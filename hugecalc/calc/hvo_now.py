@@ -19,7 +19,7 @@ from __future__ import annotations
 from hugecalc.calc.vmemmap import compute_vmemmap
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
-from hugecalc.result import Derivation, Model, Result, field
+from hugecalc.result import Figure, Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size
 
 
@@ -41,6 +41,13 @@ class HostVmemmapResult(Result):
     command: str = "vmemmap"
     rows: list[PoolRow]
     mem_available_bytes: int | None = field("MemAvailable now", "bytes", default=None)
+
+    def figures(self) -> dict[str, Figure]:
+        out = {}
+        for r in self.rows:
+            out[f"saved now {fmt_size(r.hugepage_size_bytes)}"] = Figure(r.saved_now_bytes, "bytes")
+            out[f"saved with HVO {fmt_size(r.hugepage_size_bytes)}"] = Figure(r.saved_what_if_bytes, "bytes")
+        return out
 
 
 def compute_hvo_now(profile: Profile, release: Release, pools: list[tuple[int, int]], hvo_now: int | None,

@@ -28,13 +28,13 @@ import numpy as np
 from hugecalc.calc._jit import call
 from hugecalc.calc import faults
 from hugecalc.calc.khugepaged import KhugepagedDesign, compute_khugepaged, prepopulated_bitmaps
-from hugecalc.calc.orders import (Pass, allowed_orders, anon_orders, file_orders, kernel_pmd_aligns_anon_mmap,  # noqa: F401
+from hugecalc.calc.orders import (Pass, PassShape, ThpSettings, allowed_orders, anon_orders, file_orders,
                                   pass_settings, pmd_order)
 from hugecalc.calc.tables import counted_levels, level_row, preallocated_note, stride_blocks, vmpte_bytes
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import ARM64_CONTPTE, HUGE_ZERO_WP_THP, KHUGEPAGED_MTHP, Release
-from hugecalc.result import Derivation, Model, Result, field
+from hugecalc.result import Figure, Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size
 
 KHUGEPAGED_SERIES = 'Nico Pache, "khugepaged: mTHP support", 2025'
@@ -76,6 +76,11 @@ class MthpResult(Result):
     largest_fault_clear_seconds: float = field("Its zeroing time", "seconds")
     khugepaged: list[KhugepagedDesign] | None = None
 
+    def figures(self) -> dict[str, Figure]:
+        return {"faults": Figure(self.faults), "TLB entries": Figure(self.tlb_entries),
+                "populated": Figure(self.populated_bytes, "bytes"),
+                "page tables": Figure(self.page_table_bytes, "bytes")}
+
 
 class MthpNowWhatIf(Result):
     """A machine's THP settings now beside a what-if (``--host``/``--profile host``)."""
@@ -83,6 +88,13 @@ class MthpNowWhatIf(Result):
     command: str = "mthp"
     now: MthpResult
     what_if: MthpResult | None = None
+
+    def figures(self) -> dict[str, Figure]:
+        later = self.what_if or self.now
+        return {"faults now": Figure(self.now.faults), "faults what-if": Figure(later.faults),
+                "TLB entries now": Figure(self.now.tlb_entries), "TLB entries what-if": Figure(later.tlb_entries),
+                "populated now": Figure(self.now.populated_bytes, "bytes"),
+                "populated what-if": Figure(later.populated_bytes, "bytes")}
 
 
 class SizeRow(Model):
@@ -104,8 +116,11 @@ class MthpComparison(Result):
     command: str = "mthp"
     sizes: list[SizeRow]
 
+    def figures(self) -> dict[str, Figure]:
+        """Faults of each size alone (the first is base pages only)."""
+        return {f"faults {fmt_size(r.size_bytes)}": Figure(r.faults) for r in self.sizes}
 
-# --- settings -------------------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class Walk:
     """Stage 3, what the fault walk found."""
@@ -126,18 +141,18 @@ def walk(profile: Profile, release: Release, p: Pass, allowed: set[int]) -> Walk
     out_folios = np.zeros(P + 1, dtype=np.int64)
     out = np.zeros(6, dtype=np.int64)
     cont = tlb_block_pages(profile, release)
-    period = faults.repeat_period(p.start, p.end, profile.pmd_size, p.stride, p.pre_stride)
+    period = faults.repeat_period(p.start, p.end, profile.pmd_size, p.touch_stride, p.prepopulated_stride)
     # Work: PMD blocks walked (the edges and one period, or every block with a touch) x faults in one.
     blocks = (p.end - p.start) // profile.pmd_size + 2
-    touches = (p.end - p.start) // p.stride + ((p.end - p.start) // p.pre_stride if p.pre_stride else 0) + 2
+    touches = (p.end - p.start) // p.touch_stride + ((p.end - p.start) // p.prepopulated_stride if p.prepopulated_stride else 0) + 2
     walked = min(blocks, 2 + period // profile.pmd_size) if period else min(blocks, touches)
     upper = sum((p.end - p.start) // profile.table_span_bytes(name) + 2 for name in counted_levels(profile)[:-1])
-    f = faults.module_for(walked * min(profile.pmd_size // max(p.stride, profile.page_size), 512) + upper)
-    call(f.fault_walk, p.start, p.end, profile.page_size, profile.pmd_size, p.stride, p.pre_stride, period,
+    f = faults.module_for(walked * min(profile.pmd_size // max(p.touch_stride, profile.page_size), 512) + upper)
+    call(f.fault_walk, p.start, p.end, profile.page_size, profile.pmd_size, p.touch_stride, p.prepopulated_stride, period,
          sum(1 << o for o in allowed if o < P), P in allowed, p.shmem, p.access == "read-then-write",
          release.has(HUGE_ZERO_WP_THP), cont, out_folios, out)
     levels = counted_levels(profile)  # top down; the PTE tables come from the walk
-    tables = {name: int(call(f.upper_tables, p.start, p.end, profile.table_span_bytes(name), p.stride, p.pre_stride))
+    tables = {name: int(call(f.upper_tables, p.start, p.end, profile.table_span_bytes(name), p.touch_stride, p.prepopulated_stride))
               for name in levels[:-1]}
     tables[levels[-1]] = int(out[5])
     for name in profile.preallocated_levels:
@@ -163,7 +178,7 @@ def _explain(profile: Profile, release: Release, p: Pass, allowed: set[int], why
     """Stage 4b: how each figure was derived."""
     page = profile.page_size
     huge_zero_thp = release.has(HUGE_ZERO_WP_THP)
-    n_pre = (p.end - 1 - p.start) // p.pre_stride + 1 if p.pre_stride else 0
+    n_pre = (p.end - 1 - p.start) // p.prepopulated_stride + 1 if p.prepopulated_stride else 0
     explain = [Derivation(scope="orders", figure="sizes a fault may get",
                           formula=(", ".join(fmt_size(page << o) for o in sorted(allowed)) or "base pages only")
                           + f" ({why})",
@@ -180,7 +195,7 @@ def _explain(profile: Profile, release: Release, p: Pass, allowed: set[int], why
         scope="faults", figure="faults",
         formula=f"{w.read_faults:,} read + {w.write_faults:,} write: one per folio "
                 + ("(mapped whole by finish_fault())" if p.shmem else "(alloc_anon_folio() maps it at once)")
-                + (f", and none on the {n_pre:,} prepopulated pages" if p.pre_stride else ""),
+                + (f", and none on the {n_pre:,} prepopulated pages" if p.prepopulated_stride else ""),
         rule="alloc_anon_folio() in mm/memory.c" if not p.shmem else "shmem_fault() and finish_fault()"))
     if p.shmem and p.access == "read-then-write":
         explain.append(Derivation(
@@ -198,28 +213,46 @@ def _explain(profile: Profile, release: Release, p: Pass, allowed: set[int], why
     return explain
 
 
-def _khugepaged(profile: Profile, release: Release, p: Pass, allowed: set[int], max_ptes_none: int, occupancy: list | None,
+@dataclass(frozen=True)
+class KhugepagedScan:
+    """What khugepaged finds after the pass: ``max_ptes_none`` and, per PMD range, which PTEs are
+    present (None: the prepopulated pages and the pass)."""
+
+    max_ptes_none: int = 511
+    occupancy: list | None = None
+
+
+def _khugepaged(profile: Profile, release: Release, p: Pass, allowed: set[int], scan: KhugepagedScan,
                 notes: list[str]) -> list[KhugepagedDesign]:
     if p.shmem:
         raise InputError("--khugepaged models anonymous memory: mTHP collapse is for anon VMAs")
+    occupancy = scan.occupancy
     if occupancy is None:
-        if not p.pre_stride:
+        if not p.prepopulated_stride:
             raise InputError("--khugepaged needs the occupancy: --prepopulated-stride or --occupancy-file")
-        occupancy = prepopulated_bitmaps(profile, p.start, p.end, p.pre_stride)
+        occupancy = prepopulated_bitmaps(profile, p.start, p.end, p.prepopulated_stride)
     if release.has(KHUGEPAGED_MTHP):
         notes.append(f"khugepaged mTHP collapse on {release}: the v18 design ({KHUGEPAGED_MTHP.cite})")
     else:
         notes.append(f"khugepaged mTHP collapse is not in {release} ({KHUGEPAGED_SERIES}; {KHUGEPAGED_MTHP.cite})")
-    return compute_khugepaged(profile, occupancy, allowed, max_ptes_none)
+    return compute_khugepaged(profile, occupancy, allowed, scan.max_ptes_none)
 
 
-def compute_mthp(profile: Profile, release: Release, *, enabled: list[tuple[int, str]] = (),
-                 top_level: str = "madvise", madvise: bool = False, nohugepage: bool = False, stack: bool = False,
-                 memory: str = "anon",
-                 shmem_enabled: list[tuple[int, str]] = (), huge: str = "never", vma_size: int = 1 << 30,
-                 vma_start: int | None = None, file_offset: int = 0, touch_stride: int | None = None,
-                 prepopulated_stride: int | None = None, access: str = "write", khugepaged: bool = False,
-                 max_ptes_none: int = 511, occupancy: list | None = None) -> MthpResult:
+def pass_inputs(profile: Profile, shape: PassShape, p: Pass) -> dict:
+    """The resolved inputs of one pass, as its JSON shows them."""
+    page = profile.page_size
+    return {
+        "memory": shape.memory, "vma_size_bytes": shape.vma_size, "vma_start": p.start,
+        "file_offset_bytes": shape.file_offset, "touch_stride_bytes": p.touch_stride,
+        "prepopulated_stride_bytes": shape.prepopulated_stride, "access": shape.access, "top_level": p.top_level,
+        "madvise": shape.madvise, "nohugepage": shape.nohugepage, "stack": shape.stack, "huge": p.huge,
+        "enabled": {fmt_size(page << o): m for o, m in sorted(p.anon_modes.items())},
+        "shmem_enabled": {fmt_size(page << o): m for o, m in sorted(p.shm_modes.items())},
+    }
+
+
+def compute_mthp(profile: Profile, release: Release, shape: PassShape = PassShape(),
+                 settings: ThpSettings = ThpSettings(), khugepaged: KhugepagedScan | None = None) -> MthpResult:
     """Faults, folios, TLB entries and page tables of one pass over a VMA.
 
     Kernel reference
@@ -230,30 +263,20 @@ def compute_mthp(profile: Profile, release: Release, *, enabled: list[tuple[int,
     ``shmem_allowable_huge_orders()`` (mm/shmem.c).
     """
     notes: list[str] = []
-    p = pass_settings(profile, release, notes, enabled=enabled, top_level=top_level, madvise=madvise,
-                  nohugepage=nohugepage, stack=stack, memory=memory, shmem_enabled=shmem_enabled, huge=huge, vma_size=vma_size,
-                  vma_start=vma_start, file_offset=file_offset, touch_stride=touch_stride,
-                  prepopulated_stride=prepopulated_stride, access=access)
+    p = pass_settings(profile, release, shape, settings, notes)
     allowed, why = allowed_orders(profile, release, p, notes)
     w = walk(profile, release, p, allowed)
     # Stage 4: the counts.
     page = profile.page_size
     rows = [level_row(profile, release, name, n) for name, n in w.tables.items()]
-    touched = stride_blocks(p.start, (p.end - 1 - p.start) // p.stride + 1, p.stride, page) * page
+    touched = stride_blocks(p.start, (p.end - 1 - p.start) // p.touch_stride + 1, p.touch_stride, page) * page
     clear_s = w.largest_folio_bytes / (profile.costs.clear_gib_per_s * (1 << 30))
     if profile.preallocated_levels:
         notes.append(preallocated_note(profile, release))
-    designs = _khugepaged(profile, release, p, allowed, max_ptes_none, occupancy, notes) if khugepaged else None
+    designs = _khugepaged(profile, release, p, allowed, khugepaged, notes) if khugepaged else None
     # Stage 5: the result.
-    inputs = {
-        "memory": memory, "vma_size_bytes": vma_size, "vma_start": p.start, "file_offset_bytes": file_offset,
-        "touch_stride_bytes": p.stride, "prepopulated_stride_bytes": prepopulated_stride, "access": access,
-        "top_level": top_level, "madvise": madvise, "nohugepage": nohugepage, "stack": stack, "huge": huge,
-        "enabled": {fmt_size(page << o): m for o, m in sorted(p.anon_modes.items())},
-        "shmem_enabled": {fmt_size(page << o): m for o, m in sorted(p.shm_modes.items())},
-    }
     return MthpResult(
-        profile=profile.name, kernel=str(release), inputs=inputs,
+        profile=profile.name, kernel=str(release), inputs=pass_inputs(profile, shape, p),
         faults=w.read_faults + w.write_faults, read_faults=w.read_faults, write_faults=w.write_faults,
         folios=[FolioCount(size_bytes=page << o, count=c) for o, c in enumerate(w.folios) if c],
         fault_orders_bytes=[page << o for o in sorted(allowed)], tlb_entries=w.tlb_entries,
@@ -265,29 +288,30 @@ def compute_mthp(profile: Profile, release: Release, *, enabled: list[tuple[int,
     )
 
 
-def compare_sizes(profile: Profile, release: Release, **kw) -> MthpComparison:
+def _size_row(size: int, r: MthpResult) -> SizeRow:
+    return SizeRow(size_bytes=size, faults=r.faults, folios=sum(f.count for f in r.folios), tlb_entries=r.tlb_entries,
+                   page_table_bytes=r.page_table_bytes, populated_bytes=r.populated_bytes, bloat=r.bloat,
+                   largest_fault_clear_bytes=r.largest_fault_clear_bytes,
+                   largest_fault_clear_seconds=r.largest_fault_clear_seconds, tables=r.tables)
+
+
+def compare_sizes(profile: Profile, release: Release, shape: PassShape = PassShape()) -> MthpComparison:
     """Every size the profile supports, each alone (others off), side by side, and base pages."""
-    shmem = kw.get("memory", "anon") != "anon"
+    shmem = shape.memory != "anon"
     orders = file_orders(profile) if shmem else anon_orders(profile)
-    P = pmd_order(profile)
     rows, explain = [], []
     base = None
     for o in [None] + orders:
-        modes = [(profile.page_size << x, "always" if x == o else "never") for x in orders]
-        key = "shmem_enabled" if shmem else "enabled"
-        extra = {"huge": "never"} if shmem else {}
-        r = compute_mthp(profile, release, **{**kw, key: modes, **extra})
+        modes = {profile.page_size << x: "always" if x == o else "never" for x in orders}
+        settings = ThpSettings(shmem_enabled=modes, huge="never") if shmem else ThpSettings(enabled=modes)
+        r = compute_mthp(profile, release, shape, settings)
         base = base or r
         explain += [d.model_copy(update={"scope": f"{fmt_size(profile.page_size << (o or 0))}: {d.scope}"})
                     for d in r.explain if d.scope in ("orders", "faults", "tlb")]
-        rows.append(SizeRow(size_bytes=profile.page_size << (o or 0), faults=r.faults,
-                            folios=sum(f.count for f in r.folios), tlb_entries=r.tlb_entries,
-                            page_table_bytes=r.page_table_bytes, populated_bytes=r.populated_bytes,
-                            bloat=r.bloat, largest_fault_clear_bytes=r.largest_fault_clear_bytes,
-                            largest_fault_clear_seconds=r.largest_fault_clear_seconds, tables=r.tables))
+        rows.append(_size_row(profile.page_size << (o or 0), r))
     notes = [f"each size alone ({'shmem_enabled' if shmem else 'enabled'}=always, every other size never); "
              f"the first row is base pages only"]
-    if P not in orders:
+    if pmd_order(profile) not in orders:
         notes.append(f"the PMD size {fmt_size(profile.pmd_size)} is above MAX_PAGECACHE_ORDER for shmem here")
     return MthpComparison(profile=profile.name, kernel=str(release), inputs=base.inputs, sizes=rows, notes=notes,
                           explain=explain)

@@ -1,8 +1,9 @@
 """Which THP orders a fault in a VMA may get: the per-size switches, MADV_(NO)HUGEPAGE, the
 top-level switches, and the VMA's placement and file offset.
 
-The first stages of ``compute_mthp``: :func:`pass_settings` checks one pass's options,
-:func:`allowed_orders` applies the kernel's rules to them.
+The THP settings (:class:`ThpSettings`) and the shape of a pass (:class:`PassShape`) as types;
+the first stages of ``compute_mthp``: :func:`pass_settings` checks one pass against the profile,
+:func:`allowed_orders` applies the kernel's rules to it.
 
 Kernel reference
 ----------------
@@ -22,20 +23,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import ValidationError, model_validator
 
 from hugecalc.calc.tables import check_user_span, table_aligned_start
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
+from hugecalc.result import Model
 from hugecalc.releases import (MAP_STACK_NOHUGEPAGE, MTHP_ANON, SHMEM_MTHP, THP_ALIGN_ANON, THP_ALIGN_NOT_32BIT,
                                THP_ALIGN_PMD_MULTIPLES, TMPFS_MTHP, Release, sublevel_notes)
 from hugecalc.units import fmt_bytes, fmt_size
 
-ANON_MODES = ("always", "inherit", "madvise", "never")
-SHMEM_MODES = ("always", "inherit", "within_size", "advise", "never")
-HUGE_MODES = ("always", "within_size", "advise", "never")
-#: anon; shmem: anonymous shmem (memfd, MAP_SHARED|MAP_ANONYMOUS); sysv: SysV SHM (shmget), a file of
-#: the internal shm mount; tmpfs: a file on a tmpfs mount.
-MEMORY_KINDS = ("anon", "shmem", "sysv", "tmpfs")
 MAX_XAS_ORDER = 11  # XA_CHUNK_SHIFT * 2 - 1 (include/linux/xarray.h)
 
 
@@ -74,10 +73,11 @@ def file_orders(profile: Profile) -> list[int]:
 
 
 
-def _order_of(profile: Profile, size: int, what: str) -> int:
+def _order_of(profile: Profile, size: int, field: str) -> int:
     pages, rest = divmod(size, profile.page_size)
     if rest or pages & (pages - 1):
-        raise InputError(f"{what} {fmt_size(size)} is not a power-of-two number of {fmt_size(profile.page_size)} pages")
+        raise InputError(f"{fmt_size(size)} is not a power-of-two number of {fmt_size(profile.page_size)} pages",
+                         field=field)
     return pages.bit_length() - 1
 
 
@@ -97,39 +97,118 @@ def _why(page: int, rule: str, madvise: bool, modes: dict[int, str]) -> str:
             + ", ".join(f"{fmt_size(page << o)}={m}" for o, m in sorted(modes.items()) if m != "never"))
 
 
-def check_order(profile: Profile, size: int, allowed_orders: list[int], what: str, rule: str) -> int:
-    """The order of a THP size an option names, refused with the reason when the kernel has no such size."""
-    order = _order_of(profile, size, what)
+def check_order(profile: Profile, size: int, allowed_orders: list[int], field: str, rule: str) -> int:
+    """The order of a THP size an input names, refused with the reason when the kernel has no such size."""
+    order = _order_of(profile, size, field)
     if order not in allowed_orders:
         lo, hi = allowed_orders[0], allowed_orders[-1]
         why = ("the base page, not a THP size" if order == 0 else f"order {order}, larger than the PMD size"
                if order > hi else f"order {order} ({rule})")
-        raise InputError(f"{what} {fmt_size(size)} is {why}: {profile.name} has "
-                         f"{fmt_size(profile.page_size << lo)}..{fmt_size(profile.page_size << hi)}")
+        raise InputError(f"{fmt_size(size)} is {why}: {profile.name} has "
+                         f"{fmt_size(profile.page_size << lo)}..{fmt_size(profile.page_size << hi)}", field=field)
     return order
 
 
-def parse_modes(profile: Profile, items: list[tuple[int, str]], allowed_orders: list[int], modes: tuple[str, ...],
-                what: str, rule: str) -> dict[int, str]:
-    out: dict[int, str] = {}
-    for size, mode in items:
-        order = check_order(profile, size, allowed_orders, what, rule)
-        if mode not in modes:
-            raise InputError(f"{what} {fmt_size(size)}={mode}: the mode must be one of {', '.join(modes)}")
-        out[order] = mode
-    return out
+TopLevel = Literal["always", "madvise", "never"]
+AnonMode = Literal["always", "inherit", "madvise", "never"]
+ShmemMode = Literal["always", "inherit", "within_size", "advise", "never"]
+HugeMode = Literal["always", "within_size", "advise", "never"]
+#: anon; shmem: anonymous shmem (memfd, MAP_SHARED|MAP_ANONYMOUS); sysv: SysV SHM (shmget), a file of
+#: the internal shm mount; tmpfs: a file on a tmpfs mount.
+Memory = Literal["anon", "shmem", "sysv", "tmpfs"]
+Access = Literal["write", "read-then-write"]
+
+
+class Checked(Model):
+    """A model whose bad values are InputErrors naming their field, like every value the
+    calculations refuse (pydantic's own error is for programming errors)."""
+
+    def __init__(self, **data: object) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise _input_error(e) from None
+
+
+def _input_error(e: ValidationError) -> InputError:
+    error = e.errors()[0]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, InputError):
+        return cause
+    loc = error["loc"]
+    what = f"{fmt_size(int(loc[1]))}={error['input']}" if len(loc) > 1 else repr(error["input"])
+    expected = (error.get("ctx") or {}).get("expected")
+    return InputError(f"{what}: " + (f"the mode must be one of {expected}" if expected else error["msg"]),
+                      field=str(loc[0]) if loc else None)
+
+
+class ThpSettings(Checked):
+    """The THP switches a fault follows, named after their files in /sys/kernel/mm/transparent_hugepage.
+
+    A switch left at None (a size left out) is as the kernel boots it: ``enabled`` madvise,
+    ``shmem_enabled`` never, the PMD size ``inherit`` and every other size ``never``.  Used as a
+    what-if, the switches given replace those of the settings now (:meth:`with_overrides`).
+    """
+
+    top_level: TopLevel | None = None  # enabled (per-size "inherit" follows it)
+    huge: HugeMode | None = None  # shmem_enabled; a tmpfs file: its mount's huge=
+    enabled: dict[int, AnonMode] = {}  # hugepages-<size>kB/enabled, by folio size in bytes
+    shmem_enabled: dict[int, ShmemMode] = {}  # hugepages-<size>kB/shmem_enabled
+
+    def with_overrides(self, what_if: ThpSettings) -> ThpSettings:
+        """These settings with the switches ``what_if`` sets replacing theirs."""
+        return ThpSettings(top_level=what_if.top_level or self.top_level, huge=what_if.huge or self.huge,
+                           enabled={**self.enabled, **what_if.enabled},
+                           shmem_enabled={**self.shmem_enabled, **what_if.shmem_enabled})
+
+    def changes_anything(self) -> bool:
+        return bool(self.top_level or self.huge or self.enabled or self.shmem_enabled)
+
+    def shown(self, page: int | None = None) -> dict:
+        """As the JSON shows them: sizes as labels (64K)."""
+        return {"top_level": self.top_level or "madvise", "huge": self.huge or "never",
+                "enabled": {fmt_size(s): m for s, m in sorted(self.enabled.items())},
+                "shmem_enabled": {fmt_size(s): m for s, m in sorted(self.shmem_enabled.items())}}
+
+
+class PassShape(Checked):
+    """The VMA a pass runs over and how it touches it (madvise(), mmap() flags, the touches)."""
+
+    memory: Memory = "anon"
+    vma_size: int = 1 << 30
+    vma_start: int | None = None  # None: table-aligned (table_aligned_start())
+    file_offset: int = 0
+    touch_stride: int | None = None  # None: every page
+    prepopulated_stride: int | None = None  # one base page every this many bytes was already faulted in
+    access: Access = "write"
+    madvise: bool = False  # MADV_HUGEPAGE
+    nohugepage: bool = False  # MADV_NOHUGEPAGE
+    stack: bool = False  # mmap(MAP_STACK)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PassShape:
+        if self.stack and self.memory != "anon":
+            raise InputError(f"is mmap(MAP_STACK|MAP_ANONYMOUS|MAP_PRIVATE): anonymous memory, not {self.memory}",
+                             field="stack")
+        if self.madvise and self.nohugepage:
+            raise InputError("(MADV_HUGEPAGE) and MADV_NOHUGEPAGE exclude each other", field="madvise")
+        if self.file_offset and self.memory == "anon":
+            raise InputError("is for shmem and tmpfs mappings, not anonymous memory", field="file_offset")
+        if self.memory == "sysv" and self.file_offset:
+            raise InputError("must be 0 for SysV SHM: shmat() maps a segment from its start", field="file_offset")
+        return self
 
 
 @dataclass(frozen=True)
 class Pass:
-    """Stage 1, the settings of one pass: the VMA, the touches and the THP switches, checked."""
+    """Stage 1, one pass checked against the profile: the VMA, the touches and the THP switches."""
 
     memory: str
     start: int
     end: int
     file_offset: int
-    stride: int
-    pre_stride: int  # 0: nothing prepopulated
+    touch_stride: int
+    prepopulated_stride: int  # 0: nothing prepopulated
     access: str
     top_level: str
     madvise: bool
@@ -148,63 +227,74 @@ class Pass:
         return self.end - self.start
 
 
-def pass_settings(profile: Profile, release: Release, notes: list[str], *, enabled, top_level, madvise, nohugepage,
-                  stack=False,
-              memory, shmem_enabled, huge, vma_size, vma_start, file_offset, touch_stride, prepopulated_stride,
-              access) -> Pass:
+def _check_vma(profile: Profile, shape: PassShape) -> int:
+    """The start of the pass's VMA, checked against the profile's page and address space."""
     page = profile.page_size
-    if top_level not in ("always", "madvise", "never"):
-        raise InputError(f"--top-level {top_level!r}: use always, madvise or never")
-    if memory not in MEMORY_KINDS:
-        raise InputError(f"--memory {memory!r}: use {', '.join(MEMORY_KINDS)}")
-    if huge not in HUGE_MODES:
-        raise InputError(f"--huge {huge!r}: use {', '.join(HUGE_MODES)}")
-    if access not in ("write", "read-then-write"):
-        raise InputError(f"--access {access!r}: use write or read-then-write")
-    if stack and memory != "anon":
-        raise InputError("--stack is mmap(MAP_STACK|MAP_ANONYMOUS|MAP_PRIVATE): use it with --memory anon")
-    if madvise and nohugepage:
-        raise InputError("--madvise and --nohugepage exclude each other (MADV_HUGEPAGE vs MADV_NOHUGEPAGE)")
-    if vma_size <= 0 or vma_size % page:
-        raise InputError(f"--vma-size {fmt_size(vma_size)} must be a positive multiple of the {fmt_size(page)} page")
-    stride = check_user_span(profile, touch_stride or page, "--touch-stride")
-    if prepopulated_stride is not None:
-        check_user_span(profile, prepopulated_stride, "--prepopulated-stride")
-    default_start = vma_start is None
-    start = table_aligned_start(profile, vma_size, profile.pmd_size) if default_start else vma_start
+    if shape.vma_size <= 0 or shape.vma_size % page:
+        raise InputError(f"{fmt_size(shape.vma_size)} must be a positive multiple of the {fmt_size(page)} page",
+                         field="vma_size")
+    check_user_span(profile, shape.touch_stride or page, "touch_stride")
+    if shape.prepopulated_stride is not None:
+        check_user_span(profile, shape.prepopulated_stride, "prepopulated_stride")
+    start = (table_aligned_start(profile, shape.vma_size, profile.pmd_size) if shape.vma_start is None
+             else shape.vma_start)
     if start % page:
-        raise InputError(f"--vma-start {start:#x} is not aligned to the {fmt_size(page)} page")
-    if start + vma_size > profile.user_va_bytes:
-        raise InputError(f"the VMA [{start:#x}, {start + vma_size:#x}) does not fit in {profile.name}'s user "
-                         f"address space ({fmt_bytes(profile.user_va_bytes)})")
-    if memory == "sysv" and file_offset:
-        raise InputError("--file-offset: shmat() maps a SysV segment from its start (offset 0)")
-    if file_offset % page:
-        raise InputError(f"--file-offset {file_offset} is not a multiple of the {fmt_size(page)} page")
-    if file_offset + vma_size > max_file_bytes(profile):
-        raise InputError(f"--file-offset {file_offset:#x} + --vma-size {vma_size:#x} is past the largest file "
-                         f"{profile.name} allows (MAX_LFS_FILESIZE {max_file_bytes(profile):#x})")
-    if default_start and memory == "anon":
-        notes += sublevel_notes(release, [(THP_ALIGN_ANON, None), (THP_ALIGN_PMD_MULTIPLES, None)]
-                                + ([(THP_ALIGN_NOT_32BIT, None)] if profile.bits != 64 else []))
-    if default_start and memory == "anon" and not kernel_pmd_aligns_anon_mmap(profile, release, vma_size):
-        notes.append(f"the start here is aligned, but mmap() of {fmt_size(vma_size)} on {release} is not placed "
+        raise InputError(f"{start:#x} is not aligned to the {fmt_size(page)} page", field="vma_start")
+    if start + shape.vma_size > profile.user_va_bytes:
+        raise InputError(f"the VMA [{start:#x}, {start + shape.vma_size:#x}) does not fit in {profile.name}'s user "
+                         f"address space ({fmt_bytes(profile.user_va_bytes)})", field="vma_size")
+    if shape.file_offset % page:
+        raise InputError(f"{shape.file_offset} is not a multiple of the {fmt_size(page)} page", field="file_offset")
+    if shape.file_offset + shape.vma_size > max_file_bytes(profile):
+        raise InputError(f"file offset {shape.file_offset:#x} + VMA size {shape.vma_size:#x} is past the largest "
+                         f"file {profile.name} allows (MAX_LFS_FILESIZE {max_file_bytes(profile):#x})",
+                         field="file_offset")
+    return start
+
+
+def _placement_notes(profile: Profile, release: Release, shape: PassShape) -> list[str]:
+    """Where mmap() would really place the default-placed anonymous VMA (__get_unmapped_area())."""
+    if shape.vma_start is not None or shape.memory != "anon":
+        return []
+    notes = sublevel_notes(release, [(THP_ALIGN_ANON, None), (THP_ALIGN_PMD_MULTIPLES, None)]
+                           + ([(THP_ALIGN_NOT_32BIT, None)] if profile.bits != 64 else []))
+    if not kernel_pmd_aligns_anon_mmap(profile, release, shape.vma_size):
+        notes.append(f"the start here is aligned, but mmap() of {fmt_size(shape.vma_size)} on {release} is not placed "
                      "PMD-aligned by the kernel (" + (THP_ALIGN_PMD_MULTIPLES.cite if release.has(THP_ALIGN_ANON)
                                                      else THP_ALIGN_ANON.cite)
                      + "): pass --vma-start to model the address a program really gets")
+    return notes
+
+
+def per_size_modes(profile: Profile, settings: ThpSettings) -> tuple[dict[int, str], dict[int, str]]:
+    """Every anon and shmem order's mode: as booted (the PMD size inherit, the others never), then
+    the sizes ``settings`` names (transhuge.rst)."""
     P = pmd_order(profile)
     anon_modes = {o: "never" for o in anon_orders(profile)}
-    anon_modes[P] = "inherit"  # transhuge.rst: PMD size inherits, the other sizes are off
-    anon_modes.update(parse_modes(profile, list(enabled), anon_orders(profile), ANON_MODES, "--enabled",
-                                  "THP_ORDERS_ALL_ANON excludes order 1"))
+    anon_modes[P] = "inherit"
+    for size, mode in settings.enabled.items():
+        anon_modes[check_order(profile, size, anon_orders(profile), "enabled",
+                               "THP_ORDERS_ALL_ANON excludes order 1")] = mode
     shm_modes = {o: "never" for o in file_orders(profile)}
     if P in shm_modes:
         shm_modes[P] = "inherit"
-    shm_modes.update(parse_modes(profile, list(shmem_enabled), file_orders(profile), SHMEM_MODES,
-                                 "--shmem-enabled", "THP_ORDERS_ALL_FILE_DEFAULT: orders 1..MAX_PAGECACHE_ORDER"))
-    return Pass(memory=memory, start=start, end=start + vma_size, file_offset=file_offset, stride=stride,
-                pre_stride=prepopulated_stride or 0, access=access, top_level=top_level, madvise=madvise,
-                nohugepage=nohugepage, stack=stack, huge=huge, anon_modes=anon_modes, shm_modes=shm_modes)
+    for size, mode in settings.shmem_enabled.items():
+        shm_modes[check_order(profile, size, file_orders(profile), "shmem_enabled",
+                              "THP_ORDERS_ALL_FILE_DEFAULT: orders 1..MAX_PAGECACHE_ORDER")] = mode
+    return anon_modes, shm_modes
+
+
+def pass_settings(profile: Profile, release: Release, shape: PassShape, settings: ThpSettings,
+                  notes: list[str]) -> Pass:
+    """Stage 1: the pass's shape and THP settings, checked against the profile."""
+    start = _check_vma(profile, shape)
+    notes += _placement_notes(profile, release, shape)
+    anon_modes, shm_modes = per_size_modes(profile, settings)
+    return Pass(memory=shape.memory, start=start, end=start + shape.vma_size, file_offset=shape.file_offset,
+                touch_stride=shape.touch_stride or profile.page_size,
+                prepopulated_stride=shape.prepopulated_stride or 0, access=shape.access,
+                top_level=settings.top_level or "madvise", madvise=shape.madvise, nohugepage=shape.nohugepage,
+                stack=shape.stack, huge=settings.huge or "never", anon_modes=anon_modes, shm_modes=shm_modes)
 
 
 def allowed_orders(profile: Profile, release: Release, p: Pass, notes: list[str]) -> tuple[set[int], str]:

@@ -29,7 +29,7 @@ from hugecalc.calc.touches import Counts, Touches, distinct_blocks, fraction_cou
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import HUGE_PMD_SHARE, HUGETLB_DONTNEED, PT_RECLAIM, Release
-from hugecalc.result import Derivation, Model, Result, field
+from hugecalc.result import Figure, Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size
 
 
@@ -52,6 +52,12 @@ class PgtableResult(Result):
     overhead_share: float = field("Page tables / populated memory", "share")
     shared_page_table_bytes: int | None = field("Page tables of all sharers, physically", "bytes", default=None)
     compare: list[Comparison] = []
+
+    def figures(self) -> dict[str, Figure]:
+        out = {"page tables": Figure(self.page_table_bytes, "bytes"), "populated": Figure(self.populated_bytes, "bytes")}
+        if self.page_table_bytes_after is not None:
+            out["after madvise"] = Figure(self.page_table_bytes_after, "bytes")
+        return out
 
 
 # --- the model ------------------------------------------------------------------------------
@@ -82,22 +88,22 @@ class Backing:
         self.levels = names[1 : names.index(self.leaf_level) + 1]
 
 
-def mapping_bounds(profile: Profile, vsize: int, vma_start: int | None, backing: Backing) -> int:
-    if vsize <= 0:
+def mapping_bounds(profile: Profile, vma_size: int, vma_start: int | None, backing: Backing) -> int:
+    if vma_size <= 0:
         raise InputError("--vma-size must be greater than zero")
     if vma_start is None:
-        align = table_aligned_start(profile, vsize, backing.unit)
-        vma_start = align if align + vsize <= profile.user_va_bytes else 0
+        align = table_aligned_start(profile, vma_size, backing.unit)
+        vma_start = align if align + vma_size <= profile.user_va_bytes else 0
     if vma_start % profile.page_size:
         raise InputError(f"--vma-start {vma_start:#x} is not aligned to the {fmt_size(profile.page_size)} page")
-    if vma_start + vsize > profile.user_va_bytes:
+    if vma_start + vma_size > profile.user_va_bytes:
         raise InputError(
-            f"mapping [{vma_start:#x}, {vma_start + vsize:#x}) does not fit in {profile.name}'s user "
+            f"mapping [{vma_start:#x}, {vma_start + vma_size:#x}) does not fit in {profile.name}'s user "
             f"address space of {fmt_bytes(profile.user_va_bytes)} (TASK_SIZE {profile.user_va_bytes:#x})"
         )
-    if backing.hugetlb and (vma_start % backing.unit or vsize % backing.unit):
+    if backing.hugetlb and (vma_start % backing.unit or vma_size % backing.unit):
         raise InputError(
-            f"--backing {backing.name}: the mapping's start {vma_start:#x} and size {fmt_size(vsize)} must be "
+            f"--backing {backing.name}: the mapping's start {vma_start:#x} and size {fmt_size(vma_size)} must be "
             f"multiples of the {fmt_size(backing.unit)} hugepage (hugetlb mmap alignment)"
         )
     return vma_start
@@ -143,7 +149,7 @@ def compute_pgtable(
     profile: Profile,
     release: Release,
     *,
-    vsize: int,
+    vma_size: int,
     vma_start: int | None = None,
     touches: Touches | None = None,
     backing: str = "anon",
@@ -161,10 +167,10 @@ def compute_pgtable(
     """
     touches = touches or Touches()
     b = Backing(profile, backing)
-    start = mapping_bounds(profile, vsize, vma_start, b)
-    end = start + vsize
+    start = mapping_bounds(profile, vma_size, vma_start, b)
+    end = start + vma_size
     if touches.stride is not None:
-        check_user_span(profile, touches.stride, "--touch-stride")
+        check_user_span(profile, touches.stride, "touch_stride")
     if touches.fraction is not None and not 0.0 <= touches.fraction <= 1.0:
         raise InputError(f"--touch-fraction {touches.fraction} must be between 0 and 1")
     if shared_by < 1:
@@ -225,13 +231,13 @@ def compute_pgtable(
     if compare:
         for other in _comparison_backings(profile, b):
             try:
-                o = compute_pgtable(profile, release, vsize=vsize, vma_start=start, touches=touches,
+                o = compute_pgtable(profile, release, vma_size=vma_size, vma_start=start, touches=touches,
                                     backing=other, compare=False)
                 result_compare.append(Comparison(backing=other, page_table_bytes=o.page_table_bytes,
                                                  populated_bytes=o.populated_bytes))
             except InputError as e:
                 result_compare.append(Comparison(backing=other, note=str(e).split(": ", 1)[-1]))
-    inputs = {"vma_size_bytes": vsize, "vma_start": start, "vma_end": end, "backing": backing,
+    inputs = {"vma_size_bytes": vma_size, "vma_start": start, "vma_end": end, "backing": backing,
               "after": after, "shared_by": shared_by, **touches.describe(profile.page_size)}
     return PgtableResult(
         profile=profile.name, kernel=str(release), inputs=inputs,

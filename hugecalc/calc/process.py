@@ -14,6 +14,7 @@ from hugecalc.calc._jit import call
 from hugecalc.calc.tables import (LevelRow, level_derivations, level_row, partial_pmd_ranges, preallocated_tables,
                                   vmpte_bytes)
 from hugecalc.calc.touches import distinct_blocks
+from hugecalc.capture import ANON_KINDS
 from hugecalc.profiles import Profile
 from hugecalc.releases import PT_RECLAIM, Release
 from hugecalc.result import Derivation, Result, field
@@ -100,7 +101,7 @@ def compute_process(profile: Profile, release: Release, pid: int, vmas: list[dic
             pmd = profile.pmd_size
             kept = []
             for v, item in zip(vmas, listed):
-                if v["kind"] not in ("anon", "heap", "stack"):
+                if v["kind"] not in ANON_KINDS:
                     kept.append(item)
                     continue
                 for a, b in partial_pmd_ranges(v["start"], v["end"], pmd):  # its edges keep their tables
@@ -163,7 +164,7 @@ def _backed(profile: Profile, release: Release, vmas: list[dict], backing: str) 
     listed, populated = [], 0
     for v in vmas:
         s, e = v["starts"], v["ends"]
-        if v["kind"] not in ("anon", "heap", "stack") or v["kernel_page_bytes"] != profile.page_size:
+        if v["kind"] not in ANON_KINDS or v["kernel_page_bytes"] != profile.page_size:
             listed.append((v["kernel_page_bytes"], s, e))
             populated += int((e - s).sum())
             continue

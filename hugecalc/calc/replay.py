@@ -19,16 +19,14 @@ import numpy as np
 from hugecalc.calc._jit import call
 from hugecalc.calc import faults
 from hugecalc.calc.mthp import FolioCount, tlb_block_pages, tlb_derivation
-from hugecalc.calc.orders import allowed_orders, pass_settings, pmd_order
+from hugecalc.calc.orders import PassShape, ThpSettings, allowed_orders, pass_settings, pmd_order
 from hugecalc.calc.process import block_ids, level_counts
 from hugecalc.calc.tables import level_row, vmpte_bytes
+from hugecalc.capture import REPLAYED_KINDS
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
-from hugecalc.result import Derivation, Model, Result, field
+from hugecalc.result import Figure, Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size
-
-REPLAYED = {"anon": "anon", "heap": "anon", "stack": "anon", "shmem": "shmem", "sysv": "sysv"}
-
 
 class ReplayVma(Model):
     start: int = field("Start", "address")
@@ -64,11 +62,17 @@ class ReplayResult(Result):
     captured_folios: dict[str, int] | None = field("Folios by size now (kpageflags)", default=None)
     runs: list[ReplayRun]
 
+    def figures(self) -> dict[str, Figure]:
+        out = {}
+        for r in self.runs:
+            out[f"faults {r.label}"] = Figure(r.faults)
+            out[f"TLB entries {r.label}"] = Figure(r.tlb_entries)
+            out[f"populated {r.label}"] = Figure(r.populated_bytes, "bytes")
+        return out
 
-def replay(profile: Profile, release: Release, vmas: list[dict], settings: dict, label: str) -> ReplayRun:
-    """``vmas``: dicts with start, end, kind, flags, kernel_page_bytes, starts, ends (present bytes).
-    ``settings``: compute_mthp's keyword arguments for the THP switches (enabled, top_level, huge,
-    shmem_enabled)."""
+
+def replay(profile: Profile, release: Release, vmas: list[dict], settings: ThpSettings, label: str) -> ReplayRun:
+    """``vmas``: dicts with start, end, kind, flags, kernel_page_bytes, starts, ends (present bytes)."""
     page, pmd = profile.page_size, profile.pmd_size
     P = pmd_order(profile)
     cont = tlb_block_pages(profile, release)
@@ -76,14 +80,14 @@ def replay(profile: Profile, release: Release, vmas: list[dict], settings: dict,
     folios = np.zeros(P + 1, dtype=np.int64)
     for v in vmas:
         present.append((v["kernel_page_bytes"], v["starts"], v["ends"]))
-        memory = REPLAYED.get(v["kind"])
+        memory = REPLAYED_KINDS.get(v["kind"])
         if memory is None or v["kernel_page_bytes"] != page:
             kept.append(present[-1])
             continue
         flags = v.get("flags", [])
-        p = pass_settings(profile, release, [], memory=memory, madvise="hg" in flags and "nh" not in flags,
-                          nohugepage="nh" in flags, vma_size=v["end"] - v["start"], vma_start=v["start"],
-                          file_offset=0, touch_stride=None, prepopulated_stride=None, access="write", **settings)
+        shape = PassShape(memory=memory, madvise="hg" in flags and "nh" not in flags, nohugepage="nh" in flags,
+                          vma_size=v["end"] - v["start"], vma_start=v["start"])
+        p = pass_settings(profile, release, shape, settings, [])
         allowed, _ = allowed_orders(profile, release, p, [])
         pages = block_ids(v["starts"], v["ends"], page) * page  # every present page, in order
         out = np.zeros(5, dtype=np.int64)
@@ -102,10 +106,7 @@ def replay(profile: Profile, release: Release, vmas: list[dict], settings: dict,
     level_rows = [level_row(profile, release, name, n) for name, n in counts.items()]
     touched = sum(r.touched_bytes for r in rows)
     populated = sum(r.populated_bytes for r in rows)
-    shown = dict(settings)
-    shown["enabled"] = {fmt_size(s): m for s, m in settings.get("enabled", [])}
-    shown["shmem_enabled"] = {fmt_size(s): m for s, m in settings.get("shmem_enabled", [])}
-    return ReplayRun(label=label, settings=shown, faults=sum(r.faults for r in rows),
+    return ReplayRun(label=label, settings=settings.shown(), faults=sum(r.faults for r in rows),
                      folios=[FolioCount(size_bytes=page << o, count=int(c)) for o, c in enumerate(folios) if c],
                      touched_bytes=touched, populated_bytes=populated, bloat=populated / touched if touched else 0.0,
                      tlb_entries=sum(r.tlb_entries for r in rows), tables={r.level: r.tables for r in level_rows},
@@ -113,7 +114,7 @@ def replay(profile: Profile, release: Release, vmas: list[dict], settings: dict,
 
 
 def compute_replay(profile: Profile, release: Release, pid: int, comm: str, vm_pte_bytes: int, vmas: list[dict],
-                   runs: dict[str, dict], captured_folios: dict[str, int] | None) -> ReplayResult:
+                   runs: dict[str, ThpSettings], captured_folios: dict[str, int] | None) -> ReplayResult:
     """The process replayed under each named set of settings (``now``, ``what-if``).
 
     Kernel reference
@@ -129,7 +130,7 @@ def compute_replay(profile: Profile, release: Release, pid: int, comm: str, vm_p
                      f"{results[0].page_table_bytes:,}: the process did not fault its pages in address order, or "
                      "kept tables after unmapping or zapping pages")
     explain = [d for r in results for d in _explain(profile, release, r, len(vmas) - len(r.vmas))]
-    return ReplayResult(profile=profile.name, kernel=str(release), inputs={"pid": pid, "runs": list(runs)},
+    return ReplayResult(profile=profile.name, kernel=str(release), inputs={"pid": pid, "runs": list(runs), "mappings": len(vmas)},
                         pid=pid, comm=comm, vm_pte_bytes=vm_pte_bytes, captured_folios=captured_folios,
                         runs=results, notes=notes, explain=explain)
 
@@ -162,9 +163,9 @@ def _explain(profile: Profile, release: Release, run: ReplayRun, kept: int) -> l
     ]
 
 
-def settings_from_capture(capture) -> tuple[dict, list[str]]:
-    """The THP switches of a capture as compute_mthp's keyword arguments (deny/force, the shmem
-    testing modes, become never/always; sizes its profile does not allow are left out)."""
+def settings_from_capture(capture) -> tuple[ThpSettings, list[str]]:
+    """The THP switches of a capture (deny/force, the shmem testing modes, become never/always;
+    sizes its profile does not allow are left out)."""
     from hugecalc.calc.orders import anon_orders, file_orders
     from hugecalc.units import parse_size
 
@@ -177,33 +178,17 @@ def settings_from_capture(capture) -> tuple[dict, list[str]]:
     if huge in ("deny", "force"):
         notes.append(f"shmem_enabled is '{huge}' (a testing mode): taken as '{'never' if huge == 'deny' else 'always'}'")
         huge = "never" if huge == "deny" else "always"
-    settings = {
-        "top_level": th.enabled if th.enabled in ("always", "madvise", "never") else "never",
-        "huge": huge,
-        "enabled": [(parse_size(k), v["enabled"]) for k, v in th.sizes.items()
-                    if "enabled" in v and parse_size(k) in anon],
-        "shmem_enabled": [(parse_size(k), v["shmem_enabled"]) for k, v in th.sizes.items()
-                          if "shmem_enabled" in v and parse_size(k) in files],
-    }
+    settings = ThpSettings(
+        top_level=th.enabled if th.enabled in ("always", "madvise", "never") else "never", huge=huge,
+        enabled={parse_size(k): v["enabled"] for k, v in th.sizes.items() if "enabled" in v and parse_size(k) in anon},
+        shmem_enabled={parse_size(k): v["shmem_enabled"] for k, v in th.sizes.items()
+                       if "shmem_enabled" in v and parse_size(k) in files})
     return settings, notes
 
 
-def what_if(now: dict, overrides: dict) -> dict:
-    """The settings now with the switches given on the command line replacing theirs."""
-    out = dict(now)
-    for key in ("top_level", "huge"):
-        if key in overrides:
-            out[key] = overrides[key]
-    for key in ("enabled", "shmem_enabled"):
-        modes = dict(now.get(key, []))
-        modes.update(dict(overrides.get(key, [])))
-        out[key] = sorted(modes.items())
-    return out
-
-
-def compute_now_and_what_if(profile: Profile, release: Release, capture, pass_kw: dict, overrides: dict):
-    """The pass under a capture's THP settings now, and under them with ``overrides`` (the switches
-    given on the command line) when those change anything.
+def compute_now_and_what_if(profile: Profile, release: Release, capture, shape: PassShape, what_if: ThpSettings):
+    """The pass under a capture's THP settings now, and under them with the ``what_if`` switches
+    when those change anything.
 
     Kernel reference
     ----------------
@@ -212,12 +197,22 @@ def compute_now_and_what_if(profile: Profile, release: Release, capture, pass_kw
     from hugecalc.calc.mthp import MthpNowWhatIf, compute_mthp
 
     now_settings, notes = settings_from_capture(capture)
-    later = what_if(now_settings, overrides)
-    now = compute_mthp(profile, release, **pass_kw, **now_settings)
-    then = compute_mthp(profile, release, **pass_kw, **later) if later != now_settings else None
+    later = now_settings.with_overrides(what_if)
+    now = compute_mthp(profile, release, shape, now_settings)
+    then = compute_mthp(profile, release, shape, later) if later != now_settings else None
     # One list of derivations, each scoped "now" or "what-if", not one inside each result.
     explain = [d.model_copy(update={"scope": f"{label}: {d.scope}"}) for label, r in (("now", now), ("what-if", then))
                if r is not None for d in r.explain]
-    return MthpNowWhatIf(profile=profile.name, kernel=str(release), inputs={**now.inputs, "what_if": overrides},
+    return MthpNowWhatIf(profile=profile.name, kernel=str(release),
+                         inputs={**now.inputs, "what_if": _what_if_shown(what_if)},
                          now=now.model_copy(update={"explain": []}), notes=notes + now.notes, explain=explain,
                          what_if=None if then is None else then.model_copy(update={"explain": []}))
+
+
+def _what_if_shown(what_if: ThpSettings) -> dict:
+    """The switches the what-if sets, as the JSON shows them (the ones it leaves alone left out)."""
+    shown = what_if.model_dump(exclude_none=True, exclude_defaults=True)
+    for key in ("enabled", "shmem_enabled"):
+        if key in shown:
+            shown[key] = [[size, mode] for size, mode in sorted(shown[key].items())]
+    return shown

@@ -130,13 +130,13 @@ def stride_blocks(first: int, n: int, stride: int, block: int) -> int:
     return last // block - first // block + 1  # no block between first and last is skipped
 
 
-def check_user_span(profile: Profile, value: int, option: str) -> int:
+def check_user_span(profile: Profile, value: int, field: str) -> int:
     """A stride or length inside one process's address space: positive and at most TASK_SIZE."""
     if value <= 0:
-        raise InputError(f"{option} must be greater than zero")
+        raise InputError("must be greater than zero", field=field)
     if value > profile.user_va_bytes:
-        raise InputError(f"{option} {value:#x} is larger than {profile.name}'s user address space "
-                         f"({fmt_bytes(profile.user_va_bytes)}, TASK_SIZE {profile.user_va_bytes:#x})")
+        raise InputError(f"{value:#x} is larger than {profile.name}'s user address space "
+                         f"({fmt_bytes(profile.user_va_bytes)}, TASK_SIZE {profile.user_va_bytes:#x})", field=field)
     return value
 
 

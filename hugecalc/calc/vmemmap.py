@@ -25,7 +25,7 @@ from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import (DAX_VMEMMAP, HVO, HVO_ARCH, HVO_BATCHED, HVO_RESERVE_ONE, HVO_SHARED_TAIL, Release,
                                sublevel_notes)
-from hugecalc.result import Derivation, Model, Result, field
+from hugecalc.result import Figure, Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size, is_power_of_2
 
 Layout = Literal["packed", "scattered"]
@@ -63,6 +63,9 @@ class VmemmapRow(Model):
 class VmemmapResult(Result):
     command: str = "vmemmap"
     rows: list[VmemmapRow]
+
+    def figures(self) -> dict[str, Figure]:
+        return {f"saved {fmt_size(r.hugepage_size_bytes)}": Figure(r.saved_bytes, "bytes") for r in self.rows}
 
 
 def hugetlb_vmemmap_size(pages_per_huge_page: int, struct_page_bytes: int) -> int:

@@ -15,19 +15,23 @@ import click
 from hugecalc import __version__
 from hugecalc.cli.common import Group, quiet_exit
 
-#: Command name -> its module in hugecalc.cli, imported only when that command runs (or for --help):
-#: a one-shot `hugecalc vmemmap` does not pay for the other commands' imports.  In help order.
-COMMANDS = {name: name for name in ("vmemmap", "pgtable", "mthp", "hgm", "host", "fleet", "batch", "profiles",
-                                    "verify", "schema")}
+def specs() -> list:
+    """Every command's declaration (``SPEC`` in its module of hugecalc.cli), in help order.
+    Imports every command module: for --help, completion, schema, batch and fleet only."""
+    import pkgutil
+
+    from hugecalc.cli import command
+
+    found = [command.load(m.name) for m in pkgutil.iter_modules(__path__)]
+    return sorted((f[0] for f in found if f is not None), key=lambda spec: spec.rank)
 
 
 class LazyGroup(Group):
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        ctx.meta["hugecalc.raw_args"] = list(args)  # --sweep re-runs the command with them
-        return super().parse_args(ctx, args)
+    """A command's module is imported only when that command runs (or for --help): a one-shot
+    `hugecalc vmemmap` does not pay for the other commands' imports."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
+        return [spec.name for spec in specs()]
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The commands in their order, each with its whole first sentence (not cut at 45 characters)."""
@@ -36,11 +40,10 @@ class LazyGroup(Group):
             formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS:
-            return None
-        import importlib
+        from hugecalc.cli.command import load
 
-        return getattr(importlib.import_module(f"hugecalc.cli.{COMMANDS[name]}"), name)
+        found = load(name)
+        return found[1] if found else None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

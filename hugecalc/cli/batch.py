@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import sys
 from typing import Any
 
 import click
 
+from hugecalc.cli.command import Spec
 from hugecalc.errors import HugecalcError, InputError
-
-NOT_IN_BATCH = {"batch", "verify", "fleet", "schema"}
 
 
 def error_line(message: str, code: int, command: str | None = None) -> str:
@@ -27,8 +24,6 @@ def request_args(request: Any) -> list[str]:
     if not isinstance(request, dict) or not isinstance(request.get("command"), str):
         raise InputError('a request is an object with a "command" and "args" (a list) or "options" (an object)')
     command = request["command"]
-    if command in NOT_IN_BATCH:
-        raise InputError(f"{command!r} cannot run in a batch")
     args = request.get("args", [])
     if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
         raise InputError('"args" must be a list of strings')
@@ -43,42 +38,35 @@ def request_args(request: Any) -> list[str]:
                 argv.append(flag)
             elif v not in (False, None):
                 argv += [flag, str(v)]
-    if "--json" not in argv:
-        argv.append("--json")
     return argv
 
 
 def run_one(line: str) -> tuple[str, bool]:
-    """One request line -> (one result line, ok)."""
-    from hugecalc.cli import cli
+    """One request line -> (one result line, ok): the command's own ``compute``, its result as
+    the compact document ``--json`` prints."""
+    from hugecalc.cli.command import compute_argv, load
+    from hugecalc.render import to_json
 
     try:
-        argv = request_args(json.loads(line))
-    except ValueError as e:  # also InputError
-        msg = str(e) if isinstance(e, InputError) else f"not a JSON object: {e}"
-        return error_line(msg, 2), False
-    out, err = io.StringIO(), io.StringIO()
+        request = json.loads(line)
+    except ValueError as e:
+        return error_line(f"not a JSON object: {e}", 2), False
+    command = None
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            # Not standalone: an exit status comes back as the return value.
-            returned = cli.main(args=argv, prog_name="hugecalc", standalone_mode=False)
-        code = returned if isinstance(returned, int) else 0
-        message = err.getvalue().strip()
+        argv = request_args(request)
+        command = argv[0]
+        found = load(command)
+        if found is None or not found[0].batch:
+            raise InputError(f"{command!r} cannot run in a batch" if found else f"no such command {command!r}")
+        rest = [a for a in argv[1:] if a != "--json"]
+        return to_json(compute_argv(*found, rest), "--explain" in rest), True
     except HugecalcError as e:
         code, message = e.exit_code, str(e)
     except click.ClickException as e:
         code, message = e.exit_code, e.format_message()
     except Exception as e:  # a bug: reported on its line, the batch goes on
         code, message = 1, f"internal error: {type(e).__name__}: {e}"
-    if code == 0:
-        text = out.getvalue().strip()
-        if text.startswith("{") and "\n" not in text:
-            return text, True  # already one compact document (render.JSON_INDENT)
-        try:
-            return json.dumps(json.loads(text), separators=(",", ":")), True
-        except ValueError:
-            code, message = 1, "the command printed no JSON document"
-    return error_line(message, code, argv[0]), False
+    return error_line(message, code, command), False
 
 
 def _run_chunk(lines: list[str]) -> list[tuple[str, bool]]:
@@ -131,3 +119,6 @@ def batch(jobs: int) -> None:
         failed += not ok
     if failed:
         raise click.exceptions.Exit(1)
+
+
+SPEC = Spec(name="batch", rank=7, documents={})

@@ -163,47 +163,23 @@ def console() -> Console:
 
 
 def common_options(fn: Callable) -> Callable:
-    """--profile, --kernel, --host, --json, --explain: every command takes them.
-
-    ``--profile host`` reads the running machine, ``--host FILE`` a capture made elsewhere: the
-    profile, the kernel release and the settings come from it (``capture`` is passed on), and any
-    of --profile/--kernel given overrides them."""
-
-    @click.option("--profile", "profile_name", metavar="NAME|PATH|host", default=None, shell_complete=_complete_profile,
-                  help=f"Machine profile: a bundled name (default {DEFAULT_PROFILE}), a YAML file or a capture, "
-                       "or 'host' for the running machine.")
-    @click.option("--kernel", "kernel", metavar="X.Y[.Z]", default=None,
-                  help=f"Kernel release whose rules apply (default {NEWEST[0]}.{NEWEST[1]}, the newest modelled; "
-                       "with --host, the captured one).")
-    @click.option("--host", "host_file", metavar="FILE", default=None,
-                  help="A capture from 'hugecalc host --output FILE': its profile, kernel and settings.")
-    @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-    @click.option("--explain", is_flag=True, help="Show how each figure was derived and the kernel rule.")
-    @functools.wraps(fn)
-    def wrapper(profile_name: str | None, kernel: str | None, host_file: str | None, as_json: bool, explain: bool,
-                **kw: Any) -> Any:
-        capture = None
-        if host_file is not None:
-            from hugecalc.capture import load_capture
-
-            capture = load_capture(host_file)
-        elif profile_name == "host":
-            from hugecalc.snapshot import capture_machine
-
-            capture = capture_machine()
-        if capture is not None and profile_name in (None, "host"):
-            profile = capture.profile
-        else:
-            profile = load_profile(profile_name)
-        if kernel is not None or capture is None:
-            release = parse_release(kernel)
-        else:
-            from hugecalc.capture import captured_release
-
-            release = captured_release(capture)
-        return fn(profile=profile, release=release, as_json=as_json, explain=explain, capture=capture, **kw)
-
-    return wrapper
+    """--profile, --kernel, --host, --json, --explain: every command takes them
+    (``command.resolve`` turns the first three into the profile, release and capture)."""
+    for decorator in reversed([
+        click.option("--profile", "profile_name", metavar="NAME|PATH|host", default=None,
+                     shell_complete=_complete_profile,
+                     help=f"Machine profile: a bundled name (default {DEFAULT_PROFILE}), a YAML file or a capture, "
+                          "or 'host' for the running machine."),
+        click.option("--kernel", "kernel", metavar="X.Y[.Z]", default=None,
+                     help=f"Kernel release whose rules apply (default {NEWEST[0]}.{NEWEST[1]}, the newest modelled; "
+                          "with --host, the captured one)."),
+        click.option("--host", "host_file", metavar="FILE", default=None,
+                     help="A capture from 'hugecalc host --output FILE': its profile, kernel and settings."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout."),
+        click.option("--explain", is_flag=True, help="Show how each figure was derived and the kernel rule."),
+    ]):
+        fn = decorator(fn)
+    return fn
 
 
 def options(*decorators: Callable) -> Callable:
@@ -218,8 +194,8 @@ def options(*decorators: Callable) -> Callable:
 
 
 def emit(result: Any, as_json: bool, explain: bool, draw: Callable[[Console], None]) -> None:
-    """The one output path: the JSON document, or the table ``draw`` prints, then notes and
-    (with --explain) the derivations."""
+    """The output path of the commands that are not computed from a declaration (verify, fleet):
+    the JSON document, or the table ``draw`` prints, then notes and (with --explain) the derivations."""
     from hugecalc.render import print_explain, print_notes, to_json
 
     if as_json:
@@ -238,22 +214,22 @@ def given(param: str) -> bool:
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
-
-def process_from(capture: Any, pid: int, profile: Any, release: Any) -> tuple[Any, Any, Any, Any]:
+def process_from(params: Any, pid: int) -> tuple[Any, Any, Any, Any]:
     """The process ``pid`` from ``--host FILE``, or captured live now with this machine's profile and
     kernel (unless --profile/--kernel say otherwise): (capture, process, profile, release)."""
+    capture, profile, release = params.capture, params.profile, params.release
     if capture is None or not capture.processes:
-        if given("host_file"):
+        if "host_file" in params.given:
             raise InputError(f"--pid {pid}: the capture has no processes (capture with 'hugecalc host --pids {pid}')")
         from hugecalc.snapshot import capture_machine
 
         capture = capture_machine([pid], "--pid")
-        if given("profile_name") and profile.arch.value != capture.profile.arch.value:
+        if "profile_name" in params.given and profile.arch.value != capture.profile.arch.value:
             raise InputError(f"--profile {profile.name} is {profile.arch.value}, but process {pid} runs here on "
                              f"{capture.profile.arch.value}: replay a live process with this machine's profile")
-        if not given("profile_name"):
+        if "profile_name" not in params.given:
             profile = capture.profile
-        if not given("kernel"):
+        if "kernel" not in params.given:
             from hugecalc.capture import captured_release
 
             release = captured_release(capture)
@@ -261,3 +237,15 @@ def process_from(capture: Any, pid: int, profile: Any, release: Any) -> tuple[An
         raise InputError(f"--profile {profile.name} has {profile.page_size}-byte pages, but the process was "
                          f"captured with {capture.page_size}-byte pages")
     return capture, capture.process(pid), profile, release
+
+
+def present_vmas(capture: Any, proc: Any) -> list[dict]:
+    """A captured process's mappings with their present pages as runs (starts, ends in bytes)."""
+    from hugecalc.capture import decode_runs
+
+    vmas = []
+    for v in proc.vmas:
+        starts, ends = decode_runs(v.present_runs, v.start, capture.page_size)
+        vmas.append({"start": v.start, "end": v.end, "kind": v.kind, "flags": v.flags,
+                     "kernel_page_bytes": v.kernel_page_bytes, "starts": starts, "ends": ends})
+    return vmas

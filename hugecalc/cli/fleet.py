@@ -7,16 +7,34 @@ from typing import Any, Callable
 
 import click
 
-from hugecalc.cli.common import console, emit, given, Group, options, Table, Text
-from hugecalc.cli.mthp import mthp_kwargs, mthp_options
-from hugecalc.cli.pgtable import pgtable_options
+from hugecalc.cli.command import Command, Params, Spec, given_params, resolve
+from hugecalc.cli.common import Group, Table, Text, console, emit, options
 from hugecalc.errors import InputError
+from hugecalc.fleet import FleetResult
 from hugecalc.units import fmt_bytes
 
 BYTES = ("_bytes",)
 
 
-@click.group(cls=Group)
+class FleetGroup(Group):
+    """fleet's subcommands, one per command that declares what it asks of each host (Spec.fleet),
+    and synth."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from hugecalc.cli import specs
+
+        return [spec.name for spec in specs() if spec.fleet] + ["synth"]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "synth":
+            return fleet_synth
+        from hugecalc.cli.command import load
+
+        found = load(name)
+        return fleet_command(found[0]) if found and found[0].fleet else None
+
+
+@click.group(cls=FleetGroup)
 def fleet() -> None:
     """Ask one what-if of many hosts' captures: per host the same result as --host FILE, in total
     sums, means and percentiles, grouped --by any capture field. Runs in-process on Dask, or on an
@@ -46,51 +64,56 @@ def fleet_options(fn: Callable) -> Callable:
     )(fn)
 
 
-def _run(command: str, sources: tuple[str, ...], by: tuple[str, ...], kernel: str | None, scheduler: str | None,
-         output: str | None, as_json: bool, explain: bool, what_if: dict) -> None:
+def _run(spec: Spec, params: Params) -> None:
     from hugecalc import fleet as engine
 
-    if kernel is not None:
+    v = params.values
+    if v["kernel"] is not None:
         from hugecalc.releases import parse_release
 
-        parse_release(kernel)  # a bad release is bad input before any host is read
-    if output and not output.endswith(".parquet"):
-        raise InputError(f"--output {output}: write one row per host to a .parquet file")
-    options = {**what_if, "kernel": kernel}
+        parse_release(v["kernel"])  # a bad release is bad input before any host is read
+    if v["output"] and not v["output"].endswith(".parquet"):
+        raise InputError(f"--output {v['output']}: write one row per host to a .parquet file")
+    what_if = spec.fleet.what_if(params)
+    options = {"what_if": what_if, "kernel": v["kernel"], "walks": spec.name == "mthp"}
     progress = None
     if sys.stderr.isatty():
         from rich.progress import Progress
 
         bar = Progress(console=console().__class__(stderr=True), transient=True)
-        task = bar.add_task(f"fleet {command}", total=None)
+        task = bar.add_task(f"fleet {spec.name}", total=None)
         bar.start()
         progress = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
     try:
-        rows = engine.run(command, list(sources), options, list(by), scheduler, progress)
+        rows = engine.run(spec.fleet.row, list(v["sources"]), options, list(v["by"]), v["scheduler"], progress)
     finally:
         if progress:
             bar.stop()
-    groups = engine.aggregate(command, rows, list(by))
+    figures = list(spec.fleet.figures)
+    groups = engine.aggregate(figures, rows, list(v["by"]))
     failed = [{"source": r["source"], "error": r["error"]} for r in rows if r["error"] is not None]
     skipped = [{"source": r["source"], "reason": r["skipped"]} for r in rows if r["skipped"] is not None]
-    if output:
-        engine.write_parquet(output, rows)
-    from hugecalc.fleet import FleetResult
-
-    result = FleetResult(command=f"fleet {command}", profile="per host (captured)",
-                         kernel=kernel or "per host (captured)",
-                         inputs={"sources": list(sources), "by": list(by), "kernel": kernel, "scheduler": scheduler,
-                                 "what_if": {k: v for k, v in what_if.items()}},
+    if v["output"]:
+        engine.write_parquet(v["output"], rows)
+    result = FleetResult(command=f"fleet {spec.name}", profile="per host (captured)",
+                         kernel=v["kernel"] or "per host (captured)",
+                         inputs={"sources": list(v["sources"]), "by": list(v["by"]), "kernel": v["kernel"],
+                                 "scheduler": v["scheduler"], "what_if": _shown(what_if)},
                          hosts=len(rows) - len(failed) - len(skipped), hosts_failed=len(failed), failed=failed,
                          hosts_skipped=len(skipped), skipped=skipped, groups=groups,
-                         explain=engine.explain(command, groups))
-    emit(result, as_json, explain, lambda out: _draw(out, command, result.model_dump(), by))
+                         explain=engine.explain(spec.fleet.figures, spec.fleet.rule, groups))
+    emit(result, v["as_json"], v["explain"], lambda out: _draw(out, spec.name, figures, result.model_dump(), v["by"]))
     if failed:
         raise click.exceptions.Exit(1)
 
 
-def _draw(out: Any, command: str, doc: dict, by: tuple[str, ...]) -> None:
-    from hugecalc.fleet import METRICS, STATS
+def _shown(what_if: dict) -> dict:
+    """The what-if as its JSON shows it (models as their fields)."""
+    return {k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in what_if.items()}
+
+
+def _draw(out: Any, command: str, figures: list[str], doc: dict, by: tuple[str, ...]) -> None:
+    from hugecalc.fleet import STATS
     from hugecalc.render import print_wrapped
 
     out.print(Text(f"fleet {command}: {doc['hosts']:,} hosts"
@@ -100,7 +123,7 @@ def _draw(out: Any, command: str, doc: dict, by: tuple[str, ...]) -> None:
     rows = []
     for g in doc["groups"]:
         label = [str(g["group"].get(k, "all")) for k in by]
-        for i, metric in enumerate(METRICS[command]):
+        for i, metric in enumerate(figures):
             if metric not in g["metrics"]:
                 continue
             m = g["metrics"][metric]
@@ -133,58 +156,26 @@ def _draw(out: Any, command: str, doc: dict, by: tuple[str, ...]) -> None:
         out.print(Text(f"... and {len(doc['failed']) - 10} more (see --json)", style="yellow"))
 
 
-@fleet.command("vmemmap")
-@fleet_options
-@click.option("--zones", type=click.IntRange(1, 1 << 16), default=1, show_default=True,
-              help="Zones each pool spans (7.1 and later: one shared tail page per zone and size).")
-def fleet_vmemmap(sources: tuple[str, ...], by: tuple[str, ...], kernel: str | None, scheduler: str | None,
-                  output: str | None, as_json: bool, explain: bool, zones: int) -> None:
-    """HVO across the fleet: each host's pools now and with HVO on (as 'vmemmap --host FILE').
+def fleet_command(spec: Spec) -> click.Command:
+    """``fleet COMMAND``: the command's fleet options and the sources, grouping and cluster options."""
 
-    \b
-    Example:
-      hugecalc fleet vmemmap fleet/ --by arch --kernel 7.1
-    """
-    _run("vmemmap", sources, by, kernel, scheduler, output, as_json, explain, {"zones": zones})
+    def callback(**values: Any) -> None:
+        ctx = click.get_current_context()
+        _run(spec, resolve_fleet(values, given_params(ctx)))
+
+    callback.__doc__ = spec.fleet.help
+    return click.command(spec.name, cls=Command)(fleet_options(spec.fleet.options(callback)))
 
 
-@fleet.command("mthp")
-@fleet_options
-@mthp_options
-def fleet_mthp(sources: tuple[str, ...], by: tuple[str, ...], kernel: str | None, scheduler: str | None,
-               output: str | None, as_json: bool, explain: bool, **mthp: Any) -> None:
-    """mTHP across the fleet: each host's THP settings now beside the what-if (as 'mthp --host FILE').
+def resolve_fleet(values: dict, given: frozenset[str]) -> Params:
+    """A fleet command's options: the profile and release are each host's own."""
+    from hugecalc.profiles import load_profile
+    from hugecalc.releases import parse_release
 
-    \b
-    Example:
-      hugecalc fleet mthp fleet/ --size 64k --by profile
-    """
-    kw = mthp_kwargs(**mthp)
-    settings = {k: kw[k] for k in ("enabled", "shmem_enabled") if kw[k]}
-    settings.update({k: kw[k] for k in ("top_level", "huge") if given(k)})
-    passed = {k: v for k, v in kw.items() if k not in ("enabled", "shmem_enabled", "top_level", "huge")}
-    _run("mthp", sources, by, kernel, scheduler, output, as_json, explain, {"pass": passed, "what_if": settings})
+    return Params(values=values, given=given, profile=load_profile(None), release=parse_release(None))
 
 
-@fleet.command("pgtable")
-@fleet_options
-@pgtable_options
-def fleet_pgtable(sources: tuple[str, ...], by: tuple[str, ...], kernel: str | None, scheduler: str | None,
-                  output: str | None, as_json: bool, explain: bool, touch_file: Any, **mapping: Any) -> None:
-    """Page tables of one mapping on every host's profile and kernel (as 'pgtable --host FILE').
-
-    \b
-    Example:
-      hugecalc fleet pgtable fleet/ --vma-size 64G --after dontneed --by arch
-    """
-    if mapping["vsize"] is None:
-        raise InputError("--vma-size is required")
-    if touch_file is not None:
-        raise InputError("--touch-file: addresses are per host; use --touch-stride or --touch-fraction")
-    _run("pgtable", sources, by, kernel, scheduler, output, as_json, explain, {"mapping": mapping})
-
-
-@fleet.command("synth")
+@click.command("synth")
 @click.option("--hosts", type=click.IntRange(1, 10_000_000), required=True, help="How many hosts.")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Same seed, same captures.")
 @click.option("--output", "-o", required=True, help="A directory (a file per host) or a .jsonl file.")
@@ -200,3 +191,6 @@ def fleet_synth(hosts: int, seed: int, output: str) -> None:
 
     n = write_synthetic(hosts, seed, output)
     click.echo(f"hugecalc: wrote {n:,} synthetic captures to {output}", err=True)
+
+
+SPEC = Spec(name="fleet", rank=6, documents={FleetResult: lambda out, result, params: None})

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from hugecalc.cli.common import AliasOption, common_options, emit, Real, SIZE, Text
+from hugecalc.calc.hgm import HgmResult
+from hugecalc.cli.command import Command, Params, Spec, run
+from hugecalc.cli.common import SIZE, AliasOption, Real, Text, common_options
 from hugecalc.errors import InputError
-from hugecalc.profiles import Profile
-from hugecalc.releases import Release
 from hugecalc.units import fmt_size, parse_size
 
 if TYPE_CHECKING:
@@ -22,7 +20,7 @@ def _sizes(text: str, what: str) -> list[int]:
     return [parse_size(part, what) for part in text.split(",") if part.strip()] or [parse_size(text, what)]
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--hugepage-size", type=SIZE, default=None,
               help="Hugetlb page size (default: the profile's largest, 1G on x86-64).")
 @click.option("--path", "path_text", default=None, metavar="SIZE,SIZE[,...]",
@@ -44,10 +42,7 @@ def _sizes(text: str, what: str) -> list[int]:
               type=Real(min=0), default=None,
               help="EPT/secondary-MMU invalidation per mmu_notifier window (default: the profile's, 20).")
 @common_options
-def hgm(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, hugepage_size: int | None,
-        path_text: str | None, schemes: tuple[str, ...], operation: str, guest_memory: int | None,
-        atomic_ns: float | None, cache_miss_ns: float | None, entry_ns: float | None,
-        invalidation_ms: float | None) -> None:
+def hgm(**values: Any) -> None:
     """HugeTLB high-granularity mapping (never merged): mapcount cost of each scheme.
 
     Models the HGM v2 series (James Houghton, 2023) and its review thread: the atomic operations
@@ -61,32 +56,46 @@ def hgm(profile: Profile, release: Release, as_json: bool, explain: bool, captur
       hugecalc hgm --path 4K,2M,1G --scheme thp-like --scheme folio --explain
       hugecalc hgm --operation map --path 4K --json | jq '.schemes[].atomic_ops'
     """
-    from hugecalc.calc.hgm import compute_hgm
-    from hugecalc.render import list_table, print_header, print_wrapped
+    run(SPEC, values)
 
+
+def _path(params: Params) -> tuple[int, list[int]]:
+    """The hugepage: --hugepage-size, else the end of a collapse/split --path, else the largest
+    size; and the path (default: base page, hugepage)."""
+    profile = params.profile
     if not profile.hugetlb:
         raise InputError(f"profile {profile.name} has no hugetlb page size")
-    path = _sizes(path_text, "--path") if path_text else None
-    # The hugepage: --hugepage-size, else the end of a collapse/split --path, else the largest size.
+    path = _sizes(params.path_text, "--path") if params.path_text else None
     grows = path is not None and len(path) > 1 and path[-1] == max(path)
-    inferred = path[-1] if grows and operation in ("collapse", "split") else None
-    size = hugepage_size or inferred or max(h.size for h in profile.hugetlb)
-    path = path or [profile.page_size, size]
-    costs = {k: v for k, v in (("atomic_ns", atomic_ns), ("cache_miss_ns", cache_miss_ns), ("entry_ns", entry_ns),
-                               ("notifier_invalidation_ms", invalidation_ms)) if v is not None}
+    inferred = path[-1] if grows and params.operation in ("collapse", "split") else None
+    size = params.hugepage_size or inferred or max(h.size for h in profile.hugetlb)
+    return size, path or [profile.page_size, size]
+
+
+def compute(params: Params) -> HgmResult:
+    from hugecalc.calc.hgm import compute_hgm
+
+    size, path = _path(params)
+    profile = params.profile
+    costs = {k: params.values[k] for k in ("atomic_ns", "cache_miss_ns", "entry_ns") if params.values[k] is not None}
+    if params.invalidation_ms is not None:
+        costs["notifier_invalidation_ms"] = params.invalidation_ms
     if costs:
         profile = profile.model_copy(update={"costs": profile.costs.model_copy(update=costs)})
-    result = compute_hgm(profile, release, hugepage_size=size, path=path, schemes=list(schemes),
-                         operation=operation, guest_memory=guest_memory)
+    return compute_hgm(profile, params.release, hugepage_size=size, path=path, schemes=list(params.schemes),
+                       operation=params.operation, guest_memory=params.guest_memory)
 
-    def draw(out: Console) -> None:
-        what = f"HGM {operation} {'->'.join(fmt_size(s) for s in path)} of a {fmt_size(size)} page"
-        print_header(out, result, what)
-        print_wrapped(out, "never merged upstream: these are models of proposals (" + result.series + ")", 4,
-                      "bold red")
-        out.print(list_table(result.schemes, skip=("steps",) + (() if guest_memory else ("guest_seconds",))))
-        for sch in result.schemes:
-            out.print(Text(f"{sch.scheme}, per hugepage:", style="bold"))
-            out.print(list_table(sch.steps))
 
-    emit(result, as_json, explain, draw)
+def _draw(out: Console, result: HgmResult, params: Params) -> None:
+    from hugecalc.render import list_table, print_header, print_wrapped
+
+    size, path = _path(params)
+    print_header(out, result, f"HGM {params.operation} {'->'.join(fmt_size(s) for s in path)} of a {fmt_size(size)} page")
+    print_wrapped(out, "never merged upstream: these are models of proposals (" + result.series + ")", 4, "bold red")
+    out.print(list_table(result.schemes, skip=("steps",) + (() if params.guest_memory else ("guest_seconds",))))
+    for sch in result.schemes:
+        out.print(Text(f"{sch.scheme}, per hugepage:", style="bold"))
+        out.print(list_table(sch.steps))
+
+
+SPEC = Spec(name="hgm", rank=4, compute=compute, batch=True, documents={HgmResult: _draw})

@@ -6,7 +6,9 @@ from typing import Any
 
 import click
 
-from hugecalc.cli.common import console, Table, Text
+from hugecalc.capture import Capture
+from hugecalc.cli.command import Command, Params, Spec
+from hugecalc.cli.common import Table, Text, console
 from hugecalc.errors import InputError
 from hugecalc.units import fmt_bytes, fmt_size
 
@@ -27,7 +29,7 @@ def _pids(text: str | None) -> list[int] | None:
     return pids
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--pids", "pids_text", metavar="PID,...|all", default=None,
               help="Also capture these processes' mappings and present pages (root for folio sizes).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
@@ -61,9 +63,21 @@ def host(pids_text: str | None, output: str | None, as_json: bool, explain: bool
     if as_json:
         click.echo(text)
         return
+    _draw(console(), capture, explain)
+
+
+def compute(params: Params) -> Capture:
+    """A batch line: the capture of this machine (and of --pids)."""
+    from hugecalc.snapshot import capture_machine
+
+    if params.output:
+        raise InputError("--output: a batch line prints its capture")
+    return capture_machine(_pids(params.pids_text))
+
+
+def _draw(out: Any, capture: Capture, explain: bool) -> None:
     from hugecalc.render import print_wrapped
 
-    out = console()
     out.print(Text(f"{capture.hostname}: Linux {capture.kernel} on {capture.arch} — profile {capture.profile.name} "
                    f"({capture.paging_levels} levels, {fmt_size(capture.page_size)} pages, "
                    f"struct page {capture.struct_page_bytes or '?'} B)", style="bold"))
@@ -107,3 +121,7 @@ def sources(capture: Any) -> list[Any]:
         scope = key.split(".")[0] if "." in key else "machine"
         out.append(Derivation(scope=scope, figure=key, formula=shown, rule=source))
     return out
+
+
+SPEC = Spec(name="host", rank=5, compute=compute, batch=True,
+            documents={Capture: lambda out, capture, params: _draw(out, capture, params.explain)})

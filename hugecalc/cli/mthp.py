@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from hugecalc.cli.sweep import run_sweep, sweep_options
-from hugecalc.cli.common import ADDR, AliasOption, common_options, emit, given, options, PID_MAX_LIMIT, process_from, SIZE, Text
+from hugecalc.calc.mthp import MthpComparison, MthpNowWhatIf, MthpResult
+from hugecalc.calc.orders import PassShape, ThpSettings
+from hugecalc.calc.replay import ReplayResult
+from hugecalc.capture import REPLAYED_KINDS
+from hugecalc.cli.command import Command, Fleet, Params, Spec, run
+from hugecalc.cli.common import (ADDR, PID_MAX_LIMIT, SIZE, AliasOption, Text, common_options, options, present_vmas,
+                                 process_from)
+from hugecalc.cli.sweep import sweep_options
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
-from hugecalc.releases import Release
 from hugecalc.units import fmt_bytes, fmt_size, parse_size
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-
-def _size_modes(items: tuple[str, ...], option: str) -> list[tuple[int, str]]:
-    out = []
-    for item in items:
-        size, sep, mode = item.partition("=")
-        if not sep:
-            raise InputError(f"{option} {item!r}: use SIZE=MODE, e.g. 64K=always")
-        out.append((parse_size(size, option), mode.strip()))
-    return out
 
 
 #: The configuration and pass options ``mthp`` and ``verify mthp`` share.
@@ -34,8 +27,8 @@ mthp_options = options(
     click.option("--size", "sizes", type=SIZE, multiple=True, help="Shorthand for --enabled SIZE=always."),
     click.option("--enabled", "enabled", multiple=True, metavar="SIZE=MODE",
                  help="Per-size anon mode: always|inherit|madvise|never (hugepages-<size>kB/enabled)."),
-    click.option("--top-level", type=click.Choice(["always", "madvise", "never"]), default="madvise",
-                 show_default=True, help="transparent_hugepage/enabled, which inherit follows."),
+    click.option("--top-level", type=click.Choice(["always", "madvise", "never"]), default=None,
+                 help="transparent_hugepage/enabled, which inherit follows (default: madvise, or as captured)."),
     click.option("--madvise", is_flag=True, help="The VMA had MADV_HUGEPAGE."),
     click.option("--nohugepage", is_flag=True, help="The VMA had MADV_NOHUGEPAGE."),
     click.option("--stack", is_flag=True, help="The VMA was mapped with MAP_STACK (no THP from 6.8)."),
@@ -43,8 +36,9 @@ mthp_options = options(
                  help="anon; shmem (memfd, MAP_SHARED|MAP_ANONYMOUS); sysv (shmget); tmpfs (a file on a huge= mount)."),
     click.option("--shmem-enabled", "shmem_enabled", multiple=True, metavar="SIZE=MODE",
                  help="Per-size anon shmem mode: always|inherit|within_size|advise|never."),
-    click.option("--huge", type=click.Choice(["always", "within_size", "advise", "never"]), default="never",
-                 show_default=True, help="shmem, sysv: the top-level shmem_enabled; tmpfs: the mount's huge=."),
+    click.option("--huge", type=click.Choice(["always", "within_size", "advise", "never"]), default=None,
+                 help="shmem, sysv: the top-level shmem_enabled; tmpfs: the mount's huge= (default: never, or as "
+                      "captured)."),
     click.option("--vma-size", "--vsize", "vma_size", cls=AliasOption, type=SIZE, default="1G", show_default=True,
                  help="Size of the VMA."),
     click.option("--vma-start", type=ADDR, default=None, help="Start of the VMA (default: table-aligned)."),
@@ -57,47 +51,59 @@ mthp_options = options(
 )
 
 
-def mthp_kwargs(sizes: tuple[int, ...], enabled: tuple[str, ...], top_level: str, madvise: bool,
-                nohugepage: bool, stack: bool, memory: str, shmem_enabled: tuple[str, ...], huge: str, vma_size: int,
-                vma_start: int | None, file_offset: int | None, touch_stride: int | None,
-                prepopulated_stride: int | None, access: str, profile: Profile | None = None) -> dict:
-    """mthp_options' values as compute_mthp's keyword arguments; options that would be ignored or
-    contradict each other are refused, and with the ``profile``, --size values it has no THP size for."""
-    from hugecalc.units import fmt_size
+def _size_modes(items: tuple[str, ...], field: str) -> dict[int, str]:
+    out = {}
+    for item in items:
+        size, sep, mode = item.partition("=")
+        if not sep:
+            raise InputError(f"{item!r}: use SIZE=MODE, e.g. 64K=always", field=field)
+        out[parse_size(size, "--" + field.replace("_", "-"))] = mode.strip()
+    return out
 
-    if profile is not None:
-        from hugecalc.calc.orders import anon_orders, check_order
 
-        for size in sizes:
-            check_order(profile, size, anon_orders(profile), "--size", "THP_ORDERS_ALL_ANON excludes order 1")
+def thp_settings(params: Params, profile: Profile | None = None) -> ThpSettings:
+    """The THP switches given on the command line (those not given are None: as booted, or as
+    captured), checked where they enter: with the ``profile``, sizes it has no THP size for."""
+    from hugecalc.calc.orders import anon_orders, check_order, file_orders
 
-    if (sizes or enabled) and memory != "anon":
-        raise InputError(f"--size/--enabled set anonymous sizes, which --memory {memory} does not use: "
-                         + ("use --shmem-enabled SIZE=always" if memory == "shmem" else "use --huge"))
-    if shmem_enabled and memory == "anon":
+    v = params.values
+    if (v["sizes"] or v["enabled"]) and v["memory"] != "anon":
+        raise InputError(f"--size/--enabled set anonymous sizes, which --memory {v['memory']} does not use: "
+                         + ("use --shmem-enabled SIZE=always" if v["memory"] == "shmem" else "use --huge"))
+    if v["shmem_enabled"] and v["memory"] == "anon":
         raise InputError("--shmem-enabled is for shmem (--memory shmem, or sysv/tmpfs to see them ignore it), "
                          "not --memory anon")
-    if file_offset and memory == "anon":
-        raise InputError("--file-offset is for shmem and tmpfs mappings, not --memory anon")
-    modes = _size_modes(enabled, "--enabled")
-    for size in sizes:
-        clash = [m for s, m in modes if s == size and m != "always"]
-        if clash:
-            raise InputError(f"--size {fmt_size(size)} and --enabled {fmt_size(size)}={clash[0]} contradict each other")
-    return dict(
-        enabled=[(s, "always") for s in sizes] + modes, top_level=top_level,
-        madvise=madvise, nohugepage=nohugepage, stack=stack, memory=memory,
-        shmem_enabled=_size_modes(shmem_enabled, "--shmem-enabled"), huge=huge, vma_size=vma_size,
-        vma_start=vma_start, file_offset=file_offset or 0, touch_stride=touch_stride,
-        prepopulated_stride=prepopulated_stride, access=access,
-    )
+    enabled, shmem = _size_modes(v["enabled"], "enabled"), _size_modes(v["shmem_enabled"], "shmem_enabled")
+    for size in v["sizes"]:
+        if enabled.get(size, "always") != "always":
+            raise InputError(f"--size {fmt_size(size)} and --enabled {fmt_size(size)}={enabled[size]} contradict "
+                             "each other")
+        enabled[size] = "always"
+    if profile is not None:
+        for field, sizes, orders, rule in (
+                ("sizes", v["sizes"], anon_orders(profile), "THP_ORDERS_ALL_ANON excludes order 1"),
+                ("enabled", enabled, anon_orders(profile), "THP_ORDERS_ALL_ANON excludes order 1"),
+                ("shmem_enabled", shmem, file_orders(profile), "THP_ORDERS_ALL_FILE_DEFAULT: orders 1..MAX_PAGECACHE_ORDER")):
+            for size in sizes:
+                check_order(profile, size, orders, field, rule)
+    return ThpSettings(top_level=v["top_level"], huge=v["huge"], enabled=enabled, shmem_enabled=shmem)
 
 
-@click.command()
+def pass_shape(params: Params) -> PassShape:
+    """The VMA and the touches of the pass, as given."""
+    v = params.values
+    return PassShape(memory=v["memory"], vma_size=v["vma_size"], vma_start=v["vma_start"],
+                     file_offset=v["file_offset"] or 0, touch_stride=v["touch_stride"],
+                     prepopulated_stride=v["prepopulated_stride"], access=v["access"], madvise=v["madvise"],
+                     nohugepage=v["nohugepage"], stack=v["stack"])
+
+
+@click.command(cls=Command)
 @mthp_options
 @click.option("--khugepaged", is_flag=True,
               help="Also: which PMD ranges khugepaged's mTHP collapse (7.2, release unconfirmed) turns into which size.")
-@click.option("--max-ptes-none", type=int, default=511, show_default=True, help="khugepaged/max_ptes_none.")
+@click.option("--max-ptes-none", type=click.IntRange(0, 511), default=511, show_default=True,
+              help="khugepaged/max_ptes_none.")
 @click.option("--occupancy-file", type=click.File("r"), default=None,
               help="khugepaged occupancy: lines 'ADDR: PTE indexes' (e.g. '0x40000000: 0-15,64'); - for stdin.")
 @click.option("--pid", type=click.IntRange(1, PID_MAX_LIMIT), default=None,
@@ -105,9 +111,7 @@ def mthp_kwargs(sizes: tuple[int, ...], enabled: tuple[str, ...], top_level: str
                    "and under the what-if.")
 @sweep_options
 @common_options
-def mthp(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, khugepaged: bool,
-         max_ptes_none: int, occupancy_file: Any, pid: int | None, sweeps: tuple[str, ...], plot: str | None,
-         **options: Any) -> None:
+def mthp(**values: Any) -> None:
     """Multi-size THP: which size each page fault gets, and the faults, folios, TLB entries and
     page tables that follow.
 
@@ -127,133 +131,162 @@ def mthp(profile: Profile, release: Release, as_json: bool, explain: bool, captu
       sudo hugecalc mthp --pid 1234 --size 64k       # replay a process under 64K mTHP
       hugecalc mthp --sweep size=16k,32k,64k,128k,2M --vma-size 64M
     """
-    from hugecalc.calc.khugepaged import parse_occupancy
-    from hugecalc.calc.mthp import compare_sizes, compute_mthp
+    if values["sweeps"] and values["pid"] is not None:
+        raise InputError("--sweep runs one pass: not with --pid")
+    run(SPEC, values)
+
+
+def compute(params: Params) -> MthpResult | MthpComparison | MthpNowWhatIf | ReplayResult:
+    """One pass; every size side by side; the captured settings now beside the what-if; or a process."""
+    from hugecalc.calc.mthp import KhugepagedScan, compare_sizes, compute_mthp
+
+    settings, shape = thp_settings(params, params.profile), pass_shape(params)
+    if params.pid is not None:
+        return _replay(params, settings)
+    if params.capture is not None and not params.khugepaged:
+        from hugecalc.calc.replay import compute_now_and_what_if
+
+        return compute_now_and_what_if(params.profile, params.release, params.capture, shape, settings)
+    shmem_set = shape.memory != "anon" and (settings.shmem_enabled or settings.huge not in (None, "never"))
+    if not (settings.enabled or shmem_set or shape.memory in ("tmpfs", "sysv") or params.khugepaged):
+        return compare_sizes(params.profile, params.release, shape)
+    scan = None
+    if params.khugepaged:
+        from hugecalc.calc.khugepaged import parse_occupancy
+
+        occupancy = parse_occupancy(params.occupancy_file.read(), params.profile) if params.occupancy_file else None
+        scan = KhugepagedScan(max_ptes_none=params.max_ptes_none, occupancy=occupancy)
+    return compute_mthp(params.profile, params.release, shape, settings, scan)
+
+
+def _replay(params: Params, what_if: ThpSettings) -> ReplayResult:
+    from hugecalc.calc.replay import compute_replay, settings_from_capture
+
+    capture, proc, profile, release = process_from(params, params.pid)
+    now, notes = settings_from_capture(capture)
+    later = now.with_overrides(what_if)
+    runs = {"now": now} | ({"what-if": later} if later != now else {})
+    captured = None
+    replayed = [v for v in proc.vmas if v.kind in REPLAYED_KINDS]
+    if all(v.folios is not None for v in replayed):
+        captured = {}
+        for v in replayed:
+            for size, n in (v.folios or {}).items():
+                captured[size] = captured.get(size, 0) + n
+    result = compute_replay(profile, release, params.pid, proc.comm, proc.vm_pte_bytes, present_vmas(capture, proc),
+                            runs, captured)
+    result.notes[:0] = notes
+    return result
+
+
+def _draw_pass(out: Console, result: MthpResult, params: Params) -> None:
     from hugecalc.render import list_table, print_header, print_wrapped, transposed_summary
 
-    if sweeps:
-        return run_sweep("mthp", sweeps, plot, as_json, explain, lambda doc: f"mTHP, profile {doc['profile']}")
-    kw = mthp_kwargs(**options, profile=profile)
-    if pid is not None:
-        return _replay(profile, release, as_json, explain, capture, pid, kw)
-    if capture is not None and not khugepaged:
-        return _now_and_what_if(profile, release, as_json, explain, capture, kw)
-    comparing = not (kw["enabled"] or (kw["memory"] != "anon" and (kw["shmem_enabled"] or kw["huge"] != "never"))
-                     or kw["memory"] in ("tmpfs", "sysv"))
-    if comparing and not khugepaged:
-        result = compare_sizes(profile, release, **kw)
-
-        def draw(out: Console) -> None:
-            print_header(out, result, f"{kw['memory']} {fmt_bytes(kw['vma_size'])} pass, every size alone")
-            out.print(list_table(result.sizes, skip=("largest_fault_clear_bytes", "tables")))
-            out.print(Text(terminal(chart, out.width)))
-
-        from hugecalc.plot import Chart, terminal, write
-
-        chart = Chart(title=f"hugecalc mthp: every size alone — profile {profile.name}, kernel {release}",
-                      x_label="size", y_label="faults / TLB entries", x_kind="size", y_bytes=False, log_x=True,
-                      x_values=[r.size_bytes for r in result.sizes],
-                      series={"faults": [r.faults for r in result.sizes],
-                              "TLB entries": [r.tlb_entries for r in result.sizes]})
-        if plot:
-            write(chart, plot)
-        return emit(result, as_json, explain, draw)
-    occupancy = parse_occupancy(occupancy_file.read(), profile) if occupancy_file else None
-    result = compute_mthp(profile, release, khugepaged=khugepaged, max_ptes_none=max_ptes_none,
-                          occupancy=occupancy, **kw)
-
-    def draw(out: Console) -> None:
-        i = result.inputs
-        print_header(out, result, f"{i['memory']} {fmt_bytes(i['vma_size_bytes'])} VMA at {i['vma_start']:#x}, "
-                                  f"{i['access']} every {fmt_bytes(i['touch_stride_bytes'])}")
-        sizes = ", ".join(fmt_size(b) for b in result.fault_orders_bytes) or "base pages only"
-        out.print(Text(f"a fault may get: {sizes}"))
-        out.print(transposed_summary(result))
-        out.print(list_table(result.folios))
-        if result.khugepaged:
-            out.print(Text("khugepaged mTHP collapse, by design (see the note for this release):", style="bold"))
-            for d in result.khugepaged:
-                collapsed = ", ".join(f"{c.count:,} x {fmt_size(c.size_bytes)}" for c in d.collapses) or "nothing"
-                print_wrapped(out, f"  {d.design}: of {d.pmd_ranges:,} PMD ranges, {collapsed}; "
-                                   f"{d.untouched_ranges:,} left as they are" + (f" ({d.note})" if d.note else ""), 4)
-
-    emit(result, as_json, explain, draw)
+    i = result.inputs
+    print_header(out, result, f"{i['memory']} {fmt_bytes(i['vma_size_bytes'])} VMA at {i['vma_start']:#x}, "
+                              f"{i['access']} every {fmt_bytes(i['touch_stride_bytes'])}")
+    sizes = ", ".join(fmt_size(b) for b in result.fault_orders_bytes) or "base pages only"
+    out.print(Text(f"a fault may get: {sizes}"))
+    out.print(transposed_summary(result))
+    out.print(list_table(result.folios))
+    if result.khugepaged:
+        out.print(Text("khugepaged mTHP collapse, by design (see the note for this release):", style="bold"))
+        for d in result.khugepaged:
+            collapsed = ", ".join(f"{c.count:,} x {fmt_size(c.size_bytes)}" for c in d.collapses) or "nothing"
+            print_wrapped(out, f"  {d.design}: of {d.pmd_ranges:,} PMD ranges, {collapsed}; "
+                               f"{d.untouched_ranges:,} left as they are" + (f" ({d.note})" if d.note else ""), 4)
 
 
-_SETTINGS = ("enabled", "top_level", "huge", "shmem_enabled")
+def _comparison_chart(result: MthpComparison) -> Any:
+    from hugecalc.plot import Chart
+
+    return Chart(title=f"hugecalc mthp: every size alone — profile {result.profile}, kernel {result.kernel}",
+                 x_label="size", y_label="faults / TLB entries", x_kind="size", y_bytes=False, log_x=True,
+                 x_values=[r.size_bytes for r in result.sizes],
+                 series={"faults": [r.faults for r in result.sizes],
+                         "TLB entries": [r.tlb_entries for r in result.sizes]})
 
 
-def _overrides(kw: dict) -> dict:
-    """The THP switches given on the command line: the what-if."""
-    out = {key: kw[key] for key in ("enabled", "shmem_enabled") if kw[key]}
-    for key in ("top_level", "huge"):
-        if given(key):
-            out[key] = kw[key]
-    return out
+def _draw_comparison(out: Console, result: MthpComparison, params: Params) -> None:
+    from hugecalc.plot import terminal
+    from hugecalc.render import list_table, print_header
+
+    print_header(out, result, f"{params.memory} {fmt_bytes(params.vma_size)} pass, every size alone")
+    out.print(list_table(result.sizes, skip=("largest_fault_clear_bytes", "tables")))
+    out.print(Text(terminal(_comparison_chart(result), out.width)))
 
 
-def _now_and_what_if(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, kw: dict) -> None:
-    from hugecalc.calc.replay import compute_now_and_what_if
+def _draw_now_and_what_if(out: Console, result: MthpNowWhatIf, params: Params) -> None:
     from hugecalc.render import folio_table, print_header, side_by_side
 
-    base = {k: v for k, v in kw.items() if k not in _SETTINGS}
-    result = compute_now_and_what_if(profile, release, capture, base, _overrides(kw))
     now = result.now
-
-    def draw(out: Console) -> None:
-        i = now.inputs
-        print_header(out, result, f"{capture.hostname}: {i['memory']} {fmt_bytes(i['vma_size_bytes'])} VMA, "
-                                  "THP settings now" + (" and the what-if" if result.what_if else ""))
-        columns = [("now", now)] + ([("what-if", result.what_if)] if result.what_if else [])
-        for label, r in columns:
-            out.print(Text(f"{label}: a fault may get " + (", ".join(fmt_size(b) for b in r.fault_orders_bytes)
-                                                          or "base pages only")))
-        out.print(side_by_side(columns))
-        out.print(folio_table([(label, r.folios) for label, r in columns]))
-
-    emit(result, as_json, explain, draw)
+    i = now.inputs
+    print_header(out, result, f"{params.capture.hostname}: {i['memory']} {fmt_bytes(i['vma_size_bytes'])} VMA, "
+                              "THP settings now" + (" and the what-if" if result.what_if else ""))
+    columns = [("now", now)] + ([("what-if", result.what_if)] if result.what_if else [])
+    for label, r in columns:
+        out.print(Text(f"{label}: a fault may get " + (", ".join(fmt_size(b) for b in r.fault_orders_bytes)
+                                                      or "base pages only")))
+    out.print(side_by_side(columns))
+    out.print(folio_table([(label, r.folios) for label, r in columns]))
 
 
-def _replay(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, pid: int, kw: dict) -> None:
-    from hugecalc.calc.replay import compute_replay, settings_from_capture, what_if
-    from hugecalc.capture import decode_runs
+def _draw_replay(out: Console, result: ReplayResult, params: Params) -> None:
+    from hugecalc.calc.mthp import FolioCount
     from hugecalc.render import folio_table, list_table, print_header, side_by_side
 
-    capture, proc, profile, release = process_from(capture, pid, profile, release)
-    now_settings, notes = settings_from_capture(capture)
-    later = what_if(now_settings, _overrides(kw))
-    runs = {"now": now_settings} | ({"what-if": later} if later != now_settings else {})
-    vmas = []
-    for v in proc.vmas:
-        starts, ends = decode_runs(v.present_runs, v.start, capture.page_size)
-        vmas.append({"start": v.start, "end": v.end, "kind": v.kind, "flags": v.flags,
-                     "kernel_page_bytes": v.kernel_page_bytes, "starts": starts, "ends": ends})
-    captured = None
-    if all(v.folios is not None for v in proc.vmas if v.kind in ("anon", "heap", "stack", "shmem", "sysv")):
-        captured = {}
-        for v in proc.vmas:
-            if v.kind in ("anon", "heap", "stack", "shmem", "sysv"):
-                for size, n in (v.folios or {}).items():
-                    captured[size] = captured.get(size, 0) + n
-    result = compute_replay(profile, release, pid, proc.comm, proc.vm_pte_bytes, vmas, runs, captured)
-    result.notes[:0] = notes
+    print_header(out, result, f"process {result.pid} ({result.comm}) replayed: {result.inputs['mappings']} mappings")
+    columns = [(r.label, r) for r in result.runs]
+    out.print(side_by_side(columns))
+    out.print(f"VmPTE now {fmt_bytes(result.vm_pte_bytes)}")
+    folios = [(r.label, r.folios) for r in result.runs]
+    if result.captured_folios is not None:
+        folios.insert(0, ("present now", [FolioCount(size_bytes=int(s), count=n)
+                                          for s, n in result.captured_folios.items()]))
+    out.print(folio_table(folios))
+    last = result.runs[-1]
+    busiest = sorted(last.vmas, key=lambda v: -v.touched_bytes)[:8]
+    if busiest:
+        out.print(Text(f"largest replayed mappings ({last.label}):"))
+        out.print(list_table(busiest, skip=("folios",)))
 
-    def draw(out: Console) -> None:
-        print_header(out, result, f"process {pid} ({proc.comm}) replayed: {len(proc.vmas)} mappings")
-        columns = [(r.label, r) for r in result.runs]
-        out.print(side_by_side(columns))
-        out.print(f"VmPTE now {fmt_bytes(result.vm_pte_bytes)}")
-        folios = [(r.label, r.folios) for r in result.runs]
-        if result.captured_folios is not None:
-            from hugecalc.calc.mthp import FolioCount
 
-            folios.insert(0, ("present now", [FolioCount(size_bytes=int(s), count=n)
-                                              for s, n in result.captured_folios.items()]))
-        out.print(folio_table(folios))
-        last = result.runs[-1]
-        busiest = sorted(last.vmas, key=lambda v: -v.touched_bytes)[:8]
-        if busiest:
-            out.print(Text(f"largest replayed mappings ({last.label}):"))
-            out.print(list_table(busiest, skip=("folios",)))
+def _plot(result: Any, params: Params) -> None:
+    """--plot on the side-by-side comparison: its chart to a file."""
+    if params.plot and isinstance(result, MthpComparison):
+        from hugecalc.plot import write
 
-    emit(result, as_json, explain, draw)
+        write(_comparison_chart(result), params.plot)
+
+
+def _fleet_row(capture: Any, profile: Profile, release: Any, what_if: dict) -> dict:
+    from hugecalc.calc.replay import compute_now_and_what_if
+
+    r = compute_now_and_what_if(profile, release, capture, what_if["shape"], what_if["settings"])
+    now, later = r.now, r.what_if or r.now  # no what-if: the settings now are the what-if
+    return {"faults_now": now.faults, "faults_what_if": later.faults,
+            "populated_now_bytes": now.populated_bytes, "populated_what_if_bytes": later.populated_bytes,
+            "page_table_now_bytes": now.page_table_bytes, "page_table_what_if_bytes": later.page_table_bytes,
+            "tlb_now": now.tlb_entries, "tlb_what_if": later.tlb_entries}
+
+
+FLEET_FIGURES = ("faults_now", "faults_what_if", "populated_now_bytes", "populated_what_if_bytes",
+                 "page_table_now_bytes", "page_table_what_if_bytes", "tlb_now", "tlb_what_if")
+
+SPEC = Spec(
+    name="mthp", rank=3, compute=compute, batch=True, after=_plot,
+    documents={MthpResult: _draw_pass, MthpComparison: _draw_comparison, MthpNowWhatIf: _draw_now_and_what_if,
+               ReplayResult: _draw_replay},
+    sweep=("sizes", "vma_size", "vma_start", "file_offset", "touch_stride", "prepopulated_stride", "max_ptes_none",
+           "kernel"),
+    charted=("faults", "TLB entries", "faults now", "faults what-if"), sweep_title="mTHP",
+    fleet=Fleet(
+        help="mTHP across the fleet: each host's THP settings now beside the what-if (as 'mthp --host FILE').\n\n"
+             "\b\nExample:\n  hugecalc fleet mthp fleet/ --size 64k --by profile",
+        row=_fleet_row, options=mthp_options,
+        what_if=lambda params: {"shape": pass_shape(params), "settings": thp_settings(params)},
+        rule="compute_now_and_what_if() (calc/replay.py), as `hugecalc mthp --host FILE`: the pass under the "
+             "captured THP settings (now) and under the what-if",
+        figures={m: f"{m.replace('_now', '').replace('_what_if', '').replace('_bytes', '')} of the pass "
+                    + ("now" if "_now" in m else "under the what-if") for m in FLEET_FIGURES}),
+)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from hugecalc.cli.sweep import run_sweep, sweep_options
-from hugecalc.cli.common import ADDR, AliasOption, common_options, complete_backing, emit, options, PID_MAX_LIMIT, process_from, Real, SIZE, Text
+from hugecalc.calc.pgtable import PgtableResult
+from hugecalc.calc.process import ProcessResult
+from hugecalc.calc.tables import WorstCaseResult
+from hugecalc.cli.command import Command, Fleet, Params, Spec, run
+from hugecalc.cli.common import (ADDR, PID_MAX_LIMIT, SIZE, AliasOption, Real, Text, common_options, complete_backing,
+                                 options, present_vmas, process_from)
+from hugecalc.cli.sweep import sweep_options
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
-from hugecalc.releases import Release
 from hugecalc.units import fmt_bytes
 
 if TYPE_CHECKING:
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 
 #: The mapping and touch options ``pgtable`` and ``verify pgtable`` share.
 pgtable_options = options(
-    click.option("--vma-size", "--vsize", "vsize", cls=AliasOption, type=SIZE, default=None,
+    click.option("--vma-size", "--vsize", "vma_size", cls=AliasOption, type=SIZE, default=None,
                  help="Size of the mapping."),
     click.option("--vma-start", type=ADDR, default=None,
                  help="Start address (default: aligned to the span of the smallest table holding it)."),
@@ -39,7 +41,7 @@ pgtable_options = options(
 )
 
 
-def touches_from_options(profile: Profile, vsize: int | None, vma_start: int | None, backing: str,
+def touches_from_options(profile: Profile, vma_size: int | None, vma_start: int | None, backing: str,
                          touch_stride: int | None, touch_fraction: float | None, seed: int, touch_file: Any) -> tuple[Any, int | None]:
     """The touch pattern, and the mapping's start (a touch file's addresses are absolute)."""
     from hugecalc.calc.pgtable import Backing, mapping_bounds
@@ -47,15 +49,15 @@ def touches_from_options(profile: Profile, vsize: int | None, vma_start: int | N
 
     if sum(x is not None for x in (touch_stride, touch_fraction, touch_file)) > 1:
         raise InputError("use one of --touch-stride, --touch-fraction and --touch-file")
-    if vsize is None:
+    if vma_size is None:
         raise InputError("--vma-size is required (or use --worst-case or --pid)")
     if touch_file is None:
         return Touches(stride=touch_stride, fraction=touch_fraction, seed=seed), vma_start
-    start = mapping_bounds(profile, vsize, vma_start, Backing(profile, backing))
-    return Touches(intervals=parse_touch_file(touch_file.read(), start, start + vsize)), start
+    start = mapping_bounds(profile, vma_size, vma_start, Backing(profile, backing))
+    return Touches(intervals=parse_touch_file(touch_file.read(), start, start + vma_size)), start
 
 
-@click.command()
+@click.command(cls=Command)
 @pgtable_options
 @click.option("--shared-by", type=click.IntRange(1, PID_MAX_LIMIT), default=1, show_default=True,
               help="MAP_SHARED hugetlb: number of processes mapping it (PMD-table sharing).")
@@ -63,10 +65,7 @@ def touches_from_options(profile: Profile, vsize: int | None, vma_start: int | N
 @click.option("--pid", type=click.IntRange(1, PID_MAX_LIMIT), default=None, help="A live process: its present pages' tables beside its VmPTE.")
 @sweep_options
 @common_options
-def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, vsize: int | None,
-            vma_start: int | None, touch_stride: int | None, touch_fraction: float | None, seed: int,
-            touch_file: Any, backing: str, after: str | None, shared_by: int, worst_case: bool,
-            pid: int | None, sweeps: tuple[str, ...], plot: str | None) -> None:
+def pgtable(**values: Any) -> None:
     """Page tables a mapping costs, level by level, and what madvise() leaves behind.
 
     Counts what /proc/PID/status VmPTE counts: PTE, PMD and PUD tables (not the PGD, nor LA57 P4D tables).
@@ -82,93 +81,127 @@ def pgtable(profile: Profile, release: Release, as_json: bool, explain: bool, ca
       printf '0x8000000000\\n0x8000200000-0x8000400000\\n' | hugecalc pgtable --vma-size 2G --vma-start 0x8000000000 --touch-file -
       hugecalc pgtable --vma-size 1T --sweep touch-fraction=1e-6..1x10
     """
-    if sweeps:
-        if worst_case or pid is not None or touch_file is not None:
-            raise InputError("--sweep runs one mapping: not with --worst-case, --pid or --touch-file")
-        return run_sweep("pgtable", sweeps, plot, as_json, explain, lambda doc: f"page tables, profile {doc['profile']}")
-    if worst_case and pid is not None:
+    if values["sweeps"] and (values["worst_case"] or values["pid"] is not None or values["touch_file"] is not None):
+        raise InputError("--sweep runs one mapping: not with --worst-case, --pid or --touch-file")
+    run(SPEC, values)
+
+
+def compute(params: Params) -> PgtableResult | WorstCaseResult | ProcessResult:
+    """One mapping, --worst-case, or a process (--pid)."""
+    v = params.values
+    if v["worst_case"] and v["pid"] is not None:
         raise InputError("use either --worst-case or --pid")
-    if worst_case and (vsize is not None or vma_start is not None or after or backing != "anon" or shared_by != 1
-                       or touch_stride or touch_fraction is not None or touch_file is not None):
-        raise InputError("--worst-case is the whole address space, fully populated: it takes no mapping, touch, "
-                         "--backing, --after or --shared-by option")
-    if worst_case:
-        return _worst_case(profile, release, as_json, explain)
-    if pid is not None:
-        if shared_by != 1 or vsize is not None or touch_stride or touch_fraction is not None or touch_file:
+    if v["worst_case"]:
+        if (v["vma_size"] is not None or v["vma_start"] is not None or v["after"] or v["backing"] != "anon"
+                or v["shared_by"] != 1 or v["touch_stride"] or v["touch_fraction"] is not None
+                or v["touch_file"] is not None):
+            raise InputError("--worst-case is the whole address space, fully populated: it takes no mapping, touch, "
+                             "--backing, --after or --shared-by option")
+        from hugecalc.calc.tables import compute_worst_case
+
+        return compute_worst_case(params.profile, params.release)
+    if v["pid"] is not None:
+        if (v["shared_by"] != 1 or v["vma_size"] is not None or v["touch_stride"] or v["touch_fraction"] is not None
+                or v["touch_file"]):
             raise InputError("--pid takes the process's own mappings and present pages: --vma-size, --touch-* and "
                              "--shared-by do not apply")
-        return _process(profile, release, as_json, explain, capture, pid, after, backing)
+        return _process(params)
     from hugecalc.calc.pgtable import compute_pgtable
-    from hugecalc.render import list_table, print_header
 
-    touches, vma_start = touches_from_options(profile, vsize, vma_start, backing, touch_stride, touch_fraction,
-                                              seed, touch_file)
-    result = compute_pgtable(profile, release, vsize=vsize, vma_start=vma_start, touches=touches,
-                             backing=backing, after=after, shared_by=shared_by)
-
-    def draw(out: Console) -> None:
-        i = result.inputs
-        print_header(out, result, f"{fmt_bytes(vsize)} {backing} mapping at {i['vma_start']:#x}")
-        skip = (("in_vmpte",) if "p4d" not in result.tables else ()) + (("tables_after",) if after is None else ())
-        out.print(list_table(result.levels, skip=skip))
-        out.print(f"page tables {fmt_bytes(result.page_table_bytes)} (as VmPTE counts; the top-level "
-                  f"{profile.levels[0].name} is not counted) for {fmt_bytes(result.populated_bytes)} populated: "
-                  f"{result.overhead_share * 100:.3f}%")
-        if result.page_table_bytes_after is not None:
-            out.print(f"after MADV_{after.upper()}: {fmt_bytes(result.page_table_bytes_after)}")
-        if result.shared_page_table_bytes is not None:
-            out.print(f"{shared_by} processes together: {fmt_bytes(result.shared_page_table_bytes)} of page tables")
-        if result.compare:
-            out.print(Text("Same mapping and touches, other backings:"))
-            out.print(list_table(result.compare))
-
-    emit(result, as_json, explain, draw)
+    touches, vma_start = touches_from_options(params.profile, v["vma_size"], v["vma_start"], v["backing"],
+                                              v["touch_stride"], v["touch_fraction"], v["seed"], v["touch_file"])
+    return compute_pgtable(params.profile, params.release, vma_size=v["vma_size"], vma_start=vma_start,
+                           touches=touches, backing=v["backing"], after=v["after"], shared_by=v["shared_by"])
 
 
-def _worst_case(profile: Profile, release: Release, as_json: bool, explain: bool) -> None:
-    from hugecalc.calc.tables import compute_worst_case
-    from hugecalc.render import list_table, print_header
-
-    result = compute_worst_case(profile, release)
-
-    def draw(out: Console) -> None:
-        print_header(out, result, f"worst case: all {fmt_bytes(profile.user_va_bytes)} of user space")
-        out.print(list_table(result.levels, skip=("tables_after",) + (
-            ("in_vmpte",) if "p4d" not in [r.level for r in result.levels] else ())))
-        out.print(f"total as VmPTE counts {fmt_bytes(result.page_table_bytes)}")
-        out.print(Text("Documentation/mm/pte_ref.rst (2022 RFC) figures, for comparison:"))
-        for ref in result.pte_ref:
-            out.print(Text(f"  {ref['case']}: PTE {fmt_bytes(ref['pte_bytes'])}, "
-                           f"PMD {fmt_bytes(ref['pmd_bytes'])}"))
-
-    emit(result, as_json, explain, draw)
-
-
-def _process(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, pid: int,
-             after: str | None, backing: str) -> None:
+def _process(params: Params) -> ProcessResult:
     from hugecalc.calc.process import compute_process
-    from hugecalc.capture import decode_runs
+
+    capture, proc, profile, release = process_from(params, params.pid)
+    result = compute_process(profile, release, params.pid, present_vmas(capture, proc), proc.vm_pte_bytes,
+                             after=params.after, backing=params.backing)
+    return result.model_copy(update={"inputs": {**result.inputs, "comm": proc.comm}})
+
+
+def _draw_mapping(out: Console, result: PgtableResult, params: Params) -> None:
     from hugecalc.render import list_table, print_header
 
-    capture, proc, profile, release = process_from(capture, pid, profile, release)
-    page = capture.page_size
-    vmas = []
-    for v in proc.vmas:
-        starts, ends = decode_runs(v.present_runs, v.start, page)
-        vmas.append({"start": v.start, "end": v.end, "kind": v.kind, "kernel_page_bytes": v.kernel_page_bytes,
-                     "starts": starts, "ends": ends})
-    result = compute_process(profile, release, pid, vmas, proc.vm_pte_bytes, after=after, backing=backing)
+    i, after = result.inputs, params.after
+    print_header(out, result, f"{fmt_bytes(i['vma_size_bytes'])} {params.backing} mapping at {i['vma_start']:#x}")
+    skip = (("in_vmpte",) if "p4d" not in result.tables else ()) + (("tables_after",) if after is None else ())
+    out.print(list_table(result.levels, skip=skip))
+    out.print(f"page tables {fmt_bytes(result.page_table_bytes)} (as VmPTE counts; the top-level "
+              f"{params.profile.levels[0].name} is not counted) for {fmt_bytes(result.populated_bytes)} populated: "
+              f"{result.overhead_share * 100:.3f}%")
+    if result.page_table_bytes_after is not None:
+        out.print(f"after MADV_{after.upper()}: {fmt_bytes(result.page_table_bytes_after)}")
+    if result.shared_page_table_bytes is not None:
+        out.print(f"{params.shared_by} processes together: {fmt_bytes(result.shared_page_table_bytes)} of page tables")
+    if result.compare:
+        out.print(Text("Same mapping and touches, other backings:"))
+        out.print(list_table(result.compare))
 
-    def draw(out: Console) -> None:
-        print_header(out, result, f"process {pid} ({proc.comm}): {result.vmas} mappings, "
-                                  f"{fmt_bytes(result.present_bytes)} present")
-        out.print(list_table(result.levels, skip=("in_vmpte",) + (() if after else ("tables_after",))))
-        out.print(f"predicted {fmt_bytes(result.page_table_bytes)}; VmPTE {fmt_bytes(result.vm_pte_bytes)}"
-                  + (f"; after MADV_{after.upper()} {fmt_bytes(result.page_table_bytes_after)}" if after else ""))
-        if result.page_table_bytes_backing is not None:
-            out.print(f"with --backing {backing}: page tables {fmt_bytes(result.page_table_bytes_backing)}, "
-                      f"memory populated {fmt_bytes(result.populated_bytes_backing)} "
-                      f"(now {fmt_bytes(result.present_bytes)})")
 
-    emit(result, as_json, explain, draw)
+def _draw_worst_case(out: Console, result: WorstCaseResult, params: Params) -> None:
+    from hugecalc.render import list_table, print_header
+
+    print_header(out, result, f"worst case: all {fmt_bytes(params.profile.user_va_bytes)} of user space")
+    out.print(list_table(result.levels, skip=("tables_after",) + (
+        ("in_vmpte",) if "p4d" not in [r.level for r in result.levels] else ())))
+    out.print(f"total as VmPTE counts {fmt_bytes(result.page_table_bytes)}")
+    out.print(Text("Documentation/mm/pte_ref.rst (2022 RFC) figures, for comparison:"))
+    for ref in result.pte_ref:
+        out.print(Text(f"  {ref['case']}: PTE {fmt_bytes(ref['pte_bytes'])}, "
+                       f"PMD {fmt_bytes(ref['pmd_bytes'])}"))
+
+
+def _draw_process(out: Console, result: ProcessResult, params: Params) -> None:
+    from hugecalc.render import list_table, print_header
+
+    after, backing = params.after, params.backing
+    print_header(out, result, f"process {result.inputs['pid']} ({result.inputs.get('comm', '?')}): {result.vmas} "
+                              f"mappings, {fmt_bytes(result.present_bytes)} present")
+    out.print(list_table(result.levels, skip=("in_vmpte",) + (() if after else ("tables_after",))))
+    out.print(f"predicted {fmt_bytes(result.page_table_bytes)}; VmPTE {fmt_bytes(result.vm_pte_bytes)}"
+              + (f"; after MADV_{after.upper()} {fmt_bytes(result.page_table_bytes_after)}" if after else ""))
+    if result.page_table_bytes_backing is not None:
+        out.print(f"with --backing {backing}: page tables {fmt_bytes(result.page_table_bytes_backing)}, "
+                  f"memory populated {fmt_bytes(result.populated_bytes_backing)} "
+                  f"(now {fmt_bytes(result.present_bytes)})")
+
+
+def _fleet_row(capture: Any, profile: Profile, release: Any, o: dict) -> dict:
+    from hugecalc.calc.pgtable import compute_pgtable
+    from hugecalc.calc.touches import Touches
+
+    r = compute_pgtable(profile, release, vma_size=o["vma_size"], vma_start=o["vma_start"], backing=o["backing"],
+                        after=o["after"], touches=Touches(stride=o["touch_stride"], fraction=o["touch_fraction"],
+                                                          seed=o["seed"]), compare=False)
+    return {"page_table_bytes": r.page_table_bytes, "page_table_bytes_after": r.page_table_bytes_after,
+            "populated_bytes": r.populated_bytes}
+
+
+def _fleet_what_if(params: Params) -> dict:
+    if params.vma_size is None:
+        raise InputError("--vma-size is required")
+    if params.touch_file is not None:
+        raise InputError("--touch-file: addresses are per host; use --touch-stride or --touch-fraction")
+    return {k: params.values[k] for k in ("vma_size", "vma_start", "backing", "after", "touch_stride",
+                                          "touch_fraction", "seed")}
+
+
+SPEC = Spec(
+    name="pgtable", rank=2, compute=compute, batch=True,
+    documents={PgtableResult: _draw_mapping, WorstCaseResult: _draw_worst_case, ProcessResult: _draw_process},
+    sweep=("vma_size", "vma_start", "touch_stride", "touch_fraction", "seed", "shared_by", "kernel"),
+    charted=("page tables", "after madvise"), sweep_title="page tables",
+    fleet=Fleet(
+        help="Page tables of one mapping on every host's profile and kernel (as 'pgtable --host FILE').\n\n"
+             "\b\nExample:\n  hugecalc fleet pgtable fleet/ --vma-size 64G --after dontneed --by arch",
+        row=_fleet_row, what_if=_fleet_what_if, options=pgtable_options,
+        rule="compute_pgtable() (calc/pgtable.py), as `hugecalc pgtable --host FILE`: the mapping on the "
+             "host's profile and release",
+        figures={"page_table_bytes": "page tables of the mapping, as VmPTE counts",
+                 "page_table_bytes_after": "what remains after the --after madvise",
+                 "populated_bytes": "memory the touches populate"}),
+)

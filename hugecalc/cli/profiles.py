@@ -6,17 +6,17 @@ from typing import Any
 
 import click
 
-from hugecalc.cli.common import common_options, emit, given, Table, Text
+from hugecalc.cli.command import Command, Params, Spec, run
+from hugecalc.cli.common import Table, Text, common_options
 from hugecalc.errors import InputError
-from hugecalc.profiles import Profile, bundled_profiles, load_profile
-from hugecalc.releases import Release
+from hugecalc.profiles import Profile, ProfileList, ProfileShow, bundled_profiles, geometry, load_profile
 from hugecalc.units import fmt_bytes, fmt_size
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("name", required=False)
 @common_options
-def profiles(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, name: str | None) -> None:
+def profiles(**values: Any) -> None:
     """List the bundled machine profiles, or show one (NAME, or --profile PATH) in full.
 
     \b
@@ -25,25 +25,25 @@ def profiles(profile: Profile, release: Release, as_json: bool, explain: bool, c
       hugecalc profiles arm64-16k
       hugecalc profiles --profile ./my-machine.yaml --json
     """
-    from hugecalc.profiles import ProfileList, ProfileShow, geometry
+    run(SPEC, values)
 
-    explicit = name is not None or given("profile_name") or capture is not None
-    if explain or given("kernel"):
+
+def compute(params: Params) -> ProfileList | ProfileShow:
+    profile, name = params.profile, params.name
+    if params.explain or "kernel" in params.given:
         raise InputError("profiles shows machine geometry: --kernel and --explain do not apply to it")
     if name is not None:
         profile = load_profile(name)
-    if not explicit:
+    if name is None and "profile_name" not in params.given and params.capture is None:
         loaded = [load_profile(n) for n in sorted(bundled_profiles())]
-        result = ProfileList(command="profiles", profile=profile.name, kernel=str(release), inputs={"list": True},
-                             profiles=loaded)
-        emit(result, as_json, False, lambda out: _draw_list(out, loaded))
-        return
-    result = ProfileShow(command="profiles", profile=profile.name, kernel=str(release), inputs={"name": profile.name},
-                         definition=profile, geometry=geometry(profile))
-    emit(result, as_json, False, lambda out: _draw_one(out, profile, result.geometry))
+        return ProfileList(command="profiles", profile=profile.name, kernel=str(params.release),
+                           inputs={"list": True}, profiles=loaded)
+    return ProfileShow(command="profiles", profile=profile.name, kernel=str(params.release),
+                       inputs={"name": profile.name}, definition=profile, geometry=geometry(profile))
 
 
-def _draw_list(out: Any, loaded: list[Profile]) -> None:
+def _draw_list(out: Any, result: ProfileList, params: Params) -> None:
+    loaded = result.profiles
     table = Table(title="Bundled profiles (hugecalc profiles NAME for details)", title_justify="left")
     for col in ("name", "arch", "page", "levels", "hugetlb sizes", "description"):
         table.add_column(col, overflow="fold")  # wrap, never cut
@@ -53,7 +53,8 @@ def _draw_list(out: Any, loaded: list[Profile]) -> None:
     out.print(table)
 
 
-def _draw_one(out: Any, profile: Profile, geometry: list) -> None:
+def _draw_one(out: Any, result: ProfileShow, params: Params) -> None:
+    profile = result.definition
     out.print(Text(f"{profile.name}: {profile.description}", style="bold"))
     out.print(f"arch {profile.arch.value}, {profile.bits}-bit, PAGE_SIZE {fmt_size(profile.page_size)}, "
               f"sizeof(struct page) {profile.struct_page_bytes}, user address space "
@@ -61,7 +62,7 @@ def _draw_one(out: Any, profile: Profile, geometry: list) -> None:
     t = Table(title="Page-table levels", title_justify="left")
     for col in ("level", "entries", "entry bytes", "table bytes", "one entry maps", "one table maps"):
         t.add_column(col, justify="right")
-    for g in geometry:
+    for g in result.geometry:
         t.add_row(g.level, f"{g.entries:,}", str(g.entry_bytes), fmt_bytes(g.table_bytes),
                   fmt_bytes(g.entry_span_bytes), fmt_bytes(g.table_span_bytes))
     out.print(t)
@@ -77,3 +78,7 @@ def _draw_one(out: Any, profile: Profile, geometry: list) -> None:
     out.print(f"contiguous PTE block: {cont}; contiguous PMD block: {cont_pmd}; vmemmap PMD-mapped: "
               f"{'yes' if profile.vmemmap_pmd_mapped else 'no'}")
 
+
+
+SPEC = Spec(name="profiles", rank=8, compute=compute, batch=True,
+            documents={ProfileList: _draw_list, ProfileShow: _draw_one})

@@ -3,53 +3,41 @@ result models that print it (one model feeds the table, the JSON and this schema
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from typing import Any, Union
 
 import click
 
-#: Per command, every document its --json can print (module:Model), one per mode.
-DOCUMENTS: dict[str, tuple[str, ...]] = {
-    "vmemmap": ("hugecalc.calc.vmemmap:VmemmapResult", "hugecalc.calc.hvo_now:HostVmemmapResult"),
-    "pgtable": ("hugecalc.calc.pgtable:PgtableResult", "hugecalc.calc.tables:WorstCaseResult",
-                "hugecalc.calc.process:ProcessResult"),
-    "mthp": ("hugecalc.calc.mthp:MthpResult", "hugecalc.calc.mthp:MthpComparison",
-             "hugecalc.calc.mthp:MthpNowWhatIf", "hugecalc.calc.replay:ReplayResult"),
-    "hgm": ("hugecalc.calc.hgm:HgmResult",),
-    "host": ("hugecalc.capture:Capture",),
-    "fleet": ("hugecalc.fleet:FleetResult",),
-    "profiles": ("hugecalc.profiles:ProfileList", "hugecalc.profiles:ProfileShow"),
-    "verify": ("hugecalc.verify.common:VerifyResult",),
-}
-#: Commands whose --sweep --json prints a SweepResult of their own documents.
-SWEPT = ("vmemmap", "pgtable", "mthp")
-#: batch prints JSON Lines: each line one command's document or an error.
-BATCH = ("vmemmap", "pgtable", "mthp", "hgm", "host", "profiles")
-
-
-def _model(spec: str) -> Any:
-    module, name = spec.split(":")
-    return getattr(importlib.import_module(module), name)
-
+from hugecalc.cli.command import Spec
 
 def _one_of(types: list[Any]) -> Any:
     return types[0] if len(types) == 1 else Union[tuple(types)]  # noqa: UP007 - a runtime Union of classes
 
 
 def document_type(command: str) -> Any:
-    """The type of one document ``command --json`` prints (a Union over its modes)."""
+    """The type of one document ``command --json`` prints (a Union over its modes), from the
+    command's declaration; a command that sweeps prints a SweepResult of its documents too."""
+    from hugecalc.cli import specs
+
     if command == "batch":
         from hugecalc.result import BatchError
 
-        return _one_of([_model(s) for c in BATCH for s in DOCUMENTS[c]] + [BatchError])
-    own = [_model(s) for s in DOCUMENTS[command]]
-    if command in SWEPT:
+        return _one_of([t for spec in specs() if spec.batch for t in spec.documents] + [BatchError])
+    spec = next(spec for spec in specs() if spec.name == command)
+    own = list(spec.documents)
+    if spec.sweep:
         from hugecalc.sweep import SweepResult
 
         own.append(SweepResult[_one_of(own)])
     return _one_of(own)
+
+
+def documented() -> list[str]:
+    """The commands whose --json prints a document, in help order."""
+    from hugecalc.cli import specs
+
+    return [spec.name for spec in specs() if spec.documents]
 
 
 def json_schema(command: str | None) -> dict[str, Any]:
@@ -58,7 +46,7 @@ def json_schema(command: str | None) -> dict[str, Any]:
 
     from hugecalc import __version__
 
-    commands = [command] if command else list(DOCUMENTS)
+    commands = [command] if command else documented()
     schema = TypeAdapter(_one_of([document_type(c) for c in commands])).json_schema(mode="serialization")
     # pydantic names a generic by its arguments (SweepResult_Union_PgtableResult__WorstCaseResult__...);
     # name it by its command instead (PgtableSweepResult).
@@ -91,8 +79,23 @@ def _renamed(node: Any, names: dict[str, str]) -> Any:
     return out
 
 
+class _Documented(click.Choice):
+    """The commands with a document, read from their declarations when first asked for."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    @property
+    def choices(self) -> list[str]:  # type: ignore[override]
+        return [*documented(), "batch"]
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass
+
+
 @click.command()
-@click.argument("command", required=False, type=click.Choice([*DOCUMENTS, "batch"]))
+@click.argument("command", required=False, type=_Documented())
 def schema(command: str | None) -> None:
     """Print the JSON Schema of what --json prints: of COMMAND, or of every command.
 
@@ -105,3 +108,6 @@ def schema(command: str | None) -> None:
       hugecalc pgtable --vma-size 1G --json | check-jsonschema --schemafile pgtable.schema.json -
     """
     click.echo(json.dumps(json_schema(command), indent=2))
+
+
+SPEC = Spec(name="schema", rank=10, documents={})

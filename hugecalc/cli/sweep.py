@@ -1,14 +1,22 @@
-"""``--sweep`` and ``--plot`` on vmemmap, pgtable and mthp: one row per point, a chart under the table."""
+"""``--sweep`` and ``--plot``: one row per point, a chart under the table.
+
+Which options sweep is each command's declaration (``Spec.sweep``); their kinds come from their
+click types; every point is the command's own ``compute`` with the swept value in place, and its
+figures are the result model's own (``Result.figures()``)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from hugecalc.cli.common import Text, console, options
 from hugecalc.errors import InputError
 from hugecalc.units import fmt_bytes, fmt_size
+
+if TYPE_CHECKING:
+    from hugecalc.cli.command import Params, Spec
+    from hugecalc.sweep import Sweep
 
 sweep_options = options(
     click.option("--sweep", "sweeps", multiple=True, metavar="OPTION=START..STOP[:STEP|xFACTOR]|a,b,c",
@@ -17,48 +25,47 @@ sweep_options = options(
                  help="Also draw the chart to a file (matplotlib: pip install 'hugecalc[plot]')."),
 )
 
-# Per command: the options that can be swept, and the figures of one result: name -> (value, is bytes).
-SWEEPABLE = {
-    "vmemmap": {"pages", "struct-page-size", "zones", "kernel"},
-    "pgtable": {"vma-size", "vsize", "vma-start", "touch-stride", "touch-fraction", "seed", "shared-by", "kernel"},
-    "mthp": {"size", "vma-size", "vsize", "vma-start", "file-offset", "touch-stride", "prepopulated-stride", "max-ptes-none",
-             "kernel"},
-}
+def _kind(param: click.Parameter) -> str:
+    """What a parameter's values are, read from its click type."""
+    from hugecalc.cli.common import Size
+
+    kind = getattr(param.type, "sweep_kind", None)
+    if kind:
+        return kind
+    if isinstance(param.type, Size):
+        return "size"
+    if isinstance(param.type, click.types.IntParamType):
+        return "count"
+    if isinstance(param.type, click.types.FloatParamType):
+        return "number"
+    return "text"
 
 
-def _figures(command: str, doc: dict) -> dict[str, tuple[Any, bool]]:
-    if command == "vmemmap":
-        return {f"saved {fmt_size(r['hugepage_size_bytes'])}": (r["saved_bytes"], True) for r in doc["rows"]}
-    if command == "pgtable":
-        out = {"page tables": (doc["page_table_bytes"], True), "populated": (doc["populated_bytes"], True)}
-        if doc.get("page_table_bytes_after") is not None:
-            out["after madvise"] = (doc["page_table_bytes_after"], True)
-        return out
-    return {"faults": (doc["faults"], False), "TLB entries": (doc["tlb_entries"], False),
-            "populated": (doc["populated_bytes"], True), "page tables": (doc["page_table_bytes"], True)}
-
-
-CHARTED = {"vmemmap": None, "pgtable": ("page tables", "after madvise"), "mthp": ("faults", "TLB entries")}
-
-
-def _raw_args() -> list[str]:
-    """The command's own arguments as given, without --sweep, --plot and --json."""
-    raw = click.get_current_context().find_root().meta.get("hugecalc.raw_args", [])[1:]
-    out, skip = [], False
-    for arg in raw:
-        if skip:
-            skip = False
-            continue
-        if arg in ("--sweep", "--plot"):
-            skip = True
-            continue
-        if arg.startswith(("--sweep=", "--plot=")) or arg == "--json":
-            continue
-        out.append(arg)
+def sweepable(spec: Spec, command: click.Command) -> dict[str, click.Parameter]:
+    """Each option ``spec`` lets --sweep vary, by every name it is typed as (vma-size, vma_size)."""
+    out = {}
+    for param in command.params:
+        if param.name in spec.sweep and isinstance(param, click.Option):
+            for flag in param.opts:
+                out[flag.lstrip("-")] = param
     return out
 
 
-def _how(command: str, base: list[str], sweeps: list) -> list:
+def point_params(params: Params, command: click.Command, swept: dict[str, click.Parameter], sweeps: list[Sweep],
+                 values: tuple) -> Params:
+    """The options at one point of the sweep: each swept value converted by its option's own type."""
+    ctx = click.get_current_context(silent=True)
+    for sweep, value in zip(sweeps, values):
+        param = swept[sweep.option]
+        try:
+            typed = param.type.convert(sweep.arg(value), param, ctx)
+        except click.UsageError as e:  # BadParameter too: the option's own type refused the value
+            raise InputError(e.format_message()) from None
+        params = params.with_value(param.name, (typed,) if param.multiple else typed)
+    return params
+
+
+def _derivations(command: str, base: list[str], sweeps: list) -> list:
     from hugecalc.result import Derivation
 
     fixed = " ".join(["hugecalc", command, *base])
@@ -70,83 +77,120 @@ def _how(command: str, base: list[str], sweeps: list) -> list:
             for s in sweeps]
 
 
-def run_sweep(command: str, specs: tuple[str, ...], plot: str | None, as_json: bool, explain: bool,
-              header: Callable[[dict], str]) -> None:
-    import json
+def _fixed_args(params: Params, command: click.Command, swept: set[str]) -> list[str]:
+    """The options given, as typed, without the swept ones, --sweep, --plot and --json."""
+    out = []
+    for param in command.params:
+        if param.name not in params.given or param.name in swept or param.name in ("sweeps", "plot", "as_json"):
+            continue
+        if not isinstance(param, click.Option):
+            continue
+        values = params.values[param.name]
+        for value in (values if param.multiple else [values]):
+            if param.is_flag:
+                out.append(param.opts[0])
+            else:
+                out += [param.opts[0], fmt_size(value) if isinstance(value, int) and _kind(param) == "size" else str(value)]
+    return out
 
-    from hugecalc.cli.batch import run_one
+
+def run_sweep(spec: Spec, command: click.Command, params: Params) -> None:
+    """Compute the command at every point of the sweep; the table and chart, or one JSON document."""
     from hugecalc.plot import Chart, terminal, write
     from hugecalc.render import to_json
     from hugecalc.sweep import grid, parse_sweep
 
-    sweeps = [parse_sweep(s, SWEEPABLE[command]) for s in specs]
-    base = _raw_args()
-    points = []
+    swept = sweepable(spec, command)
+    kinds = {flag: _kind(param) for flag, param in swept.items()}
+    sweeps = [parse_sweep(s, kinds) for s in params.sweeps]
+    explain, plot = params.values.get("explain", False), params.plot
+    points, results = [], []
     for values in grid(sweeps):
-        args = list(base)
-        for sweep, value in zip(sweeps, values):
-            args += [f"--{sweep.option}", sweep.arg(value)]
-        text, ok = run_one(json.dumps({"command": command, "args": args}))
-        doc = json.loads(text)
-        if not ok:
+        try:
+            result = spec.compute(point_params(params, command, swept, sweeps, values))
+        except InputError as e:
             where = ", ".join(f"{s.option}={s.label(v)}" for s, v in zip(sweeps, values))
-            raise InputError(f"--sweep at {where}: {doc['error']}")
-        points.append({"values": {s.option: v for s, v in zip(sweeps, values)}, "result": doc})
-    first = points[0]["result"]
-    fixed = " ".join(base)
-    kernel = "kernel swept" if any(s.option == "kernel" for s in sweeps) else f"kernel {first.get('kernel')}"
-    title = f"hugecalc {command} {fixed} — profile {first.get('profile')}, {kernel}".replace("  ", " ")
-    x = sweeps[0]
-    names = list(_figures(command, first))
-    charted = [n for n in names if CHARTED[command] is None or n in CHARTED[command]]
-    y_bytes = _figures(command, first)[charted[0]][1]
-    chart = Chart(title=title, x_label=x.option, y_label=" / ".join(charted) + (" (bytes)" if y_bytes else ""),
-                  x_kind=x.kind, y_bytes=y_bytes, log_x=x.geometric, x_values=list(x.values))
-    second = sweeps[1] if len(sweeps) > 1 else None
-    for i, name in enumerate(charted):
-        for j, v2 in enumerate(second.values if second else [None]):
-            label = name + (f", {second.option}={second.label(v2)}" if second else "")
-            step = len(second.values) if second else 1
-            chart.series[label] = [_figures(command, points[k * step + j]["result"]).get(name, (None,))[0]
-                                   for k in range(len(x.values))]
-        if i == 0 and second:
-            break  # a grid charts the first figure, one line per value of the second sweep
+            named = next((e.naming(p.opts[0]) for p in command.params if e.field and p.name == e.field), e)
+            raise InputError(f"--sweep at {where}: {named}") from None
+        results.append(result)
+        points.append({"values": {s.option: v for s, v in zip(sweeps, values)},
+                       "result": result.model_dump(mode="json", exclude=None if explain else {"explain"})})
+    base = _fixed_args(params, command, {swept[s.option].name for s in sweeps})
+    first = results[0]
+    kernel = "kernel swept" if any(swept[s.option].name == "kernel" for s in sweeps) else f"kernel {first.kernel}"
+    title = f"hugecalc {spec.name} {' '.join(base)} — profile {first.profile}, {kernel}".replace("  ", " ")
+    chart = _chart(spec, sweeps, results, title)
     if plot:
         write(chart, plot)
-    if as_json:
+    if params.values.get("as_json"):
         from hugecalc.sweep import SweepResult
 
         result = SweepResult[dict[str, Any]](
-            command=command, profile=first.get("profile"), kernel=kernel.removeprefix("kernel "),
+            command=spec.name, profile=first.profile, kernel=kernel.removeprefix("kernel "),
             inputs={"args": base},
             sweeps=[{"option": s.option, "values": list(s.values), "geometric": s.geometric} for s in sweeps],
-            points=points, explain=_how(command, base, sweeps))
+            points=points, explain=_derivations(spec.name, base, sweeps))
         click.echo(to_json(result, explain))
         return
-    out = console()
-    out.print(Text(header(first) + f" — swept {' x '.join(s.option for s in sweeps)}", style="bold"))
+    _draw(spec, sweeps, points, results, chart, base, explain)
+
+
+def _chart(spec: Spec, sweeps: list, results: list, title: str) -> Any:
+    from hugecalc.plot import Chart
+
+    x = sweeps[0]
+    first = results[0].figures()
+    charted = [n for n in first if spec.charted is None or n in spec.charted] or list(first)
+    y_bytes = first[charted[0]].unit == "bytes"
+    chart = Chart(title=title, x_label=x.option, y_label=" / ".join(charted) + (" (bytes)" if y_bytes else ""),
+                  x_kind="size" if x.kind == "size" else "number" if x.kind in ("number", "count") else "text",
+                  y_bytes=y_bytes, log_x=x.geometric, x_values=list(x.values))
+    second = sweeps[1] if len(sweeps) > 1 else None
+    step = len(second.values) if second else 1
+    for i, name in enumerate(charted):
+        for j, v2 in enumerate(second.values if second else [None]):
+            label = name + (f", {second.option}={second.label(v2)}" if second else "")
+            chart.series[label] = [results[k * step + j].figures().get(name, (None,))[0]
+                                   for k in range(len(x.values))]
+        if i == 0 and second:
+            break  # a grid charts the first figure, one line per value of the second sweep
+    return chart
+
+
+def _draw(spec: Spec, sweeps: list, points: list, results: list, chart: Any, base: list[str], explain: bool) -> None:
     from rich import box
     from rich.table import Table
 
+    from hugecalc.plot import terminal
+    from hugecalc.render import Fitted
+
+    out = console()
+    first = results[0]
+    out.print(Text(f"{spec.sweep_title}, profile {first.profile} — swept {' x '.join(s.option for s in sweeps)}",
+                   style="bold"))
+    names = list(first.figures())
+    lines = []
+    for p, result in zip(points, results):
+        figures = result.figures()
+        cells = []
+        for n in names:
+            value, unit = figures.get(n, (None, "count"))
+            cells.append("-" if value is None else fmt_bytes(value) if unit == "bytes" else f"{value:,}")
+        lines.append([s.label(p["values"][s.option]) for s in sweeps] + cells)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for s in sweeps:
-        table.add_column(s.option, justify="right")
-    for name in names:
-        table.add_column(name, justify="right")
-    for p in points:
-        figures = _figures(command, p["result"])
-        table.add_row(*(s.label(p["values"][s.option]) for s in sweeps),
-                      *(("-" if figures.get(n, (None,))[0] is None else
-                         fmt_bytes(figures[n][0]) if figures[n][1] else f"{figures[n][0]:,}") for n in names))
-    out.print(table)
+    for k, title in enumerate([s.option for s in sweeps] + names):
+        # every column at least its longest number and the longest word of its title: never cut
+        table.add_column(title, justify="right", overflow="fold",
+                         min_width=max(len(w) for w in [*title.split(), *(line[k] for line in lines)]))
+    for line in lines:
+        table.add_row(*line)
+    out.print(Fitted(table, lines))
     out.print(Text(terminal(chart, out.width)))
     if explain:
         from hugecalc.render import print_derivations
-        from hugecalc.result import Derivation
 
-        print_derivations(out, _how(command, base, sweeps), "How the sweep was run")
-        ends = [points[0], points[-1]] if len(points) > 1 else points
-        for p in ends:  # the formulas with the numbers at both ends of the sweep
+        print_derivations(out, _derivations(spec.name, base, sweeps), "How the sweep was run")
+        ends = [(points[0], results[0]), (points[-1], results[-1])] if len(points) > 1 else [(points[0], results[0])]
+        for p, result in ends:  # the formulas with the numbers at both ends of the sweep
             at = ", ".join(f"{s.option}={s.label(p['values'][s.option])}" for s in sweeps)
-            print_derivations(out, [Derivation(**d) for d in p["result"].get("explain", [])],
-                              f"How each figure was derived at {at}")
+            print_derivations(out, result.explain, f"How each figure was derived at {at}")

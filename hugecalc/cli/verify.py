@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from hugecalc.cli.common import SIZE, Group, common_options, emit, given
-from hugecalc.cli.mthp import mthp_kwargs, mthp_options
+from hugecalc.cli.command import Command, Params, Spec, given_params, resolve
+from hugecalc.cli.common import SIZE, Group, common_options, emit
+from hugecalc.cli.mthp import mthp_options, pass_shape, thp_settings
 from hugecalc.cli.pgtable import pgtable_options, touches_from_options
 from hugecalc.errors import HostError, InputError, VerifyMismatch
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release, parse_release
 from hugecalc.units import fmt_size
+from hugecalc.verify.common import VerifyResult
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -52,13 +53,12 @@ def verify(ctx: click.Context, restore: bool) -> None:
                    f"{journal.state_dir()})", err=True)
 
 
-@verify.command("vmemmap")
+@verify.command("vmemmap", cls=Command)
 @click.option("--hugepage-size", type=SIZE, default="2M", show_default=True, help="Hugepage size to allocate.")
 @click.option("--count", type=click.IntRange(min=1), default=16, show_default=True,
               help="Number of hugepages to allocate.")
 @common_options
-def verify_vmemmap_cmd(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any,
-                       hugepage_size: int, count: int) -> None:
+def verify_vmemmap_cmd(**values: Any) -> None:
     """Allocate hugepages with HVO on and check the vmemmap freed against nr_memmap_pages.
 
     \b
@@ -67,22 +67,18 @@ def verify_vmemmap_cmd(profile: Profile, release: Release, as_json: bool, explai
     """
     from hugecalc.verify.vmemmap import verify_vmemmap
 
-    notes: list[str] = []
-    release = _running_release(release, notes)
-    profile = _running_profile(profile)
-    result = verify_vmemmap(profile, release, hugepage_size, count, notes)
-    _emit_verify(result, as_json, explain, "vmemmap", "vmemmap differs")
+    params, notes = _running()
+    result = verify_vmemmap(params.profile, params.release, params.hugepage_size, params.count, notes)
+    _emit_verify(result, params, "vmemmap", "vmemmap differs")
 
 
 DEFAULT_VERIFY_VMA_BYTES = 1 << 30
 
 
-@verify.command("pgtable")
+@verify.command("pgtable", cls=Command)
 @pgtable_options
 @common_options
-def verify_pgtable_cmd(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, vsize: int | None,
-                       vma_start: int | None, touch_stride: int | None, touch_fraction: float | None, seed: int,
-                       touch_file: Any, backing: str, after: str | None) -> None:
+def verify_pgtable_cmd(**values: Any) -> None:
     """Map and touch in a child process, and check its VmPTE against the prediction.
 
     Without --vma-size: a 1 GiB anonymous mapping, every base page touched.
@@ -97,20 +93,20 @@ def verify_pgtable_cmd(profile: Profile, release: Release, as_json: bool, explai
     """
     from hugecalc.verify.pgtable import verify_pgtable
 
-    notes: list[str] = []
-    release = _running_release(release, notes)
-    profile = _running_profile(profile)
-    vsize = DEFAULT_VERIFY_VMA_BYTES if vsize is None else vsize
-    touches, vma_start = touches_from_options(profile, vsize, vma_start, backing, touch_stride, touch_fraction, seed, touch_file)
-    result = verify_pgtable(profile, release, vsize=vsize, vma_start=vma_start, touches=touches,
-                            backing=backing, after=after, notes=notes)
-    _emit_verify(result, as_json, explain, "pgtable", "page tables differ")
+    params, notes = _running()
+    v = params.values
+    vma_size = DEFAULT_VERIFY_VMA_BYTES if v["vma_size"] is None else v["vma_size"]
+    touches, vma_start = touches_from_options(params.profile, vma_size, v["vma_start"], v["backing"],
+                                              v["touch_stride"], v["touch_fraction"], v["seed"], v["touch_file"])
+    result = verify_pgtable(params.profile, params.release, vma_size=vma_size, vma_start=vma_start, touches=touches,
+                            backing=v["backing"], after=v["after"], notes=notes)
+    _emit_verify(result, params, "pgtable", "page tables differ")
 
 
-@verify.command("mthp")
+@verify.command("mthp", cls=Command)
 @mthp_options
 @common_options
-def verify_mthp_cmd(profile: Profile, release: Release, as_json: bool, explain: bool, capture: Any, **options: Any) -> None:
+def verify_mthp_cmd(**values: Any) -> None:
     """Run the pass on the running kernel: faults (getrusage) and folios by size (stats/).
 
     Sets the per-size sysfs switches for the pass and restores every one of them, also on
@@ -128,18 +124,18 @@ def verify_mthp_cmd(profile: Profile, release: Release, as_json: bool, explain: 
     """
     from hugecalc.verify.mthp import verify_mthp
 
-    notes: list[str] = []
-    release = _running_release(release, notes)
-    profile = _running_profile(profile)
+    params, notes = _running()
     switches = ("sizes", "enabled", "top_level", "madvise", "nohugepage", "shmem_enabled", "huge")
-    if options["memory"] == "anon" and not any(given(k) for k in switches):
-        options["sizes"] = (profile.page_size * 16,)  # base pages only would be the least telling run
-        notes.append(f"no THP option given: verifying --size {fmt_size(profile.page_size * 16)}")
-    result = verify_mthp(profile, release, mthp_kwargs(**options, profile=profile), notes)
-    _emit_verify(result, as_json, explain, "mthp", "faults or folios differ")
+    if params.memory == "anon" and not any(k in params.given for k in switches):
+        sixteen = params.profile.page_size * 16  # base pages only would be the least telling run
+        params = params.with_value("sizes", (sixteen,))
+        notes.append(f"no THP option given: verifying --size {fmt_size(sixteen)}")
+    result = verify_mthp(params.profile, params.release, pass_shape(params), thp_settings(params, params.profile),
+                         notes)
+    _emit_verify(result, params, "mthp", "faults or folios differ")
 
 
-def _emit_verify(result: Any, as_json: bool, explain: bool, what: str, mismatch: str) -> None:
+def _emit_verify(result: Any, params: Params, what: str, mismatch: str) -> None:
     """Predicted beside measured; exit 1 (VerifyMismatch) when any check differs."""
     from hugecalc.render import list_table, print_header
 
@@ -147,32 +143,32 @@ def _emit_verify(result: Any, as_json: bool, explain: bool, what: str, mismatch:
         print_header(out, result, f"verify {what} on {result.inputs['running_kernel']}")
         out.print(list_table(result.checks))
 
-    emit(result, as_json, explain, draw)
+    emit(result, params.as_json, params.explain, draw)
     if not result.ok:
         raise VerifyMismatch(f"measured {mismatch} from the prediction")
 
 
-def _running_profile(profile: Profile) -> Profile:
-    """verify predicts for this machine's geometry (its bundled profile) unless --profile says otherwise."""
-    if given("profile_name"):
-        return profile
+def _running() -> tuple[Params, list[str]]:
+    """The options of this verify command: predicting for this machine's geometry (its bundled
+    profile) and its running kernel, unless --profile or --kernel say otherwise."""
+    from hugecalc import host
     from hugecalc.profiles import load_profile
     from hugecalc.snapshot import machine_profile_name
 
-    return load_profile(machine_profile_name())
-
-
-def _running_release(release: Release, notes: list[str]) -> Release:
-    """verify predicts for the running kernel unless --kernel says otherwise."""
-    from hugecalc import host
-
-    if given("host_file"):
+    ctx = click.get_current_context()
+    given = given_params(ctx)
+    if "host_file" in given:
         raise InputError("--host FILE: verify runs its experiment on this machine; a capture cannot be verified")
-    if given("kernel"):
-        return release
-    running = host.running_release()
-    try:
-        return parse_release(running)
-    except InputError:
-        notes.append(f"the running kernel {running} is outside the modelled releases; using {release}")
-        return release
+    params, notes = resolve(dict(ctx.params), given), []
+    if "profile_name" not in given:
+        params = replace(params, profile=load_profile(machine_profile_name()))
+    if "kernel" not in given:
+        running = host.running_release()
+        try:
+            params = replace(params, release=parse_release(running))
+        except InputError:
+            notes.append(f"the running kernel {running} is outside the modelled releases; using {params.release}")
+    return params, notes
+
+
+SPEC = Spec(name="verify", rank=9, documents={VerifyResult: lambda out, result, params: None})

@@ -41,7 +41,7 @@ def touch_intervals(touches, start: int, end: int, page: int, table_pages: int =
     return points, points + 1
 
 
-def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start: int | None, touches,
+def verify_pgtable(profile: Profile, release: Release, *, vma_size: int, vma_start: int | None, touches,
                    backing: str, after: str | None, notes: list[str]) -> VerifyResult:
     """Map and touch in a child process; compare its VmPTE deltas with the prediction.
 
@@ -61,16 +61,16 @@ def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start:
     require_root("pgtable")
     page = profile.page_size
     mapping = Backing(profile, backing)
-    start = mapping_bounds(profile, vsize, vma_start, mapping)
-    end = start + vsize
+    start = mapping_bounds(profile, vma_size, vma_start, mapping)
+    end = start + vma_size
     starts, ends = touch_intervals(touches, start, end, page)
     if len(starts) > MAX_VERIFY_TOUCHES:
         raise HostError(f"{len(starts):,} touches are too many to run; use a larger stride or smaller --vma-size")
     exact = Touches(intervals=(starts, ends))
-    predicted = compute_pgtable(profile, release, vsize=vsize, vma_start=start, touches=exact,
+    predicted = compute_pgtable(profile, release, vma_size=vma_size, vma_start=start, touches=exact,
                                 backing=backing, after=after, compare=False)
-    require_free(vsize if mapping.hugetlb else predicted.populated_bytes, "the run's pages")
-    spec = {**placement(profile, start), "size": vsize, "page_size": page, "after": after,
+    require_free(vma_size if mapping.hugetlb else predicted.populated_bytes, "the run's pages")
+    spec = {**placement(profile, start), "size": vma_size, "page_size": page, "after": after,
             "intervals": [[int(a), int(b)] for a, b in zip(starts, ends)]}
     with Restorer() as restorer:
         if mapping.hugetlb:
@@ -78,9 +78,9 @@ def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start:
             nr_path = host.hugepage_dir(hp_size) / "nr_hugepages"
             have = int(host.read_text(nr_path))
             free = int(host.read_text(nr_path.parent / "free_hugepages"))
-            restorer.set(nr_path, str(have + vsize // hp_size))
-            if int(host.read_text(nr_path.parent / "free_hugepages")) < free + vsize // hp_size:
-                raise HostError(f"the kernel could not allocate {vsize // hp_size} {fmt_size(hp_size)} hugepages")
+            restorer.set(nr_path, str(have + vma_size // hp_size))
+            if int(host.read_text(nr_path.parent / "free_hugepages")) < free + vma_size // hp_size:
+                raise HostError(f"the kernel could not allocate {vma_size // hp_size} {fmt_size(hp_size)} hugepages")
             spec["hugepage_size"] = hp_size
         else:
             spec["hugepage_size"] = 0
@@ -88,7 +88,7 @@ def verify_pgtable(profile: Profile, release: Release, *, vsize: int, vma_start:
             if mapping.thp:
                 if host.setting(thp) == "never":
                     restorer.set(thp, "madvise")
-                pmd_dir = host.SYS_THP / f"hugepages-{profile.pmd_size >> 10}kB" / "enabled"
+                pmd_dir = host.thp_dir(profile.pmd_size) / "enabled"
                 if pmd_dir.exists() and host.setting(pmd_dir) == "never":
                     restorer.set(pmd_dir, "inherit")
                 spec["advice_before"] = "hugepage"

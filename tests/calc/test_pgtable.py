@@ -38,13 +38,13 @@ def test_stride_agrees_with_page_by_page_reference(name, backing, stride_pages):
     hp = parse_size(backing.removeprefix("hugetlb-")) if backing.startswith("hugetlb-") else p.page_size
     stride = stride_pages * p.page_size
     # Several leaf tables' worth, but few enough touches for the page-by-page reference.
-    vsize = min(max(8 * hp, 64 * p.pmd_size), max(200_000 * stride, 2 * hp), 64 * G)
-    vsize -= vsize % hp
+    vma_size = min(max(8 * hp, 64 * p.pmd_size), max(200_000 * stride, 2 * hp), 64 * G)
+    vma_size -= vma_size % hp
     start = 5 * hp if backing.startswith("hugetlb") else 3 * p.pmd_size + 7 * p.page_size
-    touched = list(range(start, start + vsize, stride))
-    res = compute_pgtable(p, NEWEST, vsize=vsize, vma_start=start, touches=Touches(stride=stride), backing=backing,
+    touched = list(range(start, start + vma_size, stride))
+    res = compute_pgtable(p, NEWEST, vma_size=vma_size, vma_start=start, touches=Touches(stride=stride), backing=backing,
                           compare=False)
-    tables, populated = reference.pgtable_naive(p, start, start + vsize, touched, backing)
+    tables, populated = reference.pgtable_naive(p, start, start + vma_size, touched, backing)
     assert res.tables == tables
     assert res.populated_bytes == populated
     assert res.page_table_bytes == sum(tables[lv.name] * lv.entries * lv.entry_bytes for lv in p.levels
@@ -64,11 +64,11 @@ def test_stride_property(name, backing, start_pages, vsize_pages, stride):
     if backing == "thp" and name == "i386":
         backing = "anon"
     start = (1 << 30) + start_pages * p.page_size
-    vsize = vsize_pages * p.page_size
-    touched = list(range(start, start + vsize, stride))
-    res = compute_pgtable(p, NEWEST, vsize=vsize, vma_start=start, touches=Touches(stride=stride), backing=backing,
+    vma_size = vsize_pages * p.page_size
+    touched = list(range(start, start + vma_size, stride))
+    res = compute_pgtable(p, NEWEST, vma_size=vma_size, vma_start=start, touches=Touches(stride=stride), backing=backing,
                           compare=False)
-    assert (res.tables, res.populated_bytes) == reference.pgtable_naive(p, start, start + vsize, touched, backing)
+    assert (res.tables, res.populated_bytes) == reference.pgtable_naive(p, start, start + vma_size, touched, backing)
 
 
 @settings(max_examples=60, deadline=None)
@@ -76,17 +76,17 @@ def test_stride_property(name, backing, start_pages, vsize_pages, stride):
        st.sampled_from(["anon", "thp"]))
 def test_touch_file_agrees_with_reference(pairs, backing):
     p = load_profile("x86-64")
-    start, vsize = 1 << 39, 1 << 26
-    lines = [f"{start + a:#x}-{min(start + a + n, start + vsize):#x}" if n > 1 else f"{start + a:#x}"
-             for a, n in pairs if a < vsize]
+    start, vma_size = 1 << 39, 1 << 26
+    lines = [f"{start + a:#x}-{min(start + a + n, start + vma_size):#x}" if n > 1 else f"{start + a:#x}"
+             for a, n in pairs if a < vma_size]
     if not lines:
         return
-    iv = parse_touch_file("\n".join(lines), start, start + vsize)
+    iv = parse_touch_file("\n".join(lines), start, start + vma_size)
     touched = sorted({addr for a, b in zip(*iv) for addr in
                       [max(x, a) for x in range(a - a % 4096, b, 4096)]})
-    res = compute_pgtable(p, NEWEST, vsize=vsize, vma_start=start, touches=Touches(intervals=iv), backing=backing,
+    res = compute_pgtable(p, NEWEST, vma_size=vma_size, vma_start=start, touches=Touches(intervals=iv), backing=backing,
                           compare=False)
-    assert (res.tables, res.populated_bytes) == reference.pgtable_naive(p, start, start + vsize, touched, backing)
+    assert (res.tables, res.populated_bytes) == reference.pgtable_naive(p, start, start + vma_size, touched, backing)
 
 
 def testdistinct_blocks_jit_equals_python():
@@ -98,7 +98,7 @@ def testdistinct_blocks_jit_equals_python():
 
 def test_fraction_is_reproducible_and_right_in_distribution():
     p = load_profile("x86-64")
-    run = lambda seed, f=0.001: compute_pgtable(p, NEWEST, vsize=4 * G, touches=Touches(fraction=f, seed=seed),
+    run = lambda seed, f=0.001: compute_pgtable(p, NEWEST, vma_size=4 * G, touches=Touches(fraction=f, seed=seed),
                                                 compare=False)
     a, b, c = run(1), run(1), run(2)
     assert a == b and a.tables != c.tables
@@ -109,15 +109,15 @@ def test_fraction_is_reproducible_and_right_in_distribution():
     pages = 4 * G // 4096
     assert abs(a.populated_bytes / 4096 - pages * 0.001) < 5 * (pages * 0.001) ** 0.5
     full = run(0, 1.0)
-    assert full.tables == compute_pgtable(p, NEWEST, vsize=4 * G, compare=False).tables
+    assert full.tables == compute_pgtable(p, NEWEST, vma_size=4 * G, compare=False).tables
     assert run(0, 0.0).page_table_bytes == 0
 
 
 def test_fraction_thp_and_hugetlb():
     p = load_profile("x86-64")
-    thp = compute_pgtable(p, NEWEST, vsize=4 * G, touches=Touches(fraction=1.0), backing="thp", compare=False)
+    thp = compute_pgtable(p, NEWEST, vma_size=4 * G, touches=Touches(fraction=1.0), backing="thp", compare=False)
     assert thp.tables == {"pud": 1, "pmd": 4, "pte": 2048} and thp.populated_bytes == 4 * G
-    h = compute_pgtable(p, NEWEST, vsize=4 * G, touches=Touches(fraction=0.5, seed=3), backing="hugetlb-2M",
+    h = compute_pgtable(p, NEWEST, vma_size=4 * G, touches=Touches(fraction=0.5, seed=3), backing="hugetlb-2M",
                         compare=False)
     assert h.tables == {"pud": 1, "pmd": 4} and h.populated_bytes == 4 * G  # every hugepage gets a touch
 
@@ -140,22 +140,22 @@ def test_worst_case_figures():
      ("6.13", "thp", "dontneed", 0), ("6.18", "thp", "free", 2048)],
 )
 def test_after_madvise(kernel, backing, after, pte_after):
-    res = compute_pgtable(load_profile("x86-64"), R(kernel), vsize=4 * G, backing=backing, after=after, compare=False)
+    res = compute_pgtable(load_profile("x86-64"), R(kernel), vma_size=4 * G, backing=backing, after=after, compare=False)
     assert {r.level: r.tables_after for r in res.levels} == {"pud": 1, "pmd": 4, "pte": pte_after}
 
 
 def test_pt_reclaim_arches():
     """x86-64 only from 6.14; every arch with RCU table freeing (arm64, riscv64, ...) from 7.0."""
     for name in ("arm64-4k", "riscv64-sv48"):
-        res = compute_pgtable(load_profile(name), R("6.19"), vsize=1 * G, after="dontneed", compare=False)
+        res = compute_pgtable(load_profile(name), R("6.19"), vma_size=1 * G, after="dontneed", compare=False)
         assert res.page_table_bytes_after == res.page_table_bytes
-        res = compute_pgtable(load_profile(name), R("7.0"), vsize=1 * G, after="dontneed", compare=False)
+        res = compute_pgtable(load_profile(name), R("7.0"), vma_size=1 * G, after="dontneed", compare=False)
         assert res.tables["pte"] == 512 and {r.level: r.tables_after for r in res.levels}["pte"] == 0
 
 
 def test_thp_edges_keep_their_tables_after_dontneed_without_reclaim():
     p = load_profile("x86-64")
-    res = compute_pgtable(p, R("6.13"), vsize=5 * M, vma_start=(1 << 30) + 1 * M, backing="thp", after="dontneed",
+    res = compute_pgtable(p, R("6.13"), vma_size=5 * M, vma_start=(1 << 30) + 1 * M, backing="thp", after="dontneed",
                           compare=False)
     # [1G+1M, 1G+6M): a 1M base-page edge, then two whole PMD ranges mapped by THPs.
     assert res.tables["pte"] == 3 and res.populated_bytes == 1 * M + 2 * (2 * M)
@@ -164,13 +164,13 @@ def test_thp_edges_keep_their_tables_after_dontneed_without_reclaim():
 
 def test_hugetlb_pmd_sharing():
     p = load_profile("x86-64")
-    res = compute_pgtable(p, NEWEST, vsize=16 * G, backing="hugetlb-2M", shared_by=100, compare=False)
+    res = compute_pgtable(p, NEWEST, vma_size=16 * G, backing="hugetlb-2M", shared_by=100, compare=False)
     assert res.tables == {"pud": 1, "pmd": 16}
     assert res.shared_page_table_bytes == 100 * 4096 + 16 * 4096  # PUD per process, PMD tables once
 
 
 def test_comparison_with_2m_and_1g():
-    res = compute_pgtable(load_profile("x86-64"), NEWEST, vsize=64 * G, touches=Touches(stride=2 * M))
+    res = compute_pgtable(load_profile("x86-64"), NEWEST, vma_size=64 * G, touches=Touches(stride=2 * M))
     by = {c.backing: c for c in res.compare}
     assert by["hugetlb-2M"].page_table_bytes == (1 + 64) * 4096
     assert by["hugetlb-1G"].page_table_bytes == 4096
@@ -178,7 +178,7 @@ def test_comparison_with_2m_and_1g():
 
 def test_large_ranges_are_quick():
     p = load_profile("x86-64-la57")
-    res = compute_pgtable(p, NEWEST, vsize=128 * T, touches=Touches(stride=1 * G), compare=False)
+    res = compute_pgtable(p, NEWEST, vma_size=128 * T, touches=Touches(stride=1 * G), compare=False)
     assert res.tables["pte"] == 128 * T // G and res.tables["pud"] == 256 and res.tables["p4d"] == 1
     # __p4d_alloc() accounts nothing: the P4D table is not in VmPTE.
     assert res.page_table_bytes == (131072 + 131072 + 256) * 4096
@@ -186,15 +186,15 @@ def test_large_ranges_are_quick():
 
 @pytest.mark.parametrize(
     "kw,message",
-    [(dict(vsize=128 * T), "does not fit in x86-64's user address space"),
-     (dict(vsize=0), "must be greater than zero"),
-     (dict(vsize=3 * M, backing="hugetlb-2M"), "must be multiples of the 2M hugepage"),
-     (dict(vsize=1 * G, backing="hugetlb-2M", after="free"), "fails with EINVAL"),
-     (dict(vsize=1 * G, shared_by=2), "applies to MAP_SHARED hugetlb"),
-     (dict(vsize=1 * G, backing="hugetlb-4M"), "4M is not supported"),
-     (dict(vsize=1 * G, backing="shm"), "use anon, thp or one of"),
-     (dict(vsize=1 * G, vma_start=123), "not aligned to the 4K page"),
-     (dict(vsize=1 * G, touches=Touches(fraction=1.5)), "must be between 0 and 1")],
+    [(dict(vma_size=128 * T), "does not fit in x86-64's user address space"),
+     (dict(vma_size=0), "must be greater than zero"),
+     (dict(vma_size=3 * M, backing="hugetlb-2M"), "must be multiples of the 2M hugepage"),
+     (dict(vma_size=1 * G, backing="hugetlb-2M", after="free"), "fails with EINVAL"),
+     (dict(vma_size=1 * G, shared_by=2), "applies to MAP_SHARED hugetlb"),
+     (dict(vma_size=1 * G, backing="hugetlb-4M"), "4M is not supported"),
+     (dict(vma_size=1 * G, backing="shm"), "use anon, thp or one of"),
+     (dict(vma_size=1 * G, vma_start=123), "not aligned to the 4K page"),
+     (dict(vma_size=1 * G, touches=Touches(fraction=1.5)), "must be between 0 and 1")],
 )
 def test_bad_inputs(kw, message):
     with pytest.raises(InputError, match=message):
@@ -274,7 +274,7 @@ def test_a_lazy_kernel_runs_without_the_jit():
 
 def test_vmpte_before_4_15_counts_pte_tables_only():
     """af5b0f6a09e4 (v4.15) made VmPTE count PMD and PUD tables too."""
-    old = compute_pgtable(load_profile("x86-64"), R("4.14"), vsize=64 * G, touches=Touches(stride=2 * M), compare=False)
+    old = compute_pgtable(load_profile("x86-64"), R("4.14"), vma_size=64 * G, touches=Touches(stride=2 * M), compare=False)
     assert old.tables == {"pud": 1, "pmd": 64, "pte": 32768}
     assert old.page_table_bytes == 32768 * 4096
     assert [r.in_vmpte for r in old.levels] == [False, False, True]
@@ -290,9 +290,9 @@ def test_page_tables_never_decrease_with_the_mapping(name, vsize_pages, more_pag
     vsize_pages = min(vsize_pages, room)
     more_pages = min(more_pages, room - vsize_pages)
     stride = stride_pages * p.page_size
-    small = compute_pgtable(p, NEWEST, vsize=vsize_pages * p.page_size, vma_start=start,
+    small = compute_pgtable(p, NEWEST, vma_size=vsize_pages * p.page_size, vma_start=start,
                             touches=Touches(stride=stride), compare=False)
-    big = compute_pgtable(p, NEWEST, vsize=(vsize_pages + more_pages) * p.page_size, vma_start=start,
+    big = compute_pgtable(p, NEWEST, vma_size=(vsize_pages + more_pages) * p.page_size, vma_start=start,
                           touches=Touches(stride=stride), compare=False)
     assert all(big.tables[k] >= v for k, v in small.tables.items())
     assert big.page_table_bytes >= small.page_table_bytes
@@ -302,7 +302,7 @@ def test_fraction_thp_deposits_are_freed_by_dontneed():
     """Without PT_RECLAIM, MADV_DONTNEED frees exactly the deposited tables of the THPs drawn;
     [1G-1M, 2G) is a 1M base-page edge and 512 whole PMD ranges."""
     p = load_profile("x86-64")
-    kw = dict(vsize=1 * G + 1 * M, vma_start=G - 1 * M, backing="thp", after="dontneed", compare=False)
+    kw = dict(vma_size=1 * G + 1 * M, vma_start=G - 1 * M, backing="thp", after="dontneed", compare=False)
     full = compute_pgtable(p, R("6.13"), touches=Touches(fraction=1.0), **kw)
     pte = {x.level: x for x in full.levels}["pte"]
     assert (pte.tables, pte.tables_after) == (513, 1)  # the edge's table stays
@@ -313,6 +313,6 @@ def test_fraction_thp_deposits_are_freed_by_dontneed():
 
 def test_fraction_with_a_top_level_leaf():
     """i386 4M hugetlb pages sit in the PGD itself: no table below it, only population."""
-    r = compute_pgtable(load_profile("i386"), NEWEST, vsize=64 * M, backing="hugetlb-4M",
+    r = compute_pgtable(load_profile("i386"), NEWEST, vma_size=64 * M, backing="hugetlb-4M",
                         touches=Touches(fraction=1.0), compare=False)
     assert r.tables == {} and r.page_table_bytes == 0 and r.populated_bytes == 64 * M
