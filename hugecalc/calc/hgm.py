@@ -26,6 +26,7 @@ James Houghton and Peter Xu, 2023-01-26..31):
 from __future__ import annotations
 
 from hugecalc.errors import InputError
+from hugecalc.calc.vmemmap import check_addressable
 from hugecalc.profiles import Profile
 from hugecalc.releases import FOLIO_BATCHED_NR_PAGES_MAPPED, FOLIO_LARGE_MAPCOUNT, NO_PAGE_MAPCOUNT, Release
 from hugecalc.result import Derivation, Model, Result, field
@@ -58,7 +59,7 @@ class Step(Model):
     note: str | None = field("Note", default=None)
 
 
-class SchemeResult(Model):
+class SchemeRow(Model):
     scheme: str = field("Scheme")
     upstream: bool = field("Merged upstream")
     atomic_ops: int | None = field("Atomic ops per hugepage", "count")
@@ -75,7 +76,7 @@ class HgmResult(Result):
     upstream: bool = False
     series: str = HGM_SERIES
     hugepages: int = field("Hugepages in the guest", "count")
-    schemes: list[SchemeResult]
+    schemes: list[SchemeRow]
 
 
 def _counts(scheme: str, size: int, hugepage: int, base: int, entries: int, table_entries: int,
@@ -118,6 +119,99 @@ def _mapping_sizes(profile: Profile, hugepage: int) -> list[int]:
     return sorted(s for s in sizes if s <= hugepage and hugepage % s == 0)
 
 
+def _check(profile: Profile, size: int, path: list[int], schemes: list[str], operation: str,
+           guest_memory: int | None) -> None:
+    """The path, schemes, operation and guest an HGM question names, against the profile."""
+    allowed = _mapping_sizes(profile, size)
+    for name in schemes:
+        if name not in SCHEMES:
+            raise InputError(f"{name!r}: choose from {', '.join(SCHEMES)}", field="schemes")
+    if operation not in OPERATIONS:
+        raise InputError(f"{operation!r}: choose from {', '.join(OPERATIONS)}", field="operation")
+    shown = ",".join(fmt_size(s) for s in path)
+    if operation in ("collapse", "split"):
+        if len(path) < 2:
+            raise InputError("needs at least two sizes, from small to large (e.g. 4K,1G)", field="path_text")
+        for a, b in zip(path, path[1:]):
+            if b <= a:
+                raise InputError(f"{shown}: sizes must grow from small to large ({fmt_size(b)} follows {fmt_size(a)})",
+                                 field="path_text")
+        if path[-1] != size:
+            raise InputError(f"must end at the hugepage size {fmt_size(size)}, not {fmt_size(path[-1])}",
+                             field="path_text")
+    elif len(path) != 1:
+        raise InputError(f"{operation} maps or unmaps at one granularity: give one size in --path", field="operation")
+    for s in path:
+        if s not in allowed:
+            raise InputError(f"size {fmt_size(s)}: a {profile.name} page-table entry inside a {fmt_size(size)} page "
+                             f"maps one of {', '.join(fmt_size(x) for x in allowed)}", field="path_text")
+    if guest_memory is not None and (guest_memory <= 0 or guest_memory % size):
+        raise InputError(f"{fmt_size(guest_memory)} is not a whole number of {fmt_size(size)} hugepages",
+                         field="guest_memory")
+    if guest_memory is not None:
+        check_addressable(profile, guest_memory, fmt_size(guest_memory), "guest_memory")
+
+
+def _moves(operation: str, path: list[int], size: int) -> list[tuple]:
+    """The entry changes of the operation, step by step: (label, from, to, (size, removed), (size, added))."""
+    if operation == "collapse":
+        return [("collapse", a, b, (a, size // a), (b, size // b)) for a, b in zip(path, path[1:])]
+    if operation == "split":
+        rev = list(reversed(path))
+        return [("split", b, a, (b, size // b), (a, size // a)) for b, a in zip(rev, rev[1:])]
+    if operation == "map":
+        return [("map", None, path[0], None, (path[0], size // path[0]))]
+    return [("unmap", path[0], None, (path[0], size // path[0]), None)]
+
+
+def _step(profile: Profile, release: Release, name: str, size: int, move: tuple,
+          explain: list[Derivation]) -> Step:
+    """One step of one scheme: its atomics, cache lines and time (None where released kernels cannot)."""
+    label, frm, to, removed, added = move
+    sides = [side for side in (removed, added) if side]
+    entries = sum(n for _, n in sides)
+    if name == "hstate-level":
+        # Only populating or clearing the hstate-level entry counts (Peter Xu); a collapse or split
+        # happens below it and changes nothing.
+        counted = [(0, 1 if label in ("map", "unmap") else 0)]
+    else:
+        counted = [_counts(name, s, size, profile.page_size, n, profile.level("pte").entries, release)
+                   for s, n in sides]
+    step = dict(operation=label, from_bytes=frm, to_bytes=to, entries_removed=removed[1] if removed else 0,
+                entries_added=added[1] if added else 0)
+    if None in counted:
+        return Step(**step, atomic_ops=None, spread_atomic_ops=None, hot_atomic_ops=None, cache_lines=None,
+                    estimated_seconds=None, note="released kernels never map part of a folio with a PMD or PUD")
+    spread, hot = sum(c[0] for c in counted), sum(c[1] for c in counted)
+    # A struct page is one 64-byte line; a step touches each covered subpage at most once per
+    # direction, and the head's counters share one line.
+    lines = min(spread, size // profile.page_size) + (1 if hot else 0)
+    seconds = _time(profile, entries, spread + hot, lines)
+    explain.append(Derivation(
+        scope=name, figure=f"{label} {fmt_size(frm) if frm else ''}->{fmt_size(to) if to else ''}".strip(),
+        formula=f"{spread:,} atomics spread over struct pages + {hot:,} on the head; "
+                f"{entries:,} entries x {profile.costs.entry_ns:g} ns + {spread + hot:,} atomics x "
+                f"{profile.costs.atomic_ns:g} ns + {lines:,} lines x {profile.costs.cache_miss_ns:g} ns "
+                f"= {seconds:.4g} s",
+        rule=THREAD if not name.startswith("folio") else
+        "folio_add_anon_rmap_ptes()/folio_remove_rmap_ptes() in mm/rmap.c (constants UNCONFIRMED)"))
+    return Step(**step, atomic_ops=spread + hot, spread_atomic_ops=spread, hot_atomic_ops=hot, cache_lines=lines,
+                estimated_seconds=seconds)
+
+
+def _scheme(profile: Profile, release: Release, name: str, size: int, moves: list[tuple], hugepages: int,
+            hvo_freed_bytes: int, explain: list[Derivation]) -> SchemeRow:
+    steps = [_step(profile, release, name, size, move, explain) for move in moves]
+    known = all(s.atomic_ops is not None for s in steps)
+    total_ops = sum(s.atomic_ops for s in steps) if known else None
+    total_s = sum(s.estimated_seconds for s in steps) if known else None
+    blocked = None if total_s is None else total_s + profile.costs.notifier_invalidation_ms / 1e3
+    thp_like = name == "thp-like"
+    return SchemeRow(scheme=name, upstream=name.startswith("folio"), atomic_ops=total_ops, estimated_seconds=total_s,
+                     blocked_seconds=blocked, guest_seconds=None if blocked is None else blocked * hugepages,
+                     optimizable=not thp_like, freed_bytes_lost=hvo_freed_bytes if thp_like else 0, steps=steps)
+
+
 def compute_hgm(profile: Profile, release: Release, *, hugepage_size: int, path: list[int],
                 schemes: list[str] | None = None, operation: str = "collapse",
                 guest_memory: int | None = None) -> HgmResult:
@@ -130,105 +224,16 @@ def compute_hgm(profile: Profile, release: Release, *, hugepage_size: int, path:
     release: ``_large_mapcount`` from v6.11, ``_nr_pages_mapped`` once per batch from v6.12,
     ``CONFIG_NO_PAGE_MAPCOUNT`` from v6.15.
     """
-    h = profile.hugetlb_size(hugepage_size)
-    base = profile.page_size
-    allowed = _mapping_sizes(profile, h.size)
-    schemes = list(dict.fromkeys(schemes or SCHEMES[:3]))
-    for name in schemes:
-        if name not in SCHEMES:
-            raise InputError(f"--scheme {name!r}: choose from {', '.join(SCHEMES)}")
-    if operation not in OPERATIONS:
-        raise InputError(f"--operation {operation!r}: choose from {', '.join(OPERATIONS)}")
-    if operation in ("collapse", "split"):
-        if len(path) < 2:
-            raise InputError("--path needs at least two sizes, from small to large (e.g. 4K,1G)")
-        for a, b in zip(path, path[1:]):
-            if b <= a:
-                raise InputError(
-                    f"--path {','.join(fmt_size(s) for s in path)}: sizes must grow from small to large "
-                    f"({fmt_size(b)} follows {fmt_size(a)})"
-                )
-        if path[-1] != h.size:
-            raise InputError(f"--path must end at the hugepage size {fmt_size(h.size)}, not {fmt_size(path[-1])}")
-    elif len(path) != 1:
-        raise InputError(f"--operation {operation} maps or unmaps at one granularity: give one size in --path")
-    for s in path:
-        if s not in allowed:
-            raise InputError(
-                f"--path size {fmt_size(s)}: a {profile.name} page-table entry inside a {fmt_size(h.size)} page "
-                f"maps one of {', '.join(fmt_size(x) for x in allowed)}"
-            )
-    if guest_memory is not None and (guest_memory <= 0 or guest_memory % h.size):
-        raise InputError(f"--guest-memory {fmt_size(guest_memory)} is not a whole number of {fmt_size(h.size)} hugepages")
-    if guest_memory is not None and guest_memory > profile.max_phys_bytes:
-        raise InputError(f"--guest-memory {fmt_size(guest_memory)} is more than {profile.name} can address "
-                         f"({fmt_bytes(profile.max_phys_bytes)}, MAX_PHYSMEM_BITS "
-                         f"{profile.max_phys_bytes.bit_length() - 1})")
-    hugepages = guest_memory // h.size if guest_memory else 1
-    table_entries = profile.level("pte").entries
-
-    # The entry changes of the operation, step by step: (label, from, to, [(size, removed)], [(size, added)])
-    if operation == "collapse":
-        moves = [("collapse", a, b, (a, h.size // a), (b, h.size // b)) for a, b in zip(path, path[1:])]
-    elif operation == "split":
-        rev = list(reversed(path))
-        moves = [("split", b, a, (b, h.size // b), (a, h.size // a)) for b, a in zip(rev, rev[1:])]
-    elif operation == "map":
-        moves = [("map", None, path[0], None, (path[0], h.size // path[0]))]
-    else:
-        moves = [("unmap", path[0], None, (path[0], h.size // path[0]), None)]
-
     from hugecalc.calc.vmemmap import compute_vmemmap
 
+    h = profile.hugetlb_size(hugepage_size)
+    schemes = list(dict.fromkeys(schemes or SCHEMES[:3]))
+    _check(profile, h.size, path, schemes, operation, guest_memory)
+    hugepages = guest_memory // h.size if guest_memory else 1
     hvo = compute_vmemmap(profile, release, hugepage_count=hugepages, hugepage_sizes=[h.size]).rows[0]
-    results = []
     explain: list[Derivation] = []
-    for name in schemes:
-        steps = []
-        total_ops: int | None = 0
-        total_s: float | None = 0.0
-        for label, frm, to, removed, added in moves:
-            sides = [side for side in (removed, added) if side]
-            entries = sum(n for _, n in sides)
-            if name == "hstate-level":
-                # Only populating or clearing the hstate-level entry counts (Peter Xu); a collapse
-                # or split happens below it and changes nothing.
-                counted = [(0, 1 if label in ("map", "unmap") else 0)]
-            else:
-                counted = [_counts(name, size, h.size, base, n, table_entries, release) for size, n in sides]
-            step = dict(operation=label, from_bytes=frm, to_bytes=to, entries_removed=removed[1] if removed else 0,
-                        entries_added=added[1] if added else 0)
-            if None in counted:
-                steps.append(Step(**step, atomic_ops=None, spread_atomic_ops=None, hot_atomic_ops=None,
-                                  cache_lines=None, estimated_seconds=None,
-                                  note="released kernels never map part of a folio with a PMD or PUD"))
-                total_ops = total_s = None
-                continue
-            spread = sum(c[0] for c in counted)
-            hot = sum(c[1] for c in counted)
-            # A struct page is one 64-byte line; a step touches each covered subpage at most once
-            # per direction, and the head's counters share one line.
-            lines = min(spread, h.size // base) + (1 if hot else 0)
-            seconds = _time(profile, entries, spread + hot, lines)
-            steps.append(Step(**step, atomic_ops=spread + hot, spread_atomic_ops=spread, hot_atomic_ops=hot,
-                              cache_lines=lines, estimated_seconds=seconds))
-            if total_ops is not None:
-                total_ops += spread + hot
-                total_s += seconds
-            explain.append(Derivation(
-                scope=name, figure=f"{label} {fmt_size(frm) if frm else ''}->{fmt_size(to) if to else ''}".strip(),
-                formula=f"{spread:,} atomics spread over struct pages + {hot:,} on the head; "
-                        f"{entries:,} entries x {profile.costs.entry_ns:g} ns + {spread + hot:,} atomics x "
-                        f"{profile.costs.atomic_ns:g} ns + {lines:,} lines x {profile.costs.cache_miss_ns:g} ns "
-                        f"= {seconds:.4g} s",
-                rule=THREAD if not name.startswith("folio") else
-                "folio_add_anon_rmap_ptes()/folio_remove_rmap_ptes() in mm/rmap.c (constants UNCONFIRMED)"))
-        blocked = None if total_s is None else total_s + profile.costs.notifier_invalidation_ms / 1e3
-        thp_like = name == "thp-like"
-        results.append(SchemeResult(
-            scheme=name, upstream=name.startswith("folio"), atomic_ops=total_ops, estimated_seconds=total_s,
-            blocked_seconds=blocked, guest_seconds=None if blocked is None else blocked * hugepages,
-            optimizable=not thp_like, freed_bytes_lost=hvo.freed_bytes if thp_like else 0, steps=steps))
+    moves = _moves(operation, path, h.size)
+    results = [_scheme(profile, release, name, h.size, moves, hugepages, hvo.freed_bytes, explain) for name in schemes]
     explain.append(Derivation(
         scope="time model", figure="calibration",
         formula=f"atomic {profile.costs.atomic_ns:g} ns, cache miss {profile.costs.cache_miss_ns:g} ns, "

@@ -145,18 +145,70 @@ def _count(profile: Profile, backing: Backing, start: int, end: int, touches: To
     return Counts(counts, populated, thps, edges)
 
 
-def compute_pgtable(
-    profile: Profile,
-    release: Release,
-    *,
-    vma_size: int,
-    vma_start: int | None = None,
-    touches: Touches | None = None,
-    backing: str = "anon",
-    after: str | None = None,
-    shared_by: int = 1,
-    compare: bool = True,
-) -> PgtableResult:
+def _check_options(profile: Profile, release: Release, b: Backing, touches: Touches, after: str | None,
+                   shared_by: int) -> None:
+    if touches.stride is not None:
+        check_user_span(profile, touches.stride, "touch_stride")
+    if touches.fraction is not None and not 0.0 <= touches.fraction <= 1.0:
+        raise InputError(f"{touches.fraction} must be between 0 and 1", field="touch_fraction")
+    if shared_by < 1:
+        raise InputError("must be at least 1", field="shared_by")
+    if shared_by > 1 and not b.hugetlb:
+        raise InputError("applies to MAP_SHARED hugetlb mappings (--backing hugetlb-SIZE)", field="shared_by")
+    if after == "free" and b.hugetlb:
+        raise InputError("free: madvise(MADV_FREE) on a hugetlb mapping fails with EINVAL "
+                         "(madvise_free_single_vma() accepts only anonymous VMAs)", field="after")
+    if after == "dontneed" and b.hugetlb and not release.has(HUGETLB_DONTNEED):
+        raise InputError(f"dontneed: madvise(MADV_DONTNEED) on a hugetlb mapping fails with EINVAL on {release}; "
+                         "it works from 5.18 (commit 90e7e7f5ef3f)", field="after")
+
+
+def _sharing(profile: Profile, release: Release, b: Backing, level_rows: list, shareable: int, shared_by: int,
+             explain: list[Derivation], notes: list[str]) -> int:
+    """Physical tables of ``shared_by`` processes (every level below the top, whatever VmPTE counts):
+    each sharer has its own, except the shared PMD tables, which exist once."""
+    own = sum(r.bytes for r in level_rows)
+    pmd_bytes = profile.level("pmd").bytes_per_table if shareable else 0
+    shared_total = shared_by * own - (shared_by - 1) * shareable * pmd_bytes
+    if shareable:
+        explain.append(Derivation(
+            scope="sharing", figure="PMD tables shared",
+            formula=f"{shareable} PMD tables cover whole {fmt_bytes(profile.table_span_bytes('pmd'))}-aligned ranges "
+                    f"of the mapping and exist once for all {shared_by} processes: {shared_by} x {fmt_bytes(own)} of "
+                    f"tables per process - {shared_by - 1} x {shareable} x {fmt_bytes(pmd_bytes)} = "
+                    f"{fmt_bytes(shared_total)} physically; each process's VmPTE still counts them",
+            rule=HUGE_PMD_SHARE.cite))
+    else:
+        notes.append(f"no page-table sharing for {b.name} on {profile.arch.value} {release}: only PMD tables of "
+                     "MAP_SHARED hugetlb mappings that cover whole PUD-sized ranges are shared "
+                     f"({HUGE_PMD_SHARE.name}: {HUGE_PMD_SHARE.spans_for(profile.arch.value)})")
+    return shared_total
+
+
+def _compare_backings(profile: Profile, release: Release, b: Backing, vma_size: int, start: int,
+                      touches: Touches) -> list[Comparison]:
+    """The same mapping and touches under each other backing the profile has."""
+    out = []
+    for other in _comparison_backings(profile, b):
+        try:
+            o = compute_pgtable(profile, release, vma_size=vma_size, vma_start=start, touches=touches, backing=other,
+                                compare=False)
+            out.append(Comparison(backing=other, page_table_bytes=o.page_table_bytes, populated_bytes=o.populated_bytes))
+        except InputError as e:
+            out.append(Comparison(backing=other, note=str(e).split(": ", 1)[-1]))
+    return out
+
+
+THP_DEPOSIT = Derivation(
+    scope="levels", figure="pte tables (thp)",
+    formula="a PMD-mapped THP needs no PTE table, but one is deposited and counted per THP, so every touched PMD "
+            "range costs a PTE table either way",
+    rule="pgtable_trans_huge_deposit() in do_huge_pmd_anonymous_page(), mm/huge_memory.c")
+
+
+def compute_pgtable(profile: Profile, release: Release, *, vma_size: int, vma_start: int | None = None,
+                    touches: Touches | None = None, backing: str = "anon", after: str | None = None,
+                    shared_by: int = 1, compare: bool = True) -> PgtableResult:
     """Page tables one mapping needs for its touches, level by level.
 
     Kernel reference
@@ -169,22 +221,7 @@ def compute_pgtable(
     b = Backing(profile, backing)
     start = mapping_bounds(profile, vma_size, vma_start, b)
     end = start + vma_size
-    if touches.stride is not None:
-        check_user_span(profile, touches.stride, "touch_stride")
-    if touches.fraction is not None and not 0.0 <= touches.fraction <= 1.0:
-        raise InputError(f"--touch-fraction {touches.fraction} must be between 0 and 1")
-    if shared_by < 1:
-        raise InputError("--shared-by must be at least 1")
-    if shared_by > 1 and not b.hugetlb:
-        raise InputError("--shared-by applies to MAP_SHARED hugetlb mappings (--backing hugetlb-SIZE)")
-    if after == "free" and b.hugetlb:
-        raise InputError(
-            "--after free: madvise(MADV_FREE) on a hugetlb mapping fails with EINVAL "
-            "(madvise_free_single_vma() accepts only anonymous VMAs)"
-        )
-    if after == "dontneed" and b.hugetlb and not release.has(HUGETLB_DONTNEED):
-        raise InputError(f"--after dontneed: madvise(MADV_DONTNEED) on a hugetlb mapping fails with EINVAL on "
-                         f"{release}; it works from 5.18 (commit 90e7e7f5ef3f)")
+    _check_options(profile, release, b, touches, after, shared_by)
     c = _count(profile, b, start, end, touches)
     explain: list[Derivation] = []
     notes: list[str] = []
@@ -199,52 +236,20 @@ def compute_pgtable(
     level_rows = [level_row(profile, release, name, n, None if after_counts is None else after_counts[i])
                   for i, (name, n) in enumerate(zip(b.levels, c.tables))]
     total = vmpte_bytes(profile, level_rows)
-    total_after = None if after_counts is None else vmpte_bytes(profile, level_rows, after=True)
     explain += level_derivations(profile, release, level_rows, f"of [{start:#x}, {end:#x}) holding a touched address")
     if b.thp:
-        explain.append(Derivation(
-            scope="levels", figure="pte tables (thp)",
-            formula="a PMD-mapped THP needs no PTE table, but one is deposited and counted per THP, so every "
-                    "touched PMD range costs a PTE table either way",
-            rule="pgtable_trans_huge_deposit() in do_huge_pmd_anonymous_page(), mm/huge_memory.c"))
-    shared_total = None
-    if shared_by > 1:
-        # Physical tables (every level below the top, whatever VmPTE counts): each sharer has its own,
-        # except the shared PMD tables, which exist once.
-        own = sum(r.bytes for r in level_rows)
-        pmd_bytes = profile.level("pmd").bytes_per_table if shareable else 0
-        shared_total = shared_by * own - (shared_by - 1) * shareable * pmd_bytes
-        if shareable:
-            pud_span = profile.table_span_bytes("pmd")
-            explain.append(Derivation(
-                scope="sharing", figure="PMD tables shared",
-                formula=f"{shareable} PMD tables cover whole {fmt_bytes(pud_span)}-aligned ranges of the mapping and "
-                        f"exist once for all {shared_by} processes: {shared_by} x {fmt_bytes(own)} of tables per "
-                        f"process - {shared_by - 1} x {shareable} x {fmt_bytes(pmd_bytes)} = {fmt_bytes(shared_total)} "
-                        "physically; each process's VmPTE still counts them",
-                rule=HUGE_PMD_SHARE.cite))
-        else:
-            notes.append(f"no page-table sharing for {b.name} on {profile.arch.value} {release}: only PMD tables of "
-                         "MAP_SHARED hugetlb mappings that cover whole PUD-sized ranges are shared "
-                         f"({HUGE_PMD_SHARE.name}: {HUGE_PMD_SHARE.spans_for(profile.arch.value)})")
-    result_compare = []
-    if compare:
-        for other in _comparison_backings(profile, b):
-            try:
-                o = compute_pgtable(profile, release, vma_size=vma_size, vma_start=start, touches=touches,
-                                    backing=other, compare=False)
-                result_compare.append(Comparison(backing=other, page_table_bytes=o.page_table_bytes,
-                                                 populated_bytes=o.populated_bytes))
-            except InputError as e:
-                result_compare.append(Comparison(backing=other, note=str(e).split(": ", 1)[-1]))
+        explain.append(THP_DEPOSIT)
+    shared_total = (_sharing(profile, release, b, level_rows, shareable, shared_by, explain, notes)
+                    if shared_by > 1 else None)
     inputs = {"vma_size_bytes": vma_size, "vma_start": start, "vma_end": end, "backing": backing,
               "after": after, "shared_by": shared_by, **touches.describe(profile.page_size)}
     return PgtableResult(
         profile=profile.name, kernel=str(release), inputs=inputs,
-        tables={r.level: r.tables for r in level_rows}, levels=level_rows,
-        page_table_bytes=total, page_table_bytes_after=total_after, populated_bytes=c.populated,
-        overhead_share=total / c.populated if c.populated else 0.0,
-        shared_page_table_bytes=shared_total, compare=result_compare, notes=notes, explain=explain,
+        tables={r.level: r.tables for r in level_rows}, levels=level_rows, page_table_bytes=total,
+        page_table_bytes_after=None if after_counts is None else vmpte_bytes(profile, level_rows, after=True),
+        populated_bytes=c.populated, overhead_share=total / c.populated if c.populated else 0.0,
+        shared_page_table_bytes=shared_total, notes=notes, explain=explain,
+        compare=_compare_backings(profile, release, b, vma_size, start, touches) if compare else [],
     )
 
 

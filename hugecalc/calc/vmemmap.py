@@ -18,6 +18,7 @@ Kernel reference
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
@@ -132,18 +133,150 @@ def split_pte_tables(
     return hugepages * -(-vmemmap_bytes_per_hugepage // vmemmap_pmd_bytes)
 
 
-def compute_vmemmap(
-    profile: Profile,
-    release: Release,
-    *,
-    pool_bytes: int | None = None,
-    hugepage_count: int | None = None,
-    hugepage_sizes: list[int] | None = None,
-    struct_page_bytes: int | None = None,
-    devdax: bool = False,
-    layout: Layout = "packed",
-    zones: int = 1,
-) -> VmemmapResult:
+@dataclass(frozen=True)
+class _Rules:
+    """What one run's release, architecture and struct page decide for every size."""
+
+    struct_page_bytes: int
+    reserve: int  # vmemmap pages kept per hugepage
+    reserve_rule: str
+    refusal: str | None  # why no size can be optimized at all
+    layout: Layout
+    devdax: bool
+    zones: int
+
+
+def _check_pool(profile: Profile, pool_bytes: int | None, hugepage_count: int | None, zones: int) -> None:
+    if zones < 1:
+        raise InputError(f"{zones}: a pool lies in at least one zone", field="zones")
+    if (pool_bytes is None) == (hugepage_count is None):
+        raise InputError("give the pool either as a size or as a count of hugepages")
+    if pool_bytes is not None:
+        check_addressable(profile, pool_bytes, fmt_bytes(pool_bytes), "pool")
+
+
+def check_addressable(profile: Profile, size: int, what: str, field: str) -> None:
+    """Memory of ``size`` bytes the profile can address (MAX_PHYSMEM_BITS)."""
+    if size > profile.max_phys_bytes:
+        raise InputError(f"{what} is more than {profile.name} can address ({fmt_bytes(profile.max_phys_bytes)}, "
+                         f"MAX_PHYSMEM_BITS {profile.max_phys_bytes.bit_length() - 1})", field=field)
+
+
+def _struct_page_bytes(profile: Profile, struct_page_bytes: int | None) -> int:
+    sp = struct_page_bytes or profile.struct_page_bytes
+    word = profile.bits // 8
+    if sp <= 0 or sp % word or sp > profile.page_size:
+        raise InputError(f"{sp}: a struct page is a whole number of {word}-byte words, at most a "
+                         f"{fmt_size(profile.page_size)} page", field="struct_page_size")
+    return sp
+
+
+def _sizes(profile: Profile, hugepage_sizes: list[int], devdax: bool) -> list[tuple[int, str]]:
+    """(size, what maps it) of each hugepage size asked for, or of every size the profile has."""
+    if devdax:
+        # Device-DAX "align" sizes: PAGE_SIZE, PMD_SIZE, PUD_SIZE (vmemmap_dedup.rst "Device DAX").
+        allowed = {profile.page_size: "pte", profile.pmd_size: "pmd"}
+        if "pud" in [lvl.name for lvl in profile.levels]:
+            allowed[profile.span_bytes("pud")] = "pud"
+        for size in hugepage_sizes:
+            if size not in allowed:
+                raise InputError(f"{fmt_size(size)}: device-DAX compound pages are "
+                                 f"{', '.join(fmt_size(s) for s in allowed)} on {profile.name}", field="hugepage_sizes")
+        return [(s, allowed[s]) for s in (hugepage_sizes or [s for s in allowed if s != profile.page_size])]
+    sizes = [profile.hugetlb_size(s) for s in hugepage_sizes] if hugepage_sizes else profile.hugetlb
+    if not sizes:
+        raise InputError(f"profile {profile.name} supports no hugetlb page size")
+    return [(h.size, h.mapping) for h in sizes]
+
+
+def _hugepages_in_pool(profile: Profile, size: int, pool_bytes: int | None, hugepage_count: int | None,
+                       explicit: bool, notes: list[str]) -> int:
+    """How many hugepages of ``size`` the pool holds (a pool given as a size is rounded down, with a
+    note, unless the size was asked for)."""
+    scope = fmt_size(size)
+    if pool_bytes is None:
+        check_addressable(profile, hugepage_count * size, f"{hugepage_count} x {scope}", "pool")
+        return hugepage_count
+    hugepages, rest = divmod(pool_bytes, size)
+    if rest and explicit:
+        raise InputError(f"{fmt_size(pool_bytes)} is not a whole number of {scope} hugepages: give a multiple of "
+                         "the hugepage size, or a count", field="pool")
+    if hugepages == 0:
+        if explicit:
+            raise InputError(f"{fmt_size(pool_bytes)} holds no {scope} hugepage", field="pool")
+        notes.append(f"{scope}: {fmt_size(pool_bytes)} holds no {scope} hugepage")
+    elif rest:
+        notes.append(f"{scope}: {fmt_size(pool_bytes)} is not a multiple of {scope}; the pool is rounded down to "
+                     f"{hugepages} hugepage{'s' if hugepages > 1 else ''}")
+    return hugepages
+
+
+def _why_nothing_to_free(size: int, vmemmap_bytes: int, page: int, rules: _Rules) -> str:
+    kind = "device-DAX" if rules.devdax else "HVO"
+    return (f"the vmemmap of one {fmt_size(size)} hugepage is {fmt_bytes(vmemmap_bytes)} "
+            f"({_pages(Fraction(vmemmap_bytes, page))} pages), not more than the {rules.reserve} page"
+            f"{'s' if rules.reserve > 1 else ''} {kind} keeps, so there is nothing to free "
+            "(hugetlb_vmemmap_optimizable_size() = 0)")
+
+
+def _row(profile: Profile, release: Release, size: int, mapping: str, hugepages: int, rules: _Rules) -> VmemmapRow:
+    """The HVO figures of one hugepage size, the whole pool being of that size."""
+    page = profile.page_size
+    nr_pages = size // page
+    vmemmap_bytes = hugetlb_vmemmap_size(nr_pages, rules.struct_page_bytes)
+    vmemmap_pages = Fraction(vmemmap_bytes, page)
+    # v5.14-v5.17 computed vmemmap pages with a shift (a partial page counts as none);
+    # v5.18+ compares bytes: hugetlb_vmemmap_optimizable_size() = size - PAGE_SIZE, 0 if <= 0.
+    optimizable_bytes = max(vmemmap_bytes - rules.reserve * page, 0)
+    reason = rules.refusal
+    if reason is None and (vmemmap_bytes // page) <= rules.reserve:
+        reason = _why_nothing_to_free(size, vmemmap_bytes, page, rules)
+    optimizable = reason is None
+    freed_per = optimizable_bytes // page if optimizable else 0
+    split = 0
+    if optimizable and profile.vmemmap_pmd_mapped:
+        # HVO splits the PMD-mapped vmemmap; device-DAX populates it with base pages: the same tables.
+        split = split_pte_tables(hugepages, vmemmap_bytes, profile.pmd_size, rules.layout)
+    # v7.1: the tail vmemmap maps one read-only page shared per zone and order, allocated once.
+    tails = None
+    if release.has(HVO_SHARED_TAIL) and not rules.devdax:
+        tails = rules.zones if optimizable and hugepages else 0
+    freed_bytes = hugepages * freed_per * page
+    split_bytes = split * profile.level("pte").bytes_per_table
+    saved = freed_bytes - split_bytes - (tails or 0) * page
+    restore_per = 0 if rules.devdax else freed_per * page
+    return VmemmapRow(
+        hugepage_size_bytes=size, mapping=mapping, hugepages=hugepages, struct_pages_per_hugepage=nr_pages,
+        vmemmap_bytes_per_hugepage=vmemmap_bytes, vmemmap_pages_per_hugepage=_number(vmemmap_pages),
+        reserved_pages_per_hugepage=_number(vmemmap_pages - freed_per), freed_pages_per_hugepage=freed_per,
+        vmemmap_bytes=hugepages * vmemmap_bytes, freed_bytes=freed_bytes, split_pte_tables=split,
+        split_pte_table_bytes=split_bytes, shared_tail_pages=tails, saved_bytes=saved,
+        saved_share_of_pool=saved / (hugepages * size) if hugepages else 0.0,
+        saved_share_of_vmemmap=saved / (hugepages * vmemmap_bytes) if hugepages else 0.0,
+        restore_bytes_per_hugepage=restore_per, restore_bytes=restore_per * hugepages,
+        optimizable=optimizable, reason=reason,
+    )
+
+
+def _notes(profile: Profile, release: Release, rows: list[VmemmapRow], rules: _Rules) -> list[str]:
+    notes = []
+    if any(r.shared_tail_pages for r in rows):
+        notes.append(f"since 7.1 the tail vmemmap of every hugepage maps one read-only page shared per zone "
+                     f"and size, allocated once: the pool saves {rules.zones} page{'s' if rules.zones > 1 else ''} "
+                     "per size less (--zones), per hugepage the same")
+    notes += sublevel_notes(release, [(DAX_VMEMMAP if rules.devdax else HVO_ARCH, profile.arch.value)])
+    if rules.struct_page_bytes != 64 and profile.bits == 64:
+        notes.append(f"sizeof(struct page) is {rules.struct_page_bytes} here, not the usual 64: kernels with "
+                     "CONFIG_KMSAN, or whose page flags leave no room for the cpupid (LAST_CPUPID_NOT_IN_PAGE_FLAGS), "
+                     "have 72 or 80 and no HVO. To check a running kernel: 'pahole -C page /sys/kernel/btf/vmlinux' "
+                     "prints its size, and /proc/sys/vm/hugetlb_optimize_vmemmap exists only where HVO can work")
+    return notes
+
+
+def compute_vmemmap(profile: Profile, release: Release, *, pool_bytes: int | None = None,
+                    hugepage_count: int | None = None, hugepage_sizes: list[int] | None = None,
+                    struct_page_bytes: int | None = None, devdax: bool = False, layout: Layout = "packed",
+                    zones: int = 1) -> VmemmapResult:
     """HVO savings for a pool given as ``pool_bytes`` or as ``hugepage_count`` of each size.
 
     ``zones``: the memory zones the pool spans (from 7.1 each keeps one shared tail page per size).
@@ -154,147 +287,24 @@ def compute_vmemmap(
     and ``hugetlb_vmemmap_restore_folios()`` in ``mm/hugetlb_vmemmap.c``; ``vmemmap_get_tail()``
     (v7.1); Documentation/mm/vmemmap_dedup.rst.
     """
-    if zones < 1:
-        raise InputError(f"--zones {zones}: a pool lies in at least one zone")
-    if (pool_bytes is None) == (hugepage_count is None):
-        raise InputError("give the pool either as a size or as a count of hugepages")
-    if pool_bytes is not None and pool_bytes > profile.max_phys_bytes:
-        raise InputError(f"--pages {fmt_bytes(pool_bytes)} is more than {profile.name} can address "
-                         f"({fmt_bytes(profile.max_phys_bytes)}, MAX_PHYSMEM_BITS {profile.max_phys_bytes.bit_length() - 1})")
-    sp = struct_page_bytes or profile.struct_page_bytes
-    word = profile.bits // 8
-    if sp <= 0 or sp % word or sp > profile.page_size:
-        raise InputError(
-            f"--struct-page-size {sp}: a struct page is a whole number of {word}-byte words, "
-            f"at most a {fmt_size(profile.page_size)} page"
-        )
-    page = profile.page_size
-    pte_table_bytes = profile.level("pte").bytes_per_table
-    # One vmemmap PMD maps PMD_SIZE bytes of struct pages.
-    vmemmap_pmd_bytes = profile.pmd_size
-
-    hugepage_sizes = list(dict.fromkeys(hugepage_sizes or []))  # a size named twice is one row
-    explicit = bool(hugepage_sizes)
-    if devdax:
-        # Device-DAX "align" sizes: PAGE_SIZE, PMD_SIZE, PUD_SIZE (vmemmap_dedup.rst "Device DAX").
-        allowed = {page: "pte", profile.pmd_size: "pmd"}
-        if "pud" in [lvl.name for lvl in profile.levels]:
-            allowed[profile.span_bytes("pud")] = "pud"
-        for size in hugepage_sizes or []:
-            if size not in allowed:
-                raise InputError(
-                    f"--hugepage-size {fmt_size(size)}: device-DAX compound pages are "
-                    f"{', '.join(fmt_size(s) for s in allowed)} on {profile.name}"
-                )
-        sizes = [(s, allowed[s]) for s in (hugepage_sizes or [s for s in allowed if s != page])]
-    else:
-        sizes = [
-            (h.size, h.mapping)
-            for h in ([profile.hugetlb_size(s) for s in hugepage_sizes] if explicit else profile.hugetlb)
-        ]
-    if not sizes:
-        raise InputError(f"profile {profile.name} supports no hugetlb page size")
-
-    refusal = _refusal(profile, release, sp, devdax)
-    reserve = hvo_reserve_pages(release, devdax)
-    kind = "device-DAX" if devdax else "HVO"
-    reserve_rule = (
-        "VMEMMAP_RESERVE_NR in __vmemmap_can_optimize(), include/linux/mm.h"
-        if devdax
-        else HVO_RESERVE_ONE.cite
-    )
-    rows: list[VmemmapRow] = []
-    explain: list[Derivation] = []
-    notes: list[str] = []
+    _check_pool(profile, pool_bytes, hugepage_count, zones)
+    sp = _struct_page_bytes(profile, struct_page_bytes)
+    asked = list(dict.fromkeys(hugepage_sizes or []))  # a size named twice is one row
+    sizes = _sizes(profile, asked, devdax)
+    rules = _Rules(struct_page_bytes=sp, reserve=hvo_reserve_pages(release, devdax),
+                   reserve_rule="VMEMMAP_RESERVE_NR in __vmemmap_can_optimize(), include/linux/mm.h" if devdax
+                   else HVO_RESERVE_ONE.cite, refusal=_refusal(profile, release, sp, devdax), layout=layout,
+                   devdax=devdax, zones=zones)
+    rows, notes = [], []
     for size, mapping in sizes:
-        scope = fmt_size(size)
-        if pool_bytes is not None:
-            hugepages, rest = divmod(pool_bytes, size)
-            if rest and explicit:
-                raise InputError(
-                    f"--pages {fmt_size(pool_bytes)} is not a whole number of {fmt_size(size)} "
-                    "hugepages: give a multiple of the hugepage size, or a count"
-                )
-            if hugepages == 0:
-                if explicit:
-                    raise InputError(f"--pages {fmt_size(pool_bytes)} holds no {scope} hugepage")
-                notes.append(f"{scope}: {fmt_size(pool_bytes)} holds no {scope} hugepage")
-            elif rest:
-                notes.append(
-                    f"{scope}: {fmt_size(pool_bytes)} is not a multiple of {scope}; the pool is rounded down to "
-                    f"{hugepages} hugepage{'s' if hugepages > 1 else ''}"
-                )
-        else:
-            hugepages = hugepage_count
-            if hugepages * size > profile.max_phys_bytes:
-                raise InputError(f"--pages {hugepages} x {fmt_size(size)} is more than {profile.name} can address "
-                                 f"({fmt_bytes(profile.max_phys_bytes)}, MAX_PHYSMEM_BITS "
-                                 f"{profile.max_phys_bytes.bit_length() - 1})")
-        nr_pages = size // page
-        vmemmap_bytes = hugetlb_vmemmap_size(nr_pages, sp)
-        vmemmap_pages = Fraction(vmemmap_bytes, page)
-        # v5.14-v5.17 computed vmemmap pages with a shift (a partial page counts as none);
-        # v5.18+ compares bytes: hugetlb_vmemmap_optimizable_size() = size - PAGE_SIZE, 0 if <= 0.
-        optimizable_bytes = max(vmemmap_bytes - reserve * page, 0)
-        reason = refusal
-        if reason is None and (vmemmap_bytes // page) <= reserve:
-            reason = (
-                f"the vmemmap of one {scope} hugepage is {fmt_bytes(vmemmap_bytes)} "
-                f"({_pages(vmemmap_pages)} pages), not more than the {reserve} page"
-                f"{'s' if reserve > 1 else ''} {kind} keeps, so there is nothing to free "
-                f"(hugetlb_vmemmap_optimizable_size() = 0)"
-            )
-        optimizable = reason is None
-        freed_per = optimizable_bytes // page if optimizable else 0
-        split = 0
-        if optimizable and profile.vmemmap_pmd_mapped:
-            # HVO splits the PMD-mapped vmemmap; device-DAX populates it with base pages: the same tables.
-            split = split_pte_tables(hugepages, vmemmap_bytes, vmemmap_pmd_bytes, layout)
-        # v7.1: the tail vmemmap maps one read-only page shared per zone and order, allocated once.
-        tails = None
-        if release.has(HVO_SHARED_TAIL) and not devdax:
-            tails = zones if optimizable and hugepages else 0
-        freed_bytes = hugepages * freed_per * page
-        split_bytes = split * pte_table_bytes
-        saved = freed_bytes - split_bytes - (tails or 0) * page
-        restore_per = 0 if devdax else freed_per * page
-        row = VmemmapRow(
-            hugepage_size_bytes=size, mapping=mapping, hugepages=hugepages, struct_pages_per_hugepage=nr_pages,
-            vmemmap_bytes_per_hugepage=vmemmap_bytes, vmemmap_pages_per_hugepage=_number(vmemmap_pages),
-            reserved_pages_per_hugepage=_number(vmemmap_pages - freed_per), freed_pages_per_hugepage=freed_per,
-            vmemmap_bytes=hugepages * vmemmap_bytes, freed_bytes=freed_bytes, split_pte_tables=split,
-            split_pte_table_bytes=split_bytes, shared_tail_pages=tails, saved_bytes=saved,
-            saved_share_of_pool=saved / (hugepages * size) if hugepages else 0.0,
-            saved_share_of_vmemmap=saved / (hugepages * vmemmap_bytes) if hugepages else 0.0,
-            restore_bytes_per_hugepage=restore_per, restore_bytes=restore_per * hugepages,
-            optimizable=optimizable, reason=reason,
-        )
-        rows.append(row)
-        explain += _derive(row, profile, release, sp, reserve, reserve_rule, layout, devdax, split_bytes)
-    arch = profile.arch.value
-    if any(r.shared_tail_pages for r in rows):
-        notes.append(f"since 7.1 the tail vmemmap of every hugepage maps one read-only page shared per zone "
-                     f"and size, allocated once: the pool saves {zones} page{'s' if zones > 1 else ''} per size less "
-                     "(--zones), per hugepage the same")
-    notes += sublevel_notes(release, [(DAX_VMEMMAP if devdax else HVO_ARCH, arch)])
-    if sp != 64 and profile.bits == 64:
-        notes.append(f"sizeof(struct page) is {sp} here, not the usual 64: kernels with CONFIG_KMSAN, or whose page "
-                     "flags leave no room for the cpupid (LAST_CPUPID_NOT_IN_PAGE_FLAGS), have 72 or 80 and no HVO. "
-                     "To check a running kernel: 'pahole -C page /sys/kernel/btf/vmlinux' prints its size, and "
-                     "/proc/sys/vm/hugetlb_optimize_vmemmap exists only where HVO can work")
-    inputs = {
-        "pool_bytes": pool_bytes,
-        "hugepage_count": hugepage_count,
-        "hugepage_sizes_bytes": [s for s, _ in sizes],
-        "struct_page_bytes": sp,
-        "page_size_bytes": page,
-        "devdax": devdax,
-        "layout": layout,
-        "zones": zones,
-    }
-    return VmemmapResult(
-        profile=profile.name, kernel=str(release), inputs=inputs, rows=rows, notes=notes, explain=explain
-    )
+        hugepages = _hugepages_in_pool(profile, size, pool_bytes, hugepage_count, bool(asked), notes)
+        rows.append(_row(profile, release, size, mapping, hugepages, rules))
+    inputs = {"pool_bytes": pool_bytes, "hugepage_count": hugepage_count, "hugepage_sizes_bytes": [s for s, _ in sizes],
+              "struct_page_bytes": sp, "page_size_bytes": profile.page_size, "devdax": devdax, "layout": layout,
+              "zones": zones}
+    return VmemmapResult(profile=profile.name, kernel=str(release), inputs=inputs, rows=rows,
+                         notes=notes + _notes(profile, release, rows, rules),
+                         explain=[d for row in rows for d in derivations(row, profile, release, rules)])
 
 
 def _number(x: Fraction) -> int | float:
@@ -305,95 +315,66 @@ def _pages(x: Fraction) -> str:
     return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
 
 
-def _derive(
-    row: VmemmapRow,
-    profile: Profile,
-    release: Release,
-    sp: int,
-    reserve: int,
-    reserve_rule: str,
-    layout: Layout,
-    devdax: bool,
-    split_bytes: int,
-) -> list[Derivation]:
-    scope = fmt_size(row.hugepage_size_bytes)
-    page = profile.page_size
-    n = row.hugepages
-    d = [
-        Derivation(
-            scope=scope,
-            figure="vmemmap per hugepage",
-            formula=(
-                f"{row.struct_pages_per_hugepage} struct pages x {sp} B = "
-                f"{fmt_bytes(row.vmemmap_bytes_per_hugepage)} = "
-                f"{_pages(Fraction(row.vmemmap_bytes_per_hugepage, page))} pages of {fmt_bytes(page)}"
-            ),
-            rule="hugetlb_vmemmap_size() in mm/hugetlb_vmemmap.h; Documentation/mm/vmemmap_dedup.rst",
-        )
-    ]
+def derivations(row: VmemmapRow, profile: Profile, release: Release, rules: _Rules) -> list[Derivation]:
+    """How each figure of one size's row was derived, and the kernel rule."""
+    scope, page = fmt_size(row.hugepage_size_bytes), profile.page_size
+    out = [Derivation(scope=scope, figure="vmemmap per hugepage",
+                      formula=f"{row.struct_pages_per_hugepage} struct pages x {rules.struct_page_bytes} B = "
+                              f"{fmt_bytes(row.vmemmap_bytes_per_hugepage)} = "
+                              f"{_pages(Fraction(row.vmemmap_bytes_per_hugepage, page))} pages of {fmt_bytes(page)}",
+                      rule="hugetlb_vmemmap_size() in mm/hugetlb_vmemmap.h; Documentation/mm/vmemmap_dedup.rst")]
     if not row.optimizable:
-        d.append(Derivation(scope=scope, figure="HVO applies", formula=f"no: {row.reason}",
-                            rule="hugetlb_vmemmap_optimizable_size() in mm/hugetlb_vmemmap.h"))
-        return d
-    d.append(
-        Derivation(
-            scope=scope,
-            figure="vmemmap pages freed per hugepage",
-            formula=f"{_pages(Fraction(row.vmemmap_bytes_per_hugepage, page))} - {reserve} kept = "
-            f"{row.freed_pages_per_hugepage}",
-            rule=f"kernel {release}: {reserve_rule}",
-        )
-    )
-    if profile.vmemmap_pmd_mapped:
-        per_pmd = profile.pmd_size // sp
-        how = (
-            f"ceil({n} x {fmt_bytes(row.vmemmap_bytes_per_hugepage)} / {fmt_bytes(profile.pmd_size)})"
-            if layout == "packed"
-            else f"{n} x ceil({fmt_bytes(row.vmemmap_bytes_per_hugepage)} / {fmt_bytes(profile.pmd_size)})"
-        )
-        d.append(
-            Derivation(
-                scope=scope,
-                figure="PTE tables to split vmemmap PMDs",
-                formula=f"{how} = {row.split_pte_tables} ({layout} pool; one vmemmap PMD describes "
-                f"{per_pmd} struct pages = {fmt_bytes(per_pmd * page)} of RAM); "
-                f"x {fmt_bytes(profile.level('pte').bytes_per_table)} = {fmt_bytes(split_bytes)}; "
+        return out + [Derivation(scope=scope, figure="HVO applies", formula=f"no: {row.reason}",
+                                 rule="hugetlb_vmemmap_optimizable_size() in mm/hugetlb_vmemmap.h")]
+    out.append(Derivation(scope=scope, figure="vmemmap pages freed per hugepage",
+                          formula=f"{_pages(Fraction(row.vmemmap_bytes_per_hugepage, page))} - {rules.reserve} kept = "
+                                  f"{row.freed_pages_per_hugepage}", rule=f"kernel {release}: {rules.reserve_rule}"))
+    out.append(_split_derivation(row, profile, rules))
+    out.append(_saving_derivation(row, page))
+    if not rules.devdax:
+        out.append(_restore_derivation(row, page, release))
+    return out
+
+
+def _split_derivation(row: VmemmapRow, profile: Profile, rules: _Rules) -> Derivation:
+    scope, n, sp = fmt_size(row.hugepage_size_bytes), row.hugepages, rules.struct_page_bytes
+    if not profile.vmemmap_pmd_mapped:
+        return Derivation(scope=scope, figure="PTE tables to split vmemmap PMDs",
+                          formula=f"0: {profile.name} maps the vmemmap with base pages",
+                          rule="vmemmap_populate() for the architecture")
+    per_pmd = profile.pmd_size // sp
+    each, pmd = fmt_bytes(row.vmemmap_bytes_per_hugepage), fmt_bytes(profile.pmd_size)
+    how = f"ceil({n} x {each} / {pmd})" if rules.layout == "packed" else f"{n} x ceil({each} / {pmd})"
+    return Derivation(
+        scope=scope, figure="PTE tables to split vmemmap PMDs",
+        formula=f"{how} = {row.split_pte_tables} ({rules.layout} pool; one vmemmap PMD describes {per_pmd} struct "
+                f"pages = {fmt_bytes(per_pmd * profile.page_size)} of RAM); "
+                f"x {fmt_bytes(profile.level('pte').bytes_per_table)} = {fmt_bytes(row.split_pte_table_bytes)}; "
                 + ("device-DAX populates the deduplicated vmemmap with base pages, where it would otherwise use "
-                   "PMD leaves" if devdax else "never merged back into a PMD"),
-                rule="vmemmap_populate_compound_pages() in mm/sparse-vmemmap.c" if devdax else
-                "vmemmap_remap_split() / split_vmemmap_huge_pmd() in mm/hugetlb_vmemmap.c",
-            )
-        )
-    else:
-        d.append(Derivation(scope=scope, figure="PTE tables to split vmemmap PMDs",
-                            formula=f"0: {profile.name} maps the vmemmap with base pages",
-                            rule="vmemmap_populate() for the architecture"))
-    d.append(
-        Derivation(
-            scope=scope,
-            figure="Net saving",
-            formula=f"{n} x {row.freed_pages_per_hugepage} x {fmt_bytes(page)} - {fmt_bytes(split_bytes)}"
-            + (f" - {row.shared_tail_pages} shared tail page{'s' if row.shared_tail_pages > 1 else ''} x "
-               f"{fmt_bytes(page)}" if row.shared_tail_pages else "")
-            + f" = {row.saved_bytes} B = {fmt_bytes(row.saved_bytes)}",
-            rule="freed pages return to MemFree and leave nr_memmap_pages (free_vmemmap_page())"
-            + (f"; {HVO_SHARED_TAIL.cite}: one read-only tail page per zone and hugepage order"
-               if row.shared_tail_pages else ""),
-        )
-    )
-    if not devdax:
-        batch = release.has(HVO_BATCHED)
-        d.append(
-            Derivation(
-                scope=scope,
-                figure="Free memory to release the pool",
-                formula=f"{row.freed_pages_per_hugepage} x {fmt_bytes(page)} = "
-                f"{fmt_bytes(row.restore_bytes_per_hugepage)} per hugepage before it can go back to "
-                f"the buddy allocator; x {n} = {fmt_bytes(row.restore_bytes)} when the pool is "
+                   "PMD leaves" if rules.devdax else "never merged back into a PMD"),
+        rule="vmemmap_populate_compound_pages() in mm/sparse-vmemmap.c" if rules.devdax else
+        "vmemmap_remap_split() / split_vmemmap_huge_pmd() in mm/hugetlb_vmemmap.c")
+
+
+def _saving_derivation(row: VmemmapRow, page: int) -> Derivation:
+    tails = row.shared_tail_pages
+    return Derivation(
+        scope=fmt_size(row.hugepage_size_bytes), figure="Net saving",
+        formula=f"{row.hugepages} x {row.freed_pages_per_hugepage} x {fmt_bytes(page)} - "
+                f"{fmt_bytes(row.split_pte_table_bytes)}"
+                + (f" - {tails} shared tail page{'s' if tails > 1 else ''} x {fmt_bytes(page)}" if tails else "")
+                + f" = {row.saved_bytes} B = {fmt_bytes(row.saved_bytes)}",
+        rule="freed pages return to MemFree and leave nr_memmap_pages (free_vmemmap_page())"
+             + (f"; {HVO_SHARED_TAIL.cite}: one read-only tail page per zone and hugepage order" if tails else ""))
+
+
+def _restore_derivation(row: VmemmapRow, page: int, release: Release) -> Derivation:
+    batch = release.has(HVO_BATCHED)
+    return Derivation(
+        scope=fmt_size(row.hugepage_size_bytes), figure="Free memory to release the pool",
+        formula=f"{row.freed_pages_per_hugepage} x {fmt_bytes(page)} = {fmt_bytes(row.restore_bytes_per_hugepage)} "
+                f"per hugepage before it can go back to the buddy allocator; x {row.hugepages} = "
+                f"{fmt_bytes(row.restore_bytes)} when the pool is "
                 + ("released in one batch (a hugepage whose vmemmap cannot be restored stays in the pool)"
                    if batch else "released (one hugepage at a time in this release)"),
-                rule=(HVO_BATCHED.cite if batch else "hugetlb_vmemmap_restore() / vmemmap_remap_alloc() "
-                      "in mm/hugetlb_vmemmap.c"),
-            )
-        )
-    return d
+        rule=HVO_BATCHED.cite if batch else "hugetlb_vmemmap_restore() / vmemmap_remap_alloc() in mm/hugetlb_vmemmap.c")
