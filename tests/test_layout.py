@@ -8,6 +8,10 @@ import pytest
 
 PACKAGE = Path(__file__).parent.parent / "hugecalc"
 MAX_LINES = 400
+#: A function longer than this hides a page: split it into named stages.  The numba kernels are
+#: exempt: one loop each, where a call per stage would cost a call per fault.
+MAX_FUNCTION_LINES = 60
+LONG_KERNELS = {"hugecalc.calc.faults": {"_walk_block", "fault_walk"}}
 
 # Lower layers never import higher ones; a module may import its own layer and below.
 LAYERS = [
@@ -120,3 +124,13 @@ def test_no_import_cycles():
 def test_no_file_too_long_to_read(module):
     lines = len(MODULES[module].read_text().splitlines())
     assert lines <= MAX_LINES, f"{module} has {lines} lines (at most {MAX_LINES})"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_function_too_long_to_read(module):
+    exempt = LONG_KERNELS.get(module, set())
+    for node in ast.walk(ast.parse(MODULES[module].read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in exempt:
+            lines = node.end_lineno - node.lineno + 1
+            assert lines <= MAX_FUNCTION_LINES, \
+                f"{module}.{node.name} has {lines} lines (at most {MAX_FUNCTION_LINES}): split it into named stages"

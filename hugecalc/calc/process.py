@@ -93,25 +93,16 @@ def compute_process(profile: Profile, release: Release, pid: int, vmas: list[dic
     """
     listed = [(v["kernel_page_bytes"], v["starts"], v["ends"]) for v in vmas]
     counts = level_counts(profile, listed)
+    notes: list[str] = []
+    reclaims = after == "dontneed" and release.has(PT_RECLAIM, profile.arch.value)
     after_counts = None
-    notes = []
     if after is not None:
         after_counts = dict(counts)
-        if after == "dontneed" and release.has(PT_RECLAIM, profile.arch.value) and "pte" in counts:
-            pmd = profile.pmd_size
-            kept = []
-            for v, item in zip(vmas, listed):
-                if v["kind"] not in ANON_KINDS:
-                    kept.append(item)
-                    continue
-                for a, b in partial_pmd_ranges(v["start"], v["end"], pmd):  # its edges keep their tables
-                    s, e = np.maximum(v["starts"], a), np.minimum(v["ends"], b)
-                    kept.append((item[0], s[s < e], e[s < e]))
-            after_counts["pte"] = level_counts(profile, kept)["pte"]
+        if reclaims and "pte" in counts:
+            after_counts["pte"] = _pte_tables_after_reclaim(profile, vmas, listed)
         notes.append(f"after MADV_{after.upper()} of the anonymous mappings (heap and stack too) on {release}: "
                      + ("PTE tables whose whole PMD range lies inside one of them go (PT_RECLAIM); the others stay"
-                        if after == "dontneed" and release.has(PT_RECLAIM, profile.arch.value) else
-                        "no table is freed"))
+                        if reclaims else "no table is freed"))
     level_rows = [level_row(profile, release, name, n, None if after_counts is None else after_counts[name])
                   for name, n in counts.items()]
     total = vmpte_bytes(profile, level_rows)
@@ -122,21 +113,6 @@ def compute_process(profile: Profile, release: Release, pid: int, vmas: list[dic
                      "hold a present page backed that way, their edges as now"
                      + ("; a PMD-mapped THP still deposits its PTE table" if backing == "thp" else ""))
     present = int(sum(int((v["ends"] - v["starts"]).sum()) for v in vmas))
-    explain = [Derivation(scope="pages", figure="present or swapped memory",
-                          formula=f"pagemap entries with bit 63 (present) or 62 (swapped) in {len(vmas):,} mappings "
-                                  f"= {fmt_bytes(present)}",
-                          rule="pagemap_pmd_range()/pagemap_hugetlb_range() in fs/proc/task_mmu.c")]
-    explain += level_derivations(profile, release, level_rows,
-                                 f"holding a present or swapped page, over the union of the {len(vmas):,} mappings "
-                                 "(neighbours share tables; a hugetlb mapping has none below its hugepage's level)")
-    if after is not None:
-        explain.append(Derivation(
-            scope="after", figure=f"tables after MADV_{after.upper()}",
-            formula=", ".join(f"{r.level} {r.tables:,} -> {r.tables_after:,}" for r in level_rows)
-                    + f" = {fmt_bytes(vmpte_bytes(profile, level_rows, after=True))}",
-            rule=("reclaim_pt_is_enabled() in zap_pte_range() (mm/pt_reclaim.c): a PTE table goes when its whole "
-                  "PMD range is zapped" if after == "dontneed" and release.has(PT_RECLAIM, profile.arch.value) else
-                  "zap_pte_range() in mm/memory.c clears entries and keeps the tables")))
     if vm_pte_bytes != total:
         notes.append(
             f"VmPTE is {fmt_bytes(vm_pte_bytes)}, {fmt_bytes(abs(vm_pte_bytes - total))} "
@@ -149,8 +125,43 @@ def compute_process(profile: Profile, release: Release, pid: int, vmas: list[dic
         page_table_bytes_after=None if after is None else vmpte_bytes(profile, level_rows, after=True),
         page_table_bytes_backing=None if backed is None else backed[0],
         populated_bytes_backing=None if backed is None else backed[1],
-        vm_pte_bytes=vm_pte_bytes, present_bytes=present, vmas=len(vmas), notes=notes, explain=explain,
+        vm_pte_bytes=vm_pte_bytes, present_bytes=present, vmas=len(vmas), notes=notes,
+        explain=_derivations(profile, release, level_rows, len(vmas), present, after, reclaims),
     )
+
+
+def _pte_tables_after_reclaim(profile: Profile, vmas: list[dict], listed: list) -> int:
+    """PTE tables left after MADV_DONTNEED with PT_RECLAIM: an anonymous mapping keeps those at its
+    unaligned edges (the PMD range is not wholly zapped), every other mapping keeps them all."""
+    kept = []
+    for v, item in zip(vmas, listed):
+        if v["kind"] not in ANON_KINDS:
+            kept.append(item)
+            continue
+        for a, b in partial_pmd_ranges(v["start"], v["end"], profile.pmd_size):
+            s, e = np.maximum(v["starts"], a), np.minimum(v["ends"], b)
+            kept.append((item[0], s[s < e], e[s < e]))
+    return level_counts(profile, kept)["pte"]
+
+
+def _derivations(profile: Profile, release: Release, level_rows: list, mappings: int, present: int,
+                 after: str | None, reclaims: bool) -> list[Derivation]:
+    out = [Derivation(scope="pages", figure="present or swapped memory",
+                      formula=f"pagemap entries with bit 63 (present) or 62 (swapped) in {mappings:,} mappings "
+                              f"= {fmt_bytes(present)}",
+                      rule="pagemap_pmd_range()/pagemap_hugetlb_range() in fs/proc/task_mmu.c")]
+    out += level_derivations(profile, release, level_rows,
+                             f"holding a present or swapped page, over the union of the {mappings:,} mappings "
+                             "(neighbours share tables; a hugetlb mapping has none below its hugepage's level)")
+    if after is not None:
+        out.append(Derivation(
+            scope="after", figure=f"tables after MADV_{after.upper()}",
+            formula=", ".join(f"{r.level} {r.tables:,} -> {r.tables_after:,}" for r in level_rows)
+                    + f" = {fmt_bytes(vmpte_bytes(profile, level_rows, after=True))}",
+            rule=("reclaim_pt_is_enabled() in zap_pte_range() (mm/pt_reclaim.c): a PTE table goes when its whole "
+                  "PMD range is zapped" if reclaims else
+                  "zap_pte_range() in mm/memory.c clears entries and keeps the tables")))
+    return out
 
 
 def _backed(profile: Profile, release: Release, vmas: list[dict], backing: str) -> tuple[int, int, int]:

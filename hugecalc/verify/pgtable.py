@@ -41,6 +41,50 @@ def touch_intervals(touches, start: int, end: int, page: int, table_pages: int =
     return points, points + 1
 
 
+def allocate_hugepages(restorer: Restorer, size: int, count: int) -> None:
+    """``count`` more hugepages of ``size`` in the pool (given back when the Restorer ends)."""
+    nr_path = host.hugepage_dir(size) / "nr_hugepages"
+    have = int(host.read_text(nr_path))
+    free = int(host.read_text(nr_path.parent / "free_hugepages"))
+    restorer.set(nr_path, str(have + count))
+    if int(host.read_text(nr_path.parent / "free_hugepages")) < free + count:
+        raise HostError(f"the kernel could not allocate {count} {fmt_size(size)} hugepages")
+
+
+def allow_pmd_thp(restorer: Restorer, profile: Profile) -> None:
+    """THP on for an madvise(MADV_HUGEPAGE) mapping: the top level and the PMD size, where off."""
+    thp = host.SYS_THP / "enabled"
+    if host.setting(thp) == "never":
+        restorer.set(thp, "madvise")
+    pmd_dir = host.thp_dir(profile.pmd_size) / "enabled"
+    if pmd_dir.exists() and host.setting(pmd_dir) == "never":
+        restorer.set(pmd_dir, "inherit")
+
+
+def run_probe(spec: dict, restorer: Restorer) -> dict:
+    """The probe maps and touches as ``spec`` says, then reports its VmPTE at each step."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        restorer.scratch("file", f.name)
+        json.dump(spec, f)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "hugecalc._probe", f.name, str(os.getpid())],
+                              capture_output=True, text=True, timeout=600)
+    finally:
+        os.unlink(f.name)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise HostError(f"the probe process failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+    out = json.loads(proc.stdout)
+    if "error" in out:
+        raise HostError(f"the probe process: {out['error']}")
+    return out
+
+
 def verify_pgtable(profile: Profile, release: Release, *, vma_size: int, vma_start: int | None, touches,
                    backing: str, after: str | None, notes: list[str]) -> VerifyResult:
     """Map and touch in a child process; compare its VmPTE deltas with the prediction.
@@ -49,64 +93,30 @@ def verify_pgtable(profile: Profile, release: Release, *, vma_size: int, vma_sta
     ----------------
     ``VmPTE`` (``mm_pgtables_bytes()``) counts PTE, PMD and PUD tables (v4.15+).
     """
-    import json
-    import os
-    import subprocess
-    import sys
-    import tempfile
-
     from hugecalc.calc.pgtable import Backing, compute_pgtable, mapping_bounds
     from hugecalc.calc.touches import Touches
 
     require_root("pgtable")
-    page = profile.page_size
     mapping = Backing(profile, backing)
     start = mapping_bounds(profile, vma_size, vma_start, mapping)
-    end = start + vma_size
-    starts, ends = touch_intervals(touches, start, end, page)
+    starts, ends = touch_intervals(touches, start, start + vma_size, profile.page_size)
     if len(starts) > MAX_VERIFY_TOUCHES:
         raise HostError(f"{len(starts):,} touches are too many to run; use a larger stride or smaller --vma-size")
-    exact = Touches(intervals=(starts, ends))
-    predicted = compute_pgtable(profile, release, vma_size=vma_size, vma_start=start, touches=exact,
-                                backing=backing, after=after, compare=False)
+    predicted = compute_pgtable(profile, release, vma_size=vma_size, vma_start=start,
+                                touches=Touches(intervals=(starts, ends)), backing=backing, after=after, compare=False)
     require_free(vma_size if mapping.hugetlb else predicted.populated_bytes, "the run's pages")
-    spec = {**placement(profile, start), "size": vma_size, "page_size": page, "after": after,
-            "intervals": [[int(a), int(b)] for a, b in zip(starts, ends)]}
+    spec = {**placement(profile, start), "size": vma_size, "page_size": profile.page_size, "after": after,
+            "intervals": [[int(a), int(b)] for a, b in zip(starts, ends)],
+            "hugepage_size": mapping.unit if mapping.hugetlb else 0}
     with Restorer() as restorer:
         if mapping.hugetlb:
-            hp_size = mapping.unit
-            nr_path = host.hugepage_dir(hp_size) / "nr_hugepages"
-            have = int(host.read_text(nr_path))
-            free = int(host.read_text(nr_path.parent / "free_hugepages"))
-            restorer.set(nr_path, str(have + vma_size // hp_size))
-            if int(host.read_text(nr_path.parent / "free_hugepages")) < free + vma_size // hp_size:
-                raise HostError(f"the kernel could not allocate {vma_size // hp_size} {fmt_size(hp_size)} hugepages")
-            spec["hugepage_size"] = hp_size
+            allocate_hugepages(restorer, mapping.unit, vma_size // mapping.unit)
+        elif mapping.thp:
+            allow_pmd_thp(restorer, profile)
+            spec["advice_before"] = "hugepage"
         else:
-            spec["hugepage_size"] = 0
-            thp = host.SYS_THP / "enabled"
-            if mapping.thp:
-                if host.setting(thp) == "never":
-                    restorer.set(thp, "madvise")
-                pmd_dir = host.thp_dir(profile.pmd_size) / "enabled"
-                if pmd_dir.exists() and host.setting(pmd_dir) == "never":
-                    restorer.set(pmd_dir, "inherit")
-                spec["advice_before"] = "hugepage"
-            else:
-                spec["advice_before"] = "nohugepage"  # base pages only, whatever the host's THP setting
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-            restorer.scratch("file", f.name)
-            json.dump(spec, f)
-        try:
-            proc = subprocess.run([sys.executable, "-m", "hugecalc._probe", f.name, str(os.getpid())],
-                                  capture_output=True, text=True, timeout=600)
-        finally:
-            os.unlink(f.name)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        raise HostError(f"the probe process failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
-    out = json.loads(proc.stdout)
-    if "error" in out:
-        raise HostError(f"the probe process: {out['error']}")
+            spec["advice_before"] = "nohugepage"  # base pages only, whatever the host's THP setting
+        out = run_probe(spec, restorer)
     note = placement_note(profile, start, out["start"])
     if note:
         notes.append(note)
@@ -115,8 +125,6 @@ def verify_pgtable(profile: Profile, release: Release, *, vma_size: int, vma_sta
     if after:
         checks.append(exact_check(f"page-table bytes after MADV_{after.upper()}", predicted.page_table_bytes_after,
                                   (out["after_kb"] - out["before_kb"]) << 10))
-    return VerifyResult(
-        command="verify pgtable", profile=profile.name, kernel=str(release),
-        inputs={**predicted.inputs, "running_kernel": host.running_release()},
-        checks=checks, notes=notes,
-    )
+    return VerifyResult(command="verify pgtable", profile=profile.name, kernel=str(release),
+                        inputs={**predicted.inputs, "running_kernel": host.running_release()}, checks=checks,
+                        notes=notes)
