@@ -83,7 +83,7 @@ class Process(_Model):
 class Capture(_Model):
     kind: str = CAPTURE_KIND
     schema_version: int = CAPTURE_SCHEMA_VERSION
-    command: str = "host"  # the envelope every --json document has (cli-contract.md)
+    command: str = "host"  # the envelope every --json document has (result.Result)
     inputs: dict[str, Any] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
     captured_at: str

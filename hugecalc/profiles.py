@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import functools
 
-import math
 from enum import Enum
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from hugecalc.errors import ProfileError
 from hugecalc.result import Model, Result, field
@@ -40,11 +39,7 @@ def _size(value: object) -> object:
     return parse_size(value, "size") if isinstance(value, str) else value
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Level(_Model):
+class Level(Model):
     """One page-table level.  Spans are derived from the levels below it."""
 
     name: Literal["pgd", "p4d", "pud", "pmd", "pte"]
@@ -68,7 +63,7 @@ class Level(_Model):
         return self.table_bytes if self.table_bytes is not None else self.entries * self.entry_bytes
 
 
-class HugetlbSize(_Model):
+class HugetlbSize(Model):
     """A hugetlb page size and how the architecture maps it."""
 
     size: int = Field(gt=0, description="hugepage size in bytes")
@@ -85,7 +80,7 @@ class HugetlbSize(_Model):
         return self.level if self.contig == 1 else f"cont-{self.level}"
 
 
-class Costs(_Model):
+class Costs(Model):
     """CPU cost parameters for time estimates (``hugecalc hgm``).
 
     Defaults are calibrated to the HGM thread (James Houghton, "[PATCH 21/46] hugetlb: use struct
@@ -106,7 +101,7 @@ class Costs(_Model):
     )
 
 
-class Profile(_Model):
+class Profile(Model):
     """A machine: base page, page-table geometry, hugetlb sizes, struct page."""
 
     name: str
@@ -197,10 +192,6 @@ class Profile(_Model):
     def table_span_bytes(self, name: str) -> int:
         """Bytes of address space one *table* at level ``name`` maps."""
         return self.span_bytes(name) * self.level(name).entries
-
-    @property
-    def page_shift(self) -> int:
-        return int(math.log2(self.page_size))
 
     @property
     def max_phys_bytes(self) -> int:

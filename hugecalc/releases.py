@@ -129,7 +129,7 @@ def sublevel_notes(release: Release, rules: list[tuple[Rule, str | None]]) -> li
     return notes
 
 
-# --- HugeTLB Vmemmap Optimization (kernel-facts §1) ------------------------------------------
+# --- HugeTLB Vmemmap Optimization (mm/hugetlb_vmemmap.c) --------------------------------------------
 
 HVO = Rule(
     "HugeTLB Vmemmap Optimization (hugetlb_free_vmemmap)",
@@ -225,7 +225,7 @@ def parse_release(text: str | None) -> Release:
     return Release(major, minor, sublevel, text.strip())
 
 
-# --- Page tables (kernel-facts §2) -----------------------------------------------------------
+# --- Page tables (mm/memory.c, mm/pt_reclaim.c) -----------------------------------------------------------
 
 PT_RECLAIM = Rule(
     "MADV_DONTNEED frees the PTE tables it empties (CONFIG_PT_RECLAIM)",
@@ -264,7 +264,7 @@ HUGE_PMD_SHARE = Rule(
 )
 
 
-# --- THP and mTHP (kernel-facts §4) ----------------------------------------------------------
+# --- THP and mTHP (mm/huge_memory.c, mm/memory.c, mm/shmem.c) ----------------------------------------------------------
 
 MTHP_ANON = Rule(
     "multi-size THP for anonymous memory (per-size hugepages-<size>kB/enabled)",
@@ -337,14 +337,6 @@ THP_ALIGN_PMD_MULTIPLES = Rule(
     'PMD-aligned sizes") (in v6.12; backported to 6.11.7, and to 6.6.y at a sublevel unconfirmed)',
     spans=(Span((6, 11, 7), (6, 12)), Span((6, 12))),
 )
-
-THP_ALIGN_NO_HINT = Rule(
-    "a hint address given to mmap() is respected, not THP-aligned",
-    '"mm: respect mmap hint address when aligning for THP" (in v6.13): __get_unmapped_area() aligns only '
-    "when !addr (no hint)",
-    spans=(Span((6, 13)),),
-)
-
 
 # --- Large-folio mapcounts (the reference schemes of hgm) -----------------------------------
 

@@ -313,3 +313,14 @@ def test_a_table_too_wide_stacks_its_rows_and_never_folds_a_word(columns):
 def test_a_pool_that_is_no_size_nor_count(run, pages):
     r = run("vmemmap", "--pages", pages)
     assert r.exit_code == 2 and r.stdout == "" and "--pages" in r.stderr and "internal error" not in r.stderr
+
+
+def test_each_phrase_reads_as_a_reader_expects(run):
+    """Counts agree with their nouns; notes say what a reader would look for."""
+    assert "HVO for a pool of 1400 hugepages of 1G" in run("vmemmap", "--pages", "1400", "--hugepage-size", "1G").stdout
+    notes = run("vmemmap", "--pages", "3M", "--json").json["notes"]
+    assert any("rounded down to 1 hugepage" in n and "1 hugepages" not in n for n in notes)
+    assert "contiguous PTE block: none" in run("profiles", "x86-64").stdout
+    hgm = run("hgm").stdout
+    assert hgm.count("never merged") == 1 and "(guest)" not in hgm
+    assert "vmemmap dedup applies" in run("vmemmap", "--pages", "1G", "--devdax").stdout

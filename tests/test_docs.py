@@ -122,20 +122,9 @@ def test_make_test_does_not_run_the_kernel_experiments_unless_asked():
 
 
 def test_packaging_metadata_gives_no_deprecation_warning():
-    """`make run` printed setuptools' warning for `license = { text = ... }` (newcomer report, 21)."""
+    """`make run` printed setuptools' warning for `license = { text = ... }`."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     data = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
     assert isinstance(data["project"]["license"], str)  # an SPDX expression, not a table
     assert any(r.replace(" ", "").startswith("setuptools>=77") for r in data["build-system"]["requires"])
-
-
-def test_wording_of_the_newcomer_report(run):
-    """Finding 22: each phrase as a reader expects it."""
-    assert "HVO for a pool of 1400 hugepages of 1G" in run("vmemmap", "--pages", "1400", "--hugepage-size", "1G").stdout
-    notes = run("vmemmap", "--pages", "3M", "--json").json["notes"]
-    assert any("rounded down to 1 hugepage" in n and "1 hugepages" not in n for n in notes)
-    assert "contiguous PTE block: none" in run("profiles", "x86-64").stdout
-    hgm = run("hgm").stdout
-    assert hgm.count("never merged") == 1 and "(guest)" not in hgm
-    assert "vmemmap dedup applies" in run("vmemmap", "--pages", "1G", "--devdax").stdout

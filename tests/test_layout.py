@@ -134,3 +134,16 @@ def test_no_function_too_long_to_read(module):
             lines = node.end_lineno - node.lineno + 1
             assert lines <= MAX_FUNCTION_LINES, \
                 f"{module}.{node.name} has {lines} lines (at most {MAX_FUNCTION_LINES}): split it into named stages"
+
+
+def test_no_unused_or_undefined_name():
+    """pyflakes over the package and the tests (ruff, configured in pyproject.toml)."""
+    import subprocess
+    import sys
+
+    ruff = Path(sys.executable).parent / "ruff"
+    if not ruff.exists():
+        pytest.skip("ruff is not installed (pip install -e '.[test]')")
+    r = subprocess.run([str(ruff), "check", "--quiet", str(PACKAGE), str(PACKAGE.parent / "tests")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -35,7 +35,7 @@ def test_x86_64_geometry():
      ("arm64-64k", 3, 512, 2 * M, 16 * G)],
 )
 def test_arm64_geometry(name, levels, pgd_table_bytes, cont_pte_bytes, cont_pmd_bytes):
-    """arch/arm64/Kconfig PGTABLE_LEVELS and ARM64_CONT_{PTE,PMD}_SHIFT (kernel-facts oracle 19, 20)."""
+    """arch/arm64/Kconfig PGTABLE_LEVELS and ARM64_CONT_{PTE,PMD}_SHIFT."""
     p = load_profile(name)
     assert len(p.levels) == levels
     assert p.level("pgd").bytes_per_table == pgd_table_bytes

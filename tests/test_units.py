@@ -37,7 +37,16 @@ def test_parse_size_is_binary(n, suffix):
 def test_formatting():
     assert fmt_bytes(3_137_536 * 4096) == "11.97 GiB"
     assert fmt_bytes(16 << 30) == "16 GiB"
-    # not whole: never shown as if it were (newcomer report: "16.00 GiB" was 15.996 GiB)
+    # not whole: never shown as if it were ("16.00 GiB" for 15.996 GiB misled a user)
     assert fmt_bytes((16 << 30) - (4 << 20)) == "15.996 GiB" and fmt_bytes((16 << 30) - 4096) == "15.999996 GiB"
     assert fmt_bytes(1536) == "1.50 KiB" and fmt_bytes(2053) == "2.005 KiB"
     assert fmt_size(2 << 20) == "2M" and fmt_size(1 << 30) == "1G" and fmt_size(3000) == "3000"
+
+
+def test_the_docstring_examples_hold():
+    import doctest
+
+    import hugecalc.units
+
+    result = doctest.testmod(hugecalc.units)
+    assert result.attempted > 0 and result.failed == 0

@@ -29,7 +29,6 @@ from hugecalc.units import fmt_size, parse_address
 
 MIN_MTHP_ORDER = 2
 DESIGNS = ("scaled", "v12", "v18")
-SERIES = 'Nico Pache, "khugepaged: mTHP support" v1..v12 (2025), mm-new; not in a released kernel'
 
 
 class Collapse(Model):

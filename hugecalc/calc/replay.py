@@ -26,7 +26,7 @@ from hugecalc.capture import REPLAYED_KINDS
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
 from hugecalc.result import Figure, Derivation, Model, Result, field
-from hugecalc.units import fmt_bytes, fmt_size
+from hugecalc.units import fmt_bytes
 
 class ReplayVma(Model):
     start: int = field("Start", "address")

@@ -6,7 +6,6 @@ Command modules import from here, never from each other's underscore names.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable
@@ -15,7 +14,7 @@ import click
 
 from hugecalc.errors import HugecalcError, InputError
 from hugecalc.profiles import DEFAULT_PROFILE, load_profile
-from hugecalc.releases import NEWEST, parse_release
+from hugecalc.releases import NEWEST
 from hugecalc.units import parse_size
 
 if TYPE_CHECKING:
@@ -75,7 +74,6 @@ def complete_backing(ctx: click.Context, param: click.Parameter, incomplete: str
     """Shell completion of --backing: anon, thp and the hugetlb sizes of the default profile."""
     from click.shell_completion import CompletionItem
 
-    from hugecalc.profiles import load_profile
     from hugecalc.units import fmt_size
 
     names = ["anon", "thp", *(f"hugetlb-{fmt_size(h.size)}" for h in load_profile().hugetlb)]

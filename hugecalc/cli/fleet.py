@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import click
 
-from hugecalc.cli.command import Command, Params, Spec, given_params, resolve
+from hugecalc.cli.command import Command, Params, Spec, given_params
 from hugecalc.cli.common import Group, Table, Text, console, emit, options
 from hugecalc.errors import InputError
 from hugecalc.fleet import FleetResult

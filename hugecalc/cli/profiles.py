@@ -9,7 +9,7 @@ import click
 from hugecalc.cli.command import Command, Params, Spec, run
 from hugecalc.cli.common import Table, Text, common_options
 from hugecalc.errors import InputError
-from hugecalc.profiles import Profile, ProfileList, ProfileShow, bundled_profiles, geometry, load_profile
+from hugecalc.profiles import ProfileList, ProfileShow, bundled_profiles, geometry, load_profile
 from hugecalc.units import fmt_bytes, fmt_size
 
 

@@ -96,7 +96,7 @@ def _fixed_args(params: Params, command: click.Command, swept: set[str]) -> list
 
 def run_sweep(spec: Spec, command: click.Command, params: Params) -> None:
     """Compute the command at every point of the sweep; the table and chart, or one JSON document."""
-    from hugecalc.plot import Chart, terminal, write
+    from hugecalc.plot import write
     from hugecalc.render import to_json
     from hugecalc.sweep import grid, parse_sweep
 

@@ -12,8 +12,7 @@ from hugecalc.cli.common import SIZE, Group, common_options, emit
 from hugecalc.cli.mthp import mthp_options, pass_shape, thp_settings
 from hugecalc.cli.pgtable import pgtable_options, touches_from_options
 from hugecalc.errors import HostError, InputError, VerifyMismatch
-from hugecalc.profiles import Profile
-from hugecalc.releases import Release, parse_release
+from hugecalc.releases import parse_release
 from hugecalc.units import fmt_size
 from hugecalc.verify.common import VerifyResult
 

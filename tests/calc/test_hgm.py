@@ -11,6 +11,7 @@ from tests.reference import MapcountSim
 K, M, G, T = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 X86 = load_profile("x86-64")
 NEWEST = parse_release(None)
+R = parse_release
 
 
 def hgm(path, schemes=("thp-like", "head-only", "hstate-level"), size=G, profile=X86, **kw):
@@ -19,7 +20,7 @@ def hgm(path, schemes=("thp-like", "head-only", "hstate-level"), size=G, profile
 
 
 def test_issue_numbers():
-    """kernel-facts §3 table, derived from the thread's rules."""
+    """The HGM v2 thread's table of atomics per scheme, derived from its rules."""
     direct = hgm([4 * K, G])
     assert direct["thp-like"].atomic_ops == 262_145
     assert direct["head-only"].atomic_ops == 262_145
@@ -137,3 +138,20 @@ def test_bad_inputs(kw, message):
     size = kw.pop("size", G)
     with pytest.raises(InputError, match=message):
         compute_hgm(X86, NEWEST, hugepage_size=size, **kw)
+
+
+# --- release by release, each with its kernel commit ----------------------------------------
+
+
+def test_hgm_folio_scheme_from_6_12():
+    def folio_ops(kernel):
+        r = compute_hgm(X86, R(kernel), hugepage_size=1 * G, path=[4 * K, 1 * G], schemes=["folio"])
+        return r.schemes[0].atomic_ops
+
+    # 4K -> 1G collapse: unmap 262,144 PTEs in 512 batches, map one PUD entry (2 atomics).
+    n, batches = 262_144, 512
+    assert folio_ops("6.12") == n + 2 * batches + 2  # _nr_pages_mapped once per batch (6.12)
+    assert folio_ops("6.11") == n + batches + n + 2  # per page before, _large_mapcount per batch (6.11)
+    assert folio_ops("6.10") == n + n + 2
+    r = compute_hgm(X86, R("6.14"), hugepage_size=1 * G, path=[4 * K, 1 * G], schemes=["folio-no-page-mapcount"])
+    assert r.schemes[0].atomic_ops is None  # CONFIG_NO_PAGE_MAPCOUNT arrived in 6.15

@@ -1,4 +1,4 @@
-"""khugepaged mTHP collapse under both designs: kernel-facts oracle cases 30 and 31."""
+"""khugepaged mTHP collapse under both designs: the v12+ and early rules."""
 
 import numpy as np
 import pytest
@@ -15,13 +15,13 @@ K, M = 1 << 10, 1 << 20
 
 @pytest.mark.parametrize("mpn,expected", [(511, 15), (0, 0), (255, None)])
 def test_v12_limits(mpn, expected):
-    """Oracle 30: v12+, order 4 (64K): 511 -> 15 empty PTEs allowed; 0 -> 0; 255 -> skipped."""
+    """v12+, order 4 (64K): 511 -> 15 empty PTEs allowed; 0 -> 0; 255 -> skipped."""
     assert max_none("v12", 4, 9, mpn) == expected
 
 
 @pytest.mark.parametrize("mpn,expected", [(511, 15), (256, 8)])
 def test_scaled_limits(mpn, expected):
-    """Oracle 31: early design, 511 >> 5 = 15; 256 >> 5 = 8."""
+    """Early design, 511 >> 5 = 15; 256 >> 5 = 8."""
     assert max_none("scaled", 4, 9, mpn) == expected
 
 

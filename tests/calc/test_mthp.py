@@ -1,4 +1,4 @@
-"""mTHP fault walk against a page-by-page simulation, the seed measurements and oracle cases 23-31."""
+"""mTHP fault walk against a page-by-page simulation, the measurements on 6.18 and the kernel rules."""
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -14,13 +14,14 @@ from tests import reference
 K, M, G, T = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 X86 = load_profile("x86-64")
 NEWEST = parse_release(None)
+R = parse_release
 
 
 def mthp(profile=X86, kernel=None, **kw):
     return compute_mthp(profile, parse_release(kernel), **kw)
 
 
-# --- the seed measurements (kernel-facts §4.8) and oracle case 26/27 --------------------------
+# --- measured on 6.18: memset of 1 GiB under 4K, 64K and PMD -----------------------------------------
 
 def test_seed_anon_memset_4k():
     r = mthp()
@@ -34,7 +35,7 @@ def test_seed_anon_memset_64k():
 
 
 def test_pmd_wins_on_an_aligned_vma_with_madvise():
-    """kernel-facts §4.8: with PMD size inherit and MADV_HUGEPAGE, PMD beats 64K on a 1 GiB VMA."""
+    """Measured on 6.18: with PMD size inherit and MADV_HUGEPAGE, PMD beats 64K on a 1 GiB VMA."""
     r = mthp(enabled=[(64 * K, "always")], madvise=True)
     assert r.faults == 512 and [(f.size_bytes, f.count) for f in r.folios] == [(2 * M, 512)]
 
@@ -49,7 +50,7 @@ def test_seed_tmpfs_huge_always():
     assert r.faults == 512 and r.tables["pte"] == 0  # do_set_pmd(): no deposited table on x86
 
 
-# --- oracle cases 23-25 ------------------------------------------------------------------------
+# --- per-size modes, inherit and the top level ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("profile,mask", [("x86-64", 0x3FC), ("arm64-16k", 0xFFC), ("arm64-64k", 0x3FFC)])
 def test_thp_orders_all_anon(profile, mask):
@@ -218,7 +219,7 @@ def test_period_shortcut_agrees_with_a_full_walk():
     ("6.8", 3 * M, True), ("6.6", 4 * M, False), ("6.18", 1 * M, False),
 ])
 def test_kernel_thp_alignment_of_anon_mmap(kernel, length, aligned):
-    """Oracle 29: on 6.12+ a 3 MiB anonymous mmap is not PMD-aligned, a 4 MiB one is (d4148aeab412)."""
+    """On 6.12+ a 3 MiB anonymous mmap is not PMD-aligned, a 4 MiB one is (d4148aeab412)."""
     assert kernel_pmd_aligns_anon_mmap(X86, parse_release(kernel), length) is aligned
     assert not kernel_pmd_aligns_anon_mmap(load_profile("i386"), parse_release(kernel), length)
 
@@ -230,8 +231,60 @@ def test_unaligned_mmap_is_pointed_out():
 
 
 def test_fault_around():
-    """Oracle 28: fault_around_bytes 65536 -> 16 pages on 4K; it maps nothing new on fresh memory."""
+    """fault_around_bytes 65536 -> 16 pages on 4K; it maps nothing new on fresh memory."""
     assert fault_around_pages(X86) == 16 and fault_around_pages(load_profile("arm64-64k")) == 1
     r = mthp(memory="shmem", access="read-then-write", vma_size=64 * M)
     assert (r.read_faults, r.write_faults) == (16_384, 0)  # one read fault per page, mapped writable
     assert any(d.figure == "fault-around" and "16 pages" in d.formula for d in r.explain)
+
+
+# --- release by release, each with its kernel commit ----------------------------------------
+
+
+def test_tmpfs_faults_get_the_pmd_size_or_base_pages():
+    # 1M tmpfs VMA on 6.14: the 2M PMD does not fit, so 256 faults of 4K (not one 1M folio).
+    r = compute_mthp(X86, R("6.14"), memory="tmpfs", huge="always", vma_size=1 * M)
+    assert r.faults == 256 and [(f.size_bytes, f.count) for f in r.folios] == [(4 * K, 256)]
+    # A VMA 64K off a PMD boundary: no PMD fits either, 16,384 x 4K (not 1,024 x 64K).
+    r = compute_mthp(X86, R("7.3"), memory="tmpfs", huge="always", vma_size=64 * M, vma_start=0x40010000)
+    assert r.faults == 16_384 and r.fault_orders_bytes == []
+    assert any("write() and fallocate()" in n for n in r.notes)
+
+
+def test_sysv_shm_ignores_the_per_size_switches():
+    kw = dict(shmem_enabled=[(64 * K, "always")], vma_size=64 * M)
+    memfd = compute_mthp(X86, R("6.18"), memory="shmem", **kw)
+    sysv = compute_mthp(X86, R("6.18"), memory="sysv", **kw)
+    assert memfd.fault_orders_bytes == [64 * K] and memfd.faults == 1024
+    assert sysv.fault_orders_bytes == [] and sysv.faults == 16_384
+    assert any("ignore the per-size switches" in n for n in sysv.notes)
+    # The top-level shmem_enabled (the internal shm mount's huge=) gives SysV the PMD size.
+    assert compute_mthp(X86, R("6.18"), memory="sysv", huge="always", vma_size=64 * M).faults == 32
+
+
+def test_thp_alignment_in_stable_branches():
+    from hugecalc.calc.orders import kernel_pmd_aligns_anon_mmap
+
+    assert not kernel_pmd_aligns_anon_mmap(X86, R("6.6.17"), 2 * M)
+    assert kernel_pmd_aligns_anon_mmap(X86, R("6.6.18"), 2 * M)
+    assert kernel_pmd_aligns_anon_mmap(X86, R("6.11.6"), 3 * M)  # any length >= PMD_SIZE
+    assert not kernel_pmd_aligns_anon_mmap(X86, R("6.11.7"), 3 * M)  # only PMD multiples (d4148aeab412)
+
+
+def test_arm64_contpte_only_from_6_9():
+    arm = load_profile("arm64-4k")
+    kw = dict(enabled=[(64 * K, "always")], vma_size=64 * M)
+    assert compute_mthp(arm, R("6.8"), **kw).tlb_entries == 16_384
+    assert compute_mthp(arm, R("6.9"), **kw).tlb_entries == 1024
+
+
+def test_32_bit_alignment_and_map_stack():
+    from hugecalc.calc.orders import kernel_pmd_aligns_anon_mmap
+
+    i386 = load_profile("i386").model_copy(update={"hugetlb": []})
+    big = 4 * M
+    assert kernel_pmd_aligns_anon_mmap(i386.model_copy(update={"bits": 32}), R("6.7"), big) is (i386.pmd_size <= big)
+    assert not kernel_pmd_aligns_anon_mmap(i386, R("6.8"), big)
+    stack = compute_mthp(X86, R("6.8"), madvise=True, stack=True, vma_size=64 * M)
+    assert stack.fault_orders_bytes == [] and stack.faults == 16_384
+    assert compute_mthp(X86, R("6.7"), madvise=True, stack=True, vma_size=64 * M).faults == 32

@@ -18,6 +18,7 @@ from tests import reference
 K, M, G, T = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 R = parse_release
 NEWEST = R(None)
+X86 = load_profile("x86-64")
 
 
 def backings(profile):
@@ -226,7 +227,7 @@ def test_slow_first_compile_is_announced(monkeypatch):
 @pytest.mark.skipif(__import__("os").environ.get("NUMBA_DISABLE_JIT") == "1", reason="nothing compiles without the JIT")
 def test_a_long_run_from_a_warm_cache_is_not_announced(tmp_path):
     """The notice times the compile (or the cache load), never the run: a 1 s+ run loaded from the
-    cache says nothing (newcomer report, finding 9)."""
+    cache says nothing."""
     import subprocess
     import sys
     import textwrap
@@ -316,3 +317,43 @@ def test_fraction_with_a_top_level_leaf():
     r = compute_pgtable(load_profile("i386"), NEWEST, vma_size=64 * M, backing="hugetlb-4M",
                         touches=Touches(fraction=1.0), compare=False)
     assert r.tables == {} and r.page_table_bytes == 0 and r.populated_bytes == 64 * M
+
+
+# --- release by release, each with its kernel commit ----------------------------------------
+
+
+def test_pt_reclaim_keeps_the_edge_tables():
+    def after(size, start):
+        r = compute_pgtable(X86, R("6.18"), vma_size=size, vma_start=start, after="dontneed", compare=False)
+        return r.page_table_bytes_after
+
+    assert after(3 * M, 0x40100000) == 12 * K  # measured on 6.18.44: the first PTE table stays
+    assert after(100 * M, 0x40001000) == 16 * K  # two edge tables
+    assert after(64 * M, 0x40000000) == 8 * K  # aligned: every PTE table goes
+
+
+def test_shared_hugetlb_tables_physically_and_unshared():
+    riscv = load_profile("riscv64-sv48")
+    kw = dict(vma_size=4 * G, backing="hugetlb-2M", shared_by=4, compare=False)
+    assert compute_pgtable(riscv, R("6.18"), **kw).shared_page_table_bytes == 32 * K  # F6
+    old = compute_pgtable(X86, R("4.0"), **kw)
+    assert old.shared_page_table_bytes == 32 * K and old.page_table_bytes == 0  # F7: physical, not VmPTE
+    after = compute_pgtable(X86, R("6.18"), after="dontneed", **kw)  # F8: the caller unshares
+    assert (after.page_table_bytes, after.page_table_bytes_after) == (20 * K, 4 * K)
+    alone = compute_pgtable(X86, R("6.18"), vma_size=4 * G, backing="hugetlb-2M", after="dontneed", compare=False)
+    assert alone.page_table_bytes_after == alone.page_table_bytes  # nothing shared, nothing unshared
+    with pytest.raises(InputError, match="EINVAL on 5.17"):
+        compute_pgtable(X86, R("5.17"), vma_size=4 * G, backing="hugetlb-2M", after="dontneed", compare=False)
+
+
+def test_i386_pae_preallocates_its_pmds():
+    pae = load_profile("i386-pae")
+    r = compute_pgtable(pae, R("6.18"), vma_size=64 * M, compare=False)
+    assert r.tables == {"pmd": 0, "pte": 32} and r.page_table_bytes == 128 * K
+    assert any("3 PMD tables (12 KiB)" in n for n in r.notes)
+    from hugecalc.calc.tables import compute_worst_case
+
+    worst = compute_worst_case(pae, R("6.18"))
+    assert {row.level: row.tables for row in worst.levels} == {"pmd": 3, "pte": 1536}
+    hugetlb = compute_pgtable(pae, R("6.18"), vma_size=64 * M, backing="hugetlb-2M", compare=False)
+    assert hugetlb.page_table_bytes == 0  # 2M pages live in the preallocated PMDs

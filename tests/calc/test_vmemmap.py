@@ -1,4 +1,4 @@
-"""HVO figures against the kernel docs' worked numbers, kernel-facts §1.2, and tests/reference.py."""
+"""HVO figures against the kernel docs' worked numbers and tests/reference.py."""
 
 from fractions import Fraction
 
@@ -13,6 +13,7 @@ from tests import reference
 
 K, M, G = 1 << 10, 1 << 20, 1 << 30
 R = parse_release
+X86 = load_profile("x86-64")
 
 
 def row(profile, kernel, size, **kw):
@@ -21,7 +22,7 @@ def row(profile, kernel, size, **kw):
                            hugepage_sizes=[size], **kw).rows[0]
 
 
-# kernel-facts §1.2 (vmemmap_dedup.rst sizes, 64-byte struct page):
+# Documentation/mm/vmemmap_dedup.rst sizes, 64-byte struct page:
 # profile, size, struct pages, vmemmap bytes, vmemmap pages, freed (reserve 1), freed (reserve 2)
 TABLE = [
     ("x86-64", 2 * M, 512, 32 * K, 8, 7, 6),
@@ -214,10 +215,61 @@ def test_split_and_saving_properties(hugepages, size, layout, kernel):
 
 
 def test_s390_lost_hvo_in_6_18_and_loongarch_has_it_from_6_2():
-    """Oracle 36: s390 HVO was disabled by 64e2f60f355e (in v6.18); LoongArch gained it in v6.2."""
+    """s390 HVO was disabled by 64e2f60f355e (in v6.18); LoongArch gained it in v6.2."""
     s390 = load_profile("x86-64").model_copy(update={"arch": Arch.s390, "vmemmap_pmd_mapped": False})
     assert row(s390, "6.17", 2 * M).freed_pages_per_hugepage == 7
     gone = row(s390, "6.18", 2 * M)
     assert not gone.optimizable and "s390 has no HVO in 6.18" in gone.reason and "64e2f60f355e" in gone.reason
     loong = load_profile("x86-64").model_copy(update={"arch": Arch.loongarch64})
     assert not row(loong, "6.1", 2 * M).optimizable and row(loong, "6.2", 2 * M).optimizable
+
+
+# --- release by release, each with its kernel commit ----------------------------------------
+
+
+def test_stable_sublevels():
+    def saved(kernel):
+        return compute_vmemmap(load_profile("arm64-4k"), R(kernel), pool_bytes=64 * G,
+                               hugepage_sizes=[2 * M]).rows[0].saved_bytes
+
+    assert saved("6.1.15") == 894 * M and saved("6.1.16") == 0 and saved("6.1.100") == 0
+    assert saved("6.2.2") == 894 * M and saved("6.2.3") == 0
+    res = compute_vmemmap(load_profile("arm64-4k"), R("6.1"), pool_bytes=64 * G, hugepage_sizes=[2 * M])
+    assert res.kernel == "6.1" and any("6.1.16" in n for n in res.notes)
+    res = compute_vmemmap(load_profile("arm64-4k"), R("6.1.0-18-amd64"), pool_bytes=64 * G, hugepage_sizes=[2 * M])
+    assert res.kernel == "6.1.0-18-amd64" and any("6.1.16" in n for n in res.notes)
+    s390 = load_profile("x86-64").model_copy(update={"arch": Arch.s390})
+    assert compute_vmemmap(s390, R("6.12.57"), hugepage_count=1, hugepage_sizes=[2 * M]).rows[0].optimizable
+    assert not compute_vmemmap(s390, R("6.12.58"), hugepage_count=1, hugepage_sizes=[2 * M]).rows[0].optimizable
+    for never in ("5.25", "4.99", "7.4"):
+        with pytest.raises(InputError, match="there is no Linux"):
+            R(never)
+
+
+def test_device_dax_from_5_19_on_its_architectures():
+    assert not compute_vmemmap(X86, R("5.18"), hugepage_count=1, devdax=True).rows[0].optimizable
+    assert compute_vmemmap(X86, R("5.19"), hugepage_count=1, devdax=True).rows[0].freed_pages_per_hugepage == 6
+    riscv = load_profile("riscv64-sv48")
+    assert compute_vmemmap(riscv, R("6.12"), hugepage_count=1, devdax=True).rows[0].optimizable
+    assert not compute_vmemmap(riscv, R("6.6"), hugepage_count=1, devdax=True).rows[0].optimizable
+
+
+@pytest.mark.parametrize("kernel", ["6.19", "7.0", "7.1", "7.2", "7.3"])
+def test_newer_releases_are_modelled(kernel):
+    r = compute_vmemmap(X86, R(kernel), pool_bytes=1 << 40)
+    assert r.kernel == kernel and r.rows[0].freed_pages_per_hugepage == 7
+
+
+def test_7_1_one_shared_tail_page_per_zone_and_size():
+    before = compute_vmemmap(X86, R("7.0"), pool_bytes=1 << 40).rows
+    after = compute_vmemmap(X86, R("7.1"), pool_bytes=1 << 40, zones=2).rows
+    for b, a in zip(before, after):
+        assert a.freed_pages_per_hugepage == b.freed_pages_per_hugepage  # per hugepage: unchanged
+        assert a.saved_bytes == b.saved_bytes - 2 * 4096 and a.shared_tail_pages == 2
+
+
+def test_struct_page_not_64_is_said():
+    r = compute_vmemmap(X86, R("6.18"), pool_bytes=1 << 40, struct_page_bytes=80)
+    assert not any(row.optimizable for row in r.rows)
+    assert any("not the usual 64" in n and "pahole" in n for n in r.notes)
+    assert not any("usual 64" in n for n in compute_vmemmap(X86, R("6.18"), pool_bytes=1 << 40).notes)
