@@ -15,6 +15,15 @@ _SIZE_RE = re.compile(
 )
 
 
+def ceil_div(a: int, b: int) -> int:
+    """``DIV_ROUND_UP(a, b)`` for positive ``b``, in exact integers.
+
+    >>> ceil_div(7, 2), ceil_div(8, 2), ceil_div(0, 4096)
+    (4, 4, 0)
+    """
+    return -(-a // b)
+
+
 def parse_size(text: str, what: str = "size") -> int:
     """Parse a size the way the kernel's ``memparse()`` does, in bytes.
 

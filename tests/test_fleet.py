@@ -12,7 +12,7 @@ CAPTURES = Path(__file__).parent / "data" / "captures"
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    from hugecalc.synth import write_synthetic
+    from hugecalc.fleet.synth import write_synthetic
 
     folder = tmp_path_factory.mktemp("fleet")
     write_synthetic(120, 7, str(folder / "hosts"))
@@ -25,7 +25,7 @@ def test_synth_is_reproducible(tmp_path, run):
         assert run("fleet", "synth", "--hosts", "5", "--seed", "3", "--output", str(tmp_path / name)).exit_code == 0
     for f in sorted((tmp_path / "a").iterdir()):
         assert f.read_text() == (tmp_path / "b" / f.name).read_text()
-    from hugecalc.capture import load_capture
+    from hugecalc.machine.capture import load_capture
 
     capture = load_capture(tmp_path / "a" / "host-000000.json")  # a valid capture, every calculator takes it
     assert run("vmemmap", "--host", str(tmp_path / "a" / "host-000000.json"), "--json").exit_code == 0

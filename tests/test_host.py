@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hugecalc.capture import CAPTURE_SCHEMA_VERSION, decode_runs, encode_runs, load_capture
+from hugecalc.machine.capture import CAPTURE_SCHEMA_VERSION, decode_runs, encode_runs, load_capture
 from hugecalc.profiles import load_profile
 from tests.conftest import needs_root_and
 
@@ -35,7 +35,7 @@ def test_host_reads_this_machine(run, tmp_path):
 
 
 def test_struct_page_from_btf():
-    from hugecalc.snapshot import BTF, struct_page_from_btf
+    from hugecalc.machine.snapshot import BTF, struct_page_from_btf
 
     if not BTF.exists():
         pytest.skip("no kernel BTF")

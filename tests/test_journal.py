@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from hugecalc import restore
+from hugecalc.machine import restore
 from hugecalc.errors import HostError
-from hugecalc.restore import Restorer, recover_abandoned
+from hugecalc.machine.restore import Restorer, recover_abandoned
 from tests.conftest import needs_root_and
 
 SELF_KILL = """
 import os, signal, sys
 from pathlib import Path
-from hugecalc.restore import Restorer
+from hugecalc.machine.restore import Restorer
 a, b = Path(sys.argv[1]), Path(sys.argv[2])
 with Restorer() as r:
     r.set(a, "1")
@@ -162,7 +162,7 @@ def _probes() -> list[int]:
     out = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if b"hugecalc._probe" in (proc / "cmdline").read_bytes():
+            if b"hugecalc.machine._probe" in (proc / "cmdline").read_bytes():
                 out.append(int(proc.name))
         except OSError:
             pass

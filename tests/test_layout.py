@@ -17,10 +17,11 @@ LONG_KERNELS = {"hugecalc.calc.faults": {"_walk_block", "fault_walk"}}
 LAYERS = [
     ("hugecalc.errors", "hugecalc.units"),
     ("hugecalc.result", "hugecalc.releases"),
-    ("hugecalc.profiles", "hugecalc.capture", "hugecalc.sweep"),
+    ("hugecalc.profiles", "hugecalc.machine.capture", "hugecalc.sweep"),
     ("hugecalc.calc",),
-    ("hugecalc.render", "hugecalc.plot", "hugecalc.host", "hugecalc.snapshot", "hugecalc.restore", "hugecalc._probe"),
-    ("hugecalc.verify", "hugecalc.fleet", "hugecalc.synth"),
+    ("hugecalc.render", "hugecalc.plot"),
+    ("hugecalc.machine",),  # the running kernel: kernelfs, snapshot, restore, _probe (capture is below calc)
+    ("hugecalc.verify", "hugecalc.fleet"),
     ("hugecalc.cli", "hugecalc.__main__"),
 ]
 
@@ -36,9 +37,14 @@ MODULES = dict(_modules())
 
 
 def _layer(module: str) -> int:
+    """The layer of the longest prefix naming the module (a package's module may sit lower than it)."""
+    best, length = 99, -1
     for i, prefixes in enumerate(LAYERS):
-        if any(module == p or module.startswith(p + ".") for p in prefixes):
-            return i
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and len(p) > length:
+                best, length = i, len(p)
+    if length >= 0:
+        return best
     return -1 if module == "hugecalc" else 99
 
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from hugecalc import host
+from hugecalc.machine import kernelfs
 from hugecalc.errors import HostError
-from hugecalc.restore import Restorer
+from hugecalc.machine.restore import Restorer
 from tests.conftest import needs_root_and
 
 HVO = Path("/proc/sys/vm/hugetlb_optimize_vmemmap")
@@ -32,15 +32,15 @@ def test_verify_vmemmap_on_running_kernel(run):
 
 
 def test_verify_refuses_without_root(run, monkeypatch):
-    monkeypatch.setattr(host, "is_root", lambda: False)
+    monkeypatch.setattr(kernelfs, "is_root", lambda: False)
     r = run("verify", "vmemmap")
     assert r.exit_code == 1 and r.stdout == ""
     assert "run it as root" in r.stderr
 
 
 def test_verify_refuses_missing_sysctl(run, monkeypatch, tmp_path):
-    monkeypatch.setattr(host, "is_root", lambda: True)
-    monkeypatch.setattr(host, "HVO_SYSCTL", tmp_path / "absent")
+    monkeypatch.setattr(kernelfs, "is_root", lambda: True)
+    monkeypatch.setattr(kernelfs, "HVO_SYSCTL", tmp_path / "absent")
     r = run("verify", "vmemmap")
     assert r.exit_code == 1 and "this kernel has no HVO" in r.stderr
 
@@ -50,9 +50,9 @@ def test_verify_refuses_missing_counter(run, monkeypatch, tmp_path):
     proc.mkdir()
     (proc / "vmstat").write_text("nr_free_pages 100\n")
     (tmp_path / "sysctl").write_text("0\n")
-    monkeypatch.setattr(host, "is_root", lambda: True)
-    monkeypatch.setattr(host, "PROC", proc)
-    monkeypatch.setattr(host, "HVO_SYSCTL", tmp_path / "sysctl")
+    monkeypatch.setattr(kernelfs, "is_root", lambda: True)
+    monkeypatch.setattr(kernelfs, "PROC", proc)
+    monkeypatch.setattr(kernelfs, "HVO_SYSCTL", tmp_path / "sysctl")
     r = run("verify", "vmemmap")
     assert r.exit_code == 1 and "no nr_memmap_pages counter" in r.stderr
 
@@ -128,10 +128,10 @@ def test_verify_refuses_when_memory_is_short(run, monkeypatch, tmp_path):
     pages.mkdir(parents=True)
     (pages / "nr_hugepages").write_text("0\n")
     (tmp_path / "sysctl").write_text("0\n")
-    monkeypatch.setattr(host, "is_root", lambda: True)
-    monkeypatch.setattr(host, "PROC", proc)
-    monkeypatch.setattr(host, "SYS_HUGEPAGES", tmp_path / "hugepages")
-    monkeypatch.setattr(host, "HVO_SYSCTL", tmp_path / "sysctl")
+    monkeypatch.setattr(kernelfs, "is_root", lambda: True)
+    monkeypatch.setattr(kernelfs, "PROC", proc)
+    monkeypatch.setattr(kernelfs, "SYS_HUGEPAGES", tmp_path / "hugepages")
+    monkeypatch.setattr(kernelfs, "HVO_SYSCTL", tmp_path / "sysctl")
     r = run("verify", "vmemmap", "--hugepage-size", "1G", "--count", "4")
     assert r.exit_code == 1 and r.stdout == ""
     assert "not enough free memory: 4 x 1G hugepages need 4.25 GiB" in r.stderr and "MemAvailable is 100 MiB" in r.stderr
@@ -152,3 +152,67 @@ def test_verify_draws_a_fraction_per_table_on_demand():
     assert abs(s.size - pages * 0.01) < 5 * (pages * 0.01) ** 0.5
     again = touch_intervals(Touches(fraction=0.01, seed=5), start, end, 4096)
     assert (again[0] == s).all()  # reproducible with the seed
+
+
+def _thp_tree(profile):
+    """A fake transparent_hugepage tree as a 6.18 kernel has it, every switch as booted."""
+    from hugecalc.calc.orders import anon_orders
+
+    thp = kernelfs.SYS_THP
+    files = {str(thp / "enabled"): "always [madvise] never\n",
+             str(thp / "shmem_enabled"): "always within_size advise [never] deny force\n",
+             str(thp / "use_zero_page"): "1\n"}
+    for order in anon_orders(profile):
+        d = kernelfs.thp_dir(profile.page_size << order)
+        files[str(d / "enabled")] = ("always [inherit] madvise never\n" if order == anon_orders(profile)[-1]
+                                     else "always inherit madvise [never]\n")
+        files[str(d / "shmem_enabled")] = "always inherit within_size advise [never]\n"
+    return files
+
+
+def test_the_sysfs_sequence_of_verify_mthp_is_written_and_put_back(private_state):
+    """Without root, against a recording of the sysfs tree: every THP switch off while the probe
+    prepopulates, then the pass's switches, then every one put back, last changed first."""
+    from hugecalc.calc.orders import PassShape, ThpSettings, pass_settings
+    from hugecalc.profiles import load_profile
+    from hugecalc.releases import parse_release
+    from hugecalc.verify.mthp import set_pass_switches, thp_off
+
+    x86 = load_profile("x86-64")
+    thp = str(kernelfs.SYS_THP)
+    p = pass_settings(x86, parse_release("6.18"), PassShape(), ThpSettings(enabled={64 << 10: "always"}), [])
+    with kernelfs.Recording(_thp_tree(x86)) as kernel:
+        before = dict(kernel.files)
+        with Restorer() as restorer:
+            thp_off(restorer)
+            off = len(kernel.writes)
+            set_pass_switches(restorer, x86, p)
+            during = dict(kernel.files)
+    prepopulate, the_pass, put_back = kernel.writes[:off], kernel.writes[off:-off], kernel.writes[-off:]
+    assert prepopulate[:2] == [(f"{thp}/enabled", "never"), (f"{thp}/shmem_enabled", "never")]
+    assert all(value == "never" for path, value in prepopulate if path.endswith("enabled"))
+    assert (f"{thp}/use_zero_page", "1") in prepopulate
+    assert the_pass[0] == (f"{thp}/enabled", "madvise")
+    assert during[f"{thp}/hugepages-64kB/enabled"] == "always inherit madvise never\n".replace("always", "[always]")
+    assert "[inherit]" in during[f"{thp}/hugepages-2048kB/enabled"]
+    assert "[never]" in during[f"{thp}/hugepages-16kB/enabled"]
+    # Each setting goes back to its value before the run, once, in the reverse order of first change.
+    assert [path for path, _ in put_back] == [path for path, _ in reversed(prepopulate)]
+    assert kernel.files == before
+    assert not (private_state / "journal.json").exists()
+
+
+def test_a_switch_the_kernel_lacks_is_refused_before_the_pass(private_state):
+    from hugecalc.calc.orders import PassShape, ThpSettings, pass_settings
+    from hugecalc.errors import HostError
+    from hugecalc.profiles import load_profile
+    from hugecalc.releases import parse_release
+    from hugecalc.verify.mthp import set_pass_switches
+
+    x86 = load_profile("x86-64")
+    files = {k: v for k, v in _thp_tree(x86).items() if "hugepages-64kB" not in k}
+    p = pass_settings(x86, parse_release("6.18"), PassShape(), ThpSettings(enabled={64 << 10: "always"}), [])
+    with kernelfs.Recording(files) as kernel, pytest.raises(HostError, match="no 64K enabled switch"):
+        with Restorer() as restorer:
+            set_pass_switches(restorer, x86, p)
+    assert kernel.files == files  # what it had changed is back

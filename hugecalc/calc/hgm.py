@@ -30,7 +30,7 @@ from hugecalc.calc.vmemmap import check_addressable
 from hugecalc.profiles import Profile
 from hugecalc.releases import FOLIO_BATCHED_NR_PAGES_MAPPED, FOLIO_LARGE_MAPCOUNT, NO_PAGE_MAPCOUNT, Release
 from hugecalc.result import Derivation, Model, Result, field
-from hugecalc.units import fmt_bytes, fmt_size
+from hugecalc.units import ceil_div, fmt_bytes, fmt_size
 
 SCHEMES = ("thp-like", "head-only", "hstate-level", "folio", "folio-no-page-mapcount")
 OPERATIONS = ("collapse", "split", "map", "unmap")
@@ -95,7 +95,7 @@ def _counts(scheme: str, size: int, hugepage: int, base: int, entries: int, tabl
     if size == hugepage:
         return 0, 2 * entries  # _entire_mapcount, and _large_mapcount (before 6.11 _nr_pages_mapped)
     if size == base:
-        batches = -(-entries // table_entries)  # one rmap batch per PTE table
+        batches = ceil_div(entries, table_entries)  # one rmap batch per PTE table
         if scheme == "folio-no-page-mapcount":
             return 0, 2 * batches  # _large_mapcount, _mm_id_mapcount
         large = batches if release.has(FOLIO_LARGE_MAPCOUNT) else 0

@@ -25,7 +25,7 @@ import numpy as np
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.result import Model, field
-from hugecalc.units import fmt_size, parse_address
+from hugecalc.units import ceil_div, fmt_size, parse_address
 
 MIN_MTHP_ORDER = 2
 DESIGNS = ("scaled", "v12", "v18")
@@ -93,7 +93,7 @@ def prepopulated_bitmaps(profile: Profile, start: int, end: int, stride: int):
     def bitmap_of(b: int) -> np.ndarray:
         lo, hi = max(b, start), min(b + pmd, end)
         bits = np.zeros(nr, dtype=bool)
-        k = -(-(lo - start) // stride)
+        k = ceil_div(lo - start, stride)
         addrs = np.arange(start + k * stride, hi, stride, dtype=np.int64)
         bits[(addrs - b) // page] = True
         return bits
@@ -121,26 +121,26 @@ def parse_occupancy(text: str, profile: Profile):
         if not line:
             continue
         if ":" not in line:
-            raise InputError(f"--occupancy-file line {lineno}: expected 'ADDR: PTE indexes', got {raw.strip()!r}")
+            raise InputError(f"line {lineno}: expected 'ADDR: PTE indexes', got {raw.strip()!r}", field="occupancy_file")
         addr_text, spec = line.split(":", 1)
         try:
             addr = parse_address(addr_text.strip(), "address")
         except InputError as e:
-            raise InputError(f"--occupancy-file line {lineno}: {e}") from None
+            raise InputError(f"line {lineno}: {e}", field="occupancy_file") from None
         if addr % profile.pmd_size:
-            raise InputError(f"--occupancy-file line {lineno}: {addr:#x} is not aligned to the {fmt_size(profile.pmd_size)} PMD")
+            raise InputError(f"line {lineno}: {addr:#x} is not aligned to the {fmt_size(profile.pmd_size)} PMD", field="occupancy_file")
         bits = out.setdefault(addr, np.zeros(nr, dtype=bool))
         for part in filter(None, (x.strip() for x in spec.split(","))):
             lo, _, hi = part.partition("-")
             try:
                 a, b = int(lo, 0), int(hi or lo, 0)
             except ValueError:
-                raise InputError(f"--occupancy-file line {lineno}: {part!r} is not a PTE index or range") from None
+                raise InputError(f"line {lineno}: {part!r} is not a PTE index or range", field="occupancy_file") from None
             if not 0 <= a <= b < nr:
-                raise InputError(f"--occupancy-file line {lineno}: {part!r} is outside 0..{nr - 1}")
+                raise InputError(f"line {lineno}: {part!r} is outside 0..{nr - 1}", field="occupancy_file")
             bits[a : b + 1] = True
     if not out:
-        raise InputError("--occupancy-file lists no PMD range")
+        raise InputError("lists no PMD range", field="occupancy_file")
     return [(bits, 1) for bits in out.values()]
 
 
@@ -155,7 +155,7 @@ def compute_khugepaged(profile: Profile, occupancy, enabled_orders: set[int], ma
     nr = profile.pmd_size // profile.page_size
     pmd_order = nr.bit_length() - 1
     if not 0 <= max_ptes_none <= nr - 1:
-        raise InputError(f"--max-ptes-none {max_ptes_none} must be between 0 and {nr - 1} (HPAGE_PMD_NR - 1)")
+        raise InputError(f"{max_ptes_none} must be between 0 and {nr - 1} (HPAGE_PMD_NR - 1)", field="max_ptes_none")
     designs = []
     for design in DESIGNS:
         counts: dict[int, int] = {}

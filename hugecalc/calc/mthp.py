@@ -173,7 +173,7 @@ def tlb_derivation(profile: Profile, release: Release, cont: int, scope: str, wh
         "no kernel-managed contiguous bit" + (" (hardware PTE coalescing assumed)" if cont > 1 else ""))
 
 
-def _explain(profile: Profile, release: Release, p: Pass, allowed: set[int], why: str, w: Walk,
+def _derivations(profile: Profile, release: Release, p: Pass, allowed: set[int], why: str, w: Walk,
              clear_s: float) -> list[Derivation]:
     """Stage 4b: how each figure was derived."""
     page = profile.page_size
@@ -225,11 +225,11 @@ class KhugepagedScan:
 def _khugepaged(profile: Profile, release: Release, p: Pass, allowed: set[int], scan: KhugepagedScan,
                 notes: list[str]) -> list[KhugepagedDesign]:
     if p.shmem:
-        raise InputError("--khugepaged models anonymous memory: mTHP collapse is for anon VMAs")
+        raise InputError("models anonymous memory: mTHP collapse is for anon VMAs", field="khugepaged")
     occupancy = scan.occupancy
     if occupancy is None:
         if not p.prepopulated_stride:
-            raise InputError("--khugepaged needs the occupancy: --prepopulated-stride or --occupancy-file")
+            raise InputError("needs the occupancy: --prepopulated-stride or --occupancy-file", field="khugepaged")
         occupancy = prepopulated_bitmaps(profile, p.start, p.end, p.prepopulated_stride)
     if release.has(KHUGEPAGED_MTHP):
         notes.append(f"khugepaged mTHP collapse on {release}: the v18 design ({KHUGEPAGED_MTHP.cite})")
@@ -284,7 +284,7 @@ def compute_mthp(profile: Profile, release: Release, shape: PassShape = PassShap
         populated_bytes=w.populated_bytes, touched_bytes=touched,
         bloat=w.populated_bytes / touched if touched else 0.0, largest_fault_clear_bytes=w.largest_folio_bytes,
         largest_fault_clear_seconds=clear_s, khugepaged=designs, notes=notes,
-        explain=_explain(profile, release, p, allowed, why, w, clear_s),
+        explain=_derivations(profile, release, p, allowed, why, w, clear_s),
     )
 
 

@@ -30,7 +30,7 @@ from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import HUGE_PMD_SHARE, HUGETLB_DONTNEED, PT_RECLAIM, Release
 from hugecalc.result import Figure, Derivation, Model, Result, field
-from hugecalc.units import fmt_bytes, fmt_size
+from hugecalc.units import ceil_div, fmt_bytes, fmt_size
 
 
 class Comparison(Model):
@@ -80,9 +80,9 @@ class Backing:
             self.leaf_level, self.unit = h.level, size
         else:
             sizes = ", ".join(f"hugetlb-{fmt_size(h.size)}" for h in profile.hugetlb)
-            raise InputError(f"--backing {name!r}: use anon, thp or one of the profile's hugetlb sizes ({sizes})")
+            raise InputError(f"{name!r}: use anon, thp or one of the profile's hugetlb sizes ({sizes})", field="backing")
         if self.thp and "pmd" not in [lvl.name for lvl in profile.levels[1:]]:
-            raise InputError(f"--backing thp: profile {profile.name} has no PMD level for PMD-mapped THP")
+            raise InputError(f"thp: profile {profile.name} has no PMD level for PMD-mapped THP", field="backing")
         names = [lvl.name for lvl in profile.levels]
         # Tables needed: every level below the top down to the one whose entries map the unit.
         self.levels = names[1 : names.index(self.leaf_level) + 1]
@@ -90,12 +90,12 @@ class Backing:
 
 def mapping_bounds(profile: Profile, vma_size: int, vma_start: int | None, backing: Backing) -> int:
     if vma_size <= 0:
-        raise InputError("--vma-size must be greater than zero")
+        raise InputError("must be greater than zero", field="vma_size")
     if vma_start is None:
         align = table_aligned_start(profile, vma_size, backing.unit)
         vma_start = align if align + vma_size <= profile.user_va_bytes else 0
     if vma_start % profile.page_size:
-        raise InputError(f"--vma-start {vma_start:#x} is not aligned to the {fmt_size(profile.page_size)} page")
+        raise InputError(f"{vma_start:#x} is not aligned to the {fmt_size(profile.page_size)} page", field="vma_start")
     if vma_start + vma_size > profile.user_va_bytes:
         raise InputError(
             f"mapping [{vma_start:#x}, {vma_start + vma_size:#x}) does not fit in {profile.name}'s user "
@@ -115,7 +115,7 @@ def _count(profile: Profile, backing: Backing, start: int, end: int, touches: To
     pmd_span = profile.pmd_size
     has_pte = "pte" in backing.levels
     # THP: the PMD-aligned part entirely inside the mapping is PMD-mapped; edges are base pages.
-    thp_lo = -(-start // pmd_span) * pmd_span if backing.thp else start
+    thp_lo = ceil_div(start, pmd_span) * pmd_span if backing.thp else start
     thp_hi = (end // pmd_span) * pmd_span if backing.thp else start
     if thp_hi <= thp_lo:
         thp_lo = thp_hi = start
@@ -260,7 +260,7 @@ def _shareable_pmd_tables(profile: Profile, release: Release, b: Backing, start:
     if b.leaf_level != "pmd" or "pud" not in names or not release.has(HUGE_PMD_SHARE, profile.arch.value):
         return 0
     pud_span = profile.table_span_bytes("pmd")
-    lo, hi = -(-start // pud_span) * pud_span, (end // pud_span) * pud_span
+    lo, hi = ceil_div(start, pud_span) * pud_span, (end // pud_span) * pud_span
     return max(hi - lo, 0) // pud_span
 
 

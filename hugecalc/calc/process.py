@@ -14,11 +14,11 @@ from hugecalc.calc._jit import call
 from hugecalc.calc.tables import (LevelRow, level_derivations, level_row, partial_pmd_ranges, preallocated_tables,
                                   vmpte_bytes)
 from hugecalc.calc.touches import distinct_blocks
-from hugecalc.capture import ANON_KINDS
+from hugecalc.machine.capture import PresentVma, ANON_KINDS
 from hugecalc.profiles import Profile
 from hugecalc.releases import PT_RECLAIM, Release
 from hugecalc.result import Derivation, Result, field
-from hugecalc.units import fmt_bytes
+from hugecalc.units import ceil_div, fmt_bytes
 
 
 class ProcessResult(Result):
@@ -73,12 +73,12 @@ def level_counts(profile: Profile, vmas: list[tuple[int, np.ndarray, np.ndarray]
     return out
 
 
-def compute_process(profile: Profile, release: Release, pid: int, vmas: list[dict], vm_pte_bytes: int,
+def compute_process(profile: Profile, release: Release, pid: int, vmas: list[PresentVma], vm_pte_bytes: int,
                     after: str | None = None, backing: str = "anon") -> ProcessResult:
     """Tables a process needs for the pages it has present (or swapped), across all its mappings,
     and with ``after``, what remains after madvise(MADV_DONTNEED|MADV_FREE) of its anonymous ones.
 
-    ``vmas``: dicts with start, end, kind, kernel_page_bytes, starts, ends (present intervals).
+    ``vmas``: each mapping with its present (or swapped) pages as byte intervals.
     A hugetlb mapping needs no tables below its hugepage's level; tables are shared between
     neighbouring mappings, so each level is counted over the union of all mappings.  After
     MADV_DONTNEED with PT_RECLAIM a PTE table goes only where its whole PMD range lies inside one
@@ -91,7 +91,7 @@ def compute_process(profile: Profile, release: Release, pid: int, vmas: list[dic
     ``fs/proc/task_mmu.c`` (present bit 63, swapped bit 62); ``reclaim_pt_is_enabled()`` in
     ``zap_pte_range()`` (mm/pt_reclaim.c).
     """
-    listed = [(v["kernel_page_bytes"], v["starts"], v["ends"]) for v in vmas]
+    listed = [(v.kernel_page_bytes, v.starts, v.ends) for v in vmas]
     counts = level_counts(profile, listed)
     notes: list[str] = []
     reclaims = after == "dontneed" and release.has(PT_RECLAIM, profile.arch.value)
@@ -112,7 +112,7 @@ def compute_process(profile: Profile, release: Release, pid: int, vmas: list[dic
         notes.append(f"--backing {backing}: the anonymous mappings' whole {fmt_bytes(backed[2])}-aligned ranges that "
                      "hold a present page backed that way, their edges as now"
                      + ("; a PMD-mapped THP still deposits its PTE table" if backing == "thp" else ""))
-    present = int(sum(int((v["ends"] - v["starts"]).sum()) for v in vmas))
+    present = int(sum(int((v.ends - v.starts).sum()) for v in vmas))
     if vm_pte_bytes != total:
         notes.append(
             f"VmPTE is {fmt_bytes(vm_pte_bytes)}, {fmt_bytes(abs(vm_pte_bytes - total))} "
@@ -130,16 +130,16 @@ def compute_process(profile: Profile, release: Release, pid: int, vmas: list[dic
     )
 
 
-def _pte_tables_after_reclaim(profile: Profile, vmas: list[dict], listed: list) -> int:
+def _pte_tables_after_reclaim(profile: Profile, vmas: list[PresentVma], listed: list) -> int:
     """PTE tables left after MADV_DONTNEED with PT_RECLAIM: an anonymous mapping keeps those at its
     unaligned edges (the PMD range is not wholly zapped), every other mapping keeps them all."""
     kept = []
     for v, item in zip(vmas, listed):
-        if v["kind"] not in ANON_KINDS:
+        if v.kind not in ANON_KINDS:
             kept.append(item)
             continue
-        for a, b in partial_pmd_ranges(v["start"], v["end"], profile.pmd_size):
-            s, e = np.maximum(v["starts"], a), np.minimum(v["ends"], b)
+        for a, b in partial_pmd_ranges(v.start, v.end, profile.pmd_size):
+            s, e = np.maximum(v.starts, a), np.minimum(v.ends, b)
             kept.append((item[0], s[s < e], e[s < e]))
     return level_counts(profile, kept)["pte"]
 
@@ -164,7 +164,7 @@ def _derivations(profile: Profile, release: Release, level_rows: list, mappings:
     return out
 
 
-def _backed(profile: Profile, release: Release, vmas: list[dict], backing: str) -> tuple[int, int, int]:
+def _backed(profile: Profile, release: Release, vmas: list[PresentVma], backing: str) -> tuple[int, int, int]:
     """(page-table bytes, populated bytes, unit) with the anonymous mappings' whole unit-aligned
     ranges that hold a present page backed by ``backing`` (thp: PMD THPs with their deposited PTE
     table; hugetlb-SIZE: no table below the hugepage's level)."""
@@ -174,13 +174,13 @@ def _backed(profile: Profile, release: Release, vmas: list[dict], backing: str) 
     unit = profile.pmd_size if b.thp else b.unit
     listed, populated = [], 0
     for v in vmas:
-        s, e = v["starts"], v["ends"]
-        if v["kind"] not in ANON_KINDS or v["kernel_page_bytes"] != profile.page_size:
-            listed.append((v["kernel_page_bytes"], s, e))
+        s, e = v.starts, v.ends
+        if v.kind not in ANON_KINDS or v.kernel_page_bytes != profile.page_size:
+            listed.append((v.kernel_page_bytes, s, e))
             populated += int((e - s).sum())
             continue
-        lo, hi = -(-v["start"] // unit) * unit, (v["end"] // unit) * unit
-        for a, z in [(v["start"], lo), (hi, v["end"])] if lo < hi else [(v["start"], v["end"])]:
+        lo, hi = ceil_div(v.start, unit) * unit, (v.end // unit) * unit
+        for a, z in [(v.start, lo), (hi, v.end)] if lo < hi else [(v.start, v.end)]:
             es, ee = np.maximum(s, a), np.minimum(e, z)  # the edges stay base pages
             listed.append((profile.page_size, es[es < ee], ee[es < ee]))
             populated += int((ee - es)[es < ee].sum())

@@ -22,7 +22,7 @@ from hugecalc.calc.mthp import FolioCount, tlb_block_pages, tlb_derivation
 from hugecalc.calc.orders import PassShape, ThpSettings, allowed_orders, pass_settings, pmd_order
 from hugecalc.calc.process import block_ids, level_counts
 from hugecalc.calc.tables import level_row, vmpte_bytes
-from hugecalc.capture import REPLAYED_KINDS
+from hugecalc.machine.capture import PresentVma, REPLAYED_KINDS
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
 from hugecalc.result import Figure, Derivation, Model, Result, field
@@ -71,33 +71,33 @@ class ReplayResult(Result):
         return out
 
 
-def replay(profile: Profile, release: Release, vmas: list[dict], settings: ThpSettings, label: str) -> ReplayRun:
-    """``vmas``: dicts with start, end, kind, flags, kernel_page_bytes, starts, ends (present bytes)."""
+def replay(profile: Profile, release: Release, vmas: list[PresentVma], settings: ThpSettings, label: str) -> ReplayRun:
+    """Every mapping of ``vmas`` under ``settings``: the replayed ones faulted in again."""
     page, pmd = profile.page_size, profile.pmd_size
     P = pmd_order(profile)
     cont = tlb_block_pages(profile, release)
     present, kept, pte_blocks, rows = [], [], [], []
     folios = np.zeros(P + 1, dtype=np.int64)
     for v in vmas:
-        present.append((v["kernel_page_bytes"], v["starts"], v["ends"]))
-        memory = REPLAYED_KINDS.get(v["kind"])
-        if memory is None or v["kernel_page_bytes"] != page:
+        present.append((v.kernel_page_bytes, v.starts, v.ends))
+        memory = REPLAYED_KINDS.get(v.kind)
+        if memory is None or v.kernel_page_bytes != page:
             kept.append(present[-1])
             continue
-        flags = v.get("flags", [])
+        flags = v.flags
         shape = PassShape(memory=memory, madvise="hg" in flags and "nh" not in flags, nohugepage="nh" in flags,
-                          vma_size=v["end"] - v["start"], vma_start=v["start"])
+                          vma_size=v.end - v.start, vma_start=v.start)
         p = pass_settings(profile, release, shape, settings, [])
         allowed, _ = allowed_orders(profile, release, p, [])
-        pages = block_ids(v["starts"], v["ends"], page) * page  # every present page, in order
+        pages = block_ids(v.starts, v.ends, page) * page  # every present page, in order
         out = np.zeros(5, dtype=np.int64)
         vf = np.zeros(P + 1, dtype=np.int64)
         blocks = np.zeros(max(pages.shape[0], 1), dtype=np.int64)
-        call(faults.module_for(pages.shape[0]).replay_walk, pages, v["start"], v["end"], page, pmd,
+        call(faults.module_for(pages.shape[0]).replay_walk, pages, v.start, v.end, page, pmd,
              sum(1 << o for o in allowed if o < P), P in allowed, memory != "anon", cont, vf, out, blocks)
         pte_blocks.append(blocks[: out[4]])
         folios += vf
-        rows.append(ReplayVma(start=v["start"], kind=v["kind"], touched_bytes=pages.shape[0] * page,
+        rows.append(ReplayVma(start=v.start, kind=v.kind, touched_bytes=pages.shape[0] * page,
                               faults=int(out[0]), populated_bytes=int(out[1]), tlb_entries=int(out[2]),
                               folios={str(page << o): int(c) for o, c in enumerate(vf) if c}))
     # Upper tables from the present pages (a folio never leaves the PMD block of the page that
@@ -113,7 +113,7 @@ def replay(profile: Profile, release: Release, vmas: list[dict], settings: ThpSe
                      page_table_bytes=vmpte_bytes(profile, level_rows), vmas=rows)
 
 
-def compute_replay(profile: Profile, release: Release, pid: int, comm: str, vm_pte_bytes: int, vmas: list[dict],
+def compute_replay(profile: Profile, release: Release, pid: int, comm: str, vm_pte_bytes: int, vmas: list[PresentVma],
                    runs: dict[str, ThpSettings], captured_folios: dict[str, int] | None) -> ReplayResult:
     """The process replayed under each named set of settings (``now``, ``what-if``).
 
@@ -129,13 +129,13 @@ def compute_replay(profile: Profile, release: Release, pid: int, comm: str, vm_p
         notes.append(f"VmPTE now is {vm_pte_bytes:,} bytes, the replay of the settings now gives "
                      f"{results[0].page_table_bytes:,}: the process did not fault its pages in address order, or "
                      "kept tables after unmapping or zapping pages")
-    explain = [d for r in results for d in _explain(profile, release, r, len(vmas) - len(r.vmas))]
+    explain = [d for r in results for d in _derivations(profile, release, r, len(vmas) - len(r.vmas))]
     return ReplayResult(profile=profile.name, kernel=str(release), inputs={"pid": pid, "runs": list(runs), "mappings": len(vmas)},
                         pid=pid, comm=comm, vm_pte_bytes=vm_pte_bytes, captured_folios=captured_folios,
                         runs=results, notes=notes, explain=explain)
 
 
-def _explain(profile: Profile, release: Release, run: ReplayRun, kept: int) -> list[Derivation]:
+def _derivations(profile: Profile, release: Release, run: ReplayRun, kept: int) -> list[Derivation]:
     s = run.settings
     tables = ", ".join(f"{level} {n:,}" for level, n in run.tables.items())
     on = ", ".join(f"{size}={mode}" for size, mode in s["enabled"].items() if mode != "never")
@@ -197,16 +197,17 @@ def compute_now_and_what_if(profile: Profile, release: Release, capture, shape: 
     from hugecalc.calc.mthp import MthpNowWhatIf, compute_mthp
 
     now_settings, notes = settings_from_capture(capture)
-    later = now_settings.with_overrides(what_if)
+    what_if_settings = now_settings.with_overrides(what_if)
     now = compute_mthp(profile, release, shape, now_settings)
-    then = compute_mthp(profile, release, shape, later) if later != now_settings else None
+    changed = what_if_settings != now_settings
+    what_if_result = compute_mthp(profile, release, shape, what_if_settings) if changed else None
     # One list of derivations, each scoped "now" or "what-if", not one inside each result.
-    explain = [d.model_copy(update={"scope": f"{label}: {d.scope}"}) for label, r in (("now", now), ("what-if", then))
+    explain = [d.model_copy(update={"scope": f"{label}: {d.scope}"}) for label, r in (("now", now), ("what-if", what_if_result))
                if r is not None for d in r.explain]
     return MthpNowWhatIf(profile=profile.name, kernel=str(release),
                          inputs={**now.inputs, "what_if": _what_if_shown(what_if)},
                          now=now.model_copy(update={"explain": []}), notes=notes + now.notes, explain=explain,
-                         what_if=None if then is None else then.model_copy(update={"explain": []}))
+                         what_if=None if what_if_result is None else what_if_result.model_copy(update={"explain": []}))
 
 
 def _what_if_shown(what_if: ThpSettings) -> dict:

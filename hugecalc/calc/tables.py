@@ -20,7 +20,7 @@ from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import VMPTE_ALL_LEVELS, Release
 from hugecalc.result import Derivation, Model, Result, field
-from hugecalc.units import fmt_bytes
+from hugecalc.units import ceil_div, fmt_bytes
 
 
 class LevelRow(Model):
@@ -90,7 +90,7 @@ def counted_levels(profile: Profile) -> list[str]:
 
 def preallocated_tables(profile: Profile, level: str) -> int:
     """User tables of a preallocated level every process has (i386 PAE: 3 PMDs for 3 GiB)."""
-    return -(-profile.user_va_bytes // profile.table_span_bytes(level)) if level in profile.preallocated_levels else 0
+    return ceil_div(profile.user_va_bytes, profile.table_span_bytes(level)) if level in profile.preallocated_levels else 0
 
 
 def preallocated_note(profile: Profile, release: Release) -> str | None:
@@ -114,7 +114,7 @@ def table_aligned_start(profile: Profile, size: int, min_align: int) -> int:
 
 def partial_pmd_ranges(start: int, end: int, pmd: int) -> list[tuple[int, int]]:
     """The parts of ``[start, end)`` in PMD ranges it does not cover whole: its edges."""
-    lo, hi = -(-start // pmd) * pmd, (end // pmd) * pmd
+    lo, hi = ceil_div(start, pmd) * pmd, (end // pmd) * pmd
     if lo >= hi:
         return [(start, end)]
     return [(a, b) for a, b in ((start, lo), (hi, end)) if a < b]
@@ -162,7 +162,7 @@ def compute_worst_case(profile: Profile, release: Release) -> WorstCaseResult:
     explain = []
     for lvl in profile.levels[1:]:
         span = profile.table_span_bytes(lvl.name)
-        n = -(-profile.user_va_bytes // span)
+        n = ceil_div(profile.user_va_bytes, span)
         rows.append(level_row(profile, release, lvl.name, n))
         explain.append(Derivation(
             scope="worst case", figure=f"{lvl.name} tables",
@@ -170,7 +170,7 @@ def compute_worst_case(profile: Profile, release: Release) -> WorstCaseResult:
                     f"= {fmt_bytes(n * lvl.bytes_per_table)}",
             rule="TASK_SIZE; one table per table-sized block of user address space"))
     top = profile.levels[0]
-    used = -(-profile.user_va_bytes // profile.span_bytes(top.name))
+    used = ceil_div(profile.user_va_bytes, profile.span_bytes(top.name))
     notes = [f"{top.name}: 1 table of {fmt_bytes(top.bytes_per_table)} ({used:,} entries used = "
              f"{fmt_bytes(used * top.entry_bytes)}), not in VmPTE"]
     return WorstCaseResult(

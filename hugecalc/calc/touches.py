@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from hugecalc.calc._jit import lazy_jit
+from hugecalc.units import ceil_div
 from hugecalc.errors import InputError
 
 
@@ -39,7 +40,7 @@ def distinct_blocks(starts, ends, block_bytes, lo, hi):
 
 def stride_touches_in(start: int, stride: int, lo: int, hi: int) -> tuple[int, int]:
     """First touch at or after ``lo`` and the number of touches in ``[lo, hi)``."""
-    k0 = -(-(lo - start) // stride) if lo > start else 0
+    k0 = ceil_div(lo - start, stride) if lo > start else 0
     first = start + k0 * stride
     if first >= hi:
         return first, 0
@@ -58,21 +59,21 @@ def parse_touch_file(text: str, start: int, end: int) -> tuple[np.ndarray, np.nd
             continue
         parts = line.replace(" ", "").split("-")
         if len(parts) > 2:
-            raise InputError(f"--touch-file line {lineno}: {raw.strip()!r} is not ADDR or ADDR-END")
+            raise InputError(f"line {lineno}: {raw.strip()!r} is not ADDR or ADDR-END", field="touch_file")
         try:
             a = parse_address(parts[0], "address")
             b = parse_address(parts[1], "address") if len(parts) == 2 else a + 1
         except InputError as e:
-            raise InputError(f"--touch-file line {lineno}: {e}") from None
+            raise InputError(f"line {lineno}: {e}", field="touch_file") from None
         if b <= a:
-            raise InputError(f"--touch-file line {lineno}: range {raw.strip()!r} is empty or reversed")
+            raise InputError(f"line {lineno}: range {raw.strip()!r} is empty or reversed", field="touch_file")
         if a < start or b > end:
             raise InputError(
                 f"--touch-file line {lineno}: {raw.strip()!r} is outside the mapping [{start:#x}, {end:#x})"
             )
         intervals.append((a, b))
     if not intervals:
-        raise InputError("--touch-file lists no address")
+        raise InputError("lists no address", field="touch_file")
     intervals.sort()
     merged = [list(intervals[0])]
     for a, b in intervals[1:]:
@@ -147,7 +148,7 @@ def fraction_counts(spans: list[int], leaf: int, unit: int, page: int, thp: bool
     """
     rng = np.random.default_rng(seed)
     p_unit = 1.0 - (1.0 - fraction) ** (unit // page)
-    first, last = -(-start // leaf), end // leaf  # the whole leaf blocks: [first, last)
+    first, last = ceil_div(start, leaf), end // leaf  # the whole leaf blocks: [first, last)
     if first >= last:  # no whole leaf block: one or two partial ones
         first = last = 0
         cut = (start // leaf + 1) * leaf

@@ -27,7 +27,7 @@ from hugecalc.profiles import Profile
 from hugecalc.releases import (DAX_VMEMMAP, HVO, HVO_ARCH, HVO_BATCHED, HVO_RESERVE_ONE, HVO_SHARED_TAIL, Release,
                                sublevel_notes)
 from hugecalc.result import Figure, Derivation, Model, Result, field
-from hugecalc.units import fmt_bytes, fmt_size, is_power_of_2
+from hugecalc.units import ceil_div, fmt_bytes, fmt_size, is_power_of_2
 
 Layout = Literal["packed", "scattered"]
 
@@ -129,8 +129,8 @@ def split_pte_tables(
     hugepage's vmemmap lies in PMD blocks of its own (the worst case).
     """
     if layout == "packed":
-        return -(-hugepages * vmemmap_bytes_per_hugepage // vmemmap_pmd_bytes)
-    return hugepages * -(-vmemmap_bytes_per_hugepage // vmemmap_pmd_bytes)
+        return ceil_div(hugepages * vmemmap_bytes_per_hugepage, vmemmap_pmd_bytes)
+    return hugepages * ceil_div(vmemmap_bytes_per_hugepage, vmemmap_pmd_bytes)
 
 
 @dataclass(frozen=True)

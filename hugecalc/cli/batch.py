@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from hugecalc.cli.command import Spec
+from hugecalc.cli.spec import Spec
 from hugecalc.errors import HugecalcError, InputError
 
 

@@ -219,7 +219,7 @@ def process_from(params: Any, pid: int) -> tuple[Any, Any, Any, Any]:
     if capture is None or not capture.processes:
         if "host_file" in params.given:
             raise InputError(f"--pid {pid}: the capture has no processes (capture with 'hugecalc host --pids {pid}')")
-        from hugecalc.snapshot import capture_machine
+        from hugecalc.machine.snapshot import capture_machine
 
         capture = capture_machine([pid], "--pid")
         if "profile_name" in params.given and profile.arch.value != capture.profile.arch.value:
@@ -228,22 +228,10 @@ def process_from(params: Any, pid: int) -> tuple[Any, Any, Any, Any]:
         if "profile_name" not in params.given:
             profile = capture.profile
         if "kernel" not in params.given:
-            from hugecalc.capture import captured_release
+            from hugecalc.machine.capture import captured_release
 
             release = captured_release(capture)
     if profile.page_size != capture.page_size:
         raise InputError(f"--profile {profile.name} has {profile.page_size}-byte pages, but the process was "
                          f"captured with {capture.page_size}-byte pages")
     return capture, capture.process(pid), profile, release
-
-
-def present_vmas(capture: Any, proc: Any) -> list[dict]:
-    """A captured process's mappings with their present pages as runs (starts, ends in bytes)."""
-    from hugecalc.capture import decode_runs
-
-    vmas = []
-    for v in proc.vmas:
-        starts, ends = decode_runs(v.present_runs, v.start, capture.page_size)
-        vmas.append({"start": v.start, "end": v.end, "kind": v.kind, "flags": v.flags,
-                     "kernel_page_bytes": v.kernel_page_bytes, "starts": starts, "ends": ends})
-    return vmas

@@ -7,10 +7,11 @@ from typing import Any, Callable
 
 import click
 
-from hugecalc.cli.command import Command, Params, Spec, given_params
+from hugecalc.cli.command import Command, given_params
+from hugecalc.cli.spec import Params, Spec
 from hugecalc.cli.common import Group, Table, Text, console, emit, options
 from hugecalc.errors import InputError
-from hugecalc.fleet import FleetResult
+from hugecalc.fleet.engine import FleetResult
 from hugecalc.units import fmt_bytes
 
 BYTES = ("_bytes",)
@@ -65,7 +66,7 @@ def fleet_options(fn: Callable) -> Callable:
 
 
 def _run(spec: Spec, params: Params) -> None:
-    from hugecalc import fleet as engine
+    from hugecalc.fleet import engine
 
     v = params.values
     if v["kernel"] is not None:
@@ -101,7 +102,7 @@ def _run(spec: Spec, params: Params) -> None:
                                  "scheduler": v["scheduler"], "what_if": _shown(what_if)},
                          hosts=len(rows) - len(failed) - len(skipped), hosts_failed=len(failed), failed=failed,
                          hosts_skipped=len(skipped), skipped=skipped, groups=groups,
-                         explain=engine.explain(spec.fleet.figures, spec.fleet.rule, groups))
+                         explain=engine.derivations(spec.fleet.figures, spec.fleet.rule, groups))
     emit(result, v["as_json"], v["explain"], lambda out: _draw(out, spec.name, figures, result.model_dump(), v["by"]))
     if failed:
         raise click.exceptions.Exit(1)
@@ -113,7 +114,7 @@ def _shown(what_if: dict) -> dict:
 
 
 def _draw(out: Any, command: str, figures: list[str], doc: dict, by: tuple[str, ...]) -> None:
-    from hugecalc.fleet import STATS
+    from hugecalc.fleet.engine import STATS
     from hugecalc.render import print_wrapped
 
     out.print(Text(f"fleet {command}: {doc['hosts']:,} hosts"
@@ -187,7 +188,7 @@ def fleet_synth(hosts: int, seed: int, output: str) -> None:
     Example:
       hugecalc fleet synth --hosts 100000 --seed 1 --output fleet.jsonl
     """
-    from hugecalc.synth import write_synthetic
+    from hugecalc.fleet.synth import write_synthetic
 
     n = write_synthetic(hosts, seed, output)
     click.echo(f"hugecalc: wrote {n:,} synthetic captures to {output}", err=True)

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from hugecalc.calc.hgm import HgmResult
-from hugecalc.cli.command import Command, Params, Spec, run
+from hugecalc.cli.command import Command, run
+from hugecalc.cli.spec import Params, Spec
 from hugecalc.cli.common import SIZE, AliasOption, Real, Text, common_options
 from hugecalc.errors import InputError
 from hugecalc.units import fmt_size, parse_size

@@ -6,8 +6,9 @@ from typing import Any
 
 import click
 
-from hugecalc.capture import Capture
-from hugecalc.cli.command import Command, Params, Spec
+from hugecalc.machine.capture import Capture
+from hugecalc.cli.command import Command
+from hugecalc.cli.spec import Params, Spec
 from hugecalc.cli.common import Table, Text, console
 from hugecalc.errors import InputError
 from hugecalc.units import fmt_bytes, fmt_size
@@ -16,7 +17,7 @@ from hugecalc.units import fmt_bytes, fmt_size
 def _pids(text: str | None) -> list[int] | None:
     if text is None:
         return None
-    from hugecalc.snapshot import all_pids
+    from hugecalc.machine.snapshot import all_pids
 
     if text.strip() == "all":
         return all_pids()
@@ -51,8 +52,8 @@ def host(pids_text: str | None, output: str | None, as_json: bool, explain: bool
       hugecalc vmemmap --host capture.json
       hugecalc mthp --host capture.json --size 64k
     """
-    from hugecalc.capture import write_atomically
-    from hugecalc.snapshot import capture_machine
+    from hugecalc.machine.capture import write_atomically
+    from hugecalc.machine.snapshot import capture_machine
 
     capture = capture_machine(_pids(pids_text))
     text = capture.model_dump_json(indent=1)
@@ -68,7 +69,7 @@ def host(pids_text: str | None, output: str | None, as_json: bool, explain: bool
 
 def compute(params: Params) -> Capture:
     """A batch line: the capture of this machine (and of --pids)."""
-    from hugecalc.snapshot import capture_machine
+    from hugecalc.machine.snapshot import capture_machine
 
     if params.output:
         raise InputError("--output: a batch line prints its capture")
@@ -103,10 +104,10 @@ def _draw(out: Any, capture: Capture, explain: bool) -> None:
     if explain:
         from hugecalc.render import print_derivations
 
-        print_derivations(out, sources(capture), "Where each value was read")
+        print_derivations(out, _derivations(capture), "Where each value was read")
 
 
-def sources(capture: Any) -> list[Any]:
+def _derivations(capture: Any) -> list[Any]:
     """The capture's sources as derivations: the value (where it is one field) and where it was read."""
     from hugecalc.result import Derivation
 

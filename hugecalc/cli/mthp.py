@@ -9,9 +9,10 @@ import click
 from hugecalc.calc.mthp import MthpComparison, MthpNowWhatIf, MthpResult
 from hugecalc.calc.orders import PassShape, ThpSettings
 from hugecalc.calc.replay import ReplayResult
-from hugecalc.capture import REPLAYED_KINDS
-from hugecalc.cli.command import Command, Fleet, Params, Spec, run
-from hugecalc.cli.common import (ADDR, PID_MAX_LIMIT, SIZE, AliasOption, Text, common_options, options, present_vmas,
+from hugecalc.machine.capture import REPLAYED_KINDS
+from hugecalc.cli.command import Command, run
+from hugecalc.cli.spec import Fleet, Params, Spec
+from hugecalc.cli.common import (ADDR, PID_MAX_LIMIT, SIZE, AliasOption, Text, common_options, options,
                                  process_from)
 from hugecalc.cli.sweep import sweep_options
 from hugecalc.errors import InputError
@@ -164,8 +165,8 @@ def _replay(params: Params, what_if: ThpSettings) -> ReplayResult:
 
     capture, proc, profile, release = process_from(params, params.pid)
     now, notes = settings_from_capture(capture)
-    later = now.with_overrides(what_if)
-    runs = {"now": now} | ({"what-if": later} if later != now else {})
+    what_if = now.with_overrides(what_if)
+    runs = {"now": now} | ({"what-if": what_if} if what_if != now else {})
     captured = None
     replayed = [v for v in proc.vmas if v.kind in REPLAYED_KINDS]
     if all(v.folios is not None for v in replayed):
@@ -173,7 +174,7 @@ def _replay(params: Params, what_if: ThpSettings) -> ReplayResult:
         for v in replayed:
             for size, n in (v.folios or {}).items():
                 captured[size] = captured.get(size, 0) + n
-    result = compute_replay(profile, release, params.pid, proc.comm, proc.vm_pte_bytes, present_vmas(capture, proc),
+    result = compute_replay(profile, release, params.pid, proc.comm, proc.vm_pte_bytes, proc.present_vmas(capture.page_size),
                             runs, captured)
     result.notes[:0] = notes
     return result
@@ -263,11 +264,11 @@ def _fleet_row(capture: Any, profile: Profile, release: Any, what_if: dict) -> d
     from hugecalc.calc.replay import compute_now_and_what_if
 
     r = compute_now_and_what_if(profile, release, capture, what_if["shape"], what_if["settings"])
-    now, later = r.now, r.what_if or r.now  # no what-if: the settings now are the what-if
-    return {"faults_now": now.faults, "faults_what_if": later.faults,
-            "populated_now_bytes": now.populated_bytes, "populated_what_if_bytes": later.populated_bytes,
-            "page_table_now_bytes": now.page_table_bytes, "page_table_what_if_bytes": later.page_table_bytes,
-            "tlb_now": now.tlb_entries, "tlb_what_if": later.tlb_entries}
+    now, what_if = r.now, r.what_if or r.now  # no what-if: the settings now are the what-if
+    return {"faults_now": now.faults, "faults_what_if": what_if.faults,
+            "populated_now_bytes": now.populated_bytes, "populated_what_if_bytes": what_if.populated_bytes,
+            "page_table_now_bytes": now.page_table_bytes, "page_table_what_if_bytes": what_if.page_table_bytes,
+            "tlb_now": now.tlb_entries, "tlb_what_if": what_if.tlb_entries}
 
 
 FLEET_FIGURES = ("faults_now", "faults_what_if", "populated_now_bytes", "populated_what_if_bytes",

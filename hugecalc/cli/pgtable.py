@@ -9,9 +9,10 @@ import click
 from hugecalc.calc.pgtable import PgtableResult
 from hugecalc.calc.process import ProcessResult
 from hugecalc.calc.tables import WorstCaseResult
-from hugecalc.cli.command import Command, Fleet, Params, Spec, run
+from hugecalc.cli.command import Command, run
+from hugecalc.cli.spec import Fleet, Params, Spec
 from hugecalc.cli.common import (ADDR, PID_MAX_LIMIT, SIZE, AliasOption, Real, Text, common_options, complete_backing,
-                                 options, present_vmas, process_from)
+                                 options, process_from)
 from hugecalc.cli.sweep import sweep_options
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
@@ -118,7 +119,7 @@ def _process(params: Params) -> ProcessResult:
     from hugecalc.calc.process import compute_process
 
     capture, proc, profile, release = process_from(params, params.pid)
-    result = compute_process(profile, release, params.pid, present_vmas(capture, proc), proc.vm_pte_bytes,
+    result = compute_process(profile, release, params.pid, proc.present_vmas(capture.page_size), proc.vm_pte_bytes,
                              after=params.after, backing=params.backing)
     return result.model_copy(update={"inputs": {**result.inputs, "comm": proc.comm}})
 

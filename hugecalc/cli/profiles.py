@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from hugecalc.cli.command import Command, Params, Spec, run
+from hugecalc.cli.command import Command, run
+from hugecalc.cli.spec import Params, Spec
 from hugecalc.cli.common import Table, Text, common_options
 from hugecalc.errors import InputError
 from hugecalc.profiles import ProfileList, ProfileShow, bundled_profiles, geometry, load_profile

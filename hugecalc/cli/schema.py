@@ -9,7 +9,7 @@ from typing import Any, Union
 
 import click
 
-from hugecalc.cli.command import Spec
+from hugecalc.cli.spec import Spec
 
 def _one_of(types: list[Any]) -> Any:
     return types[0] if len(types) == 1 else Union[tuple(types)]  # noqa: UP007 - a runtime Union of classes

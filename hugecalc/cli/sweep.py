@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from hugecalc.cli.common import Text, console, options
+from hugecalc.cli.spec import Params, Spec
 from hugecalc.errors import InputError
 from hugecalc.units import fmt_bytes, fmt_size
 
 if TYPE_CHECKING:
-    from hugecalc.cli.command import Params, Spec
     from hugecalc.sweep import Sweep
 
 sweep_options = options(

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from hugecalc.cli.command import Command, Params, Spec, given_params, resolve
+from hugecalc.cli.command import Command, given_params, resolve
+from hugecalc.cli.spec import Params, Spec
 from hugecalc.cli.common import SIZE, Group, common_options, emit
 from hugecalc.cli.mthp import mthp_options, pass_shape, thp_settings
 from hugecalc.cli.pgtable import pgtable_options, touches_from_options
@@ -36,13 +37,13 @@ def verify(ctx: click.Context, restore: bool) -> None:
     Example:
       sudo hugecalc verify --restore
     """
-    from hugecalc import host, restore as journal
+    from hugecalc.machine import kernelfs, restore as journal
 
     journal.on_notice = lambda message: click.echo(f"hugecalc: {message}", err=True)
     if ctx.invoked_subcommand is None and not restore:
         click.echo(ctx.get_help())
         return
-    if not host.is_root():
+    if not kernelfs.is_root():
         if restore:
             raise HostError("verify --restore writes kernel settings: run it as root")
         return  # each experiment refuses on its own, naming itself
@@ -150,9 +151,9 @@ def _emit_verify(result: Any, params: Params, what: str, mismatch: str) -> None:
 def _running() -> tuple[Params, list[str]]:
     """The options of this verify command: predicting for this machine's geometry (its bundled
     profile) and its running kernel, unless --profile or --kernel say otherwise."""
-    from hugecalc import host
+    from hugecalc.machine import kernelfs
     from hugecalc.profiles import load_profile
-    from hugecalc.snapshot import machine_profile_name
+    from hugecalc.machine.snapshot import machine_profile_name
 
     ctx = click.get_current_context()
     given = given_params(ctx)
@@ -162,7 +163,7 @@ def _running() -> tuple[Params, list[str]]:
     if "profile_name" not in given:
         params = replace(params, profile=load_profile(machine_profile_name()))
     if "kernel" not in given:
-        running = host.running_release()
+        running = kernelfs.running_release()
         try:
             params = replace(params, release=parse_release(running))
         except InputError:

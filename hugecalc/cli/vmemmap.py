@@ -10,7 +10,8 @@ import click
 
 from hugecalc.calc.hvo_now import HostVmemmapResult
 from hugecalc.calc.vmemmap import VmemmapResult
-from hugecalc.cli.command import Command, Fleet, Params, Spec, run
+from hugecalc.cli.command import Command, run
+from hugecalc.cli.spec import Fleet, Params, Spec
 from hugecalc.cli.common import SIZE, common_options
 from hugecalc.cli.sweep import sweep_options
 from hugecalc.errors import InputError

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hugecalc import host
+from hugecalc.machine import kernelfs
 from hugecalc.errors import HostError
 from hugecalc.profiles import Profile
 from hugecalc.result import Model, Result, field
@@ -50,7 +50,7 @@ def placement_note(profile: Profile, asked: int, placed: int) -> str | None:
 
 def require_free(need_bytes: int, what: str) -> None:
     """Refuse a run that would leave less than MIN_SPARE_BYTES of MemAvailable."""
-    available = host.read_keyed(host.PROC / "meminfo")["MemAvailable"] << 10
+    available = kernelfs.read_keyed(kernelfs.PROC / "meminfo")["MemAvailable"] << 10
     need = need_bytes + MIN_SPARE_BYTES
     if available < need:
         raise HostError(
@@ -60,5 +60,5 @@ def require_free(need_bytes: int, what: str) -> None:
 
 
 def require_root(what: str) -> None:
-    if not host.is_root():
+    if not kernelfs.is_root():
         raise HostError(f"verify {what} changes kernel settings and runs an experiment on them: run it as root")

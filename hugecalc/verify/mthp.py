@@ -16,13 +16,13 @@ import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
-from hugecalc import host
+from hugecalc.machine import kernelfs
 from hugecalc.calc.orders import Pass, PassShape, ThpSettings, pass_settings
 from hugecalc.errors import HostError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
-from hugecalc.restore import Restorer
-from hugecalc.snapshot import mapped_folios
+from hugecalc.machine.restore import Restorer
+from hugecalc.machine.snapshot import mapped_folios
 from hugecalc.units import fmt_size
 from hugecalc.verify.common import (MAX_VERIFY_TOUCHES, Check, VerifyResult, exact_check, placement, placement_note,
                                     require_free, require_root)
@@ -32,7 +32,7 @@ ANON_FAULT_STAT, SHMEM_STAT = "anon_fault_alloc", "shmem_alloc"
 
 def per_size_dirs() -> dict[int, object]:
     """transparent_hugepage/hugepages-<size>kB, by folio size in bytes."""
-    return {host.thp_size_bytes(d.name): d for d in host.SYS_THP.glob("hugepages-*kB")}
+    return {kernelfs.thp_size_bytes(d.name): d for d in kernelfs.glob(kernelfs.SYS_THP, "hugepages-*kB")}
 
 
 def thp_stats(stat: str) -> dict[int, int]:
@@ -40,32 +40,32 @@ def thp_stats(stat: str) -> dict[int, int]:
     out = {}
     for size, d in per_size_dirs().items():
         path = d / "stats" / stat
-        if path.exists():
-            out[size] = int(host.read_text(path))
+        if kernelfs.exists(path):
+            out[size] = int(kernelfs.read_text(path))
     return out
 
 
 def thp_off(restorer: Restorer) -> None:
     """Every THP switch never, the zero page on: what the probe prepopulates is base pages."""
-    restorer.set(host.SYS_THP / "enabled", "never")
-    restorer.set(host.SYS_THP / "shmem_enabled", "never")
+    restorer.set(kernelfs.SYS_THP / "enabled", "never")
+    restorer.set(kernelfs.SYS_THP / "shmem_enabled", "never")
     for d in per_size_dirs().values():
         for knob in ("enabled", "shmem_enabled"):
-            if (d / knob).exists():
+            if kernelfs.exists(d / knob):
                 restorer.set(d / knob, "never")
-    restorer.set(host.SYS_THP / "use_zero_page", "1")
+    restorer.set(kernelfs.SYS_THP / "use_zero_page", "1")
 
 
 def set_pass_switches(restorer: Restorer, profile: Profile, p: Pass) -> None:
     """The switches of the pass: the top level, then every per-size mode (by order)."""
-    restorer.set(host.SYS_THP / "enabled", p.top_level)
+    restorer.set(kernelfs.SYS_THP / "enabled", p.top_level)
     if p.memory in ("shmem", "sysv"):  # sysv: the internal shm mount's huge= follows it
-        restorer.set(host.SYS_THP / "shmem_enabled", p.huge)
+        restorer.set(kernelfs.SYS_THP / "shmem_enabled", p.huge)
     dirs = per_size_dirs()
     for knob, modes in (("enabled", p.anon_modes), ("shmem_enabled", p.shm_modes)):
         for order, mode in modes.items():
             d = dirs.get(profile.page_size << order)
-            if d is None or not (d / knob).exists():
+            if d is None or not kernelfs.exists(d / knob):
                 if mode != "never":
                     raise HostError(f"the running kernel has no {fmt_size(profile.page_size << order)} {knob} switch")
                 continue
@@ -100,7 +100,7 @@ def run_probe(restorer: Restorer, profile: Profile, p: Pass, spec: dict, tmp: st
     spec_path = os.path.join(tmp, "spec.json")
     with open(spec_path, "w") as f:
         json.dump(spec, f)
-    probe = [sys.executable, "-m", "hugecalc._probe", spec_path, str(os.getpid())]
+    probe = [sys.executable, "-m", "hugecalc.machine._probe", spec_path, str(os.getpid())]
     with subprocess.Popen(probe, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) as child:
         try:
@@ -173,8 +173,8 @@ def verify_mthp(profile: Profile, release: Release, shape: PassShape, settings: 
     from hugecalc.calc.mthp import compute_mthp
 
     require_root("mthp")
-    if not (host.SYS_THP / "enabled").exists():
-        raise HostError(f"{host.SYS_THP} is missing: this kernel has no THP")
+    if not kernelfs.exists(kernelfs.SYS_THP / "enabled"):
+        raise HostError(f"{kernelfs.SYS_THP} is missing: this kernel has no THP")
     predicted = compute_mthp(profile, release, shape, settings)
     p = pass_settings(profile, release, shape, settings, [])
     require_free(predicted.populated_bytes, "the pass's pages")
@@ -204,5 +204,5 @@ def verify_mthp(profile: Profile, release: Release, shape: PassShape, settings: 
     checks += folio_checks(profile, folios, p, out, notes)
     notes += stats_notes(profile.page_size, folios, out["stats"], stat)
     return VerifyResult(command="verify mthp", profile=profile.name, kernel=str(release),
-                        inputs={**predicted.inputs, "running_kernel": host.running_release()}, checks=checks,
+                        inputs={**predicted.inputs, "running_kernel": kernelfs.running_release()}, checks=checks,
                         notes=notes)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from hugecalc import host
+from hugecalc.machine import kernelfs
 from hugecalc.errors import HostError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
-from hugecalc.restore import Restorer
-from hugecalc.units import fmt_size
+from hugecalc.machine.restore import Restorer
+from hugecalc.units import ceil_div, fmt_size
 from hugecalc.verify.common import (MAX_VERIFY_TOUCHES, VerifyResult, exact_check, placement, placement_note,
                                     require_free, require_root)
 
@@ -24,7 +24,7 @@ def touch_intervals(touches, start: int, end: int, page: int, table_pages: int =
         rng = np.random.default_rng(touches.seed)
         first, pages = start // page, (end - start) // page
         bounds = np.unique(np.concatenate(([first, first + pages],
-                                           np.arange(-(-first // table_pages) * table_pages, first + pages,
+                                           np.arange(ceil_div(first, table_pages) * table_pages, first + pages,
                                                      table_pages))))
         sizes = np.diff(bounds)
         counts = rng.binomial(sizes, touches.fraction)
@@ -43,21 +43,21 @@ def touch_intervals(touches, start: int, end: int, page: int, table_pages: int =
 
 def allocate_hugepages(restorer: Restorer, size: int, count: int) -> None:
     """``count`` more hugepages of ``size`` in the pool (given back when the Restorer ends)."""
-    nr_path = host.hugepage_dir(size) / "nr_hugepages"
-    have = int(host.read_text(nr_path))
-    free = int(host.read_text(nr_path.parent / "free_hugepages"))
+    nr_path = kernelfs.hugepage_dir(size) / "nr_hugepages"
+    have = int(kernelfs.read_text(nr_path))
+    free = int(kernelfs.read_text(nr_path.parent / "free_hugepages"))
     restorer.set(nr_path, str(have + count))
-    if int(host.read_text(nr_path.parent / "free_hugepages")) < free + count:
+    if int(kernelfs.read_text(nr_path.parent / "free_hugepages")) < free + count:
         raise HostError(f"the kernel could not allocate {count} {fmt_size(size)} hugepages")
 
 
 def allow_pmd_thp(restorer: Restorer, profile: Profile) -> None:
     """THP on for an madvise(MADV_HUGEPAGE) mapping: the top level and the PMD size, where off."""
-    thp = host.SYS_THP / "enabled"
-    if host.setting(thp) == "never":
+    thp = kernelfs.SYS_THP / "enabled"
+    if kernelfs.setting(thp) == "never":
         restorer.set(thp, "madvise")
-    pmd_dir = host.thp_dir(profile.pmd_size) / "enabled"
-    if pmd_dir.exists() and host.setting(pmd_dir) == "never":
+    pmd_dir = kernelfs.thp_dir(profile.pmd_size) / "enabled"
+    if kernelfs.exists(pmd_dir) and kernelfs.setting(pmd_dir) == "never":
         restorer.set(pmd_dir, "inherit")
 
 
@@ -73,7 +73,7 @@ def run_probe(spec: dict, restorer: Restorer) -> dict:
         restorer.scratch("file", f.name)
         json.dump(spec, f)
     try:
-        proc = subprocess.run([sys.executable, "-m", "hugecalc._probe", f.name, str(os.getpid())],
+        proc = subprocess.run([sys.executable, "-m", "hugecalc.machine._probe", f.name, str(os.getpid())],
                               capture_output=True, text=True, timeout=600)
     finally:
         os.unlink(f.name)
@@ -126,5 +126,5 @@ def verify_pgtable(profile: Profile, release: Release, *, vma_size: int, vma_sta
         checks.append(exact_check(f"page-table bytes after MADV_{after.upper()}", predicted.page_table_bytes_after,
                                   (out["after_kb"] - out["before_kb"]) << 10))
     return VerifyResult(command="verify pgtable", profile=profile.name, kernel=str(release),
-                        inputs={**predicted.inputs, "running_kernel": host.running_release()}, checks=checks,
+                        inputs={**predicted.inputs, "running_kernel": kernelfs.running_release()}, checks=checks,
                         notes=notes)

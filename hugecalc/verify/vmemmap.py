@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from hugecalc import host
+from hugecalc.machine import kernelfs
 from hugecalc.calc.vmemmap import compute_vmemmap
 from hugecalc.errors import HostError
 from hugecalc.profiles import Profile
 from hugecalc.releases import HVO_SHARED_TAIL, Release
-from hugecalc.restore import Restorer
+from hugecalc.machine.restore import Restorer
 from hugecalc.units import fmt_size
 from hugecalc.verify.common import Check, VerifyResult, require_free, require_root
 
@@ -22,24 +22,24 @@ def verify_vmemmap(profile: Profile, release: Release, size: int, count: int, no
     ``hugetlb_vmemmap_restore_folio()`` raises it again when the hugepage is released.
     """
     require_root("vmemmap")
-    if not host.HVO_SYSCTL.exists():
+    if not kernelfs.exists(kernelfs.HVO_SYSCTL):
         raise HostError(
-            f"{host.HVO_SYSCTL} is missing: this kernel has no HVO (CONFIG_HUGETLB_PAGE_OPTIMIZE_VMEMMAP "
+            f"{kernelfs.HVO_SYSCTL} is missing: this kernel has no HVO (CONFIG_HUGETLB_PAGE_OPTIMIZE_VMEMMAP "
             "is off, struct page is not a power of two, or memmap_on_memory is on)"
         )
-    start = host.memmap_pages()  # fails clearly when the counter is missing
-    nr_path = host.hugepage_dir(size) / "nr_hugepages"
+    start = kernelfs.memmap_pages()  # fails clearly when the counter is missing
+    nr_path = kernelfs.hugepage_dir(size) / "nr_hugepages"
     require_free(count * size, f"{count} x {fmt_size(size)} hugepages")
     freed_per = compute_vmemmap(profile, release, hugepage_count=1, hugepage_sizes=[size]).rows[0]
     with Restorer() as restorer:
-        restorer.set(host.HVO_SYSCTL, "1")
-        before_nr = int(host.read_text(nr_path))
-        baseline = host.memmap_pages()
+        restorer.set(kernelfs.HVO_SYSCTL, "1")
+        before_nr = int(kernelfs.read_text(nr_path))
+        baseline = kernelfs.memmap_pages()
         restorer.set(nr_path, str(before_nr + count))
-        allocated = int(host.read_text(nr_path)) - before_nr
-        after_alloc = host.memmap_pages()
-        host.write_text(nr_path, str(before_nr))
-        after_release = host.memmap_pages()
+        allocated = int(kernelfs.read_text(nr_path)) - before_nr
+        after_alloc = kernelfs.memmap_pages()
+        kernelfs.write_text(nr_path, str(before_nr))
+        after_release = kernelfs.memmap_pages()
     if allocated < count:
         notes.append(
             f"the kernel allocated {allocated} of the {count} hugepages asked for "
@@ -64,6 +64,6 @@ def verify_vmemmap(profile: Profile, release: Release, size: int, count: int, no
     ]
     return VerifyResult(
         command="verify vmemmap", profile=profile.name, kernel=str(release),
-        inputs={"hugepage_size_bytes": size, "count": count, "running_kernel": host.running_release()},
+        inputs={"hugepage_size_bytes": size, "count": count, "running_kernel": kernelfs.running_release()},
         checks=checks, notes=notes,
     )

@@ -165,14 +165,14 @@ def _field(data: dict, key: str) -> str:
 
 def host_row(row: HostRow, capture: Any, options: dict) -> dict:
     """One host's figures under the what-if, on its captured release or the one --kernel names."""
-    from hugecalc.capture import captured_release
+    from hugecalc.machine.capture import captured_release
     from hugecalc.releases import parse_release
 
     release = parse_release(options["kernel"]) if options.get("kernel") else captured_release(capture)
     return row(capture, capture.profile, release, options["what_if"])
 
 
-def explain(figures: dict[str, str], rule: str, groups: list[dict]) -> list[Derivation]:
+def derivations(figures: dict[str, str], rule: str, groups: list[dict]) -> list[Derivation]:
     """How each fleet figure was derived (``figures``: figure -> how one host's value is got; ``rule``:
     the per-host calculation): per host, then over the hosts (with the whole fleet's first figure)."""
     out = [Derivation(scope="per host", figure="each host's figures",
@@ -198,7 +198,7 @@ def run_partition(host_figures: HostRow, items: list[tuple[str, str, int, int]],
     """One Dask task: every host of the partition, as rows (errors as rows too)."""
     from pydantic import ValidationError
 
-    from hugecalc.capture import CAPTURE_SCHEMA_VERSION, Capture
+    from hugecalc.machine.capture import CAPTURE_SCHEMA_VERSION, Capture
 
     if options.get("walks"):
         from hugecalc.calc import faults

@@ -1,6 +1,6 @@
 """The child process of ``hugecalc verify``: map, touch, and report what the kernel did.
 
-Run as ``python -m hugecalc._probe SPEC.json PARENT_PID``; prints JSON lines.  ``pgtable`` mode reports VmPTE
+Run as ``python -m hugecalc.machine._probe SPEC.json PARENT_PID``; prints JSON lines.  ``pgtable`` mode reports VmPTE
 after touching and after madvise; ``mthp`` mode prepopulates, says ``ready`` and waits for the
 parent to apply the THP settings, then runs the pass and reports its page faults (getrusage).
 Kept free of numba and of hugecalc's models so that its own memory stays small and predictable.
@@ -16,6 +16,8 @@ import resource
 import signal
 import sys
 
+from hugecalc.machine import kernelfs
+
 PROT_RW = 0x3
 MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS, MAP_NORESERVE = 0x01, 0x02, 0x20, 0x4000
 MAP_HUGETLB, MAP_FIXED_NOREPLACE, MAP_HUGE_SHIFT = 0x40000, 0x100000, 26
@@ -24,8 +26,7 @@ IPC_PRIVATE, IPC_CREAT, IPC_RMID = 0, 0o1000, 0
 
 
 def vm_pte_kb() -> int:
-    with open("/proc/self/status") as f:
-        return int(re.search(r"VmPTE:\s+(\d+)", f.read()).group(1))
+    return int(re.search(r"VmPTE:\s+(\d+)", kernelfs.read(kernelfs.PROC / "self/status")).group(1))
 
 
 def faults() -> int:
@@ -64,8 +65,7 @@ def place(start: int, size: int, region: int, limit: int, maps: str) -> int:
 
 
 def mthp(spec: dict, libc) -> None:
-    with open("/proc/self/maps") as f:
-        maps = f.read()
+    maps = kernelfs.read(kernelfs.PROC / "self/maps")
     size = spec["size"]
     start = place(spec["start"], size, spec["region"], spec["user_va"], maps)
     flags = MAP_FIXED_NOREPLACE
@@ -137,8 +137,7 @@ def main() -> None:
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     if spec.get("mode") == "mthp":
         return mthp(spec, libc)
-    with open("/proc/self/maps") as f:
-        maps = f.read()
+    maps = kernelfs.read(kernelfs.PROC / "self/maps")
     size = spec["size"]
     start = place(spec["start"], size, spec["region"], spec["user_va"], maps)
     shift = start - spec["start"]

@@ -5,11 +5,13 @@ listed in ``unknown`` rather than guessed, and the document carries a full :clas
 capture is also a valid ``--profile``.  Present pages are stored as compact runs (delta-encoded,
 zlib, base64), which keeps a process with 10 GiB resident to a few hundred KB.
 
-Pure: no /proc or /sys here (``hugecalc.snapshot`` reads the machine); files are read and written
+Pure: no /proc or /sys here (``hugecalc.machine.snapshot`` reads the machine); files are read and written
 here, atomically.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import base64
 import json
@@ -78,6 +80,28 @@ class Process(_Model):
     comm: str
     vm_pte_bytes: int
     vmas: list[Vma]
+
+    def present_vmas(self, page_size: int) -> list[PresentVma]:
+        """Each mapping with its present pages as byte runs, for the calculations."""
+        out = []
+        for v in self.vmas:
+            starts, ends = decode_runs(v.present_runs, v.start, page_size)
+            out.append(PresentVma(start=v.start, end=v.end, kind=v.kind, flags=tuple(v.flags),
+                                  kernel_page_bytes=v.kernel_page_bytes, starts=starts, ends=ends))
+        return out
+
+
+@dataclass(frozen=True)
+class PresentVma:
+    """A mapping and its present pages, as byte intervals ``[starts[i], ends[i])`` (numpy arrays)."""
+
+    start: int
+    end: int
+    kind: str  # as Vma.kind
+    flags: tuple[str, ...]  # as Vma.flags
+    kernel_page_bytes: int
+    starts: Any
+    ends: Any
 
 
 class Capture(_Model):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hugecalc import host
-from hugecalc.capture import Capture, Pool, Process, Thp, Vma, encode_runs
+from hugecalc.machine import kernelfs
+from hugecalc.machine.capture import Capture, Pool, Process, Thp, Vma, encode_runs
 from hugecalc.errors import HostError, InputError
 from hugecalc.profiles import load_profile
 from hugecalc.units import fmt_size
@@ -43,7 +43,7 @@ class _Reader:
 
     def text(self, what: str, path: Path) -> str | None:
         try:
-            value = path.read_text().strip()
+            value = kernelfs.read(path).strip()
         except OSError as e:
             self.unknown.append({"what": what, "source": str(path), "error": e.strerror or str(e)})
             return None
@@ -62,7 +62,8 @@ def kernel_config(r: _Reader) -> dict[str, str]:
     """The config options the calculators depend on, from /proc/config.gz or /boot/config-RELEASE."""
     for path in (Path("/proc/config.gz"), Path(f"/boot/config-{platform.release()}")):
         try:
-            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+            raw = kernelfs.read_bytes(path)
+            raw = gzip.decompress(raw) if path.suffix == ".gz" else raw
         except OSError:
             continue
         out = {}
@@ -169,44 +170,45 @@ def machine_profile_name() -> str:
 
 def pools(r: _Reader) -> list[Pool]:
     out = []
-    for d in sorted(host.SYS_HUGEPAGES.glob("hugepages-*kB"), key=lambda p: int(p.name[10:-2])):
+    for d in sorted(kernelfs.glob(kernelfs.SYS_HUGEPAGES, "hugepages-*kB"), key=lambda p: int(p.name[10:-2])):
         size = int(d.name[10:-2]) << 10
         values = {k: r.number(f"pools.{d.name}.{k}", d / f"{k}_hugepages") or 0 for k in ("nr", "free", "resv", "surplus")}
         nodes = {}
-        for n in sorted(SYS_NODES.glob(f"node*/hugepages/{d.name}")):
+        for n in sorted(p / "hugepages" / d.name for p in kernelfs.glob(SYS_NODES, "node*")
+                        if kernelfs.exists(p / "hugepages" / d.name)):
             nodes[n.parent.parent.name.removeprefix("node")] = {
                 k: r.number(f"pools.{d.name}.{n.parent.parent.name}.{k}", n / f"{k}_hugepages") or 0
                 for k in ("nr", "free", "surplus")}
         out.append(Pool(size_bytes=size, nodes=nodes, **values))
     if out:
-        r.sources["pools"] = f"{host.SYS_HUGEPAGES}/hugepages-*kB, {SYS_NODES}/node*/hugepages"
+        r.sources["pools"] = f"{kernelfs.SYS_HUGEPAGES}/hugepages-*kB, {SYS_NODES}/node*/hugepages"
     return out
 
 
 def thp_settings(r: _Reader) -> Thp:
-    if not host.SYS_THP.is_dir():
-        r.unknown.append({"what": "thp", "source": str(host.SYS_THP), "error": "missing (no THP in this kernel)"})
+    if not kernelfs.SYS_THP.is_dir():
+        r.unknown.append({"what": "thp", "source": str(kernelfs.SYS_THP), "error": "missing (no THP in this kernel)"})
         return Thp()
 
     def selected(what: str, path: Path) -> str | None:
         text = r.text(what, path)
-        return host.setting(path) if text is not None else None
+        return kernelfs.setting(path) if text is not None else None
 
     sizes = {}
-    for d in sorted(host.SYS_THP.glob("hugepages-*kB"), key=lambda p: int(p.name[10:-2])):
+    for d in sorted(kernelfs.glob(kernelfs.SYS_THP, "hugepages-*kB"), key=lambda p: int(p.name[10:-2])):
         label = fmt_size(int(d.name[10:-2]) << 10)
         sizes[label] = {k: selected(f"thp.sizes.{label}.{k}", d / k) for k in ("enabled", "shmem_enabled")
-                        if (d / k).exists()}
+                        if kernelfs.exists(d / k)}
     khugepaged = {}
     for k in ("max_ptes_none", "max_ptes_swap", "max_ptes_shared", "pages_to_scan", "scan_sleep_millisecs",
               "alloc_sleep_millisecs", "defrag"):
-        value = r.number(f"thp.khugepaged.{k}", host.SYS_THP / "khugepaged" / k)
+        value = r.number(f"thp.khugepaged.{k}", kernelfs.SYS_THP / "khugepaged" / k)
         if value is not None:
             khugepaged[k] = value
-    return Thp(enabled=selected("thp.enabled", host.SYS_THP / "enabled"),
-               defrag=selected("thp.defrag", host.SYS_THP / "defrag"),
-               shmem_enabled=selected("thp.shmem_enabled", host.SYS_THP / "shmem_enabled"),
-               use_zero_page=selected("thp.use_zero_page", host.SYS_THP / "use_zero_page"),
+    return Thp(enabled=selected("thp.enabled", kernelfs.SYS_THP / "enabled"),
+               defrag=selected("thp.defrag", kernelfs.SYS_THP / "defrag"),
+               shmem_enabled=selected("thp.shmem_enabled", kernelfs.SYS_THP / "shmem_enabled"),
+               use_zero_page=selected("thp.use_zero_page", kernelfs.SYS_THP / "use_zero_page"),
                sizes=sizes, khugepaged=khugepaged)
 
 
@@ -236,9 +238,9 @@ def vma_kind(name: str, flags: list[str], kernel_page: int, page: int) -> str:
 
 def smaps(pid: int, page: int, option: str = "--pids") -> list[dict]:
     """Each VMA of ``pid``: range, name, kernel page size, VmFlags (from /proc/PID/smaps)."""
-    path = host.PROC / str(pid) / "smaps"
+    path = kernelfs.PROC / str(pid) / "smaps"
     try:
-        text = path.read_text()
+        text = kernelfs.read(path)
     except FileNotFoundError:
         raise InputError(f"{option} {pid}: no such process") from None
     except PermissionError:
@@ -265,7 +267,7 @@ def _kpageflags(pfns: np.ndarray) -> np.ndarray | None:
     if pfns.size == 0:
         return out
     try:
-        fd = os.open(host.PROC / "kpageflags", os.O_RDONLY)
+        fd = kernelfs.open_fd(kernelfs.PROC / "kpageflags")
     except OSError:
         return None
     try:
@@ -288,8 +290,8 @@ def folio_counts(entries: np.ndarray, page: int) -> tuple[dict[str, int] | None,
     """Folios mapped in one VMA by size, from its pagemap entries (in address order): a compound
     head and the tails that follow at consecutive PFNs, or a lone page; the zero page is none.
     Vectorized; None where kpageflags is unreadable.  Also the pages kpageflags read as 0."""
-    present = (entries & np.uint64(host.PAGEMAP_PRESENT)) != 0
-    pfns = (entries & np.uint64(host.PAGEMAP_PFN_MASK)).astype(np.int64)
+    present = (entries & np.uint64(kernelfs.PAGEMAP_PRESENT)) != 0
+    pfns = (entries & np.uint64(kernelfs.PAGEMAP_PFN_MASK)).astype(np.int64)
     flags = np.zeros(entries.shape[0], dtype=np.uint64)
     idx = np.flatnonzero(present)
     read = _kpageflags(pfns[idx])
@@ -297,9 +299,9 @@ def folio_counts(entries: np.ndarray, page: int) -> tuple[dict[str, int] | None,
         return None, 0
     flags[idx] = read
     unknown = present & (flags == 0)
-    zero = (flags & np.uint64(host.KPF_ZERO_PAGE)) != 0
+    zero = (flags & np.uint64(kernelfs.KPF_ZERO_PAGE)) != 0
     real = present & ~unknown & ~zero
-    tail = real & ((flags & np.uint64(host.KPF_COMPOUND_TAIL)) != 0)
+    tail = real & ((flags & np.uint64(kernelfs.KPF_COMPOUND_TAIL)) != 0)
     cont = np.zeros_like(tail)
     cont[1:] = tail[1:] & real[:-1] & (pfns[1:] == pfns[:-1] + 1)
     starts = real & ~cont
@@ -312,9 +314,9 @@ def folio_counts(entries: np.ndarray, page: int) -> tuple[dict[str, int] | None,
 def mapped_folios(pid: int, start: int, end: int, page: int) -> tuple[dict[int, int], int]:
     """Folios mapped in ``[start, end)`` of ``pid`` by size in bytes, and the mapped pages whose
     kpageflags read as 0 (``verify mthp``); a HostError where kpageflags cannot be read (root)."""
-    folios, unknown = folio_counts(host.pagemap(pid, start, end, page), page)
+    folios, unknown = folio_counts(kernelfs.pagemap(pid, start, end, page), page)
     if folios is None:
-        raise HostError(f"cannot read {host.PROC / 'kpageflags'} (root only)")
+        raise HostError(f"cannot read {kernelfs.PROC / 'kpageflags'} (root only)")
     return {int(size): n for size, n in folios.items()}, unknown
 
 
@@ -324,8 +326,8 @@ def capture_process(pid: int, page: int, user_va: int, option: str = "--pids") -
         if v["start"] >= user_va:
             continue  # [vsyscall]: kernel address space
         kind = vma_kind(v["name"], v["flags"], v["kps"], page)
-        entries = host.pagemap(pid, v["start"], v["end"], page)
-        used = (entries & np.uint64(host.PAGEMAP_PRESENT | host.PAGEMAP_SWAPPED)) != 0
+        entries = kernelfs.pagemap(pid, v["start"], v["end"], page)
+        used = (entries & np.uint64(kernelfs.PAGEMAP_PRESENT | kernelfs.PAGEMAP_SWAPPED)) != 0
         edges = np.diff(np.concatenate(([0], used.astype(np.int8), [0])))
         starts = v["start"] + np.flatnonzero(edges == 1).astype(np.int64) * page
         ends = v["start"] + np.flatnonzero(edges == -1).astype(np.int64) * page
@@ -335,8 +337,8 @@ def capture_process(pid: int, page: int, user_va: int, option: str = "--pids") -
                         present_pages=int(used.sum()), present_runs=encode_runs(starts, ends, v["start"], page),
                         folios=folios, unclassified_pages=unknown))
     try:
-        comm = (host.PROC / str(pid) / "comm").read_text().strip()
-        vm_pte = host.vm_pte_bytes(pid)
+        comm = kernelfs.read(kernelfs.PROC / str(pid) / "comm").strip()
+        vm_pte = kernelfs.vm_pte_bytes(pid)
     except (OSError, HostError):
         raise InputError(f"{option} {pid}: the process went away while it was read") from None
     return Process(pid=pid, comm=comm, vm_pte_bytes=vm_pte, vmas=vmas)
@@ -344,13 +346,13 @@ def capture_process(pid: int, page: int, user_va: int, option: str = "--pids") -
 
 def all_pids() -> list[int]:
     me = os.getpid()
-    return sorted(int(p.name) for p in host.PROC.glob("[0-9]*")
-                  if int(p.name) != me and (p / "smaps").exists() and _has_mm(p))
+    return sorted(int(p.name) for p in kernelfs.glob(kernelfs.PROC, "[0-9]*")
+                  if int(p.name) != me and kernelfs.exists(p / "smaps") and _has_mm(p))
 
 
 def _has_mm(p: Path) -> bool:
     try:
-        return "VmPTE:" in (p / "status").read_text()  # kernel threads have no mm
+        return "VmPTE:" in kernelfs.read(p / "status")  # kernel threads have no mm
     except OSError:
         return False
 
@@ -367,8 +369,8 @@ def capture_machine(pids: list[int] | None = None, option: str = "--pids") -> Ca
     page = os.sysconf("SC_PAGESIZE")
     config = kernel_config(r)
     levels = paging_levels(arch, config, r)
-    meminfo = host.read_keyed(host.PROC / "meminfo")
-    vmstat = host.read_keyed(host.PROC / "vmstat")
+    meminfo = kernelfs.read_keyed(kernelfs.PROC / "meminfo")
+    vmstat = kernelfs.read_keyed(kernelfs.PROC / "vmstat")
     r.sources.update({"mem_total_bytes": "/proc/meminfo MemTotal", "mem_available_bytes": "/proc/meminfo MemAvailable",
                       "nr_memmap_pages": "/proc/vmstat"})
     mem_total = meminfo.get("MemTotal", 0) << 10 or None
@@ -376,9 +378,9 @@ def capture_machine(pids: list[int] | None = None, option: str = "--pids") -> Ca
     if memmap is None:
         r.unknown.append({"what": "nr_memmap_pages", "source": "/proc/vmstat", "error": "no such counter (before 6.11)"})
     sp = struct_page_bytes(r, page, mem_total, memmap)
-    hvo = r.number("hugetlb_optimize_vmemmap", host.HVO_SYSCTL) if host.HVO_SYSCTL.exists() else None
+    hvo = r.number("hugetlb_optimize_vmemmap", kernelfs.HVO_SYSCTL) if kernelfs.exists(kernelfs.HVO_SYSCTL) else None
     if hvo is None:
-        r.unknown.append({"what": "hugetlb_optimize_vmemmap", "source": str(host.HVO_SYSCTL),
+        r.unknown.append({"what": "hugetlb_optimize_vmemmap", "source": str(kernelfs.HVO_SYSCTL),
                           "error": "missing: no HVO in this kernel (config, struct page size, or memmap_on_memory)"})
     base = load_profile(profile_name(arch, page, levels, config))
     hostname = socket.gethostname()

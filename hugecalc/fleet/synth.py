@@ -12,7 +12,7 @@ import os
 import random
 from pathlib import Path
 
-from hugecalc.capture import CAPTURE_KIND, CAPTURE_SCHEMA_VERSION, write_atomically
+from hugecalc.machine.capture import CAPTURE_KIND, CAPTURE_SCHEMA_VERSION, write_atomically
 from hugecalc.errors import InputError
 from hugecalc.profiles import load_profile
 from hugecalc.units import fmt_size

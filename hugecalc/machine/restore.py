@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from hugecalc.errors import HostError
-from hugecalc.host import setting, write_text
+from hugecalc.machine import kernelfs
+from hugecalc.machine.kernelfs import setting, write_text
 
 JOURNAL_VERSION = 1
 
@@ -73,7 +74,7 @@ def _start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or None if it
     does not exist: with the pid it names one process, even after the pid is reused."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        text = kernelfs.read(kernelfs.PROC / str(pid) / "stat")
     except OSError:
         return None
     return int(text[text.rindex(")") + 2:].split()[19])
