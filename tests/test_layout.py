@@ -17,10 +17,10 @@ LONG_KERNELS = {"hugecalc.calc.faults": {"_walk_block", "fault_walk"}}
 LAYERS = [
     ("hugecalc.errors", "hugecalc.units"),
     ("hugecalc.result", "hugecalc.releases"),
-    ("hugecalc.profiles", "hugecalc.machine.capture", "hugecalc.sweep"),
+    ("hugecalc.profiles", "hugecalc.machine.capture", "hugecalc.machine.trace", "hugecalc.sweep"),
     ("hugecalc.calc",),
     ("hugecalc.render", "hugecalc.plot"),
-    ("hugecalc.machine",),  # the running kernel: kernelfs, snapshot, restore, _probe (capture is below calc)
+    ("hugecalc.machine",),  # the running kernel: kernelfs, snapshot, restore, record, _probe (the capture and record documents are below calc)
     ("hugecalc.verify", "hugecalc.fleet"),
     ("hugecalc.cli", "hugecalc.__main__"),
 ]

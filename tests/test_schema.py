@@ -121,7 +121,7 @@ def test_schema_command_prints_one_schema_per_command(run):
 
 def test_every_command_and_mode_is_covered():
     """A new command (or a new result model) must be added here: every declared document is tested."""
-    assert set(documented()) | {"batch", "schema"} == {spec.name for spec in specs()}
+    assert set(documented()) | {"batch", "schema", "record"} == {spec.name for spec in specs()}
     covered = set(MODES) | {"verify"}  # verify's --json: the root tests read it through Run.json, which validates
     assert covered == set(documented())
 

@@ -9,6 +9,7 @@ import click
 from hugecalc.calc.mthp import MthpComparison, MthpNowWhatIf, MthpResult
 from hugecalc.calc.orders import PassShape, ThpSettings
 from hugecalc.calc.replay import ReplayResult
+from hugecalc.calc.tracereplay import TraceResult
 from hugecalc.machine.capture import REPLAYED_KINDS
 from hugecalc.cli.command import Command, run
 from hugecalc.cli.spec import Fleet, Params, Spec
@@ -109,6 +110,9 @@ def pass_shape(params: Params) -> PassShape:
               help="khugepaged occupancy: lines 'ADDR: PTE indexes' (e.g. '0x40000000: 0-15,64'); - for stdin.")
 @click.option("--pid", type=click.IntRange(1, PID_MAX_LIMIT), default=None,
               help="Replay this process (live, or from --host FILE): its present pages under the settings now "
+                   "and under the what-if. With --trace: which recorded process (default: the command's).")
+@click.option("--trace", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Replay a record (hugecalc record): its true fault sequence under the settings at the time "
                    "and under the what-if.")
 @sweep_options
 @common_options
@@ -130,18 +134,21 @@ def mthp(**values: Any) -> None:
       hugecalc mthp --vma-size 1T --size 64k --prepopulated-stride 1M --json | jq .faults
       hugecalc mthp --host capture.json --size 64k   # the captured settings beside 64K
       sudo hugecalc mthp --pid 1234 --size 64k       # replay a process under 64K mTHP
+      hugecalc mthp --trace app.record --size 64k    # a recorded program's faults under 64K mTHP
       hugecalc mthp --sweep size=16k,32k,64k,128k,2M --vma-size 64M
     """
-    if values["sweeps"] and values["pid"] is not None:
-        raise InputError("--sweep runs one pass: not with --pid")
+    if values["sweeps"] and (values["pid"] is not None or values["trace"]):
+        raise InputError("--sweep runs one pass: not with --pid or --trace")
     run(SPEC, values)
 
 
-def compute(params: Params) -> MthpResult | MthpComparison | MthpNowWhatIf | ReplayResult:
+def compute(params: Params) -> MthpResult | MthpComparison | MthpNowWhatIf | ReplayResult | TraceResult:
     """One pass; every size side by side; the captured settings now beside the what-if; or a process."""
     from hugecalc.calc.mthp import KhugepagedScan, compare_sizes, compute_mthp
 
     settings, shape = thp_settings(params, params.profile), pass_shape(params)
+    if params.trace:
+        return _trace(params, settings)
     if params.pid is not None:
         return _replay(params, settings)
     if params.capture is not None and not params.khugepaged:
@@ -178,6 +185,45 @@ def _replay(params: Params, what_if: ThpSettings) -> ReplayResult:
                             runs, captured)
     result.notes[:0] = notes
     return result
+
+
+def _trace(params: Params, what_if: ThpSettings) -> TraceResult:
+    """A record replayed: on the recorded machine's profile and kernel unless --profile/--kernel say
+    otherwise, under its THP settings then, and under them with the what-if."""
+    from hugecalc.calc.replay import settings_from_capture
+    from hugecalc.calc.tracereplay import compute_trace
+    from hugecalc.machine.capture import Capture, captured_release
+    from hugecalc.machine.trace import read_record
+
+    record = read_record(params.trace)
+    record.meta["path"] = params.trace
+    capture = Capture.model_validate(record.meta["capture"])
+    profile = params.profile if "profile_name" in params.given else capture.profile
+    release = params.release if "kernel" in params.given else captured_release(capture)
+    now, notes = settings_from_capture(capture)
+    changed = now.with_overrides(what_if)
+    runs = {"now": now} | ({"what-if": changed} if changed != now else {})
+    result = compute_trace(profile, release, record, runs, params.pid)
+    result.notes[:0] = notes
+    return result
+
+
+def _draw_trace(out: Console, result: TraceResult, params: Params) -> None:
+    from hugecalc.plot import Chart, terminal
+    from hugecalc.render import folio_table, print_header, side_by_side
+
+    print_header(out, result, f"process {result.pid} replayed from its record: {result.recorded_faults:,} recorded "
+                              "faults, in order")
+    columns = [(r.label, r) for r in result.runs]
+    out.print(side_by_side(columns))
+    out.print(folio_table([(r.label, r.folios) for r in result.runs]))
+    first = result.runs[0].timeline
+    if len(first) > 1:
+        chart = Chart(title=f"populated memory over time — process {result.pid}", x_label="seconds",
+                      y_label="populated (bytes)", x_kind="number", y_bytes=True, log_x=False,
+                      x_values=[p.seconds for p in first],
+                      series={r.label: [p.populated_bytes for p in r.timeline][:len(first)] for r in result.runs})
+        out.print(Text(terminal(chart, out.width)))
 
 
 def _draw_pass(out: Console, result: MthpResult, params: Params) -> None:
@@ -277,7 +323,7 @@ FLEET_FIGURES = ("faults_now", "faults_what_if", "populated_now_bytes", "populat
 SPEC = Spec(
     name="mthp", rank=3, compute=compute, batch=True, after=_plot,
     documents={MthpResult: _draw_pass, MthpComparison: _draw_comparison, MthpNowWhatIf: _draw_now_and_what_if,
-               ReplayResult: _draw_replay},
+               ReplayResult: _draw_replay, TraceResult: _draw_trace},
     sweep=("sizes", "vma_size", "vma_start", "file_offset", "touch_stride", "prepopulated_stride", "max_ptes_none",
            "kernel"),
     charted=("faults", "TLB entries", "faults now", "faults what-if"), sweep_title="mTHP",

@@ -243,6 +243,7 @@ def pagemap(pid: int, start: int, end: int, page_size: int):
 
 # --- page flags, for the folio sizes of a mapping (hugecalc.machine.snapshot) -------------------------
 
-KPF_COMPOUND_TAIL = 1 << 16  # include/uapi/linux/kernel-page-flags.h
+KPF_COMPOUND_HEAD = 1 << 15  # include/uapi/linux/kernel-page-flags.h
+KPF_COMPOUND_TAIL = 1 << 16
 KPF_ZERO_PAGE = 1 << 24
 PAGEMAP_PFN_MASK = (1 << 55) - 1

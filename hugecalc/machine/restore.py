@@ -131,6 +131,11 @@ def _write_journal(settings: list[tuple[Path, str]], scratch: list[tuple[str, st
 def _remove_scratch(kind: str, path: str) -> bool:
     """A scratch mount is unmounted (lazily, so a dead probe's open file cannot hold it), and a
     scratch directory or file removed, never through a mount.  Whether there was anything to do."""
+    if kind == "tracefs-instance":  # removing the directory frees its buffers and disables its events
+        if not os.path.isdir(path):
+            return False
+        os.rmdir(path)
+        return True
     if kind == "mount":
         if not os.path.ismount(path):
             return False
@@ -229,8 +234,8 @@ class Restorer:
         write_text(path, value)
 
     def scratch(self, kind: str, path: str) -> None:
-        """Journal a scratch ``mount`` point or ``dir``/``file`` this run creates next, so that a
-        recovery removes it; the run itself removes it as usual."""
+        """Journal a scratch ``mount`` point, ``dir``/``file`` or ``tracefs-instance`` this run creates
+        next, so that a recovery removes it; the run itself removes it as usual."""
         self._scratch.append((kind, path))
         _write_journal(self._saved, self._scratch)
 

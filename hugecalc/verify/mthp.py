@@ -22,7 +22,7 @@ from hugecalc.errors import HostError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
 from hugecalc.machine.restore import Restorer
-from hugecalc.machine.snapshot import mapped_folios
+from hugecalc.machine.folios import mapped_folios
 from hugecalc.units import fmt_size
 from hugecalc.verify.common import (MAX_VERIFY_TOUCHES, Check, VerifyResult, exact_check, placement, placement_note,
                                     require_free, require_root)

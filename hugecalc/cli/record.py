@@ -1,0 +1,58 @@
+"""``hugecalc record``: run a command and record its true fault sequence, for replay under any
+what-if (``mthp --trace FILE``, ``pgtable --trace FILE``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from hugecalc.cli.command import Command
+from hugecalc.cli.spec import Spec
+from hugecalc.errors import InputError
+
+
+@click.command(cls=Command, context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default="hugecalc.record", show_default=True,
+              help="The record file (written complete or not at all).")
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
+def record(output: str, argv: tuple[str, ...]) -> Any:
+    """Run CMD and record every user page fault (address, read or write, present or not, thread,
+    time) and every change of its address space (mmap, munmap, brk, mremap, mprotect, madvise,
+    exec, exit), for the whole process tree, with the kernel's tracepoints (root).
+
+    CMD runs with THP disabled for it (PR_SET_THP_DISABLE, inherited across fork and exec), so
+    every first touch of every page is a base-page fault in the record; its stdin, stdout and
+    stderr are this command's. The exit status is CMD's.
+
+    \b
+    Examples:
+      sudo hugecalc record -o app.record -- python3 app.py
+      hugecalc mthp --trace app.record --size 64k      # the same faults under 64K mTHP
+      hugecalc pgtable --trace app.record              # its page tables over time
+    """
+    import os
+
+    from hugecalc.machine.record import record as run_record
+
+    if not argv:
+        raise InputError("give the command to record after --, e.g. hugecalc record -- python3 app.py")
+    if os.path.isdir(output):
+        raise InputError(f"{output} is a directory: name the record file", field="output")
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise InputError(f"{output}: the folder {folder} does not exist", field="output")
+
+    def started(pid: int) -> None:
+        click.echo(f"hugecalc: recording pid {pid} ({' '.join(argv)}), THP disabled for it", err=True)
+
+    code, held = run_record(list(argv), output, started)
+    status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+    click.echo(f"hugecalc: wrote {output}: {held['events']:,} events, {held['faults']:,} page faults in "
+               f"{held['seconds']:.2f} s; {argv[0]}: {status}", err=True)
+    if code:  # the command's own status, as a shell gives it (128 + the signal)
+        raise click.exceptions.Exit(code if code > 0 else 128 - code)
+    return None
+
+
+SPEC = Spec(name="record", rank=6, documents={})

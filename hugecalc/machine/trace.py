@@ -1,0 +1,107 @@
+"""A record of a program's true fault sequence (``hugecalc record``): one compact, versioned file.
+
+Columnar (Parquet through pyarrow, zstd-compressed): one row per event, in the order the kernel
+traced them, with the columns ``t_ns`` (trace clock), ``tgid``, ``tid``, ``kind`` and five values
+``a``..``e`` whose meaning is the kind's (:data:`KINDS`).  The file's metadata holds what the
+replay needs beside the events: the kernel, the machine's page size and THP settings at the time
+(a capture without processes), the command, its exit status, and whether every fault is a
+base-page fault (the command ran with ``PR_SET_THP_DISABLE``).
+
+It is written under a temporary name and renamed into place when complete, so a record that was
+interrupted never sits under its final name; a file that is not a whole record is refused on read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from hugecalc.errors import InputError
+
+RECORD_KIND = "hugecalc-record"
+RECORD_SCHEMA_VERSION = 1
+
+#: Event kinds and the meaning of their values a..e.
+FAULT, MMAP, MUNMAP, BRK, MREMAP, MPROTECT, MADVISE, NEWTASK, EXEC, EXIT_MMAP, IMAGE_BSS = range(11)
+KINDS = {
+    FAULT: "page_fault_user: a=address, b=error_code (bit 0 present, bit 1 write)",
+    MMAP: "mmap: a=address returned, b=length, c=prot, d=flags, e=fd",
+    MUNMAP: "munmap: a=address, b=length",
+    BRK: "brk: a=the break after the call, b=the break asked for",
+    MREMAP: "mremap: a=old address, b=old length, c=new length, d=flags, e=address returned",
+    MPROTECT: "mprotect: a=address, b=length, c=prot",
+    MADVISE: "madvise: a=address, b=length, c=advice",
+    NEWTASK: "task_newtask: a=the new task's pid, b=clone_flags (CLONE_VM: a thread)",
+    EXEC: "sched_process_exec: the process's address space was replaced",
+    EXIT_MMAP: "exit_mmap: the process's address space was torn down",
+    IMAGE_BSS: "an anonymous mapping execve() made (a program's or its interpreter's bss): a=start, b=end, c=prot",
+}
+COLUMNS = ("t_ns", "tgid", "tid", "kind", "a", "b", "c", "d", "e")
+
+
+@dataclass
+class Record:
+    """The events as columns (numpy arrays) and the record's metadata."""
+
+    columns: dict[str, Any]
+    meta: dict[str, Any]
+
+    @property
+    def events(self) -> int:
+        return int(self.columns["kind"].shape[0])
+
+    @property
+    def faults(self) -> int:
+        return int((self.columns["kind"] == FAULT).sum())
+
+
+def write_record(path: str, columns: dict[str, Any], meta: dict[str, Any]) -> None:
+    """The record, complete or not at all: written beside ``path`` under a temporary name, then
+    renamed into place."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({name: columns[name] for name in COLUMNS})
+    table = table.replace_schema_metadata({"hugecalc": json.dumps(
+        {"kind": RECORD_KIND, "schema_version": RECORD_SCHEMA_VERSION, "events": len(table), **meta})})
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".hugecalc-record.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def read_record(path: str) -> Record:
+    """A record file, refused with the reason when it is not a whole record of a known version."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such record file", field="trace")
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(f"{path}: not a whole hugecalc record (truncated or damaged: {e})", field="trace") from None
+    raw = (table.schema.metadata or {}).get(b"hugecalc")
+    try:
+        meta = json.loads(raw) if raw else {}
+    except ValueError:
+        meta = {}
+    if meta.get("kind") != RECORD_KIND:
+        raise InputError(f"{path}: not a hugecalc record (made by 'hugecalc record')", field="trace")
+    version = meta.get("schema_version")
+    if not isinstance(version, int) or version > RECORD_SCHEMA_VERSION:
+        raise InputError(f"{path}: record schema_version {version!r} is newer than this hugecalc reads "
+                         f"({RECORD_SCHEMA_VERSION}): upgrade hugecalc", field="trace")
+    if meta.get("events") != len(table) or any(c not in table.column_names for c in COLUMNS):
+        raise InputError(f"{path}: the record is incomplete ({len(table)} of {meta.get('events')} events)",
+                         field="trace")
+    return Record(columns={c: table.column(c).to_numpy() for c in COLUMNS}, meta=meta)

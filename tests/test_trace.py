@@ -1,0 +1,158 @@
+"""mthp --trace: a record replayed fault by fault, with the VMAs as they stood at each fault, by the
+kernel's rules; each case worked out by hand from the rule it names. And bad records."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import needs_root_and
+from tests.records import brk, madvise, mmap, munmap, touch, write_events
+
+K, M = 1 << 10, 1 << 20
+HEAP = 0x10000000
+MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTNEED = 14, 15, 4
+MAP_STACK = 0x20000
+
+
+def replay(run, path, *options):
+    return run("mthp", "--trace", str(path), *options, "--json").json
+
+
+def folios(run_doc):
+    return {f["size_bytes"]: f["count"] for f in run_doc["folios"]}
+
+
+def test_a_heap_that_grows_in_steps_gets_large_folios_only_where_it_had_grown(run, tmp_path):
+    """alloc_anon_folio(): a 64K folio only where its whole aligned range is inside the VMA at the
+    fault. A brk heap grown 132K at a time leaves the block at its end to base pages, and the pages
+    faulted then keep the next block from ever getting one (pte_range_none())."""
+    events = [brk(HEAP), brk(HEAP + 0x21000), *(touch(HEAP + p * 4 * K) for p in range(33)),
+              brk(HEAP + 0x42000), *(touch(HEAP + p * 4 * K) for p in range(33, 66))]
+    doc = replay(run, write_events(tmp_path / "heap.record", events), "--size", "64k")
+    now, what_if = doc["runs"]
+    assert folios(now) == {4 * K: 66} and now["faults"] == 66
+    # pages 0-15, 16-31, 48-63 in 64K folios; 32 (the heap ended at 33), 33-47 (32 was there), 64, 65 alone
+    assert folios(what_if) == {4 * K: 18, 64 * K: 3} and what_if["faults"] == 21
+    assert what_if["populated_bytes"] == 66 * 4 * K and what_if["touched_bytes"] == 66 * 4 * K
+
+
+def test_a_read_maps_the_zero_page_and_a_write_then_copies_it(run, tmp_path):
+    """do_anonymous_page() maps the zero page on a read; wp_page_copy() copies it at order 0 on the write."""
+    events = [mmap(0x20000000, 64 * K), touch(0x20000000, write=False), touch(0x20000000)]
+    doc = replay(run, write_events(tmp_path / "rw.record", events), "--size", "64k")
+    for r in doc["runs"]:
+        assert (r["faults"], r["read_faults"], r["write_faults"], r["zero_page_mappings"]) == (2, 1, 1, 1)
+        assert folios(r) == {4 * K: 1}  # a read first: no 64K folio, even where one would fit
+
+
+def test_madv_hugepage_gets_the_pmd_and_its_other_pages_never_fault(run, tmp_path):
+    """thp_vma_allowable_orders(): top level madvise (the capture's) allows the PMD size with
+    MADV_HUGEPAGE; create_huge_pmd() maps 2M at the first write, the rest of the block is there."""
+    base = 0x40000000
+    events = [mmap(base, 4 * M), madvise(base, 4 * M, MADV_HUGEPAGE),
+              *(touch(base + p * 4 * K) for p in range(1024))]
+    doc = replay(run, write_events(tmp_path / "hp.record", events), "--top-level", "never")
+    now, what_if = doc["runs"]
+    assert folios(now) == {2 * M: 2} and now["faults"] == 2 and now["tables"]["pte"] == 2  # deposited tables
+    assert folios(what_if) == {4 * K: 1024} and what_if["faults"] == 1024  # top level never: base pages
+
+
+def test_madv_nohugepage_and_map_stack_keep_base_pages_under_thp_always(run, tmp_path):
+    events = [mmap(0x40000000, 2 * M), madvise(0x40000000, 2 * M, MADV_NOHUGEPAGE), touch(0x40000000),
+              mmap(0x80000000, 2 * M, flags=0x22 | MAP_STACK), touch(0x80000000),
+              mmap(0xc0000000, 2 * M), touch(0xc0000000)]
+    doc = replay(run, write_events(tmp_path / "no.record", events), "--top-level", "always")
+    # VM_NOHUGEPAGE; MAP_STACK sets it too from 6.7.6/6.8 (c4608d1bf7c6); the third VMA gets its PMD
+    assert folios(doc["runs"][-1]) == {4 * K: 2, 2 * M: 1}
+
+
+def test_a_write_to_the_huge_zero_page_gets_a_pmd_thp_on_6_13_and_later(run, tmp_path):
+    """do_huge_pmd_anonymous_page() maps the huge zero page on a read; do_huge_zero_wp_pmd() (v6.13)
+    replaces it with a PMD THP on the write; before 6.13 the PMD is split and the page copied."""
+    events = [mmap(0x40000000, 2 * M), touch(0x40000000, write=False), touch(0x40001000)]
+    path = write_events(tmp_path / "hz.record", events)
+    new = replay(run, path, "--top-level", "always")["runs"][-1]
+    assert (new["faults"], new["zero_page_mappings"], folios(new)) == (2, 1, {2 * M: 1})
+    old = replay(run, path, "--top-level", "always", "--kernel", "6.12")["runs"][-1]
+    assert (old["faults"], folios(old)) == (2, {4 * K: 1})
+
+
+def test_unmapped_and_zapped_pages_leave_the_end_state(run, tmp_path):
+    base = 0x40000000
+    events = [mmap(base, 1 * M), *(touch(base + p * 4 * K) for p in range(256)), munmap(base, 512 * K),
+              madvise(base + 512 * K, 256 * K, MADV_DONTNEED)]
+    r = replay(run, write_events(tmp_path / "z.record", events))["runs"][0]
+    assert folios(r) == {4 * K: 64} and r["populated_bytes"] == 256 * K
+    assert r["peak_populated_bytes"] == 1 * M
+
+
+def test_adjacent_anonymous_mappings_merge_and_share_large_folios(run, tmp_path):
+    """vma_merge_new_range(): a new anonymous mapping next to a compatible one joins it, so a 64K
+    range across the two fits in the one VMA."""
+    events = [mmap(0x40008000, 32 * K), mmap(0x40000000, 32 * K), touch(0x40000000)]
+    r = replay(run, write_events(tmp_path / "m.record", events), "--size", "64k")["runs"][-1]
+    assert folios(r) == {64 * K: 1}
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("truncate", "not a whole hugecalc record"),
+    ("not parquet", "not a whole hugecalc record"),
+    ("missing", "no such record file"),
+])
+def test_a_damaged_record_is_refused(run, tmp_path, damage, message):
+    path = write_events(tmp_path / "a.record", [mmap(0x40000000, 64 * K), touch(0x40000000)])
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "not parquet":
+        path.write_text("hello\n")
+    else:
+        path.unlink()
+    r = run("mthp", "--trace", str(path))
+    assert r.exit_code == 2 and r.stdout == "" and message in r.stderr and "--trace" in r.stderr
+
+
+def test_a_record_from_a_newer_hugecalc_is_refused(run, tmp_path):
+    import pyarrow.parquet as pq
+
+    path = write_events(tmp_path / "new.record", [touch(0x40000000)])
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[b"hugecalc"])
+    meta["schema_version"] = 99
+    pq.write_table(table.replace_schema_metadata({"hugecalc": json.dumps(meta)}), path)
+    r = run("mthp", "--trace", str(path))
+    assert r.exit_code == 2 and "schema_version 99 is newer" in r.stderr
+
+
+def test_a_process_the_record_does_not_hold(run, tmp_path):
+    path = write_events(tmp_path / "p.record", [touch(0x40000000)])
+    r = run("mthp", "--trace", str(path), "--pid", "1")
+    assert r.exit_code == 2 and "process 1 has no event in the record" in r.stderr
+
+
+def test_record_refuses_what_it_cannot_do(run, tmp_path):
+    r = run("record", "-o", str(tmp_path / "x.record"))
+    assert r.exit_code == 2 and "give the command to record" in r.stderr
+    r = run("record", "-o", str(tmp_path / "no/such/x.record"), "--", "true")
+    assert r.exit_code == 2 and "does not exist" in r.stderr
+
+
+def test_record_needs_root(run, tmp_path, monkeypatch):
+    from hugecalc.machine import kernelfs
+
+    monkeypatch.setattr(kernelfs, "is_root", lambda: False)
+    r = run("record", "-o", str(tmp_path / "x.record"), "--", "true")
+    assert r.exit_code == 2 and r.stdout == "" and "run it as root" in r.stderr
+    assert not (tmp_path / "x.record").exists()
+
+
+@pytest.mark.root
+@needs_root_and("/sys/kernel/tracing")
+def test_record_passes_the_command_on(run, tmp_path):
+    """A command that does not exist is refused (nothing written); one that fails has its status
+    passed on, and its record is written all the same."""
+    r = run("record", "-o", str(tmp_path / "x.record"), "--", "no-such-command-hugecalc")
+    assert r.exit_code == 2 and "cannot run; nothing recorded" in r.stderr and not (tmp_path / "x.record").exists()
+    r = run("record", "-o", str(tmp_path / "y.record"), "--", "sh", "-c", "exit 3")
+    assert r.exit_code == 3 and "exit status 3" in r.stderr and (tmp_path / "y.record").exists()
+    assert not list(tmp_path.glob(".hugecalc-record.*")) and not list(Path("/sys/kernel/tracing/instances").glob("hugecalc-*"))
