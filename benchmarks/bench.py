@@ -174,5 +174,7 @@ def main() -> int:
 if __name__ == "__main__":
     status = main()
     from fleet import main as fleet_main  # benchmarks/fleet.py
+    from record import main as record_main  # benchmarks/record.py
 
+    status = record_main() or status
     sys.exit(status or fleet_main())

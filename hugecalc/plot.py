@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from hugecalc.errors import InputError
 from hugecalc.units import fmt_bytes, fmt_size
@@ -144,3 +145,13 @@ def write(chart: Chart, path: str) -> None:
         raise InputError(f"--plot {path}: cannot write it: {e.strerror}") from None
     finally:
         plt.close(fig)
+
+
+def trace_chart(result: Any, figure: str, what: str) -> Chart | None:
+    """A record's ``figure`` (populated_bytes, page_table_bytes) over time, one line per run."""
+    first = result.runs[0].timeline
+    if len(first) < 2:
+        return None
+    return Chart(title=f"{what} over time — process {result.pid}", x_label="seconds", y_label=f"{what} (bytes)",
+                 x_kind="number", y_bytes=True, log_x=False, x_values=[p.seconds for p in first],
+                 series={r.label: [getattr(p, figure) for p in r.timeline][:len(first)] for r in result.runs})

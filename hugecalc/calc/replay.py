@@ -113,6 +113,20 @@ def replay(profile: Profile, release: Release, vmas: list[PresentVma], settings:
                      page_table_bytes=vmpte_bytes(profile, level_rows), vmas=rows)
 
 
+def snapshot_bound(vmas: list, page: int) -> str:
+    """How far a snapshot's replay can be off, and why: it knows neither the order of the faults
+    nor how the mappings stood at each one."""
+    grown = [v for v in vmas if v.kind in ("heap", "stack")]
+    present = sum(int((v.ends - v.starts).sum()) for v in grown)
+    where = ", ".join(f"the {v.kind} ({fmt_bytes(int((v.ends - v.starts).sum()))} present)" for v in grown)
+    return ("a snapshot knows neither the order of the faults nor the mappings as they stood at each: for each "
+            "size above the base page, the memory the kernel puts in folios of that size or larger is at most what "
+            "is shown (a read before a write, a mapping that grew while it was faulted, give less)"
+            + (f"; mappings that grow: {where}, "
+                                                                      f"{fmt_bytes(present)} in all" if grown else "")
+            + "; for the exact answer record the program: hugecalc record -- CMD, then mthp --trace FILE")
+
+
 def compute_replay(profile: Profile, release: Release, pid: int, comm: str, vm_pte_bytes: int, vmas: list[PresentVma],
                    runs: dict[str, ThpSettings], captured_folios: dict[str, int] | None) -> ReplayResult:
     """The process replayed under each named set of settings (``now``, ``what-if``).
@@ -125,6 +139,7 @@ def compute_replay(profile: Profile, release: Release, pid: int, comm: str, vm_p
     notes = ["present pages are replayed in address order, each written once; files, hugetlb and special "
              "mappings keep the pages they have"]
     results = [replay(profile, release, vmas, settings, label) for label, settings in runs.items()]
+    notes.append(snapshot_bound(vmas, profile.page_size))
     if results and results[0].page_table_bytes != vm_pte_bytes:
         notes.append(f"VmPTE now is {vm_pte_bytes:,} bytes, the replay of the settings now gives "
                      f"{results[0].page_table_bytes:,}: the process did not fault its pages in address order, or "

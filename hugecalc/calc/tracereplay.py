@@ -34,6 +34,7 @@ class TimePoint(Model):
     seconds: float = field("Since the start", "seconds")
     populated_bytes: int = field("Populated", "bytes")
     faults: int = field("Faults so far", "count")
+    page_table_bytes: int = field("Page tables", "bytes")
 
 
 class TraceRun(Model):
@@ -53,6 +54,7 @@ class TraceRun(Model):
     tlb_entries: int = field("Last-level TLB entries at the end", "count")
     tables: dict[str, int] = field("Page tables by level at the end")
     page_table_bytes: int = field("Page tables (as VmPTE counts)", "bytes")
+    peak_page_table_bytes: int = field("Page tables at the peak (sampled)", "bytes")
     timeline: list[TimePoint]
 
 
@@ -92,14 +94,22 @@ def _end_state(proc: Process, label: str, touched: int, timeline: list) -> Trace
             units.add(("page", p))
     rows = [level_row(profile, proc.release, name, n) for name, n in _tables(proc).items()]
     populated = proc.populated_bytes()
+    table_bytes = vmpte_bytes(profile, rows)
     return TraceRun(label=label, settings=proc.settings.shown(), faults=proc.faults, read_faults=proc.read_faults,
                     write_faults=proc.write_faults,
                     folios=[FolioCount(size_bytes=s, count=n) for s, n in sorted(folios.items())],
                     zero_page_mappings=proc.zero_maps, populated_bytes=populated,
                     peak_populated_bytes=proc.peak_populated * page, touched_bytes=touched,
                     bloat=populated / touched if touched else 0.0, tlb_entries=len(units),
-                    tables={r.level: r.tables for r in rows}, page_table_bytes=vmpte_bytes(profile, rows),
+                    tables={r.level: r.tables for r in rows}, page_table_bytes=table_bytes,
+                    peak_page_table_bytes=max([table_bytes, *(p.page_table_bytes for p in timeline)]),
                     timeline=timeline)
+
+
+def page_table_bytes(proc: Process) -> int:
+    """The process's page tables now, as VmPTE counts them."""
+    rows = [level_row(proc.profile, proc.release, name, n) for name, n in _tables(proc).items()]
+    return vmpte_bytes(proc.profile, rows)
 
 
 def _tables(proc: Process) -> dict[str, int]:
@@ -182,12 +192,12 @@ def replay_one(profile: Profile, release: Release, columns: dict, pid: int, sett
         if tgid[i] == pid and i % step == 0:
             main = replay.process(pid)
             timeline.append(TimePoint(seconds=(t[i] - t[0]) / 1e9, populated_bytes=main.populated_bytes(),
-                                      faults=main.faults))
+                                      faults=main.faults, page_table_bytes=page_table_bytes(main)))
     return final or replay.end(pid, label, timeline), len(replay.procs)
 
 
 def compute_trace(profile: Profile, release: Release, record, runs: dict[str, ThpSettings],
-                  pid: int | None = None) -> TraceResult:
+                  pid: int | None = None, command: str = "mthp") -> TraceResult:
     """The record replayed under each named set of settings (``now``, ``what-if``).
 
     Kernel reference
@@ -201,12 +211,14 @@ def compute_trace(profile: Profile, release: Release, record, runs: dict[str, Th
     for label, settings in runs.items():
         run, processes = replay_one(profile, release, record.columns, pid, settings, label)
         results.append(run)
-    notes = [f"the record of {' '.join(record.meta.get('command', []))} (exit status {record.meta.get('exit_status')}): "
+    code = record.meta.get("exit_status") or 0
+    status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+    notes = [f"the record of {' '.join(record.meta.get('command', []))} ({status}): "
              f"{record.events:,} events, {record.faults:,} page faults, {processes} address space(s); the "
              f"figures are process {pid}'s at the end (its last exit_mmap)",
              "faults in mappings made before the record could see them (the program's own image, its stack) "
              "replay as base pages and are not counted among the folios"]
-    return TraceResult(profile=profile.name, kernel=str(release), pid=pid, events=record.events,
+    return TraceResult(command=command, profile=profile.name, kernel=str(release), pid=pid, events=record.events,
                        recorded_faults=record.faults, runs=results, notes=notes,
                        inputs={"trace": record.meta.get("path"), "pid": pid, "runs": list(runs)},
                        explain=[_derivation(r) for r in results])

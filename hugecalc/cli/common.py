@@ -235,3 +235,24 @@ def process_from(params: Any, pid: int) -> tuple[Any, Any, Any, Any]:
         raise InputError(f"--profile {profile.name} has {profile.page_size}-byte pages, but the process was "
                          f"captured with {capture.page_size}-byte pages")
     return capture, capture.process(pid), profile, release
+
+
+def replay_record(params: Any, what_if: Any, command: str) -> Any:
+    """``--trace FILE`` replayed: on the recorded machine's profile and kernel unless --profile or
+    --kernel say otherwise, under its THP settings then, and under them with the what-if."""
+    from hugecalc.calc.replay import settings_from_capture
+    from hugecalc.calc.tracereplay import compute_trace
+    from hugecalc.machine.capture import Capture, captured_release
+    from hugecalc.machine.trace import read_record
+
+    record = read_record(params.trace)
+    record.meta["path"] = params.trace
+    capture = Capture.model_validate(record.meta["capture"])
+    profile = params.profile if "profile_name" in params.given else capture.profile
+    release = params.release if "kernel" in params.given else captured_release(capture)
+    now, notes = settings_from_capture(capture)
+    changed = now.with_overrides(what_if)
+    runs = {"now": now} | ({"what-if": changed} if changed != now else {})
+    result = compute_trace(profile, release, record, runs, params.pid, command)
+    result.notes[:0] = notes
+    return result

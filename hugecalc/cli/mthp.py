@@ -14,7 +14,7 @@ from hugecalc.machine.capture import REPLAYED_KINDS
 from hugecalc.cli.command import Command, run
 from hugecalc.cli.spec import Fleet, Params, Spec
 from hugecalc.cli.common import (ADDR, PID_MAX_LIMIT, SIZE, AliasOption, Text, common_options, options,
-                                 process_from)
+                                 process_from, replay_record)
 from hugecalc.cli.sweep import sweep_options
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
@@ -148,7 +148,7 @@ def compute(params: Params) -> MthpResult | MthpComparison | MthpNowWhatIf | Rep
 
     settings, shape = thp_settings(params, params.profile), pass_shape(params)
     if params.trace:
-        return _trace(params, settings)
+        return replay_record(params, settings, "mthp")
     if params.pid is not None:
         return _replay(params, settings)
     if params.capture is not None and not params.khugepaged:
@@ -187,29 +187,8 @@ def _replay(params: Params, what_if: ThpSettings) -> ReplayResult:
     return result
 
 
-def _trace(params: Params, what_if: ThpSettings) -> TraceResult:
-    """A record replayed: on the recorded machine's profile and kernel unless --profile/--kernel say
-    otherwise, under its THP settings then, and under them with the what-if."""
-    from hugecalc.calc.replay import settings_from_capture
-    from hugecalc.calc.tracereplay import compute_trace
-    from hugecalc.machine.capture import Capture, captured_release
-    from hugecalc.machine.trace import read_record
-
-    record = read_record(params.trace)
-    record.meta["path"] = params.trace
-    capture = Capture.model_validate(record.meta["capture"])
-    profile = params.profile if "profile_name" in params.given else capture.profile
-    release = params.release if "kernel" in params.given else captured_release(capture)
-    now, notes = settings_from_capture(capture)
-    changed = now.with_overrides(what_if)
-    runs = {"now": now} | ({"what-if": changed} if changed != now else {})
-    result = compute_trace(profile, release, record, runs, params.pid)
-    result.notes[:0] = notes
-    return result
-
-
 def _draw_trace(out: Console, result: TraceResult, params: Params) -> None:
-    from hugecalc.plot import Chart, terminal
+    from hugecalc.plot import terminal, trace_chart
     from hugecalc.render import folio_table, print_header, side_by_side
 
     print_header(out, result, f"process {result.pid} replayed from its record: {result.recorded_faults:,} recorded "
@@ -217,12 +196,8 @@ def _draw_trace(out: Console, result: TraceResult, params: Params) -> None:
     columns = [(r.label, r) for r in result.runs]
     out.print(side_by_side(columns))
     out.print(folio_table([(r.label, r.folios) for r in result.runs]))
-    first = result.runs[0].timeline
-    if len(first) > 1:
-        chart = Chart(title=f"populated memory over time — process {result.pid}", x_label="seconds",
-                      y_label="populated (bytes)", x_kind="number", y_bytes=True, log_x=False,
-                      x_values=[p.seconds for p in first],
-                      series={r.label: [p.populated_bytes for p in r.timeline][:len(first)] for r in result.runs})
+    chart = trace_chart(result, "populated_bytes", "populated memory")
+    if chart is not None:
         out.print(Text(terminal(chart, out.width)))
 
 
@@ -299,11 +274,13 @@ def _draw_replay(out: Console, result: ReplayResult, params: Params) -> None:
 
 
 def _plot(result: Any, params: Params) -> None:
-    """--plot on the side-by-side comparison: its chart to a file."""
-    if params.plot and isinstance(result, MthpComparison):
-        from hugecalc.plot import write
+    """--plot: the side-by-side comparison's chart, or a record's populated memory over time, to a file."""
+    from hugecalc.plot import trace_chart, write
 
+    if params.plot and isinstance(result, MthpComparison):
         write(_comparison_chart(result), params.plot)
+    elif params.plot and isinstance(result, TraceResult):
+        write(trace_chart(result, "populated_bytes", "populated memory"), params.plot)
 
 
 def _fleet_row(capture: Any, profile: Profile, release: Any, what_if: dict) -> dict:

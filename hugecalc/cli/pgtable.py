@@ -9,10 +9,11 @@ import click
 from hugecalc.calc.pgtable import PgtableResult
 from hugecalc.calc.process import ProcessResult
 from hugecalc.calc.tables import WorstCaseResult
+from hugecalc.calc.tracereplay import TraceResult
 from hugecalc.cli.command import Command, run
 from hugecalc.cli.spec import Fleet, Params, Spec
 from hugecalc.cli.common import (ADDR, PID_MAX_LIMIT, SIZE, AliasOption, Real, Text, common_options, complete_backing,
-                                 options, process_from)
+                                 options, process_from, replay_record)
 from hugecalc.cli.sweep import sweep_options
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
@@ -63,7 +64,10 @@ def touches_from_options(profile: Profile, vma_size: int | None, vma_start: int 
 @click.option("--shared-by", type=click.IntRange(1, PID_MAX_LIMIT), default=1, show_default=True,
               help="MAP_SHARED hugetlb: number of processes mapping it (PMD-table sharing).")
 @click.option("--worst-case", is_flag=True, help="The per-process maximum: all user address space populated.")
-@click.option("--pid", type=click.IntRange(1, PID_MAX_LIMIT), default=None, help="A live process: its present pages' tables beside its VmPTE.")
+@click.option("--pid", type=click.IntRange(1, PID_MAX_LIMIT), default=None,
+              help="A live process: its present pages' tables beside its VmPTE. With --trace: which recorded process.")
+@click.option("--trace", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="A record (hugecalc record): the page tables of its true fault sequence over time, peak and end.")
 @sweep_options
 @common_options
 def pgtable(**values: Any) -> None:
@@ -79,17 +83,27 @@ def pgtable(**values: Any) -> None:
       hugecalc pgtable --vma-size 16G --backing hugetlb-2M --shared-by 100
       hugecalc pgtable --worst-case --profile i386
       hugecalc pgtable --pid $$
+      hugecalc pgtable --trace app.record             # a recorded program's tables over time
       printf '0x8000000000\\n0x8000200000-0x8000400000\\n' | hugecalc pgtable --vma-size 2G --vma-start 0x8000000000 --touch-file -
       hugecalc pgtable --vma-size 1T --sweep touch-fraction=1e-6..1x10
     """
-    if values["sweeps"] and (values["worst_case"] or values["pid"] is not None or values["touch_file"] is not None):
-        raise InputError("--sweep runs one mapping: not with --worst-case, --pid or --touch-file")
+    if values["sweeps"] and (values["worst_case"] or values["pid"] is not None or values["touch_file"] is not None
+                             or values["trace"]):
+        raise InputError("--sweep runs one mapping: not with --worst-case, --pid, --touch-file or --trace")
     run(SPEC, values)
 
 
-def compute(params: Params) -> PgtableResult | WorstCaseResult | ProcessResult:
+def compute(params: Params) -> PgtableResult | WorstCaseResult | ProcessResult | TraceResult:
     """One mapping, --worst-case, or a process (--pid)."""
     v = params.values
+    if v["trace"]:
+        if (v["worst_case"] or v["vma_size"] is not None or v["touch_stride"] or v["touch_fraction"] is not None
+                or v["touch_file"] or v["after"] or v["shared_by"] != 1 or v["backing"] != "anon"):
+            raise InputError("--trace replays the record's own mappings and faults: --worst-case, --vma-size, --touch-*, "
+                             "--after, --backing and --shared-by do not apply")
+        from hugecalc.calc.orders import ThpSettings
+
+        return replay_record(params, ThpSettings(), "pgtable")
     if v["worst_case"] and v["pid"] is not None:
         raise InputError("use either --worst-case or --pid")
     if v["worst_case"]:
@@ -143,6 +157,20 @@ def _draw_mapping(out: Console, result: PgtableResult, params: Params) -> None:
         out.print(list_table(result.compare))
 
 
+def _draw_trace(out: Console, result: TraceResult, params: Params) -> None:
+    from hugecalc.plot import terminal, trace_chart
+    from hugecalc.render import print_header
+
+    run = result.runs[0]
+    print_header(out, result, f"process {result.pid}'s page tables, replayed from its record")
+    tables = ", ".join(f"{level} {n:,}" for level, n in run.tables.items())
+    out.print(f"at the end: {tables} = {fmt_bytes(run.page_table_bytes)} (as VmPTE counts); at the peak "
+              f"{fmt_bytes(run.peak_page_table_bytes)}; for {fmt_bytes(run.populated_bytes)} populated")
+    chart = trace_chart(result, "page_table_bytes", "page tables")
+    if chart is not None:
+        out.print(Text(terminal(chart, out.width)))
+
+
 def _draw_worst_case(out: Console, result: WorstCaseResult, params: Params) -> None:
     from hugecalc.render import list_table, print_header
 
@@ -193,7 +221,8 @@ def _fleet_what_if(params: Params) -> dict:
 
 SPEC = Spec(
     name="pgtable", rank=2, compute=compute, batch=True,
-    documents={PgtableResult: _draw_mapping, WorstCaseResult: _draw_worst_case, ProcessResult: _draw_process},
+    documents={PgtableResult: _draw_mapping, WorstCaseResult: _draw_worst_case, ProcessResult: _draw_process,
+               TraceResult: _draw_trace},
     sweep=("vma_size", "vma_start", "touch_stride", "touch_fraction", "seed", "shared_by", "kernel"),
     charted=("page tables", "after madvise"), sweep_title="page tables",
     fleet=Fleet(

@@ -17,9 +17,11 @@ from hugecalc.errors import InputError
               help="The record file (written complete or not at all).")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
 def record(output: str, argv: tuple[str, ...]) -> Any:
-    """Run CMD and record every user page fault (address, read or write, present or not, thread,
-    time) and every change of its address space (mmap, munmap, brk, mremap, mprotect, madvise,
-    exec, exit), for the whole process tree, with the kernel's tracepoints (root).
+    """Run CMD and record its true fault sequence, to replay under any what-if (root).
+
+    Every user page fault (address, read or write, present or not, thread, time) and every change
+    of its address space (mmap, munmap, brk, mremap, mprotect, madvise, exec, exit), for the whole
+    process tree, with the kernel's tracepoints.
 
     CMD runs with THP disabled for it (PR_SET_THP_DISABLE, inherited across fork and exec), so
     every first touch of every page is a base-page fault in the record; its stdin, stdout and
