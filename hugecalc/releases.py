@@ -145,14 +145,14 @@ HVO_ARCH = Rule(
     'HUGETLB_PAGE_FREE_VMEMMAP for arm64") (in v5.19), disabled by Linux kernel commit '
     '060a2c92d1b6 ("arm64: mm: hugetlb: Disable HUGETLB_PAGE_OPTIMIZE_VMEMMAP") (in v6.3, and in '
     "the stable releases 6.1.16 and 6.2.3; break-before-make rules); s390: Linux kernel commit "
-    "00a34d5a99c0 (in v6.2), disabled by Linux kernel commit 64e2f60f355e (in v6.18, and in the stable "
-    "release 6.12.58; valid-to-valid PTE replacement is not allowed; other stable lines it reached, "
-    "sublevels unconfirmed); riscv64: Linux kernel commit 26b0812f4cf8 (in v6.4; a3c7d6b642e4 selected a "
+    "00a34d5a99c0 (in v6.2), disabled by Linux kernel commit 64e2f60f355e (\"s390: Disable "
+    "ARCH_WANT_OPTIMIZE_HUGETLB_VMEMMAP\") (in v6.18, and in the stable releases 6.6.117, 6.12.58 and 6.17.8, "
+    "as their announcements list it; valid-to-valid PTE replacement is not allowed); riscv64: Linux kernel commit 26b0812f4cf8 (in v6.4; a3c7d6b642e4 selected a "
     "renamed symbol); loongarch64: in v6.2",
     per_arch={
         "x86_64": (Span((5, 14)),),
         "arm64": (Span((5, 19), (6, 1, 16)), Span((6, 2), (6, 2, 3))),
-        "s390": (Span((6, 2), (6, 12, 58)), Span((6, 13), (6, 18))),
+        "s390": (Span((6, 2), (6, 6, 117)), Span((6, 7), (6, 12, 58)), Span((6, 13), (6, 17, 8))),
         "riscv64": (Span((6, 4)),),
         "loongarch64": (Span((6, 2)),),
     },
@@ -183,18 +183,17 @@ HVO_BATCHED = Rule(
 DAX_VMEMMAP = Rule(
     "device-DAX compound pages share tail vmemmap pages",
     'Linux kernel commit 4917f55b4ef9 ("mm/sparse-vmemmap: improve memory savings for compound devmaps") '
-    "(in v5.19); until v6.5 __vmemmap_can_optimize() follows the HVO arch symbol (ARCH_WANT_OPTIMIZE_VMEMMAP), "
+    "(in v5.19) on every ZONE_DEVICE architecture, not gated by any arch symbol (it crashed on ppc64 hash MMU, "
+    "which the v6.3 fix was about); v6.3-v6.4 __vmemmap_can_optimize() follows the HVO arch symbol; "
     'from v6.5 ARCH_WANT_OPTIMIZE_DAX_VMEMMAP ("mm/vmemmap optimization: split hugetlb and devdax vmemmap '
     'optimization"): x86-64, ppc64 (radix), riscv64 (Linux kernel commit 4705c1571ad3 "riscv: Enable DAX '
-    'VMEMMAP optimization", in v6.11, release unconfirmed); VMEMMAP_RESERVE_NR = 2 (include/linux/mm.h); '
-    "Documentation/mm/vmemmap_dedup.rst",
+    'VMEMMAP optimization", in v6.11, release unconfirmed); s390 and loongarch have no device-DAX; '
+    "VMEMMAP_RESERVE_NR = 2 (include/linux/mm.h); Documentation/mm/vmemmap_dedup.rst",
     per_arch={
         "x86_64": (Span((5, 19)),),
-        "arm64": (Span((5, 19), (6, 1, 16)), Span((6, 2), (6, 2, 3))),
-        "s390": (Span((6, 2), (6, 5)),),
-        "loongarch64": (Span((6, 2), (6, 5)),),
-        "riscv64": (Span((6, 4), (6, 5)), Span((6, 11))),
-        "ppc64": (Span((6, 5)),),
+        "arm64": (Span((5, 19), (6, 3)),),  # the 6.3 gate's 6.1.y/6.2.y sublevels unconfirmed
+        "ppc64": (Span((5, 19), (6, 3)), Span((6, 5))),
+        "riscv64": (Span((6, 11)),),
     },
 )
 
@@ -233,11 +232,13 @@ PT_RECLAIM = Rule(
     "only: ARCH_SUPPORTS_PT_RECLAIM); Linux kernel commit 9c8c02df3f87 (\"mm: make PT_RECLAIM depends on "
     'MMU_GATHER_RCU_TABLE_FREE") of the series "enable PT_RECLAIM on more 64-bit architectures" (in v7.0, '
     "release unconfirmed): every arch with MMU_GATHER_RCU_TABLE_FREE and no HAVE_ARCH_TLB_REMOVE_TABLE "
-    "(arm64, riscv64, loongarch64; not powerpc, sparc64). Only a table whose whole PMD_SIZE range lies "
+    "(arm64, riscv64, loongarch64; not powerpc, sparc64), and 32-bit x86 too: x86 selects "
+    'MMU_GATHER_RCU_TABLE_FREE unconditionally from Linux kernel commit a37259732a7d ("x86/mm: Make '
+    'MMU_GATHER_RCU_TABLE_FREE unconditional") (in v6.15). Only a table whose whole PMD_SIZE range lies '
     "inside the VMA and the madvise range: reclaim_pt_is_enabled() needs end - start >= PMD_SIZE in "
     "zap_pte_range() (mm/pt_reclaim.c; mm/memory.c from v7.0). MADV_FREE does not reclaim",
     per_arch={"x86_64": (Span((6, 14)),), "arm64": (Span((7, 0)),), "riscv64": (Span((7, 0)),),
-              "loongarch64": (Span((7, 0)),)},
+              "loongarch64": (Span((7, 0)),), "i386": (Span((7, 0)),)},
 )
 
 HUGETLB_DONTNEED = Rule(
@@ -274,10 +275,12 @@ MTHP_ANON = Rule(
 )
 
 HUGE_ZERO_WP_THP = Rule(
-    "a write fault on the huge zero page allocates a PMD THP (before: split, then base-page copies)",
-    'do_huge_zero_wp_pmd() in mm/huge_memory.c, "mm: Allocate THP on hugezeropage wp-fault" '
-    "(Dev Jain, Sept 2024) (in v6.13, release unconfirmed)",
-    spans=(Span((6, 13)),),
+    "a write fault on the huge zero page allocates a PMD THP (5.8-6.12: split, then base-page copies)",
+    "do_huge_pmd_wp_page() before v5.8: 'if (is_huge_zero_pmd(orig_pmd)) goto alloc' allocates a PMD THP; "
+    'Linux kernel commit 3917c80280c9 ("thp: change CoW semantics for anon-THP") (in v5.8) splits the PMD '
+    'instead; Linux kernel commit 1ced09e0331f ("mm: Allocate THP on hugezeropage wp-fault") (in v6.13): '
+    "do_huge_zero_wp_pmd() in mm/huge_memory.c",
+    spans=(Span((4, 0), (5, 8)), Span((6, 13))),
 )
 
 SHMEM_MTHP = Rule(
@@ -304,9 +307,9 @@ ARM64_CONTPTE = Rule(
 
 MAP_STACK_NOHUGEPAGE = Rule(
     "mmap(MAP_STACK) sets VM_NOHUGEPAGE: stacks get no THP",
-    'Linux kernel commit c4608d1bf7c6 ("mm: mmap: map MAP_STACK to VM_NOHUGEPAGE") (in v6.8; '
-    "stable backports, sublevels unconfirmed)",
-    spans=(Span((6, 8)),),
+    'Linux kernel commit c4608d1bf7c6 ("mm: mmap: map MAP_STACK to VM_NOHUGEPAGE") (in v6.8, and in '
+    "6.7.6: the queue/6.7 and rolling-stable revlists of 2024-02-23)",
+    spans=(Span((6, 7, 6), (6, 8)), Span((6, 8))),
 )
 
 KHUGEPAGED_MTHP = Rule(
@@ -319,16 +322,20 @@ KHUGEPAGED_MTHP = Rule(
 THP_ALIGN_ANON = Rule(
     "anonymous mmap() of at least PMD size is placed PMD-aligned",
     'Linux kernel commit efa7df3e3bb5 ("mm: align larger anonymous mappings on THP boundaries") '
-    "(in v6.7; in 6.6.y by 6.6.18, which carries its 32-bit fix, exact sublevel unconfirmed); "
-    "__thp_get_unmapped_area() in mm/huge_memory.c",
-    spans=(Span((6, 6, 18), (6, 7)), Span((6, 7))),
+    "(in v6.7); __thp_get_unmapped_area() in mm/huge_memory.c. Not in 6.6.y: the 6.6.18 bound an earlier "
+    "version gave rested on a misread (what 6.6.18 carries is the 32-bit fix's context, and no 6.6.y "
+    "backport of efa7df3e3bb5 itself was found in the stable queue); unconfirmed against linux-6.6.y",
+    spans=(Span((6, 7)),),
 )
 
 THP_ALIGN_NOT_32BIT = Rule(
     "no THP alignment of anonymous mmap() on 32-bit",
     'Linux kernel commit 4ef9ad19e176 ("mm: huge_memory: don\'t force huge page alignment on 32 bit") '
-    "(in v6.8; backported to 6.7.y, sublevel unconfirmed, so 6.7.0 aligned on 32-bit; and to 6.6.18)",
-    spans=(Span((6, 6, 18), (6, 7)), Span((6, 8))),
+    "(in v6.8) tests IS_ENABLED(CONFIG_32BIT), which x86-32 never sets: i386 kept the alignment until "
+    '"mm: huge_memory: use !CONFIG_64BIT to relax huge page alignment on 32 bit machines" (in v6.11, and '
+    "in the stable releases 6.10.3 and 6.6.46). 32-bit processes on a 64-bit kernel (in_compat_syscall()) are "
+    "not modelled",
+    per_arch={"i386": (Span((6, 10, 3), (6, 11)), Span((6, 11)))},
 )
 
 THP_ALIGN_PMD_MULTIPLES = Rule(

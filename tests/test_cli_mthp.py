@@ -125,3 +125,14 @@ def test_one_name_for_the_mapping_size(run):
         assert "--vma-size" in help_text and "--vsize" not in help_text  # the alias works, hidden
     r = run("pgtable", "--worst-case", "--vsize", "1G")
     assert r.exit_code == 2 and "takes no mapping" in r.stderr
+
+
+@pytest.mark.parametrize("args,option,instead", [
+    (["--size", "2M", "--kernel", "6.1"], "--size", "--top-level always"),
+    (["--enabled", "2M=never", "--top-level", "always", "--kernel", "6.7"], "--enabled", "--madvise"),
+    (["--memory", "shmem", "--shmem-enabled", "2M=always", "--kernel", "6.6"], "--shmem-enabled", "--huge always"),
+])
+def test_a_per_size_switch_on_a_release_without_one_is_refused_with_the_way_to_say_it(run, args, option, instead):
+    r = run("mthp", *args)
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.startswith(f"Error: {option} is a per-size switch")
+    assert instead in r.stderr

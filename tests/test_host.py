@@ -206,3 +206,42 @@ def test_host_explain_says_where_each_value_was_read(run):
     text = r.stdout[r.stdout.index("Where each value was read"):]
     assert "kernel: " + __import__("platform").release() in text and "rule: uname -r" in text
     assert "thp.enabled: " in text and "rule: /sys/kernel/mm/transparent_hugepage/enabled" in text
+
+
+def test_a_process_that_disabled_thp_replays_as_base_pages(run):
+    """prctl(PR_SET_THP_DISABLE): /proc/PID/status THP_enabled 0, vma_thp_disabled() for every VMA,
+    so every fault gets a base page whatever the settings (kernel review N9)."""
+    import subprocess
+    import sys
+
+    code = ("import ctypes, mmap, sys; ctypes.CDLL(None).prctl(41, 1, 0, 0, 0); m = mmap.mmap(-1, 8 << 20); "
+            "m.write(b'x' * (8 << 20)); print('ready', flush=True); sys.stdin.read()")
+    with subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
+        try:
+            assert proc.stdout.readline().strip() == b"ready"
+            doc = run("mthp", "--pid", str(proc.pid), "--top-level", "always", "--size", "64k", "--json").json
+        finally:
+            proc.kill()
+    assert {f["size_bytes"] for r in doc["runs"] for f in r["folios"]} == {4096}
+    assert any("PR_SET_THP_DISABLE" in n for n in doc["notes"])
+
+
+def test_a_userfaultfd_registered_mapping_gets_no_mthp():
+    """alloc_anon_folio(): 'if (userfaultfd_armed(vma)) goto fallback' (kernel review N9)."""
+    import numpy as np
+
+    from hugecalc.calc.orders import ThpSettings
+    from hugecalc.calc.replay import replay
+    from hugecalc.machine.capture import PresentVma
+    from hugecalc.profiles import load_profile
+    from hugecalc.releases import parse_release
+
+    def vma(flags):
+        return PresentVma(start=1 << 30, end=(1 << 30) + (1 << 20), kind="anon", flags=flags, kernel_page_bytes=4096,
+                          starts=np.array([1 << 30]), ends=np.array([(1 << 30) + (1 << 20)]))
+
+    settings = ThpSettings(enabled={64 << 10: "always"})
+    x86, release = load_profile("x86-64"), parse_release("6.18")
+    assert replay(x86, release, [vma(())], settings, "x").folios[0].size_bytes == 64 << 10
+    armed = replay(x86, release, [vma(("um",))], settings, "x")
+    assert [(f.size_bytes, f.count) for f in armed.folios] == [(4096, 256)]

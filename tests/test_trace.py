@@ -156,3 +156,14 @@ def test_record_passes_the_command_on(run, tmp_path):
     r = run("record", "-o", str(tmp_path / "y.record"), "--", "sh", "-c", "exit 3")
     assert r.exit_code == 3 and "exit status 3" in r.stderr and (tmp_path / "y.record").exists()
     assert not list(tmp_path.glob(".hugecalc-record.*")) and not list(Path("/sys/kernel/tracing/instances").glob("hugecalc-*"))
+
+
+def test_a_program_that_disables_thp_for_itself_gets_base_pages(run, tmp_path):
+    """prctl(PR_SET_THP_DISABLE) sets MMF_DISABLE_THP: vma_thp_disabled() for every VMA after it,
+    kept across fork and exec (kernel review N9)."""
+    from hugecalc.machine.trace import THP_DISABLE
+
+    base = 0x40000000
+    events = [mmap(base, 4 * M), touch(base), (THP_DISABLE, 1, 0, 0, 0, 0), touch(base + 2 * M)]
+    r = replay(run, write_events(tmp_path / "off.record", events), "--top-level", "always")["runs"][-1]
+    assert folios(r) == {2 * M: 1, 4 * K: 1}

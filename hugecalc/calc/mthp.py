@@ -33,7 +33,7 @@ from hugecalc.calc.orders import (Pass, PassShape, ThpSettings, allowed_orders, 
 from hugecalc.calc.tables import counted_levels, level_row, preallocated_note, stride_blocks, vmpte_bytes
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
-from hugecalc.releases import ARM64_CONTPTE, HUGE_ZERO_WP_THP, KHUGEPAGED_MTHP, Release
+from hugecalc.releases import ARM64_CONTPTE, HUGE_ZERO_WP_THP, KHUGEPAGED_MTHP, MTHP_ANON, SHMEM_MTHP, Release
 from hugecalc.result import Figure, Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size
 
@@ -298,19 +298,26 @@ def _size_row(size: int, r: MthpResult) -> SizeRow:
 def compare_sizes(profile: Profile, release: Release, shape: PassShape = PassShape()) -> MthpComparison:
     """Every size the profile supports, each alone (others off), side by side, and base pages."""
     shmem = shape.memory != "anon"
-    orders = file_orders(profile) if shmem else anon_orders(profile)
+    per_size = release.has(SHMEM_MTHP if shmem else MTHP_ANON)
+    orders = (file_orders(profile) if shmem else anon_orders(profile)) if per_size else [pmd_order(profile)]
     rows, explain = [], []
     base = None
     for o in [None] + orders:
         modes = {profile.page_size << x: "always" if x == o else "never" for x in orders}
-        settings = ThpSettings(shmem_enabled=modes, huge="never") if shmem else ThpSettings(enabled=modes)
+        if not per_size:  # no per-size switch in this release: the top-level switch alone
+            on = "always" if o is not None else "never"
+            settings = ThpSettings(huge=on) if shmem else ThpSettings(top_level=on)
+        else:
+            settings = ThpSettings(shmem_enabled=modes, huge="never") if shmem else ThpSettings(enabled=modes)
         r = compute_mthp(profile, release, shape, settings)
         base = base or r
         explain += [d.model_copy(update={"scope": f"{fmt_size(profile.page_size << (o or 0))}: {d.scope}"})
                     for d in r.explain if d.scope in ("orders", "faults", "tlb")]
         rows.append(_size_row(profile.page_size << (o or 0), r))
     notes = [f"each size alone ({'shmem_enabled' if shmem else 'enabled'}=always, every other size never); "
-             f"the first row is base pages only"]
+             f"the first row is base pages only" if per_size else
+             f"kernel {release} has no per-size switch: base pages ({'shmem_enabled' if shmem else 'enabled'} never) "
+             f"beside the PMD size ({'shmem_enabled' if shmem else 'enabled'} always)"]
     if pmd_order(profile) not in orders:
         notes.append(f"the PMD size {fmt_size(profile.pmd_size)} is above MAX_PAGECACHE_ORDER for shmem here")
     return MthpComparison(profile=profile.name, kernel=str(release), inputs=base.inputs, sizes=rows, notes=notes,

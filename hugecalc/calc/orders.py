@@ -42,12 +42,12 @@ def kernel_pmd_aligns_anon_mmap(profile: Profile, release: Release, length: int)
     """Whether ``mmap(NULL, length, ..., MAP_ANONYMOUS)`` gets a PMD-aligned address.
 
     ``__get_unmapped_area()`` uses ``thp_get_unmapped_area_vmflags()`` for anonymous mappings since
-    v6.7 (6.6.18), not on 32-bit from v6.8 (6.7.y, 6.6.18), and since v6.12 (6.11.7) only when
+    v6.7, not on x86-32 from v6.11 (6.10.3), and since v6.12 (6.11.7) only when
     ``IS_ALIGNED(len, PMD_SIZE)``; with no hint address (a hint is respected from v6.13).
     """
     if not release.has(THP_ALIGN_ANON) or length < profile.pmd_size:
         return False
-    if profile.bits != 64 and release.has(THP_ALIGN_NOT_32BIT):
+    if profile.bits != 64 and release.has(THP_ALIGN_NOT_32BIT, profile.arch.value):
         return False
     return length % profile.pmd_size == 0 or not release.has(THP_ALIGN_PMD_MULTIPLES)
 
@@ -257,7 +257,7 @@ def _placement_notes(profile: Profile, release: Release, shape: PassShape) -> li
     if shape.vma_start is not None or shape.memory != "anon":
         return []
     notes = sublevel_notes(release, [(THP_ALIGN_ANON, None), (THP_ALIGN_PMD_MULTIPLES, None)]
-                           + ([(THP_ALIGN_NOT_32BIT, None)] if profile.bits != 64 else []))
+                           + ([(THP_ALIGN_NOT_32BIT, profile.arch.value)] if profile.bits != 64 else []))
     if not kernel_pmd_aligns_anon_mmap(profile, release, shape.vma_size):
         notes.append(f"the start here is aligned, but mmap() of {fmt_size(shape.vma_size)} on {release} is not placed "
                      "PMD-aligned by the kernel (" + (THP_ALIGN_PMD_MULTIPLES.cite if release.has(THP_ALIGN_ANON)
@@ -297,6 +297,25 @@ def pass_settings(profile: Profile, release: Release, shape: PassShape, settings
                 stack=shape.stack, huge=settings.huge or "never", anon_modes=anon_modes, shm_modes=shm_modes)
 
 
+def _file_fault_orders(profile: Profile, release: Release, p: Pass, global_on: bool,
+                       notes: list[str]) -> tuple[set[int], str]:
+    """A tmpfs or SysV SHM file's page fault: the PMD order or base pages."""
+    P = pmd_order(profile)
+    # shmem_allowable_huge_orders(): the per-size knobs apply only to anonymous shmem
+    # (vma_is_anon_shmem()); a tmpfs or SysV file follows its mount's huge= (SysV: the internal
+    # shm mount, whose huge= is the top-level shmem_enabled), and shmem_huge_global_enabled()
+    # gives a page fault the PMD order only, in every release ("if (vma) return maybe_pmd_order").
+    allowed = {P} & set(file_orders(profile)) if global_on else set()
+    mount = "tmpfs huge=" if p.memory == "tmpfs" else "SysV SHM: the shm mount's huge= = shmem_enabled "
+    if release.has(TMPFS_MTHP):
+        notes.append(f"{'tmpfs' if p.memory == 'tmpfs' else 'SysV SHM'}: write() and fallocate() on "
+                     f"{release} allocate large folios of other sizes too, page faults do not ({TMPFS_MTHP.cite})")
+    if p.memory == "sysv" and any(m != "never" and o != P for o, m in p.shm_modes.items()):
+        notes.append("--shmem-enabled is for anonymous shmem (memfd, MAP_SHARED|MAP_ANONYMOUS): SysV SHM "
+                     "segments are files of the internal shm mount and ignore the per-size switches")
+    return allowed, f"{mount}{p.huge}: a page fault gets the PMD size or base pages"
+
+
 def allowed_orders(profile: Profile, release: Release, p: Pass, notes: list[str]) -> tuple[set[int], str]:
     """Stage 2: the orders a fault in this VMA may get, and why.
 
@@ -312,37 +331,29 @@ def allowed_orders(profile: Profile, release: Release, p: Pass, notes: list[str]
         return allowed, "MADV_NOHUGEPAGE: vma_thp_disabled() allows no THP"
     if p.stack and release.has(MAP_STACK_NOHUGEPAGE):
         return allowed, f"MAP_STACK sets VM_NOHUGEPAGE on {release}: no THP ({MAP_STACK_NOHUGEPAGE.cite})"
+    anon_global_on = p.top_level == "always" or (p.madvise and p.top_level != "never")
+    if not p.shmem and not release.has(MTHP_ANON):
+        # hugepage_vma_check() before 6.8: no per-size switch, the top level and MADV_HUGEPAGE alone.
+        if any(m != ("inherit" if o == P else "never") for o, m in p.anon_modes.items()):
+            notes.append(f"kernel {release} has no per-size THP switch (hugepages-<size>kB/enabled came in 6.8, "
+                         f"{MTHP_ANON.cite}): the per-size modes are ignored, the top-level switch decides")
+        why = f"hugepage_vma_check(): top-level {p.top_level}, {'MADV_HUGEPAGE' if p.madvise else 'no MADV_HUGEPAGE'}"
+        return ({P} if anon_global_on else set()), why
     if not p.shmem:
-        allowed = _allowed(p.anon_modes, ("always",), "madvise", p.madvise,
-                           p.top_level == "always" or (p.madvise and p.top_level != "never"))
-        if not release.has(MTHP_ANON):
-            allowed &= {P}
-            if any(o != P and m != "never" for o, m in p.anon_modes.items()):
-                notes.append(f"kernel {release} has no multi-size THP (added in 6.8): sizes below "
-                             f"{fmt_size(profile.pmd_size)} do not exist there; only PMD-size THP applies")
+        allowed = _allowed(p.anon_modes, ("always",), "madvise", p.madvise, anon_global_on)
         return allowed, _why(page, "thp_vma_allowable_orders(): top-level " + p.top_level, p.madvise, p.anon_modes)
     if p.memory in ("tmpfs", "sysv"):
-        # shmem_allowable_huge_orders(): the per-size knobs apply only to anonymous shmem
-        # (vma_is_anon_shmem()); a tmpfs or SysV file follows its mount's huge= (SysV: the internal
-        # shm mount, whose huge= is the top-level shmem_enabled), and shmem_huge_global_enabled()
-        # gives a page fault the PMD order only, in every release ("if (vma) return maybe_pmd_order").
-        if shmem_global_on:
-            allowed = {P} & set(file_orders(profile))
-        mount = "tmpfs huge=" if p.memory == "tmpfs" else "SysV SHM: the shm mount's huge= = shmem_enabled "
-        why = f"{mount}{p.huge}: a page fault gets the PMD size or base pages"
-        if release.has(TMPFS_MTHP):
-            notes.append(f"{'tmpfs' if p.memory == 'tmpfs' else 'SysV SHM'}: write() and fallocate() on "
-                         f"{release} allocate large folios of other sizes too, page faults do not ({TMPFS_MTHP.cite})")
-        if p.memory == "sysv" and any(m != "never" and o != P for o, m in p.shm_modes.items()):
-            notes.append("--shmem-enabled is for anonymous shmem (memfd, MAP_SHARED|MAP_ANONYMOUS): SysV SHM "
-                         "segments are files of the internal shm mount and ignore the per-size switches")
+        allowed, why = _file_fault_orders(profile, release, p, shmem_global_on, notes)
     else:
-        allowed = _allowed(p.shm_modes, ("always", "within_size"), "advise", p.madvise, shmem_global_on)
-        if not release.has(SHMEM_MTHP):
-            allowed &= {P}
-            if any(o != P and m != "never" for o, m in p.shm_modes.items()):
-                notes.append(f"kernel {release} has no per-size shmem THP (added in 6.11): only PMD-size applies")
-        why = _why(page, "shmem_allowable_huge_orders(): shmem_enabled " + p.huge, p.madvise, p.shm_modes)
+        if release.has(SHMEM_MTHP):
+            allowed = _allowed(p.shm_modes, ("always", "within_size"), "advise", p.madvise, shmem_global_on)
+            why = _why(page, "shmem_allowable_huge_orders(): shmem_enabled " + p.huge, p.madvise, p.shm_modes)
+        else:  # shmem_is_huge() before 6.11: shmem_enabled alone
+            if any(m != ("inherit" if o == P else "never") for o, m in p.shm_modes.items()):
+                notes.append(f"kernel {release} has no per-size shmem_enabled (it came in 6.11): the per-size "
+                             "modes are ignored, shmem_enabled decides")
+            allowed = {P} & set(file_orders(profile)) if shmem_global_on else set()
+            why = f"shmem_is_huge(): shmem_enabled {p.huge}"
     if p.huge == "within_size" or "within_size" in p.shm_modes.values():
         notes.append("within_size: the file is taken to end where the VMA ends, so every order that fits "
                      "the VMA also fits i_size")
@@ -353,3 +364,14 @@ def allowed_orders(profile: Profile, release: Release, p: Pass, notes: list[str]
                      + ", ".join(fmt_size(page << o) for o in sorted(misaligned)) + ": those sizes are never used")
         allowed -= misaligned
     return allowed, why
+
+
+def check_release_has_switches(release: Release, settings: ThpSettings, fields: dict[str, str]) -> None:
+    """Per-size switches asked of a release without them are refused, with the way to say it there."""
+    if settings.enabled and not release.has(MTHP_ANON):
+        raise InputError(f"is a per-size switch, and kernel {release} has none (hugepages-<size>kB/enabled came in "
+                         "6.8): there the top-level switch decides, say --top-level always, or --top-level madvise "
+                         "with --madvise", field=fields["enabled"])
+    if settings.shmem_enabled and not release.has(SHMEM_MTHP):
+        raise InputError(f"is a per-size switch, and kernel {release} has none (per-size shmem_enabled came in "
+                         "6.11): there shmem_enabled decides, say --huge always", field=fields["shmem_enabled"])

@@ -71,7 +71,11 @@ class ReplayResult(Result):
         return out
 
 
-def replay(profile: Profile, release: Release, vmas: list[PresentVma], settings: ThpSettings, label: str) -> ReplayRun:
+UFFD_FLAGS = {"um", "uw", "ui"}  # VmFlags of a userfaultfd-registered VMA
+
+
+def replay(profile: Profile, release: Release, vmas: list[PresentVma], settings: ThpSettings, label: str,
+           thp_disabled: bool = False) -> ReplayRun:
     """Every mapping of ``vmas`` under ``settings``: the replayed ones faulted in again."""
     page, pmd = profile.page_size, profile.pmd_size
     P = pmd_order(profile)
@@ -89,6 +93,8 @@ def replay(profile: Profile, release: Release, vmas: list[PresentVma], settings:
                           vma_size=v.end - v.start, vma_start=v.start)
         p = pass_settings(profile, release, shape, settings, [])
         allowed, _ = allowed_orders(profile, release, p, [])
+        if thp_disabled or UFFD_FLAGS & set(flags):  # vma_thp_disabled(); userfaultfd_armed() in alloc_anon_folio()
+            allowed = set()
         pages = block_ids(v.starts, v.ends, page) * page  # every present page, in order
         out = np.zeros(5, dtype=np.int64)
         vf = np.zeros(P + 1, dtype=np.int64)
@@ -128,7 +134,8 @@ def snapshot_bound(vmas: list, page: int) -> str:
 
 
 def compute_replay(profile: Profile, release: Release, pid: int, comm: str, vm_pte_bytes: int, vmas: list[PresentVma],
-                   runs: dict[str, ThpSettings], captured_folios: dict[str, int] | None) -> ReplayResult:
+                   runs: dict[str, ThpSettings], captured_folios: dict[str, int] | None,
+                   thp_disabled: bool = False) -> ReplayResult:
     """The process replayed under each named set of settings (``now``, ``what-if``).
 
     Kernel reference
@@ -138,8 +145,14 @@ def compute_replay(profile: Profile, release: Release, pid: int, comm: str, vm_p
     """
     notes = ["present pages are replayed in address order, each written once; files, hugetlb and special "
              "mappings keep the pages they have"]
-    results = [replay(profile, release, vmas, settings, label) for label, settings in runs.items()]
+    results = [replay(profile, release, vmas, settings, label, thp_disabled) for label, settings in runs.items()]
     notes.append(snapshot_bound(vmas, profile.page_size))
+    if thp_disabled:
+        notes.append("the process set PR_SET_THP_DISABLE (THP_enabled: 0 in /proc/PID/status): vma_thp_disabled() "
+                     "gives every fault base pages, whatever the settings")
+    uffd = sum(1 for v in vmas if UFFD_FLAGS & set(v.flags))
+    if uffd:
+        notes.append(f"{uffd} mapping(s) registered with userfaultfd: alloc_anon_folio() falls back to base pages there")
     if results and results[0].page_table_bytes != vm_pte_bytes:
         notes.append(f"VmPTE now is {vm_pte_bytes:,} bytes, the replay of the settings now gives "
                      f"{results[0].page_table_bytes:,}: the process did not fault its pages in address order, or "

@@ -45,12 +45,16 @@ class Process:
         self.zero_maps = 0
         self.peak_populated = 0  # pages
         self.ended = False
+        self.thp_disabled = False  # prctl(PR_SET_THP_DISABLE): kept across fork and exec
         self._orders: dict[Vma, set[int]] = {}
 
     # --- which orders a fault in this VMA may get ------------------------------------------
 
     def orders(self, vma: Vma) -> set[int]:
-        """thp_vma_allowable_orders() for this VMA as it stands (cached per VMA)."""
+        """thp_vma_allowable_orders() for this VMA as it stands (cached per VMA); none at all in a
+        process that set PR_SET_THP_DISABLE (vma_thp_disabled())."""
+        if self.thp_disabled:
+            return set()
         if vma not in self._orders:
             if vma.kind not in (*ANON, "shmem"):
                 self._orders[vma] = set()

@@ -20,7 +20,7 @@ from hugecalc.calc.orders import ThpSettings, pmd_order
 from hugecalc.calc.tables import counted_levels, level_row, vmpte_bytes
 from hugecalc.calc.trace import CLONE_VM, Process, check_record
 from hugecalc.machine.trace import (BRK, EXEC, EXIT_MMAP, FAULT, IMAGE_BSS, MADVISE, MMAP, MPROTECT, MREMAP, MUNMAP,
-                                    NEWTASK)
+                                    NEWTASK, THP_DISABLE)
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
@@ -159,10 +159,14 @@ class Replay:
         elif kind == MADVISE:
             proc.madvise(a, b, c)
         elif kind == NEWTASK and not b & CLONE_VM:  # fork(): the child's copy of the address space
-            self.process(a).space = proc.space.copy()
-        elif kind == EXEC:  # a new address space
+            child = self.process(a)
+            child.space, child.thp_disabled = proc.space.copy(), proc.thp_disabled
+        elif kind == EXEC:  # a new address space; MMF_DISABLE_THP stays
             self.procs[tgid] = Process(tgid, self.profile, self.release, self.settings)
+            self.procs[tgid].thp_disabled = proc.thp_disabled
             self.touched[tgid] = set()
+        elif kind == THP_DISABLE:
+            proc.thp_disabled = bool(a)
         elif kind == IMAGE_BSS:
             proc.space.insert(Vma(a, b, "anon", prot=c, pgoff=a))
 

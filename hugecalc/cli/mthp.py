@@ -66,7 +66,7 @@ def _size_modes(items: tuple[str, ...], field: str) -> dict[int, str]:
 def thp_settings(params: Params, profile: Profile | None = None) -> ThpSettings:
     """The THP switches given on the command line (those not given are None: as booted, or as
     captured), checked where they enter: with the ``profile``, sizes it has no THP size for."""
-    from hugecalc.calc.orders import anon_orders, check_order, file_orders
+    from hugecalc.calc.orders import anon_orders, check_order, check_release_has_switches, file_orders
 
     v = params.values
     if (v["sizes"] or v["enabled"]) and v["memory"] != "anon":
@@ -88,7 +88,11 @@ def thp_settings(params: Params, profile: Profile | None = None) -> ThpSettings:
                 ("shmem_enabled", shmem, file_orders(profile), "THP_ORDERS_ALL_FILE_DEFAULT: orders 1..MAX_PAGECACHE_ORDER")):
             for size in sizes:
                 check_order(profile, size, orders, field, rule)
-    return ThpSettings(top_level=v["top_level"], huge=v["huge"], enabled=enabled, shmem_enabled=shmem)
+    settings = ThpSettings(top_level=v["top_level"], huge=v["huge"], enabled=enabled, shmem_enabled=shmem)
+    if profile is not None:
+        check_release_has_switches(params.release, settings,
+                                   {"enabled": "sizes" if v["sizes"] else "enabled", "shmem_enabled": "shmem_enabled"})
+    return settings
 
 
 def pass_shape(params: Params) -> PassShape:
@@ -181,8 +185,8 @@ def _replay(params: Params, what_if: ThpSettings) -> ReplayResult:
         for v in replayed:
             for size, n in (v.folios or {}).items():
                 captured[size] = captured.get(size, 0) + n
-    result = compute_replay(profile, release, params.pid, proc.comm, proc.vm_pte_bytes, proc.present_vmas(capture.page_size),
-                            runs, captured)
+    result = compute_replay(profile, release, params.pid, proc.comm, proc.vm_pte_bytes,
+                            proc.present_vmas(capture.page_size), runs, captured, proc.thp_enabled is False)
     result.notes[:0] = notes
     return result
 
@@ -284,8 +288,11 @@ def _plot(result: Any, params: Params) -> None:
 
 
 def _fleet_row(capture: Any, profile: Profile, release: Any, what_if: dict) -> dict:
+    from hugecalc.calc.orders import check_release_has_switches
     from hugecalc.calc.replay import compute_now_and_what_if
 
+    # A host whose kernel has no per-size switch: the what-if does not apply to it (as --host FILE says).
+    check_release_has_switches(release, what_if["settings"], {"enabled": "enabled", "shmem_enabled": "shmem_enabled"})
     r = compute_now_and_what_if(profile, release, capture, what_if["shape"], what_if["settings"])
     now, what_if = r.now, r.what_if or r.now  # no what-if: the settings now are the what-if
     return {"faults_now": now.faults, "faults_what_if": what_if.faults,

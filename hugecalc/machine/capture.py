@@ -67,7 +67,7 @@ class Vma(_Model):
     end: int
     kind: str  # anon, shmem, file, hugetlb, stack, heap, special
     name: str = ""
-    flags: list[str] = Field(default_factory=list)  # VmFlags that matter: hg (MADV_HUGEPAGE), nh (MADV_NOHUGEPAGE)
+    flags: list[str] = Field(default_factory=list)  # VmFlags that matter: hg, nh (MADV_(NO)HUGEPAGE), um/uw/ui (uffd)
     kernel_page_bytes: int
     present_pages: int = 0
     present_runs: str = ""  # base64(zlib(int64 [gap, length] pairs in pages, from start))
@@ -80,6 +80,7 @@ class Process(_Model):
     comm: str
     vm_pte_bytes: int
     vmas: list[Vma]
+    thp_enabled: bool | None = None  # /proc/PID/status THP_enabled: false after prctl(PR_SET_THP_DISABLE)
 
     def present_vmas(self, page_size: int) -> list[PresentVma]:
         """Each mapping with its present pages as byte runs, for the calculations."""

@@ -28,13 +28,13 @@ from pathlib import Path
 from hugecalc.errors import HostError, InputError
 from hugecalc.machine import kernelfs
 from hugecalc.machine.trace import (BRK, EXEC, EXIT_MMAP, FAULT, IMAGE_BSS, MADVISE, MMAP, MPROTECT, MREMAP, MUNMAP,
-                                    NEWTASK)
+                                    NEWTASK, THP_DISABLE)
 
 TRACEFS = Path("/sys/kernel/tracing")
 PR_SET_THP_DISABLE = 41
 USER_TOP = 1 << 56  # above every user address (TASK_SIZE with 5-level paging is 1 << 56)
 BUFFER_KB_PER_CPU = 131072
-SYSCALLS = ("mmap", "munmap", "brk", "mremap", "mprotect", "madvise")
+SYSCALLS = ("mmap", "munmap", "brk", "mremap", "mprotect", "madvise", "prctl")
 EVENTS = ("exceptions/page_fault_user", "exceptions/page_fault_kernel", "task/task_newtask", "sched/sched_process_exec", "mmap/exit_mmap",
           *(f"syscalls/sys_{edge}_{name}" for name in SYSCALLS for edge in ("enter", "exit")))
 
@@ -63,6 +63,7 @@ class Parser:
         self.rows: list[tuple] = []
         self.pending: dict[tuple[int, bytes], dict[bytes, int]] = {}
         self.lost = 0
+        self.execed: set[int] = set()  # processes past an exec: before it, the prctl is hugecalc's own
 
     def feed(self, line: bytes) -> None:
         m = _LINE.match(line)
@@ -86,6 +87,7 @@ class Parser:
             args = _args(rest)
             self.rows.append((t_ns, tgid, tid, NEWTASK, args[b"pid"], args[b"clone_flags"], 0, 0, 0))
         elif name == b"sched_process_exec":
+            self.execed.add(tgid)
             self.rows.append((t_ns, tgid, tid, EXEC, 0, 0, 0, 0, 0))
             for start, end, prot in image_bss(tgid):  # read now, while the program is young
                 self.rows.append((t_ns + 1, tgid, tid, IMAGE_BSS, start, end, prot, 0, 0))
@@ -110,6 +112,8 @@ class Parser:
         elif name == b"madvise":
             self.rows.append((t_ns, tgid, tid, MADVISE, a.get(b"start", 0), a.get(b"len_in", 0),
                               a.get(b"behavior", 0), 0, 0))
+        elif name == b"prctl" and a.get(b"option") == PR_SET_THP_DISABLE and tgid in self.execed:
+            self.rows.append((t_ns, tgid, tid, THP_DISABLE, a.get(b"arg2", 0), 0, 0, 0, 0))
 
     def columns(self) -> dict:
         import numpy as np

@@ -215,6 +215,8 @@ def thp_settings(r: _Reader) -> Thp:
 
 # --- processes ---------------------------------------------------------------------------------------
 
+#: VmFlags a replay needs: hg/nh (MADV_(NO)HUGEPAGE), sh (shared), um/uw/ui (userfaultfd-armed).
+KEPT_FLAGS = ("hg", "nh", "sh", "um", "uw", "ui")
 _SPECIAL = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]")
 
 
@@ -274,15 +276,18 @@ def capture_process(pid: int, page: int, user_va: int, option: str = "--pids") -
         ends = v["start"] + np.flatnonzero(edges == -1).astype(np.int64) * page
         folios, unknown = folio_counts(entries, page) if kind != "hugetlb" else (None, 0)
         vmas.append(Vma(start=v["start"], end=v["end"], kind=kind, name=v["name"],
-                        flags=[f for f in v["flags"] if f in ("hg", "nh", "sh")], kernel_page_bytes=v["kps"],
+                        flags=[f for f in v["flags"] if f in KEPT_FLAGS], kernel_page_bytes=v["kps"],
                         present_pages=int(used.sum()), present_runs=encode_runs(starts, ends, v["start"], page),
                         folios=folios, unclassified_pages=unknown))
     try:
         comm = kernelfs.read(kernelfs.PROC / str(pid) / "comm").strip()
         vm_pte = kernelfs.vm_pte_bytes(pid)
+        status = kernelfs.read(kernelfs.PROC / str(pid) / "status")
     except (OSError, HostError):
         raise InputError(f"{option} {pid}: the process went away while it was read") from None
-    return Process(pid=pid, comm=comm, vm_pte_bytes=vm_pte, vmas=vmas)
+    thp = next((line.split()[1] for line in status.splitlines() if line.startswith("THP_enabled:")), None)
+    return Process(pid=pid, comm=comm, vm_pte_bytes=vm_pte, vmas=vmas,
+                   thp_enabled=None if thp is None else thp != "0")
 
 
 def all_pids() -> list[int]:

@@ -24,7 +24,7 @@ RECORD_KIND = "hugecalc-record"
 RECORD_SCHEMA_VERSION = 1
 
 #: Event kinds and the meaning of their values a..e.
-FAULT, MMAP, MUNMAP, BRK, MREMAP, MPROTECT, MADVISE, NEWTASK, EXEC, EXIT_MMAP, IMAGE_BSS = range(11)
+FAULT, MMAP, MUNMAP, BRK, MREMAP, MPROTECT, MADVISE, NEWTASK, EXEC, EXIT_MMAP, IMAGE_BSS, THP_DISABLE = range(12)
 KINDS = {
     FAULT: "page_fault_user: a=address, b=error_code (bit 0 present, bit 1 write)",
     MMAP: "mmap: a=address returned, b=length, c=prot, d=flags, e=fd",
@@ -37,6 +37,7 @@ KINDS = {
     EXEC: "sched_process_exec: the process's address space was replaced",
     EXIT_MMAP: "exit_mmap: the process's address space was torn down",
     IMAGE_BSS: "an anonymous mapping execve() made (a program's or its interpreter's bss): a=start, b=end, c=prot",
+    THP_DISABLE: "prctl(PR_SET_THP_DISABLE): a=1 to disable THP for the process, 0 to allow it again",
 }
 COLUMNS = ("t_ns", "tgid", "tid", "kind", "a", "b", "c", "d", "e")
 

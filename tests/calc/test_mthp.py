@@ -99,7 +99,7 @@ def test_bad_inputs(kw, message):
 
 def test_releases():
     old = mthp(kernel="6.7", enabled=[(64 * K, "always")])
-    assert old.faults == 262_144 and "no multi-size THP (added in 6.8)" in old.notes[0]
+    assert old.faults == 262_144 and "no per-size THP switch (hugepages-<size>kB/enabled came in 6.8" in old.notes[0]
     # Read-then-write under PMD THP: the huge zero page, then a THP (6.13+) or base-page copies.
     new = mthp(madvise=True, access="read-then-write")
     assert (new.read_faults, new.write_faults) == (512, 512)
@@ -265,8 +265,10 @@ def test_sysv_shm_ignores_the_per_size_switches():
 def test_thp_alignment_in_stable_branches():
     from hugecalc.calc.orders import kernel_pmd_aligns_anon_mmap
 
+    # efa7df3e3bb5 is not in 6.6.y: the 6.6.18 bound rested on a misread (kernel review N7)
     assert not kernel_pmd_aligns_anon_mmap(X86, R("6.6.17"), 2 * M)
-    assert kernel_pmd_aligns_anon_mmap(X86, R("6.6.18"), 2 * M)
+    assert not kernel_pmd_aligns_anon_mmap(X86, R("6.6.18"), 2 * M)
+    assert kernel_pmd_aligns_anon_mmap(X86, R("6.7"), 2 * M)
     assert kernel_pmd_aligns_anon_mmap(X86, R("6.11.6"), 3 * M)  # any length >= PMD_SIZE
     assert not kernel_pmd_aligns_anon_mmap(X86, R("6.11.7"), 3 * M)  # only PMD multiples (d4148aeab412)
 
@@ -279,12 +281,50 @@ def test_arm64_contpte_only_from_6_9():
 
 
 def test_32_bit_alignment_and_map_stack():
+    """4ef9ad19e176 (6.8) tests CONFIG_32BIT, which x86-32 never sets: i386 stayed aligned until the
+    !CONFIG_64BIT fix (6.11; 6.10.3, 6.6.46) (kernel review N5). MAP_STACK -> VM_NOHUGEPAGE came with
+    c4608d1bf7c6 in 6.8 and in 6.7.6 (N6)."""
     from hugecalc.calc.orders import kernel_pmd_aligns_anon_mmap
 
-    i386 = load_profile("i386").model_copy(update={"hugetlb": []})
-    big = 4 * M
-    assert kernel_pmd_aligns_anon_mmap(i386.model_copy(update={"bits": 32}), R("6.7"), big) is (i386.pmd_size <= big)
-    assert not kernel_pmd_aligns_anon_mmap(i386, R("6.8"), big)
+    pae = load_profile("i386-pae")  # PMD_SIZE 2M
+    big = 64 * M
+    for kernel, aligned in (("6.7", True), ("6.9", True), ("6.10.2", True), ("6.10.3", False), ("6.11", False)):
+        assert kernel_pmd_aligns_anon_mmap(pae, R(kernel), big) is aligned, kernel
+    notes = compute_mthp(pae, R("6.9"), enabled=[(2 * M, "always")], vma_size=big).notes
+    assert not any("not placed PMD-aligned" in n for n in notes)
     stack = compute_mthp(X86, R("6.8"), madvise=True, stack=True, vma_size=64 * M)
     assert stack.fault_orders_bytes == [] and stack.faults == 16_384
+    assert compute_mthp(X86, R("6.7.6"), top_level="always", stack=True, vma_size=64 * M).faults == 16_384
+    assert compute_mthp(X86, R("6.7.5"), top_level="always", stack=True, vma_size=64 * M).faults == 32
     assert compute_mthp(X86, R("6.7"), madvise=True, stack=True, vma_size=64 * M).faults == 32
+
+
+def test_a_write_to_the_huge_zero_page_got_a_thp_before_5_8_too():
+    """do_huge_pmd_wp_page() before 3917c80280c9 (v5.8): 'goto alloc' gave a written huge zero page
+    a PMD THP; 5.8-6.12 split it; 1ced09e0331f (v6.13) allocates again (kernel review N1)."""
+    kw = dict(access="read-then-write", top_level="always", vma_size=64 * M)
+    for kernel in ("4.19", "5.4", "5.7"):
+        r = compute_mthp(X86, R(kernel), **kw)
+        assert (r.read_faults, r.write_faults, r.tlb_entries) == (32, 32, 32), kernel
+        assert [(f.size_bytes, f.count) for f in r.folios] == [(2 * M, 32)]
+        assert r.page_table_bytes == 136 * K and r.largest_fault_clear_bytes == 2 * M
+    r = compute_mthp(X86, R("5.8"), **kw)
+    assert (r.read_faults, r.write_faults) == (32, 16_384) and [(f.size_bytes, f.count) for f in r.folios] == [(4 * K, 16_384)]
+
+
+def test_no_per_size_switch_before_6_8_nor_for_shmem_before_6_11():
+    """hugepage_vma_check() before 6.8 and shmem_is_huge() before 6.11 know the top-level switch
+    only (kernel review N2): a capture's per-size modes are ignored there, the top level decides."""
+    r = compute_mthp(X86, R("6.1"), enabled=[(2 * M, "always")], vma_size=64 * M)  # top level madvise, no madvise
+    assert r.faults == 16_384 and [(f.size_bytes, f.count) for f in r.folios] == [(4 * K, 16_384)]
+    assert any("no per-size THP switch" in n for n in r.notes)
+    r = compute_mthp(X86, R("6.1"), enabled=[(2 * M, "never")], top_level="always", vma_size=64 * M)
+    assert [(f.size_bytes, f.count) for f in r.folios] == [(2 * M, 32)]
+    assert compute_mthp(X86, R("6.1"), madvise=True, vma_size=64 * M).faults == 32
+    r = compute_mthp(X86, R("6.6"), memory="shmem", huge="never", shmem_enabled=[(2 * M, "always")], vma_size=64 * M)
+    assert [(f.size_bytes, f.count) for f in r.folios] == [(4 * K, 16_384)]
+    from hugecalc.calc.mthp import compare_sizes
+    from hugecalc.calc.orders import PassShape
+
+    rows = compare_sizes(X86, R("6.1"), PassShape(vma_size=64 * M)).sizes
+    assert [(row.size_bytes, row.faults) for row in rows] == [(4 * K, 16_384), (2 * M, 32)]

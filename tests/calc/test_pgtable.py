@@ -357,3 +357,13 @@ def test_i386_pae_preallocates_its_pmds():
     assert {row.level: row.tables for row in worst.levels} == {"pmd": 3, "pte": 1536}
     hugetlb = compute_pgtable(pae, R("6.18"), vma_size=64 * M, backing="hugetlb-2M", compare=False)
     assert hugetlb.page_table_bytes == 0  # 2M pages live in the preallocated PMDs
+
+
+def test_pt_reclaim_on_32_bit_x86_from_7_0():
+    """x86 selects MMU_GATHER_RCU_TABLE_FREE unconditionally (a37259732a7d, 6.15), so 7.0's
+    PT_RECLAIM covers i386 too: MADV_DONTNEED of a 64M mapping frees every PTE table (N4)."""
+    for name in ("i386-pae", "i386"):
+        r = compute_pgtable(load_profile(name), R("7.0"), vma_size=64 * M, after="dontneed", compare=False)
+        assert r.page_table_bytes > 0 and r.page_table_bytes_after == 0, name
+    old = compute_pgtable(load_profile("i386-pae"), R("6.18"), vma_size=64 * M, after="dontneed", compare=False)
+    assert old.page_table_bytes_after == old.page_table_bytes == 128 * K

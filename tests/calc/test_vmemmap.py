@@ -273,3 +273,30 @@ def test_struct_page_not_64_is_said():
     assert not any(row.optimizable for row in r.rows)
     assert any("not the usual 64" in n and "pahole" in n for n in r.notes)
     assert not any("usual 64" in n for n in compute_vmemmap(X86, R("6.18"), pool_bytes=1 << 40).notes)
+
+
+def test_s390_hvo_left_6_6_and_6_17_too():
+    """64e2f60f355e ("s390: Disable ARCH_WANT_OPTIMIZE_HUGETLB_VMEMMAP") is in 6.6.117, 6.12.58 and
+    6.17.8 as well as 6.18 (kernel review N3)."""
+    s390 = load_profile("x86-64").model_copy(update={"arch": Arch.s390})
+
+    def optimizable(kernel):
+        return compute_vmemmap(s390, R(kernel), hugepage_count=1, hugepage_sizes=[2 * M]).rows[0].optimizable
+
+    assert optimizable("6.6.116") and not optimizable("6.6.117")
+    assert optimizable("6.17.7") and not optimizable("6.17.8")
+    assert optimizable("6.12.57") and not optimizable("6.12.58") and not optimizable("6.18")
+
+
+def test_device_dax_dedup_was_not_arch_gated_before_6_3():
+    """4917f55b4ef9 (5.19) ran on every ZONE_DEVICE arch; 6.3-6.4 the HVO symbol gated it, from 6.5
+    the DAX symbol; s390 and loongarch have no device-DAX (kernel review N8)."""
+    arm = load_profile("arm64-4k")
+    assert compute_vmemmap(arm, R("6.1.20"), hugepage_count=1, devdax=True).rows[0].optimizable
+    assert not compute_vmemmap(arm, R("6.3"), hugepage_count=1, devdax=True).rows[0].optimizable
+    ppc = load_profile("x86-64").model_copy(update={"arch": Arch.ppc64})
+    assert compute_vmemmap(ppc, R("6.1"), hugepage_count=1, devdax=True).rows[0].optimizable
+    assert not compute_vmemmap(ppc, R("6.4"), hugepage_count=1, devdax=True).rows[0].optimizable
+    assert compute_vmemmap(ppc, R("6.5"), hugepage_count=1, devdax=True).rows[0].optimizable
+    s390 = load_profile("x86-64").model_copy(update={"arch": Arch.s390})
+    assert not compute_vmemmap(s390, R("6.2"), hugepage_count=1, devdax=True).rows[0].optimizable
