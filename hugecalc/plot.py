@@ -104,7 +104,7 @@ def terminal(chart: Chart, width: int) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def write(chart: Chart, path: str) -> None:
+def write(chart: Chart, path: str, force: bool = False) -> None:
     """The chart to an SVG, PNG or PDF file, with its data in the file's metadata."""
     suffix = path.rsplit(".", 1)[-1].lower()
     if suffix not in ("svg", "png", "pdf"):
@@ -139,10 +139,11 @@ def write(chart: Chart, path: str) -> None:
     fig.tight_layout()
     text = json.dumps(chart.data())
     metadata = {"pdf": {"Subject": text}}.get(suffix, {"Description": text})
+    from hugecalc.files import write_whole
+
     try:
-        fig.savefig(path, metadata=metadata)
-    except OSError as e:
-        raise InputError(f"--plot {path}: cannot write it: {e.strerror}") from None
+        # the format from the final name's suffix: the temporary file has another
+        write_whole(path, lambda tmp: fig.savefig(tmp, metadata=metadata, format=suffix), "--plot", force)
     finally:
         plt.close(fig)
 

@@ -268,12 +268,18 @@ def _load(name_or_path: str) -> Profile:
                 f"profile {name_or_path!r} is neither a bundled profile "
                 f"({', '.join(sorted(bundled))}) nor a path to a .yaml file"
             )
+    from hugecalc.errors import InputError
+    from hugecalc.files import read_text
+
     try:
-        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        text = path.read_text() if name_or_path in bundled else read_text(str(path), "--profile", 1 << 20)
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except OSError as e:
         raise ProfileError(f"{path}: cannot read profile: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise ProfileError(f"{path}: invalid profile: not valid YAML: {e}") from e
+    except InputError as e:
+        raise ProfileError(str(e).replace(f"--profile {path}: cannot read it", f"{path}: cannot read profile")) from e
+    except (yaml.YAMLError, RecursionError, ValueError) as e:
+        raise ProfileError(f"{path}: invalid profile: not valid YAML: {str(e)[:200]}") from e
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: invalid profile: expected a mapping of fields at the top level")
     if data.get("kind") == "hugecalc-capture":  # a capture (hugecalc host) carries its profile

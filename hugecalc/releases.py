@@ -198,7 +198,7 @@ DAX_VMEMMAP = Rule(
 )
 
 
-_RELEASE_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(?P<rest>[-+~_].*)?\s*$")
+_RELEASE_RE = re.compile(r"^[ \t]*v?([0-9]+)\.([0-9]+)(?:\.([0-9]+))?(?P<rest>[-+~_].*)?[ \t]*$")
 
 
 def parse_release(text: str | None) -> Release:

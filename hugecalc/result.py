@@ -62,3 +62,4 @@ class BatchError(Model):
     error: str
     exit_code: int
     command: str | None = None
+    line: int | None = None  # the input line it answers (1-based)

@@ -70,6 +70,8 @@ def _value(text: str, option: str, kind: str) -> tuple[object, str]:
     text = text.strip()
     if kind == "text":
         return text, "text"
+    if not text.isascii():
+        raise InputError(f"--sweep {option}: {text!r} is not a number: use ASCII digits")
     if kind == "number":
         try:
             number = float(text)

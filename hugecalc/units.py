@@ -11,7 +11,7 @@ _SUFFIX_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
 # spellings ("64kB", "2MiB") are accepted too, and a decimal with a suffix ("1.5T") when it is a
 # whole number of bytes.  Always binary: 1K = 1024.
 _SIZE_RE = re.compile(
-    r"^\s*(?P<num>0[xX][0-9a-fA-F]+|\d+|\d*\.\d+(?=\s*[kKmMgGtTpPeE]))\s*(?P<suffix>[kKmMgGtTpPeE]?)(?:i?[bB])?\s*$"
+    r"^[ \t]*(?P<num>0[xX][0-9a-fA-F]+|[0-9]+|[0-9]*\.[0-9]+(?=[ \t]*[kKmMgGtTpPeE]))[ \t]*(?P<suffix>[kKmMgGtTpPeE]?)(?:i?[bB])?[ \t]*$"
 )
 
 

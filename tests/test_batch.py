@@ -43,9 +43,35 @@ def test_a_bad_line_fails_alone(run):
     assert '"command"' in out[4]["error"]
 
 
-def test_unreadable_input_is_exit_2():
-    p = subprocess.run([HUGECALC, "batch"], input=b"\xff\xfe\x00garbage", capture_output=True)
-    assert p.returncode == 2 and p.stdout == b"" and b"cannot be read" in p.stderr
+def test_a_bad_line_costs_only_its_own_result():
+    """Binary, blank, nested, overlong lines and unknown keys: an error object with the line number,
+    on that line; every other line computed; a U+2028 inside a string splits nothing."""
+    good = json.dumps({"command": "vmemmap", "args": ["--pages", "1G"]}).encode()
+    bad = [b"\xff\xfe\x00garbage", b"", b"[" * 100000, b'{"command": "vmemmap", "args": [], "extra": 1}',
+           b"x" * (2 << 20)]
+    text = b"\n".join(x for b_ in bad for x in (good, b_)) + b"\n" + good + b"\n"
+    p = subprocess.run([HUGECALC, "batch"], input=text, capture_output=True)
+    out = [json.loads(line) for line in p.stdout.decode().splitlines()]
+    assert p.returncode == 1 and len(out) == 2 * len(bad) + 1
+    assert all("rows" in out[i] for i in range(0, len(out), 2))  # every good line computed
+    errors = [out[i] for i in range(1, len(out), 2)]
+    assert [e["line"] for e in errors] == list(range(2, 2 * len(bad) + 1, 2))
+    assert "not UTF-8" in errors[0]["error"] and "empty line" in errors[1]["error"]
+    assert "unknown key 'extra'" in errors[3]["error"] and "more than" in errors[4]["error"]
+    split = subprocess.run([HUGECALC, "batch"], input=b'{"command": "vmemmap", "args": ["--pages", "1G\xe2\x80\xa8"]}\n',
+                           capture_output=True)
+    assert split.returncode == 0 and len(split.stdout.splitlines()) == 1  # U+2028 is no line break
+
+
+def test_results_come_as_they_are_computed():
+    """The first result is printed before the last line is read."""
+    with subprocess.Popen([HUGECALC, "batch"], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as p:
+        p.stdin.write(json.dumps({"command": "vmemmap", "args": ["--pages", "1G"]}).encode() + b"\n")
+        p.stdin.flush()
+        first = p.stdout.readline()
+        assert json.loads(first)["command"] == "vmemmap"
+        p.stdin.close()
+        assert p.wait() == 0
 
 
 def test_jobs_spread_over_processes_and_keep_the_order():

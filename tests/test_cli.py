@@ -324,3 +324,11 @@ def test_each_phrase_reads_as_a_reader_expects(run):
     hgm = run("hgm").stdout
     assert hgm.count("never merged") == 1 and "(guest)" not in hgm
     assert "vmemmap dedup applies" in run("vmemmap", "--pages", "1G", "--devdax").stdout
+
+
+@pytest.mark.parametrize("args", [["vmemmap", "--pages", "１２G"], ["vmemmap", "--pages", "1T", "--zones", "١٢"],
+                                  ["vmemmap", "--pages", "1T", "--zones=२"], ["vmemmap", "--pages", "1G", "--kernel", "٦.١"],
+                                  ["pgtable", "--vma-size", "1G", "--sweep", "seed=١,٢"]])
+def test_digits_that_are_not_ascii_are_not_numbers(run, args):
+    r = run(*args)
+    assert r.exit_code == 2 and r.stdout == "" and "internal error" not in r.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from typing import Any
@@ -12,17 +13,24 @@ from hugecalc.cli.spec import Spec
 from hugecalc.errors import HugecalcError, InputError
 
 
-def error_line(message: str, code: int, command: str | None = None) -> str:
-    """The result line of a request that failed: ``{"error", "exit_code"[, "command"]}``."""
+MAX_LINE_BYTES = 1 << 20  # a request longer than this is refused on its line, unread
+KEYS = {"command", "args", "options"}
+
+
+def error_line(message: str, code: int, command: str | None = None, line: int | None = None) -> str:
+    """The result line of a request that failed: ``{"error", "exit_code"[, "command"], "line"}``."""
     from hugecalc.result import BatchError
 
-    return BatchError(error=message, exit_code=code, command=command).model_dump_json(exclude_none=True)
+    return BatchError(error=message, exit_code=code, command=command, line=line).model_dump_json(exclude_none=True)
 
 
 def request_args(request: Any) -> list[str]:
     """``{"command": C, "args": [...]}`` or ``{"command": C, "options": {...}}`` -> argv."""
     if not isinstance(request, dict) or not isinstance(request.get("command"), str):
         raise InputError('a request is an object with a "command" and "args" (a list) or "options" (an object)')
+    unknown = sorted(set(request) - KEYS)
+    if unknown:
+        raise InputError(f"unknown key {unknown[0]!r} in the request: use command, args, options")
     command = request["command"]
     args = request.get("args", [])
     if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
@@ -41,16 +49,22 @@ def request_args(request: Any) -> list[str]:
     return argv
 
 
-def run_one(line: str) -> tuple[str, bool]:
-    """One request line -> (one result line, ok): the command's own ``compute``, its result as
-    the compact document ``--json`` prints."""
+def run_one(raw: bytes, number: int) -> tuple[str, bool]:
+    """Input line ``number`` -> (one result line, ok): the command's own ``compute``, its result as
+    the compact document ``--json`` prints; any failure costs only this line."""
     from hugecalc.cli.command import compute_argv, load
     from hugecalc.render import to_json
 
+    if len(raw) > MAX_LINE_BYTES:
+        return error_line(f"the request is {len(raw):,} bytes, more than {MAX_LINE_BYTES:,}", 2, line=number), False
     try:
-        request = json.loads(line)
-    except ValueError as e:
-        return error_line(f"not a JSON object: {e}", 2), False
+        text = raw.decode("utf-8")
+        if not text.strip():
+            raise ValueError("an empty line")
+        request = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        message = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else f"not a JSON object: {str(e)[:200]}"
+        return error_line(message, 2, line=number), False
     command = None
     try:
         argv = request_args(request)
@@ -64,20 +78,44 @@ def run_one(line: str) -> tuple[str, bool]:
         code, message = e.exit_code, str(e)
     except click.ClickException as e:
         code, message = e.exit_code, e.format_message()
+    except RecursionError:
+        code, message = 2, "the request is nested too deeply"
     except Exception as e:  # a bug: reported on its line, the batch goes on
         code, message = 1, f"internal error: {type(e).__name__}: {e}"
-    return error_line(message, code, command), False
+    return error_line(message, code, command, number), False
 
 
-def _run_chunk(lines: list[str]) -> list[tuple[str, bool]]:
+def _run_chunk(lines: list[tuple[int, bytes]]) -> list[tuple[str, bool]]:
     from hugecalc import render
 
     render.JSON_INDENT = None
-    if any('"mthp"' in line for line in lines):
+    if any(b'"mthp"' in raw for _, raw in lines):
         from hugecalc.calc import faults
 
         faults.kernels()  # many walks: compile (or load) them once
-    return [run_one(line) for line in lines]
+    return [run_one(raw, number) for number, raw in lines]
+
+
+def _lines(stream, size: int):
+    """(line number, bytes) chunks of ``size`` lines, read as they come: split at newlines only
+    (U+2028 inside a string is not a line break), one long line read no further than the limit."""
+    chunk, number = [], 0
+    while True:
+        raw = stream.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            break
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while True:  # skip the rest of an overlong line, keeping its place
+                more = stream.readline(MAX_LINE_BYTES)
+                if not more or more.endswith(b"\n"):
+                    break
+        number += 1
+        chunk.append((number, raw.rstrip(b"\r\n") if len(raw) <= MAX_LINE_BYTES else raw))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 @click.command()
@@ -85,8 +123,9 @@ def _run_chunk(lines: list[str]) -> list[tuple[str, bool]]:
               help="Worker processes to spread the requests over (results stay in input order).")
 def batch(jobs: int) -> None:
     """Run many what-ifs in one process: JSON Lines of requests on stdin, one result document per
-    line on stdout, in input order (the documents --json prints). A bad line gets an error object
-    on its line and the run goes on; exit 1 if any line failed, 2 if the input cannot be read.
+    line on stdout, in input order, each printed as soon as it is computed (the documents --json
+    prints). A bad line (blank, not UTF-8, not JSON, too long, an unknown key) gets an error object
+    with its line number on its line and the run goes on; exit 1 if any line failed.
 
     A request is {"command": "mthp", "args": ["--size", "64k"]} or the same with an options object,
     {"command": "mthp", "options": {"size": "64k", "vma-size": "1G"}}; true is a flag.
@@ -97,26 +136,23 @@ def batch(jobs: int) -> None:
       jq -c '{command:"mthp", options:{size:.}}' <<< '"16k" "64k" "2M"' | hugecalc batch | jq .faults
       hugecalc batch --jobs 2 < requests.jsonl > results.jsonl
     """
-    try:
-        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
-        lines = [line for line in raw.decode("utf-8").splitlines() if line.strip()]
-        if any("\0" in line for line in lines):
-            raise UnicodeDecodeError("utf-8", raw, 0, 1, "a NUL byte: binary input")
-    except (UnicodeDecodeError, OSError) as e:
-        raise InputError(f"stdin cannot be read as JSON Lines text: {e}") from None
-    if jobs == 1 or len(lines) < 2 * jobs:
-        results = _run_chunk(lines)
+    stream = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else io.BytesIO(sys.stdin.read().encode())
+    if jobs == 1:
+        results = (r for chunk in _lines(stream, 1) for r in _run_chunk(chunk))
     else:
         import multiprocessing
 
-        size = max(1, len(lines) // (jobs * 8))
-        chunks = [lines[i:i + size] for i in range(0, len(lines), size)]
-        with multiprocessing.get_context("fork").Pool(jobs) as pool:
-            results = [r for part in pool.imap(_run_chunk, chunks) for r in part]
+        pool = multiprocessing.get_context("fork").Pool(jobs)
+        results = (r for part in pool.imap(_run_chunk, _lines(stream, 64)) for r in part)
     failed = 0
-    for text, ok in results:
-        click.echo(text)
-        failed += not ok
+    try:
+        for text, ok in results:  # each as soon as it is computed, in input order
+            click.echo(text)
+            sys.stdout.flush()
+            failed += not ok
+    finally:
+        if jobs > 1:
+            pool.terminate()
     if failed:
         raise click.exceptions.Exit(1)
 

@@ -16,7 +16,23 @@ from hugecalc.result import Result
 
 class Command(click.Command):
     """A command whose input errors name the option as the user typed it: the calculations raise
-    ``InputError(message, field=NAME)`` about a value, and the option of that NAME is named here."""
+    ``InputError(message, field=NAME)`` about a value, and the option of that NAME is named here.
+    A number is ASCII digits: ``１２`` or ``١٢`` (which Python's int() would take) is refused."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        numeric = {opt for p in self.params if isinstance(p, click.Option)
+                   and isinstance(p.type, (click.types.IntParamType, click.types.FloatParamType)) for opt in p.opts}
+        for i, arg in enumerate(args):
+            flag, eq, value = arg.partition("=")
+            if eq and flag in numeric:
+                name, raw = flag, value
+            elif i and args[i - 1] in numeric:
+                name, raw = args[i - 1], arg
+            else:
+                continue
+            if not raw.isascii():
+                raise click.UsageError(f"{name} {raw!r} is not a number: use ASCII digits", ctx)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -75,6 +91,10 @@ def resolve(values: dict[str, Any], given: frozenset[str]) -> Params:
 def run(spec: Spec, values: dict[str, Any]) -> Any:
     """The click callback of a declared command: compute, then print the table or the JSON."""
     ctx = click.get_current_context()
+    if values.get("plot"):  # before the work: a bad output path is refused now, not after it
+        from hugecalc.files import check_output
+
+        check_output(values["plot"], "--plot", values.get("force", False))
     params = resolve(values, given_params(ctx))
     if values.get("sweeps"):
         from hugecalc.cli.sweep import run_sweep

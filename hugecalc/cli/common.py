@@ -256,3 +256,18 @@ def replay_record(params: Any, what_if: Any, command: str) -> Any:
     result = compute_trace(profile, release, record, runs, params.pid, command)
     result.notes[:0] = notes
     return result
+
+
+def read_input(path: str, option: str) -> str:
+    """An input file's text (``-``: stdin), bounded; a FIFO, device or directory is refused."""
+    from hugecalc.files import READ_LIMIT, read_text
+
+    if path == "-":
+        data = sys.stdin.buffer.read(READ_LIMIT + 1) if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+        if len(data) > READ_LIMIT:
+            raise InputError(f"{option} -: more than the {READ_LIMIT:,} bytes hugecalc reads")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{option} -: not UTF-8 text") from None
+    return read_text(path, option)

@@ -60,6 +60,7 @@ def fleet_options(fn: Callable) -> Callable:
                      help="A dask.distributed scheduler (tcp://host:8786); default: in-process."),
         click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
                      help="Also write one row per host to a Parquet file (pyarrow)."),
+        click.option("--force", is_flag=True, help="Write --output over a symbolic link or another user's file."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout."),
         click.option("--explain", is_flag=True, help="Show how each figure was derived: per host, then over hosts."),
     )(fn)
@@ -75,6 +76,10 @@ def _run(spec: Spec, params: Params) -> None:
         parse_release(v["kernel"])  # a bad release is bad input before any host is read
     if v["output"] and not v["output"].endswith(".parquet"):
         raise InputError(f"--output {v['output']}: write one row per host to a .parquet file")
+    if v["output"]:
+        from hugecalc.files import check_output
+
+        check_output(v["output"], "--output", v["force"])  # before the fleet is computed
     what_if = spec.fleet.what_if(params)
     options = {"what_if": what_if, "kernel": v["kernel"], "walks": spec.name == "mthp"}
     progress = None
@@ -95,7 +100,7 @@ def _run(spec: Spec, params: Params) -> None:
     failed = [{"source": r["source"], "error": r["error"]} for r in rows if r["error"] is not None]
     skipped = [{"source": r["source"], "reason": r["skipped"]} for r in rows if r["skipped"] is not None]
     if v["output"]:
-        engine.write_parquet(v["output"], rows)
+        engine.write_parquet(v["output"], rows, v["force"])
     result = FleetResult(command=f"fleet {spec.name}", profile="per host (captured)",
                          kernel=v["kernel"] or "per host (captured)",
                          inputs={"sources": list(v["sources"]), "by": list(v["by"]), "kernel": v["kernel"],
@@ -188,8 +193,19 @@ def fleet_synth(hosts: int, seed: int, output: str) -> None:
     Example:
       hugecalc fleet synth --hosts 100000 --seed 1 --output fleet.jsonl
     """
+    import os
+
+    from hugecalc.files import check_output
     from hugecalc.fleet.synth import write_synthetic
 
+    if output.endswith((".jsonl", ".ndjson")):
+        check_output(output, "--output")
+    elif output.endswith(".json"):
+        raise InputError(f"--output {output}: a fleet is a folder (a file per host) or a .jsonl file, not one .json")
+    elif os.path.lexists(output) and not os.path.isdir(output):
+        raise InputError(f"--output {output} exists and is not a folder")
+    elif os.path.isdir(output) and any(os.scandir(output)):
+        raise InputError(f"--output {output}: the folder is not empty; a fleet written there would mix with what is in it")
     n = write_synthetic(hosts, seed, output)
     click.echo(f"hugecalc: wrote {n:,} synthetic captures to {output}", err=True)
 

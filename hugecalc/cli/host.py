@@ -35,9 +35,10 @@ def _pids(text: str | None) -> list[int] | None:
               help="Also capture these processes' mappings and present pages (root for folio sizes).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write the capture to FILE (atomically) instead of showing it.")
+@click.option("--force", is_flag=True, help="Write --output over a symbolic link or another user's file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the capture, one JSON document, on stdout.")
 @click.option("--explain", is_flag=True, help="Show where each value was read (the capture's 'sources').")
-def host(pids_text: str | None, output: str | None, as_json: bool, explain: bool) -> None:
+def host(pids_text: str | None, output: str | None, force: bool, as_json: bool, explain: bool) -> None:
     """Read this machine into a capture: kernel, profile, hugetlb pools, HVO, THP settings, and
     optionally processes. Every value names its source; what cannot be read is listed as unknown.
 
@@ -52,13 +53,16 @@ def host(pids_text: str | None, output: str | None, as_json: bool, explain: bool
       hugecalc vmemmap --host capture.json
       hugecalc mthp --host capture.json --size 64k
     """
+    from hugecalc.files import check_output
     from hugecalc.machine.capture import write_atomically
     from hugecalc.machine.snapshot import capture_machine
 
+    if output:
+        check_output(output, "--output", force)  # before the work
     capture = capture_machine(_pids(pids_text))
     text = capture.model_dump_json(indent=1)
     if output:
-        write_atomically(output, text + "\n")
+        write_atomically(output, text + "\n", force)
         click.echo(f"hugecalc: wrote {output} ({len(text):,} bytes, {len(capture.processes)} processes)", err=True)
         return
     if as_json:

@@ -14,7 +14,7 @@ from hugecalc.machine.capture import REPLAYED_KINDS
 from hugecalc.cli.command import Command, run
 from hugecalc.cli.spec import Fleet, Params, Spec
 from hugecalc.cli.common import (ADDR, PID_MAX_LIMIT, SIZE, AliasOption, Text, common_options, options,
-                                 process_from, replay_record)
+                                 process_from, read_input, replay_record)
 from hugecalc.cli.sweep import sweep_options
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
@@ -110,7 +110,7 @@ def pass_shape(params: Params) -> PassShape:
               help="Also: which PMD ranges khugepaged's mTHP collapse (7.2, release unconfirmed) turns into which size.")
 @click.option("--max-ptes-none", type=click.IntRange(0, 511), default=511, show_default=True,
               help="khugepaged/max_ptes_none.")
-@click.option("--occupancy-file", type=click.File("r"), default=None,
+@click.option("--occupancy-file", type=click.Path(dir_okay=False, allow_dash=True), default=None,
               help="khugepaged occupancy: lines 'ADDR: PTE indexes' (e.g. '0x40000000: 0-15,64'); - for stdin.")
 @click.option("--pid", type=click.IntRange(1, PID_MAX_LIMIT), default=None,
               help="Replay this process (live, or from --host FILE): its present pages under the settings now "
@@ -166,7 +166,8 @@ def compute(params: Params) -> MthpResult | MthpComparison | MthpNowWhatIf | Rep
     if params.khugepaged:
         from hugecalc.calc.khugepaged import parse_occupancy
 
-        occupancy = parse_occupancy(params.occupancy_file.read(), params.profile) if params.occupancy_file else None
+        occupancy = (parse_occupancy(read_input(params.occupancy_file, "--occupancy-file"), params.profile)
+                     if params.occupancy_file else None)
         scan = KhugepagedScan(max_ptes_none=params.max_ptes_none, occupancy=occupancy)
     return compute_mthp(params.profile, params.release, shape, settings, scan)
 
@@ -282,9 +283,12 @@ def _plot(result: Any, params: Params) -> None:
     from hugecalc.plot import trace_chart, write
 
     if params.plot and isinstance(result, MthpComparison):
-        write(_comparison_chart(result), params.plot)
+        write(_comparison_chart(result), params.plot, params.force)
     elif params.plot and isinstance(result, TraceResult):
-        write(trace_chart(result, "populated_bytes", "populated memory"), params.plot)
+        chart = trace_chart(result, "populated_bytes", "populated memory")
+        if chart is None:
+            raise InputError(f"--plot {params.plot}: the record is too short to chart")
+        write(chart, params.plot, params.force)
 
 
 def _fleet_row(capture: Any, profile: Profile, release: Any, what_if: dict) -> dict:

@@ -13,7 +13,7 @@ from hugecalc.calc.tracereplay import TraceResult
 from hugecalc.cli.command import Command, run
 from hugecalc.cli.spec import Fleet, Params, Spec
 from hugecalc.cli.common import (ADDR, PID_MAX_LIMIT, SIZE, AliasOption, Real, Text, common_options, complete_backing,
-                                 options, process_from, replay_record)
+                                 options, process_from, read_input, replay_record)
 from hugecalc.cli.sweep import sweep_options
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
@@ -34,7 +34,7 @@ pgtable_options = options(
     click.option("--touch-fraction", type=Real(0, 1), default=None,
                  help="Touch a random fraction F of the base pages (each page independently)."),
     click.option("--seed", type=click.IntRange(0, (1 << 32) - 1), default=0, show_default=True, help="Seed for --touch-fraction."),
-    click.option("--touch-file", type=click.File("r"), default=None,
+    click.option("--touch-file", type=click.Path(dir_okay=False, allow_dash=True), default=None,
                  help="Touch the addresses or ranges (ADDR or ADDR-END) listed, one per line; - for stdin."),
     click.option("--backing", default="anon", show_default=True, shell_complete=complete_backing,
                  help="anon, thp (PMD-mapped THP), or hugetlb-SIZE (hugetlb-2M, hugetlb-1G, ...)."),
@@ -56,7 +56,8 @@ def touches_from_options(profile: Profile, vma_size: int | None, vma_start: int 
     if touch_file is None:
         return Touches(stride=touch_stride, fraction=touch_fraction, seed=seed), vma_start
     start = mapping_bounds(profile, vma_size, vma_start, Backing(profile, backing))
-    return Touches(intervals=parse_touch_file(touch_file.read(), start, start + vma_size)), start
+    text = read_input(touch_file, "--touch-file")
+    return Touches(intervals=parse_touch_file(text, start, start + vma_size)), start
 
 
 @click.command(cls=Command)

@@ -15,8 +15,9 @@ from hugecalc.errors import InputError
 @click.command(cls=Command, context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="hugecalc.record", show_default=True,
               help="The record file (written complete or not at all).")
+@click.option("--force", is_flag=True, help="Write --output over a symbolic link or another user's file.")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
-def record(output: str, argv: tuple[str, ...]) -> Any:
+def record(output: str, force: bool, argv: tuple[str, ...]) -> Any:
     """Run CMD and record its true fault sequence, to replay under any what-if (root).
 
     Every user page fault (address, read or write, present or not, thread, time) and every change
@@ -33,22 +34,18 @@ def record(output: str, argv: tuple[str, ...]) -> Any:
       hugecalc mthp --trace app.record --size 64k      # the same faults under 64K mTHP
       hugecalc pgtable --trace app.record              # its page tables over time
     """
-    import os
-
     from hugecalc.machine.record import record as run_record
 
     if not argv:
         raise InputError("give the command to record after --, e.g. hugecalc record -- python3 app.py")
-    if os.path.isdir(output):
-        raise InputError(f"{output} is a directory: name the record file", field="output")
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise InputError(f"{output}: the folder {folder} does not exist", field="output")
+    from hugecalc.files import check_output
+
+    check_output(output, "--output", force)
 
     def started(pid: int) -> None:
         click.echo(f"hugecalc: recording pid {pid} ({' '.join(argv)}), THP disabled for it", err=True)
 
-    code, held = run_record(list(argv), output, started)
+    code, held = run_record(list(argv), output, started, force)
     status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
     click.echo(f"hugecalc: wrote {output}: {held['events']:,} events, {held['faults']:,} page faults in "
                f"{held['seconds']:.2f} s; {argv[0]}: {status}", err=True)

@@ -23,6 +23,8 @@ sweep_options = options(
                  help="Run once per value of an option (two: a grid); a table row and a chart point each."),
     click.option("--plot", type=click.Path(dir_okay=False), default=None, metavar="FILE.svg|png|pdf",
                  help="Also draw the chart to a file (matplotlib: pip install 'hugecalc[plot]')."),
+    click.option("--force", is_flag=True,
+                 help="Write --plot over a symbolic link or another user's file (refused otherwise)."),
 )
 
 def _kind(param: click.Parameter) -> str:
@@ -121,7 +123,7 @@ def run_sweep(spec: Spec, command: click.Command, params: Params) -> None:
     title = f"hugecalc {spec.name} {' '.join(base)} — profile {first.profile}, {kernel}".replace("  ", " ")
     chart = _chart(spec, sweeps, results, title)
     if plot:
-        write(chart, plot)
+        write(chart, plot, params.values.get("force", False))
     if params.values.get("as_json"):
         from hugecalc.sweep import SweepResult
 

@@ -127,12 +127,14 @@ def _items(path: str, size: int) -> list[tuple[str, str, int, int]]:
 
 def _captures(item: tuple[str, str, int, int]):
     """(locator, capture text) for each host of an item; unreadable ones give (locator, None, error)."""
+    from hugecalc.files import read_text
+
     kind, path, a, b = item
     if kind == "file":
         try:
-            yield path, Path(path).read_text(), None
-        except OSError as e:
-            yield path, None, f"cannot read it: {e.strerror}"
+            yield path, read_text(path, "source"), None
+        except InputError as e:
+            yield path, None, str(e).removeprefix(f"source {path}").lstrip(": ")
     elif kind == "jsonl":
         with open(path, "rb") as f:
             f.seek(a)
@@ -292,20 +294,12 @@ def aggregate(figures: list[str], rows: list[dict], by: list[str]) -> list[dict]
     return out
 
 
-def write_parquet(path: str, rows: list[dict]) -> None:
-    """One row per host, through pyarrow, atomically."""
-    import tempfile
-
+def write_parquet(path: str, rows: list[dict], force: bool = False) -> None:
+    """One row per host, through pyarrow, whole or not at all (hugecalc.files)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from hugecalc.files import write_whole
+
     flat = [{**{k: v for k, v in r.items() if k != "group"}, "group": "/".join(r["group"] or [])} for r in rows]
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fleet.", suffix=".parquet", dir=folder)
-    os.close(fd)
-    try:
-        pq.write_table(pa.Table.from_pylist(flat), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_whole(path, lambda tmp: pq.write_table(pa.Table.from_pylist(flat), tmp), "--output", force)

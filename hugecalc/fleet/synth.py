@@ -85,17 +85,40 @@ def write_synthetic(hosts: int, seed: int, output: str) -> int:
         profiles[name] = load_profile(name)
         profiles[name + ":json"] = profiles[name].model_dump(mode="json")
     if output.endswith((".jsonl", ".ndjson")):
-        tmp = output + ".tmp"
-        with open(tmp, "w") as f:
-            for i in range(hosts):
-                f.write(json.dumps(synth_capture(rng, i, profiles), separators=(",", ":")) + "\n")
-        os.replace(tmp, output)
+        from hugecalc.files import write_whole
+
+        def lines(tmp: str) -> None:
+            with open(tmp, "w") as f:
+                for i in range(hosts):
+                    f.write(json.dumps(synth_capture(rng, i, profiles), separators=(",", ":")) + "\n")
+
+        write_whole(output, lines, "--output")
         return hosts
-    folder = Path(output)
+    # The folder is written under a temporary name beside it and renamed when whole: an interrupted
+    # run never leaves a folder that reads as a complete fleet.
+    import shutil
+    import tempfile
+
+    final = Path(output)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     except OSError as e:
         raise InputError(f"--output {output}: cannot create the directory: {e.strerror}") from None
-    for i in range(hosts):
-        write_atomically(folder / f"host-{i:06d}.json", json.dumps(synth_capture(rng, i, profiles)))
+    try:
+        for i in range(hosts):
+            write_atomically(folder / f"host-{i:06d}.json", json.dumps(synth_capture(rng, i, profiles)))
+        os.chmod(folder, 0o777 & ~_umask())
+        if final.is_dir():
+            final.rmdir()  # empty (the command refused a folder with anything in it)
+        os.rename(folder, final)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return hosts
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

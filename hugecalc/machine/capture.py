@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import base64
 import json
+import re
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
@@ -105,10 +105,30 @@ class PresentVma:
     ends: Any
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(value: Any) -> Any:
+    """Every string in ``value`` with its control characters written out (``\\x1b``): text from a
+    machine (hostnames, kernel strings, process and file names) never reaches a terminal as escapes."""
+    if isinstance(value, str):
+        return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value) if _CONTROL.search(value) else value
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable(v) for v in value]
+    return value
+
+
 class Capture(_Model):
     kind: str = CAPTURE_KIND
     schema_version: int = CAPTURE_SCHEMA_VERSION
     command: str = "host"  # the envelope every --json document has (result.Result)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _printable(cls, data: Any) -> Any:
+        return printable(data)
     inputs: dict[str, Any] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
     captured_at: str
@@ -191,11 +211,10 @@ def decode_runs(text: str, base: int, page: int):
 
 def load_capture(path: str | os.PathLike) -> Capture:
     """A capture file: refused with one clear line if unreadable, of a newer schema, or damaged."""
+    from hugecalc.files import read_text
+
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InputError(f"--host {path}: cannot read it: {e.strerror}") from None
+    text = read_text(str(path), "--host")
     try:
         data = json.loads(text)
     except ValueError as e:
@@ -220,26 +239,8 @@ def load_capture(path: str | os.PathLike) -> Capture:
     return capture
 
 
-def write_atomically(path: str | os.PathLike, text: str) -> None:
-    """Write a file whole or not at all: a temporary file in the same directory, fsync, rename."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
-    except OSError as e:
-        raise InputError(f"--output {path}: cannot write there: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as open() would have made it, not mkstemp()'s 0600
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def write_atomically(path: str | os.PathLike, text: str, force: bool = False) -> None:
+    """Write a file whole or not at all, only to a regular file or a new name (hugecalc.files)."""
+    from hugecalc.files import write_whole
+
+    write_whole(str(path), text, "--output", force)

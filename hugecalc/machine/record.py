@@ -256,7 +256,7 @@ def _run_traced(argv: list[str], instance: Instance, on_start) -> tuple[int, int
         raise
 
 
-def record(argv: list[str], output: str, on_start=None) -> tuple[int, dict]:
+def record(argv: list[str], output: str, on_start=None, force: bool = False) -> tuple[int, dict]:
     """Run ``argv`` under tracing; write the record to ``output``: (the command's exit status, what
     the record holds)."""
     from hugecalc.machine.restore import Restorer
@@ -289,6 +289,6 @@ def record(argv: list[str], output: str, on_start=None) -> tuple[int, dict]:
             "page_size": capture.page_size, "capture": capture.model_dump(mode="json")}
     if parser.lost:
         raise HostError(f"the kernel's trace buffer overflowed: {parser.lost:,} events lost; nothing written")
-    write_record(output, columns, meta)
+    write_record(output, columns, meta, force)
     return code, {"events": int(columns["kind"].shape[0]), "faults": int((columns["kind"] == FAULT).sum()),
                   "seconds": elapsed}

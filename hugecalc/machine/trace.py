@@ -58,26 +58,18 @@ class Record:
         return int((self.columns["kind"] == FAULT).sum())
 
 
-def write_record(path: str, columns: dict[str, Any], meta: dict[str, Any]) -> None:
-    """The record, complete or not at all: written beside ``path`` under a temporary name, then
-    renamed into place."""
-    import tempfile
-
+def write_record(path: str, columns: dict[str, Any], meta: dict[str, Any], force: bool = False) -> None:
+    """The record, complete or not at all: written beside ``path`` under an unpredictable
+    temporary name, then renamed into place (hugecalc.files)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from hugecalc.files import write_whole
 
     table = pa.table({name: columns[name] for name in COLUMNS})
     table = table.replace_schema_metadata({"hugecalc": json.dumps(
         {"kind": RECORD_KIND, "schema_version": RECORD_SCHEMA_VERSION, "events": len(table), **meta})})
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".hugecalc-record.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_whole(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"), "--output", force)
 
 
 def read_record(path: str) -> Record:
@@ -85,8 +77,14 @@ def read_record(path: str) -> Record:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: no such record file", field="trace")
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        raise InputError(f"{path}: no such record file", field="trace") from None
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{path} is not a regular file: give a record file", field="trace")
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as e:
