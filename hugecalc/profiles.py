@@ -237,7 +237,7 @@ def load_profile(name_or_path: str | None = None) -> Profile:
 #: Spellings users type for a bundled profile: ``uname -m`` names and the architecture alone
 #: (its default page size).
 ALIASES = {"x86_64": "x86-64", "amd64": "x86-64", "arm64": "arm64-4k", "aarch64": "arm64-4k",
-           "riscv64": "riscv64-sv48", "i686": "i386", "x86": "i386"}
+           "riscv64": "riscv64-sv48", "i686": "i386"}
 
 
 def canonical_name(name: str) -> str:

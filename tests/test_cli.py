@@ -332,3 +332,32 @@ def test_each_phrase_reads_as_a_reader_expects(run):
 def test_digits_that_are_not_ascii_are_not_numbers(run, args):
     r = run(*args)
     assert r.exit_code == 2 and r.stdout == "" and "internal error" not in r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["vmemmap", "--pages", "1G", "--plot", "x.svg"], "--plot draws the chart of a --sweep"),
+    (["pgtable", "--vma-size", "1G", "--plot", "x.svg"], "--plot draws the chart of a --sweep or a --trace"),
+    (["mthp", "--size", "64k", "--plot", "x.svg"], "--plot draws the chart of a --sweep"),
+    (["mthp", "--max-ptes-none", "3"], "--max-ptes-none describes what khugepaged finds"),
+    (["mthp", "--huge", "always"], "--huge is shmem_enabled"),
+    (["fleet", "vmemmap", "tests/data/captures", "--by", "bogus"], "--by 'bogus' is not a capture field"),
+    (["vmemmap", "--pages", "1G", "--profile", "x86"], "neither a bundled profile"),
+    (["vmemmap", "--profile", "host", "--host", "tests/data/captures/x86-64-6.18.json"], "give one of them"),
+    (["verify", "--restore", "vmemmap"], "--restore only puts back"),
+])
+def test_options_that_would_be_ignored_or_misread_are_refused(run, args, message, tmp_path):
+    r = run(*args)
+    assert r.exit_code == 2 and r.stdout == "" and message in r.stderr, r.stderr
+    assert not (tmp_path / "x.svg").exists()
+
+
+def test_a_capture_without_its_pools_is_damaged_not_empty(run, tmp_path):
+    import json
+    from pathlib import Path
+
+    data = json.loads(Path("tests/data/captures/x86-64-6.18.json").read_text())
+    del data["pools"]
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(data))
+    r = run("vmemmap", "--host", str(path))
+    assert r.exit_code == 2 and "pools" in r.stderr

@@ -245,3 +245,9 @@ def test_a_userfaultfd_registered_mapping_gets_no_mthp():
     assert replay(x86, release, [vma(())], settings, "x").folios[0].size_bytes == 64 << 10
     armed = replay(x86, release, [vma(("um",))], settings, "x")
     assert [(f.size_bytes, f.count) for f in armed.folios] == [(4096, 256)]
+
+
+def test_pids_all_captures_the_readable_and_lists_the_rest(run):
+    doc = run("host", "--pids", "all", "--json").json
+    assert doc["processes"]  # this test's own process at least
+    assert all(u["error"] for u in doc["unknown"] if u["what"].startswith("process "))

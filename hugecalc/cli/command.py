@@ -69,6 +69,8 @@ def resolve(values: dict[str, Any], given: frozenset[str]) -> Params:
     from hugecalc.releases import parse_release
 
     profile_name, kernel, host_file = values.get("profile_name"), values.get("kernel"), values.get("host_file")
+    if host_file is not None and profile_name == "host":
+        raise InputError("--profile host reads this machine, --host FILE a capture: give one of them")
     capture = None
     if host_file is not None:
         from hugecalc.machine.capture import load_capture

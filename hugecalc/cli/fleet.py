@@ -80,6 +80,7 @@ def _run(spec: Spec, params: Params) -> None:
         from hugecalc.files import check_output
 
         check_output(v["output"], "--output", v["force"])  # before the fleet is computed
+    _check_by(v["by"])
     what_if = spec.fleet.what_if(params)
     options = {"what_if": what_if, "kernel": v["kernel"], "walks": spec.name == "mthp"}
     progress = None
@@ -111,6 +112,21 @@ def _run(spec: Spec, params: Params) -> None:
     emit(result, v["as_json"], v["explain"], lambda out: _draw(out, spec.name, figures, result.model_dump(), v["by"]))
     if failed:
         raise click.exceptions.Exit(1)
+
+
+def _check_by(keys: tuple[str, ...]) -> None:
+    """A --by key is a capture field (arch, kernel, profile, hostname, hugetlb_optimize_vmemmap, ...) or a
+    dotted path into one of its tables (thp.enabled, config.CONFIG_PT_RECLAIM)."""
+    from hugecalc.machine.capture import Capture
+
+    tables = ("thp", "config", "profile")
+    for key in keys:
+        first, dot, _ = key.partition(".")
+        if first not in Capture.model_fields or (dot and first not in tables) or first in ("processes", "pools",
+                                                                                             "sources", "unknown"):
+            fields = ", ".join(f for f in Capture.model_fields if f not in ("processes", "pools", "sources", "unknown",
+                                                                          "inputs", "notes"))
+            raise InputError(f"--by {key!r} is not a capture field: use one of {fields}, or thp.X, config.X")
 
 
 def _shown(what_if: dict) -> dict:

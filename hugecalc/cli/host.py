@@ -59,7 +59,7 @@ def host(pids_text: str | None, output: str | None, force: bool, as_json: bool, 
 
     if output:
         check_output(output, "--output", force)  # before the work
-    capture = capture_machine(_pids(pids_text))
+    capture = capture_machine(_pids(pids_text), every=(pids_text or "").strip() == "all")
     text = capture.model_dump_json(indent=1)
     if output:
         write_atomically(output, text + "\n", force)
@@ -77,7 +77,7 @@ def compute(params: Params) -> Capture:
 
     if params.output:
         raise InputError("--output: a batch line prints its capture")
-    return capture_machine(_pids(params.pids_text))
+    return capture_machine(_pids(params.pids_text), every=(params.pids_text or "").strip() == "all")
 
 
 def _draw(out: Any, capture: Capture, explain: bool) -> None:

@@ -11,7 +11,7 @@ from hugecalc.calc.orders import PassShape, ThpSettings
 from hugecalc.calc.replay import ReplayResult
 from hugecalc.calc.tracereplay import TraceResult
 from hugecalc.machine.capture import REPLAYED_KINDS
-from hugecalc.cli.command import Command, run
+from hugecalc.cli.command import Command, given_params, run
 from hugecalc.cli.spec import Fleet, Params, Spec
 from hugecalc.cli.common import (ADDR, PID_MAX_LIMIT, SIZE, AliasOption, Text, common_options, options,
                                  process_from, read_input, replay_record)
@@ -72,6 +72,9 @@ def thp_settings(params: Params, profile: Profile | None = None) -> ThpSettings:
     if (v["sizes"] or v["enabled"]) and v["memory"] != "anon":
         raise InputError(f"--size/--enabled set anonymous sizes, which --memory {v['memory']} does not use: "
                          + ("use --shmem-enabled SIZE=always" if v["memory"] == "shmem" else "use --huge"))
+    if v["huge"] is not None and v["memory"] == "anon":
+        raise InputError("--huge is shmem_enabled, or a tmpfs mount's huge=: use it with --memory shmem, sysv or "
+                         "tmpfs (anonymous memory follows --top-level)")
     if v["shmem_enabled"] and v["memory"] == "anon":
         raise InputError("--shmem-enabled is for shmem (--memory shmem, or sysv/tmpfs to see them ignore it), "
                          "not --memory anon")
@@ -143,11 +146,22 @@ def mthp(**values: Any) -> None:
     """
     if values["sweeps"] and (values["pid"] is not None or values["trace"]):
         raise InputError("--sweep runs one pass: not with --pid or --trace")
+    given = given_params(click.get_current_context())
+    for name, flag in (("max_ptes_none", "--max-ptes-none"), ("occupancy_file", "--occupancy-file")):
+        if name in given and not values["khugepaged"]:
+            raise InputError(f"{flag} describes what khugepaged finds: give --khugepaged too")
     run(SPEC, values)
 
 
 def compute(params: Params) -> MthpResult | MthpComparison | MthpNowWhatIf | ReplayResult | TraceResult:
     """One pass; every size side by side; the captured settings now beside the what-if; or a process."""
+    result = _compute(params)
+    if params.plot and not params.sweeps and not isinstance(result, (MthpComparison, TraceResult)):
+        raise InputError("--plot draws the chart of a --sweep, of the side-by-side view (no --size) or of a --trace")
+    return result
+
+
+def _compute(params: Params) -> MthpResult | MthpComparison | MthpNowWhatIf | ReplayResult | TraceResult:
     from hugecalc.calc.mthp import KhugepagedScan, compare_sizes, compute_mthp
 
     settings, shape = thp_settings(params, params.profile), pass_shape(params)

@@ -91,6 +91,8 @@ def pgtable(**values: Any) -> None:
     if values["sweeps"] and (values["worst_case"] or values["pid"] is not None or values["touch_file"] is not None
                              or values["trace"]):
         raise InputError("--sweep runs one mapping: not with --worst-case, --pid, --touch-file or --trace")
+    if values["plot"] and not (values["sweeps"] or values["trace"]):
+        raise InputError("--plot draws the chart of a --sweep or a --trace: give one of them too")
     run(SPEC, values)
 
 
@@ -200,6 +202,17 @@ def _draw_process(out: Console, result: ProcessResult, params: Params) -> None:
                   f"(now {fmt_bytes(result.present_bytes)})")
 
 
+def _plot(result: Any, params: Params) -> None:
+    """--plot of a record: its page tables over time, to a file."""
+    if params.plot and isinstance(result, TraceResult):
+        from hugecalc.plot import trace_chart, write
+
+        chart = trace_chart(result, "page_table_bytes", "page tables")
+        if chart is None:
+            raise InputError(f"--plot {params.plot}: the record is too short to chart")
+        write(chart, params.plot, params.force)
+
+
 def _fleet_row(capture: Any, profile: Profile, release: Any, o: dict) -> dict:
     from hugecalc.calc.pgtable import compute_pgtable
     from hugecalc.calc.touches import Touches
@@ -221,7 +234,7 @@ def _fleet_what_if(params: Params) -> dict:
 
 
 SPEC = Spec(
-    name="pgtable", rank=2, compute=compute, batch=True,
+    name="pgtable", rank=2, compute=compute, batch=True, after=_plot,
     documents={PgtableResult: _draw_mapping, WorstCaseResult: _draw_worst_case, ProcessResult: _draw_process,
                TraceResult: _draw_trace},
     sweep=("vma_size", "vma_start", "touch_stride", "touch_fraction", "seed", "shared_by", "kernel"),

@@ -40,6 +40,8 @@ def verify(ctx: click.Context, restore: bool) -> None:
     from hugecalc.machine import kernelfs, restore as journal
 
     journal.on_notice = lambda message: click.echo(f"hugecalc: {message}", err=True)
+    if restore and ctx.invoked_subcommand is not None:
+        raise click.UsageError("--restore only puts back a killed run's settings: run it alone, then the experiment")
     if ctx.invoked_subcommand is None and not restore:
         click.echo(ctx.get_help())
         return

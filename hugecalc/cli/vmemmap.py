@@ -88,6 +88,8 @@ def vmemmap(**values: Any) -> None:
       hugecalc vmemmap --profile host                # this machine's pools, now and with HVO on
       hugecalc vmemmap --pages 1T --sweep kernel=5.14,5.18,6.3,7.1 --profile arm64-4k
     """
+    if values["plot"] and not values["sweeps"]:
+        raise InputError("--plot draws the chart of a --sweep: give --sweep too")
     run(SPEC, values)
 
 

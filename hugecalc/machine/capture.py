@@ -124,11 +124,6 @@ class Capture(_Model):
     kind: str = CAPTURE_KIND
     schema_version: int = CAPTURE_SCHEMA_VERSION
     command: str = "host"  # the envelope every --json document has (result.Result)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _printable(cls, data: Any) -> Any:
-        return printable(data)
     inputs: dict[str, Any] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
     captured_at: str
@@ -145,12 +140,17 @@ class Capture(_Model):
     hugetlb_optimize_vmemmap: int | None = None  # None: the sysctl does not exist (no HVO possible)
     nr_memmap_pages: int | None = None
     nr_memmap_boot_pages: int | None = None
-    pools: list[Pool] = Field(default_factory=list)
-    thp: Thp = Field(default_factory=Thp)
+    pools: list[Pool]  # required: a capture without them is damaged, not a machine without pools
+    thp: Thp
     processes: list[Process] = Field(default_factory=list)
     sources: dict[str, str] = Field(default_factory=dict)
     unknown: list[dict[str, str]] = Field(default_factory=list)
     profile: Profile
+
+    @model_validator(mode="before")
+    @classmethod
+    def _printable(cls, data: Any) -> Any:
+        return printable(data)
 
     def process(self, pid: int) -> Process:
         for p in self.processes:

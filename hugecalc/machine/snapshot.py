@@ -306,8 +306,24 @@ def _has_mm(p: Path) -> bool:
 # --- the whole machine ----------------------------------------------------------------------------------
 
 
-def capture_machine(pids: list[int] | None = None, option: str = "--pids") -> Capture:
-    """Read this machine (and the processes ``pids``) into a capture."""
+def _processes(pids: list[int], page: int, user_va: int, option: str, every: bool, r: _Reader) -> list[Process]:
+    """The processes asked for; with ``every`` (``--pids all``) one that cannot be read, or that went
+    away meanwhile, is listed among the unknown and the others are captured."""
+    out = []
+    for pid in pids:
+        try:
+            out.append(capture_process(pid, page, user_va, option))
+        except InputError as e:
+            if not every:
+                raise
+            r.unknown.append({"what": f"process {pid}", "source": f"/proc/{pid}",
+                              "error": str(e).removeprefix(f"{option} {pid}: ")})
+    return out
+
+
+def capture_machine(pids: list[int] | None = None, option: str = "--pids", every: bool = False) -> Capture:
+    """Read this machine (and the processes ``pids``; ``every``: all of them, the unreadable ones
+    listed among the unknown) into a capture."""
     r = _Reader()
     arch, release = platform.machine(), platform.release()
     r.sources.update({"arch": "uname -m", "kernel": "uname -r", "hostname": "gethostname()",
@@ -334,7 +350,7 @@ def capture_machine(pids: list[int] | None = None, option: str = "--pids") -> Ca
         "name": f"host:{hostname}", "description": f"{base.description}; captured from {hostname} ({release})",
         **({"struct_page_bytes": sp} if sp else {})})
     r.sources["profile"] = f"bundled profile {base.name} for {arch}, {page}-byte pages, {levels} levels"
-    processes = [capture_process(pid, page, profile.user_va_bytes, option) for pid in (pids or [])]
+    processes = _processes(pids or [], page, profile.user_va_bytes, option, every, r)
     return Capture(
         captured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), hostname=hostname, kernel=release,
         arch=arch, page_size=page, paging_levels=levels, user_va_bytes=profile.user_va_bytes,
