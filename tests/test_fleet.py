@@ -2,6 +2,8 @@
 LocalCluster with worker processes: the two must agree exactly."""
 
 import json
+import subprocess
+import sys
 import shutil
 from pathlib import Path
 
@@ -143,3 +145,60 @@ def test_fleet_explains_per_host_and_over_hosts(run):
     assert f"sum of {total['hosts']:,} hosts = {s['sum']:,}" in over["formula"]
     r = run("fleet", "vmemmap", str(CAPTURES), "--explain")
     assert "How each figure was derived" in r.stdout and "numpy.percentile" in r.stdout
+
+
+@pytest.fixture(scope="module")
+def fleet200(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fleet200") / "hosts"
+    subprocess.run([sys.executable, "-m", "hugecalc", "fleet", "synth", "--hosts", "200", "--seed", "3", "--output",
+                    str(folder)], check=True, capture_output=True)
+    return folder
+
+
+@pytest.mark.parametrize("args", [["vmemmap"], ["mthp", "--size", "64k"], ["pgtable", "--vma-size", "1G"]])
+@pytest.mark.parametrize("by", [[], ["--by", "arch"], ["--by", "arch", "--by", "kernel"], ["--by", "profile"]])
+def test_fleet_tables_never_cut_a_number(fleet200, args, by):
+    """Every figure of every group, at every width from 60 to 160 columns: whole in the table."""
+    from hugecalc.units import fmt_bytes
+
+    from click.testing import CliRunner
+
+    from hugecalc.cli import cli
+
+    base = ["fleet", args[0], str(fleet200), *args[1:], *by]
+    doc = json.loads(CliRunner().invoke(cli, [*base, "--json"]).stdout)
+    cells = set()
+    for g in doc["groups"]:
+        for metric, stats in g["metrics"].items():
+            for value in stats.values():
+                cells.add(fmt_bytes(value) if metric.endswith("_bytes") else f"{value:,.0f}")
+    for width in range(60, 161, 20):
+        out = CliRunner().invoke(cli, base, env={"COLUMNS": str(width)}).stdout
+        assert max(len(line) for line in out.splitlines()) <= width, (width, by)
+        missing = [c for c in cells if c not in out]
+        assert not missing and "…" not in out, (width, by, missing[:5])
+
+
+def test_a_what_if_no_host_takes_is_bad_input(fleet200):
+    from click.testing import CliRunner
+
+    from hugecalc.cli import cli
+
+    r = CliRunner().invoke(cli, ["fleet", "mthp", str(fleet200), "--size", "3K"])
+    assert r.exit_code == 2 and r.stdout == "" and "applies to none of the 200 hosts" in r.stderr
+
+
+def test_hidden_backup_and_result_files_are_not_hosts(fleet200, tmp_path):
+    from click.testing import CliRunner
+
+    from hugecalc.cli import cli
+
+    folder = tmp_path / "hosts"
+    shutil.copytree(fleet200, folder)
+    one = (folder / "host-000001.json").read_text()
+    (folder / ".host-copy.json").write_text(one)
+    (folder / "host-000001.json~").write_text(one)
+    assert CliRunner().invoke(cli, ["fleet", "vmemmap", str(folder), "-o", str(folder / "rows.parquet")]).exit_code == 0
+    r = CliRunner().invoke(cli, ["fleet", "vmemmap", str(folder), "--json"])
+    doc = json.loads(r.stdout)
+    assert r.exit_code == 0 and doc["hosts"] + doc["hosts_skipped"] == 200 and doc["hosts_failed"] == 0

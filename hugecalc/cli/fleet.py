@@ -96,6 +96,11 @@ def _run(spec: Spec, params: Params) -> None:
     finally:
         if progress:
             bar.stop()
+    if rows and all(r["skipped"] for r in rows):  # a what-if no host can take is bad input
+        from collections import Counter
+
+        reason, n = Counter(r["skipped"] for r in rows).most_common(1)[0]
+        raise InputError(f"the what-if applies to none of the {len(rows):,} hosts: {reason} ({n:,} of them)")
     figures = list(spec.fleet.figures)
     groups = engine.aggregate(figures, rows, list(v["by"]))
     failed = [{"source": r["source"], "error": r["error"]} for r in rows if r["error"] is not None]
@@ -142,22 +147,30 @@ def _draw(out: Any, command: str, figures: list[str], doc: dict, by: tuple[str, 
                    + (f", {doc['hosts_skipped']:,} not applicable" if doc["skipped"] else "")
                    + (f", {doc['hosts_failed']:,} failed" if doc["failed"] else ""), style="bold"))
     columns = [*by, "hosts", "figure", *STATS]
-    rows = []
+    rows, full = [], []  # the table's rows (a group named once), and each row whole (for blocks)
     for g in doc["groups"]:
         label = [str(g["group"].get(k, "all")) for k in by]
-        for i, metric in enumerate(figures):
+        first = True
+        for metric in figures:
             if metric not in g["metrics"]:
                 continue
             m = g["metrics"][metric]
             cell = (lambda v: fmt_bytes(v)) if metric.endswith(BYTES) else (lambda v: f"{v:,.0f}")
-            rows.append([*(label if i == 0 else [""] * len(label)), f"{g['hosts']:,}" if i == 0 else "",
-                         metric.removesuffix("_bytes"), *(cell(m[s]) for s in STATS)])
+            values = [metric.removesuffix("_bytes"), *(cell(m[s]) for s in STATS)]
+            full.append([*label, f"{g['hosts']:,}", *values])
+            rows.append([*(label if first else [""] * len(label)), f"{g['hosts']:,}" if first else "", *values])
+            first = False
     from rich import box
 
+    from hugecalc.render import Fitted
+
+    # Every column at least as wide as its longest cell: no number is ever cut. Too wide for the
+    # terminal: the sums and means, then the percentiles; a part that still does not fit is printed
+    # a block per row (Fitted).
     widths = [max([len(col)] + [len(r[k]) for r in rows]) for k, col in enumerate(columns)]
     keep = len(by) + 2  # group, hosts, figure: repeated when the table is cut in two
     parts = [list(range(len(columns)))]
-    if sum(widths) + 2 * len(columns) > out.width:  # too wide: the sums and means, then the percentiles
+    if sum(widths) + 3 * (len(columns) - 1) > out.width:
         parts = [list(range(keep + 2)), list(range(keep)) + list(range(keep + 2, len(columns)))]
     for part in parts:
         t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
@@ -166,7 +179,7 @@ def _draw(out: Any, command: str, figures: list[str], doc: dict, by: tuple[str, 
             t.add_column(columns[k], justify="left" if text else "right", overflow="fold", min_width=widths[k])
         for r in rows:
             t.add_row(*(r[k] for k in part))
-        out.print(t)
+        out.print(Fitted(t, [[r[k] for k in part] for r in full]))
     reasons: dict[str, int] = {}
     for x in doc["skipped"]:
         reasons[x["reason"]] = reasons.get(x["reason"], 0) + 1

@@ -81,8 +81,8 @@ def partitions(sources: list[str], size: int = PARTITION_HOSTS) -> list[list[tup
             if not paths:
                 raise InputError(f"{source}: the pattern matches no file")
         elif os.path.isdir(source):
-            paths = sorted(str(p) for p in Path(source).glob("*.json*")) + sorted(
-                str(p) for p in Path(source).glob("*.parquet"))
+            paths = [str(p) for p in sorted(Path(source).glob("*.json*")) + sorted(Path(source).glob("*.parquet"))
+                     if is_capture_name(p.name) and (p.suffix != ".parquet" or _holds_captures(str(p)))]
             if not paths:
                 raise InputError(f"{source}: the directory holds no capture (*.json, *.jsonl, *.parquet)")
         elif os.path.exists(source):
@@ -102,6 +102,21 @@ def partitions(sources: list[str], size: int = PARTITION_HOSTS) -> list[list[tup
     if current:
         out.append(current)
     return out
+
+
+def is_capture_name(name: str) -> bool:
+    """A file a folder of captures holds as a host: not hidden, not a backup or an editor's copy."""
+    return not name.startswith(".") and not name.endswith(("~", ".bak", ".orig", ".swp", ".tmp"))
+
+
+def _holds_captures(path: str) -> bool:
+    """A Parquet table of captures (a 'capture' column), not hugecalc's own per-host results."""
+    import pyarrow.parquet as pq
+
+    try:
+        return "capture" in pq.read_schema(path).names
+    except Exception:  # noqa: BLE001 - not Parquet at all: read it as a host, which fails on its own
+        return True
 
 
 def _items(path: str, size: int) -> list[tuple[str, str, int, int]]:
