@@ -51,7 +51,7 @@ class HostVmemmapResult(Result):
 
 
 def compute_hvo_now(profile: Profile, release: Release, pools: list[tuple[int, int]], hvo_now: int | None,
-                    mem_available: int | None, zones: int = 1) -> HostVmemmapResult:
+                    mem_available: int | None, zones: int = 1, memmap_on_memory: bool | None = None) -> HostVmemmapResult:
     """``pools``: (hugepage size, hugepages) as captured; ``hvo_now``: the sysctl (None: missing).
 
     Kernel reference
@@ -76,10 +76,24 @@ def compute_hvo_now(profile: Profile, release: Release, pools: list[tuple[int, i
             realloc_pool_bytes=size * count if not on and what_if.optimizable else 0,
             optimizable=what_if.optimizable, reason=what_if.reason))
         explain += _derivations(fmt_size(size), count, hvo_now, on, saved_if, pool.explain)
+    notes += _notes(release, rows, hvo_now, mem_available, memmap_on_memory)
+    if not any(count for _, count in pools):
+        notes.append("no hugetlb pool on this machine: give --pages for a what-if pool")
+    return HostVmemmapResult(profile=profile.name, kernel=str(release),
+                             inputs={"pools": [{"hugepage_size_bytes": s, "hugepages": n} for s, n in pools],
+                                     "hugetlb_optimize_vmemmap": hvo_now, "zones": zones,
+                                     "memmap_on_memory": memmap_on_memory},
+                             rows=rows, mem_available_bytes=mem_available, notes=notes, explain=explain)
+
+
+def _notes(release: Release, rows: list[PoolRow], hvo_now: int | None, mem_available: int | None,
+           memmap_on_memory: bool | None) -> list[str]:
+    notes = []
     if hvo_now is None:
-        notes.append("vm.hugetlb_optimize_vmemmap does not exist on this machine: its kernel cannot do HVO "
-                     "(config, struct page size, or memmap_on_memory); the what-if is for the same pools under "
-                     f"{release}'s rules")
+        why = ("config, struct page size, or memmap_on_memory" if release.version < (6, 1) else
+               "config or struct page size; from 6.1 memmap_on_memory no longer removes it")
+        notes.append(f"vm.hugetlb_optimize_vmemmap does not exist on this machine: its kernel cannot do HVO ({why}); "
+                     f"the what-if is for the same pools under {release}'s rules")
     elif hvo_now == 1:
         notes.append("HVO is on: the pools are taken to have been allocated with it on (the sysctl only applies to "
                      "hugepages allocated after it is set)")
@@ -92,12 +106,11 @@ def compute_hvo_now(profile: Profile, release: Release, pools: list[tuple[int, i
             notes.append(f"MemAvailable is {fmt_bytes(mem_available)}: reallocating one hugepage at a time needs "
                          f"{fmt_bytes(step)} free and contiguous"
                          + ("" if mem_available >= step else " — not available now"))
-    if not any(count for _, count in pools):
-        notes.append("no hugetlb pool on this machine: give --pages for a what-if pool")
-    return HostVmemmapResult(profile=profile.name, kernel=str(release),
-                             inputs={"pools": [{"hugepage_size_bytes": s, "hugepages": n} for s, n in pools],
-                                     "hugetlb_optimize_vmemmap": hvo_now, "zones": zones},
-                             rows=rows, mem_available_bytes=mem_available, notes=notes, explain=explain)
+    if memmap_on_memory and release.version >= (6, 1):
+        notes.append("memory_hotplug.memmap_on_memory is on: a hugepage in memory hot-plugged with it hosts its own "
+                     "vmemmap and is not optimized (vmemmap_should_optimize(), PageVmemmapSelfHosted(), 6.1+), so the "
+                     "savings shown are at most what the pools give: less by the hugepages in such memory")
+    return notes
 
 
 def _derivations(scope: str, count: int, hvo_now: int | None, on: bool, saved_if: int,

@@ -113,7 +113,8 @@ def _pools_now(capture: Any, profile: Any, release: Any, what_if: dict) -> HostV
     from hugecalc.calc.hvo_now import compute_hvo_now
 
     return compute_hvo_now(profile, release, [(p.size_bytes, p.nr) for p in capture.pools],
-                           capture.hugetlb_optimize_vmemmap, capture.mem_available_bytes, what_if.get("zones", 1))
+                           capture.hugetlb_optimize_vmemmap, capture.mem_available_bytes, what_if.get("zones", 1),
+                           capture.memmap_on_memory)
 
 
 def _draw_pool(out: Console, result: VmemmapResult, params: Params) -> None:

@@ -138,6 +138,7 @@ class Capture(_Model):
     mem_total_bytes: int | None = None
     mem_available_bytes: int | None = None
     hugetlb_optimize_vmemmap: int | None = None  # None: the sysctl does not exist (no HVO possible)
+    memmap_on_memory: bool | None = None  # memory_hotplug.memmap_on_memory (None: not read, or no hotplug)
     nr_memmap_pages: int | None = None
     nr_memmap_boot_pages: int | None = None
     pools: list[Pool]  # required: a capture without them is damaged, not a machine without pools

@@ -306,6 +306,17 @@ def _has_mm(p: Path) -> bool:
 # --- the whole machine ----------------------------------------------------------------------------------
 
 
+MEMMAP_ON_MEMORY = Path("/sys/module/memory_hotplug/parameters/memmap_on_memory")
+
+
+def _memmap_on_memory(r: _Reader) -> bool | None:
+    """memory_hotplug.memmap_on_memory: Y, N, or "force" (6.7+); None where hotplug is not built."""
+    if not kernelfs.exists(MEMMAP_ON_MEMORY):
+        return None
+    text = r.text("memmap_on_memory", MEMMAP_ON_MEMORY)
+    return None if text is None else text.strip().lower() in ("y", "1", "force")
+
+
 def _processes(pids: list[int], page: int, user_va: int, option: str, every: bool, r: _Reader) -> list[Process]:
     """The processes asked for; with ``every`` (``--pids all``) one that cannot be read, or that went
     away meanwhile, is listed among the unknown and the others are captured."""
@@ -343,7 +354,8 @@ def capture_machine(pids: list[int] | None = None, option: str = "--pids", every
     hvo = r.number("hugetlb_optimize_vmemmap", kernelfs.HVO_SYSCTL) if kernelfs.exists(kernelfs.HVO_SYSCTL) else None
     if hvo is None:
         r.unknown.append({"what": "hugetlb_optimize_vmemmap", "source": str(kernelfs.HVO_SYSCTL),
-                          "error": "missing: no HVO in this kernel (config, struct page size, or memmap_on_memory)"})
+                          "error": "missing: no HVO in this kernel (config or struct page size; before 6.1 also "
+                                   "memmap_on_memory)"})
     base = load_profile(profile_name(arch, page, levels, config))
     hostname = socket.gethostname()
     profile = base.model_copy(update={
@@ -358,4 +370,5 @@ def capture_machine(pids: list[int] | None = None, option: str = "--pids", every
         mem_available_bytes=meminfo["MemAvailable"] << 10 if "MemAvailable" in meminfo else None, hugetlb_optimize_vmemmap=hvo,
         nr_memmap_pages=vmstat.get("nr_memmap_pages"), nr_memmap_boot_pages=vmstat.get("nr_memmap_boot_pages"),
         pools=pools(r), thp=thp_settings(r), processes=processes, sources=r.sources, unknown=r.unknown,
+        memmap_on_memory=_memmap_on_memory(r),
         profile=profile, inputs={"pids": pids or []})

@@ -300,3 +300,19 @@ def test_device_dax_dedup_was_not_arch_gated_before_6_3():
     assert compute_vmemmap(ppc, R("6.5"), hugepage_count=1, devdax=True).rows[0].optimizable
     s390 = load_profile("x86-64").model_copy(update={"arch": Arch.s390})
     assert not compute_vmemmap(s390, R("6.2"), hugepage_count=1, devdax=True).rows[0].optimizable
+
+
+def test_memmap_on_memory_makes_the_saving_an_upper_bound():
+    """From 6.1 a hugepage whose vmemmap is self-hosted (memory hot-plugged with
+    memory_hotplug.memmap_on_memory) is not optimized: vmemmap_should_optimize() (kernel review N10).
+    Before 6.1 the sysctl was not registered at all with it on."""
+    from hugecalc.calc.hvo_now import compute_hvo_now
+
+    on = compute_hvo_now(X86, R("6.18"), [(2 * M, 512)], 1, 8 << 30, memmap_on_memory=True)
+    assert any("memmap_on_memory is on" in n and "at most" in n for n in on.notes)
+    off = compute_hvo_now(X86, R("6.18"), [(2 * M, 512)], 1, 8 << 30, memmap_on_memory=False)
+    assert not any("memmap_on_memory" in n for n in off.notes)
+    missing = compute_hvo_now(X86, R("6.18"), [(2 * M, 512)], None, 8 << 30)
+    assert any("from 6.1 memmap_on_memory no longer removes it" in n for n in missing.notes)
+    old = compute_hvo_now(X86, R("6.0"), [(2 * M, 512)], None, 8 << 30)
+    assert any("or memmap_on_memory" in n for n in old.notes)
