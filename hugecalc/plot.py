@@ -156,3 +156,11 @@ def trace_chart(result: Any, figure: str, what: str) -> Chart | None:
     return Chart(title=f"{what} over time — process {result.pid}", x_label="seconds", y_label=f"{what} (bytes)",
                  x_kind="number", y_bytes=True, log_x=False, x_values=[p.seconds for p in first],
                  series={r.label: [getattr(p, figure) for p in r.timeline][:len(first)] for r in result.runs})
+
+
+def write_trace_chart(result: Any, figure: str, what: str, path: str, force: bool = False) -> None:
+    """--plot of a record: ``figure`` over time, to a file."""
+    chart = trace_chart(result, figure, what)
+    if chart is None:
+        raise InputError(f"--plot {path}: the record is too short to chart")
+    write(chart, path, force)

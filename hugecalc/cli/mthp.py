@@ -294,15 +294,12 @@ def _draw_replay(out: Console, result: ReplayResult, params: Params) -> None:
 
 def _plot(result: Any, params: Params) -> None:
     """--plot: the side-by-side comparison's chart, or a record's populated memory over time, to a file."""
-    from hugecalc.plot import trace_chart, write
+    from hugecalc.plot import write, write_trace_chart
 
     if params.plot and isinstance(result, MthpComparison):
         write(_comparison_chart(result), params.plot, params.force)
     elif params.plot and isinstance(result, TraceResult):
-        chart = trace_chart(result, "populated_bytes", "populated memory")
-        if chart is None:
-            raise InputError(f"--plot {params.plot}: the record is too short to chart")
-        write(chart, params.plot, params.force)
+        write_trace_chart(result, "populated_bytes", "populated memory", params.plot, params.force)
 
 
 def _fleet_row(capture: Any, profile: Profile, release: Any, what_if: dict) -> dict:

@@ -205,12 +205,9 @@ def _draw_process(out: Console, result: ProcessResult, params: Params) -> None:
 def _plot(result: Any, params: Params) -> None:
     """--plot of a record: its page tables over time, to a file."""
     if params.plot and isinstance(result, TraceResult):
-        from hugecalc.plot import trace_chart, write
+        from hugecalc.plot import write_trace_chart
 
-        chart = trace_chart(result, "page_table_bytes", "page tables")
-        if chart is None:
-            raise InputError(f"--plot {params.plot}: the record is too short to chart")
-        write(chart, params.plot, params.force)
+        write_trace_chart(result, "page_table_bytes", "page tables", params.plot, params.force)
 
 
 def _fleet_row(capture: Any, profile: Profile, release: Any, o: dict) -> dict:
