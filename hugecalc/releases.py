@@ -78,6 +78,7 @@ class Span:
 
     since: tuple[int, ...]
     until: tuple[int, ...] | None = None
+    confirmed: bool = True  # False: the release it starts in is not confirmed (the cite says why)
 
     def contains(self, v: tuple[int, ...]) -> bool:
         return _full(self.since) <= _full(v) and (self.until is None or _full(v) < _full(self.until))
@@ -114,6 +115,19 @@ class Rule:
         if self.per_arch is None:
             return _Spans(self.spans)
         return _Spans(self.per_arch.get(arch or "", ()))
+
+
+def unconfirmed_notes(release: Release, rules: list[tuple[Rule, str | None]]) -> list[str]:
+    """A note for each rule that holds in this release only by a span whose first release is
+    unconfirmed: the figures that rest on it say so under the table, not only in --explain."""
+    notes = []
+    for rule, arch in rules:
+        span = next((s for s in rule.spans_for(arch) if s.contains(release.full)), None)
+        if span is not None and not span.confirmed:
+            where = f" on {arch}" if arch and rule.per_arch is not None else ""
+            notes.append(f"release unconfirmed: {_fmt(span.since)} is taken as the first release with this rule"
+                         f"{where}, and the figures that rest on it hold only if it is: {rule.name}")
+    return notes
 
 
 def sublevel_notes(release: Release, rules: list[tuple[Rule, str | None]]) -> list[str]:
@@ -163,7 +177,7 @@ HVO_SHARED_TAIL = Rule(
     'patch series "mm: Eliminate fake head pages from vmemmap optimization" (Kiryl Shutsemau) (in v7.1, '
     'release unconfirmed): Linux kernel commit 8c846c879e22 ("mm: rework compound_head() for power-of-2 '
     'sizeof(struct page)"), zone->vmemmap_tails[], vmemmap_get_tail(); "maintaining the same memory savings"',
-    spans=(Span((7, 1)),),
+    spans=(Span((7, 1), confirmed=False),),
 )
 
 HVO_RESERVE_ONE = Rule(
@@ -193,7 +207,7 @@ DAX_VMEMMAP = Rule(
         "x86_64": (Span((5, 19)),),
         "arm64": (Span((5, 19), (6, 3)),),  # the 6.3 gate's 6.1.y/6.2.y sublevels unconfirmed
         "ppc64": (Span((5, 19), (6, 3)), Span((6, 5))),
-        "riscv64": (Span((6, 11)),),
+        "riscv64": (Span((6, 11), confirmed=False),),
     },
 )
 
@@ -237,8 +251,9 @@ PT_RECLAIM = Rule(
     'MMU_GATHER_RCU_TABLE_FREE unconditional") (in v6.15). Only a table whose whole PMD_SIZE range lies '
     "inside the VMA and the madvise range: reclaim_pt_is_enabled() needs end - start >= PMD_SIZE in "
     "zap_pte_range() (mm/pt_reclaim.c; mm/memory.c from v7.0). MADV_FREE does not reclaim",
-    per_arch={"x86_64": (Span((6, 14)),), "arm64": (Span((7, 0)),), "riscv64": (Span((7, 0)),),
-              "loongarch64": (Span((7, 0)),), "i386": (Span((7, 0)),)},
+    per_arch={"x86_64": (Span((6, 14)),), "arm64": (Span((7, 0), confirmed=False),),
+              "riscv64": (Span((7, 0), confirmed=False),), "loongarch64": (Span((7, 0), confirmed=False),),
+              "i386": (Span((7, 0), confirmed=False),)},
 )
 
 HUGETLB_DONTNEED = Rule(
@@ -261,7 +276,7 @@ HUGE_PMD_SHARE = Rule(
     "PUD_SIZE-aligned range; mm_inc_nr_pmds() counts it in every sharer's VmPTE; x86-64 and arm64, "
     "riscv64 with its hugetlb support ('riscv: Introduce huge page support for 32/64bit kernel', "
     "select ARCH_WANT_HUGE_PMD_SHARE if 64BIT) (in v5.4, release unconfirmed)",
-    per_arch={"x86_64": (Span((4, 0)),), "arm64": (Span((4, 0)),), "riscv64": (Span((5, 4)),)},
+    per_arch={"x86_64": (Span((4, 0)),), "arm64": (Span((4, 0)),), "riscv64": (Span((5, 4), confirmed=False),)},
 )
 
 
@@ -287,7 +302,7 @@ SHMEM_MTHP = Rule(
     "multi-size THP for anonymous shmem (per-size shmem_enabled), whole large folio mapped at one fault",
     'patch series "add mTHP support for anonymous shmem" (Baolin Wang) (in v6.11, release unconfirmed): '
     "shmem_allowable_huge_orders(), finish_fault() mapping a large folio",
-    spans=(Span((6, 11)),),
+    spans=(Span((6, 11), confirmed=False),),
 )
 
 TMPFS_MTHP = Rule(
@@ -295,7 +310,7 @@ TMPFS_MTHP = Rule(
     'patch series "support large folios for tmpfs" (Baolin Wang) (in v6.14, release unconfirmed): '
     'shmem_huge_global_enabled(): "For tmpfs mmap()\'s huge order, we still use PMD-sized order to allocate '
     'huge pages due to lack of a write size hint": if (vma) return maybe_pmd_order',
-    spans=(Span((6, 14)),),
+    spans=(Span((6, 14), confirmed=False),),
 )
 
 ARM64_CONTPTE = Rule(
@@ -316,7 +331,7 @@ KHUGEPAGED_MTHP = Rule(
     "khugepaged collapses anonymous memory to mTHP sizes (max_ptes_none 0 or 511)",
     'patch series "khugepaged: add mTHP collapse support" (Nico Pache), v17 in mm-unstable (May 2026), '
     'LWN "Automatic mTHP creation in 7.2" (in v7.2, release unconfirmed)',
-    spans=(Span((7, 2)),),
+    spans=(Span((7, 2), confirmed=False),),
 )
 
 THP_ALIGN_ANON = Rule(

@@ -30,7 +30,7 @@ SQL = ("CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT); WITH RECURSIVE c(x) AS (S
 PYTHON = ("import sys; x = [bytearray(1000) for i in range(60000)]; d = {i: str(i) * 3 for i in range(100000)}; "
           "y = bytearray(24 << 20); print('ready', flush=True); sys.stdin.read()")
 THREADS = ("import sys, threading\n"
-           "def work(n): globals()[f'x{n}'] = [bytearray(700 + n) for i in range(40000)]\n"
+           "def work(n): globals()[f'x{n}'] = [bytearray(700) for i in range(40000)]\n"
            "ts = [threading.Thread(target=work, args=(n,)) for n in range(4)]\n"
            "[t.start() for t in ts]; [t.join() for t in ts]\n"
            "print('ready', flush=True); sys.stdin.read()")
@@ -40,7 +40,8 @@ NODE = ("const a = []; for (let i = 0; i < 200000; i++) a.push({i, s: 'x'.repeat
 PROGRAMS = {
     "sqlite3": (["sqlite3", ":memory:"], SQL),
     "python": ([os.path.realpath(sys.executable), "-c", PYTHON], ""),
-    # Four threads allocating at once: glibc gives each its own arena (a 64 MiB mmap'd heap).
+    # Four threads allocating alike at once: glibc gives each its own arena (a 64 MiB mmap'd heap); which
+    # thread gets which arena races, so they all allocate the same.
     "python-threads": ([os.path.realpath(sys.executable), "-c", THREADS], ""),
     # A JavaScript runtime, its threads (libuv, V8's platform) running; V8's garbage collector on a
     # predictable schedule, so that two runs allocate alike (by default they differ by ~5%).
@@ -219,15 +220,22 @@ def test_the_replay_of_a_record_is_what_the_kernel_gives(records, program, name)
     predicted = {f["size_bytes"]: f["count"] for f in doc["runs"][-1]["folios"]}
     kernel, unclassified, vm_pte = measure(program, switches)
     page = 4096
+    # Threads that race make two runs of one program differ a little: for them the program's own
+    # spread, two runs of it measured, is allowed beside the 2 %.
+    spread = {}
+    if program in RACING:
+        again, _, _ = _measure(program, switches)
+        spread = {s: abs(kernel.get(s, 0) - again.get(s, 0)) for s in set(kernel) | set(again)}
     # kpageflags reads 0 for some mapped pages on some machines: those pages' folios are unseen,
     # so the kernel's count may fall short of the replay by exactly them, never exceed it.
-    unseen = sum(max(predicted.get(s, 0) - kernel.get(s, 0), 0) * (s // page) for s in predicted)
+    unseen = sum(max(predicted.get(s, 0) - kernel.get(s, 0) - spread.get(s, 0), 0) * (s // page) for s in predicted)
     total = sum(n * s // page for s, n in predicted.items())
     assert unseen <= unclassified + 0.02 * total, (program, name, predicted, kernel, unclassified)
     for size in set(predicted) | set(kernel):
-        want, got = predicted.get(size, 0), kernel.get(size, 0)
-        assert got <= want * 1.02 + 1, (program, name, size, predicted, kernel)
-        assert want - got <= 0.02 * want + 1 + unclassified // (size // page), (program, name, size, predicted, kernel)
+        want, got, off = predicted.get(size, 0), kernel.get(size, 0), spread.get(size, 0)
+        assert got <= want * 1.02 + 1 + off, (program, name, size, predicted, kernel, spread)
+        assert want - got <= 0.02 * want + 1 + off + unclassified // (size // page), (program, name, size, predicted,
+                                                                                      kernel, spread)
     # VmPTE within one table; threads that race place their arenas and stacks differently from run to
     # run (two runs of the same program differ by a table or two), so for them within 2 % and 2 tables.
     slack = page if program not in RACING else max(2 * page, 0.02 * vm_pte)

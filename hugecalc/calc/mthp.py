@@ -33,7 +33,8 @@ from hugecalc.calc.orders import (Pass, PassShape, ThpSettings, allowed_orders, 
 from hugecalc.calc.tables import counted_levels, level_row, preallocated_note, stride_blocks, vmpte_bytes
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
-from hugecalc.releases import ARM64_CONTPTE, HUGE_ZERO_WP_THP, KHUGEPAGED_MTHP, MTHP_ANON, SHMEM_MTHP, Release
+from hugecalc.releases import (ARM64_CONTPTE, HUGE_ZERO_WP_THP, KHUGEPAGED_MTHP, MTHP_ANON, SHMEM_MTHP, Release,
+                               unconfirmed_notes)
 from hugecalc.result import Figure, Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size
 
@@ -231,6 +232,7 @@ def _khugepaged(profile: Profile, release: Release, p: Pass, allowed: set[int], 
         if not p.prepopulated_stride:
             raise InputError("needs the occupancy: --prepopulated-stride or --occupancy-file", field="khugepaged")
         occupancy = prepopulated_bitmaps(profile, p.start, p.end, p.prepopulated_stride)
+    notes += unconfirmed_notes(release, [(KHUGEPAGED_MTHP, None)])
     if release.has(KHUGEPAGED_MTHP):
         notes.append(f"khugepaged mTHP collapse on {release}: the v18 design ({KHUGEPAGED_MTHP.cite})")
     else:

@@ -32,7 +32,7 @@ from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.result import Model
 from hugecalc.releases import (MAP_STACK_NOHUGEPAGE, MTHP_ANON, SHMEM_MTHP, THP_ALIGN_ANON, THP_ALIGN_NOT_32BIT,
-                               THP_ALIGN_PMD_MULTIPLES, TMPFS_MTHP, Release, sublevel_notes)
+                               THP_ALIGN_PMD_MULTIPLES, TMPFS_MTHP, Release, sublevel_notes, unconfirmed_notes)
 from hugecalc.units import fmt_bytes, fmt_size
 
 MAX_XAS_ORDER = 11  # XA_CHUNK_SHIFT * 2 - 1 (include/linux/xarray.h)
@@ -307,6 +307,7 @@ def _file_fault_orders(profile: Profile, release: Release, p: Pass, global_on: b
     # gives a page fault the PMD order only, in every release ("if (vma) return maybe_pmd_order").
     allowed = {P} & set(file_orders(profile)) if global_on else set()
     mount = "tmpfs huge=" if p.memory == "tmpfs" else "SysV SHM: the shm mount's huge= = shmem_enabled "
+    notes += unconfirmed_notes(release, [(TMPFS_MTHP, None)])
     if release.has(TMPFS_MTHP):
         notes.append(f"{'tmpfs' if p.memory == 'tmpfs' else 'SysV SHM'}: write() and fallocate() on "
                      f"{release} allocate large folios of other sizes too, page faults do not ({TMPFS_MTHP.cite})")
@@ -345,6 +346,7 @@ def allowed_orders(profile: Profile, release: Release, p: Pass, notes: list[str]
     if p.memory in ("tmpfs", "sysv"):
         allowed, why = _file_fault_orders(profile, release, p, shmem_global_on, notes)
     else:
+        notes += unconfirmed_notes(release, [(SHMEM_MTHP, None)])
         if release.has(SHMEM_MTHP):
             allowed = _allowed(p.shm_modes, ("always", "within_size"), "advise", p.madvise, shmem_global_on)
             why = _why(page, "shmem_allowable_huge_orders(): shmem_enabled " + p.huge, p.madvise, p.shm_modes)

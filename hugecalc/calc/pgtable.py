@@ -28,7 +28,7 @@ from hugecalc.calc.tables import (LevelRow, check_user_span, level_derivations, 
 from hugecalc.calc.touches import Counts, Touches, distinct_blocks, fraction_counts, stride_touches_in
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
-from hugecalc.releases import HUGE_PMD_SHARE, HUGETLB_DONTNEED, PT_RECLAIM, Release
+from hugecalc.releases import HUGE_PMD_SHARE, HUGETLB_DONTNEED, PT_RECLAIM, Release, unconfirmed_notes
 from hugecalc.result import Figure, Derivation, Model, Result, field
 from hugecalc.units import ceil_div, fmt_bytes, fmt_size
 
@@ -241,6 +241,9 @@ def compute_pgtable(profile: Profile, release: Release, *, vma_size: int, vma_st
         explain.append(THP_DEPOSIT)
     shared_total = (_sharing(profile, release, b, level_rows, shareable, shared_by, explain, notes)
                     if shared_by > 1 else None)
+    arch = profile.arch.value
+    notes += unconfirmed_notes(release, ([(PT_RECLAIM, arch)] if after == "dontneed" else [])
+                               + ([(HUGE_PMD_SHARE, arch)] if shared_by > 1 else []))
     inputs = {"vma_size_bytes": vma_size, "vma_start": start, "vma_end": end, "backing": backing,
               "after": after, "shared_by": shared_by, **touches.describe(profile.page_size)}
     return PgtableResult(

@@ -16,7 +16,7 @@ from hugecalc.calc.tables import (LevelRow, level_derivations, level_row, partia
 from hugecalc.calc.touches import distinct_blocks
 from hugecalc.machine.capture import PresentVma, ANON_KINDS
 from hugecalc.profiles import Profile
-from hugecalc.releases import PT_RECLAIM, Release
+from hugecalc.releases import PT_RECLAIM, Release, unconfirmed_notes
 from hugecalc.result import Derivation, Result, field
 from hugecalc.units import ceil_div, fmt_bytes
 
@@ -100,6 +100,7 @@ def compute_process(profile: Profile, release: Release, pid: int, vmas: list[Pre
         after_counts = dict(counts)
         if reclaims and "pte" in counts:
             after_counts["pte"] = _pte_tables_after_reclaim(profile, vmas, listed)
+        notes += unconfirmed_notes(release, [(PT_RECLAIM, profile.arch.value)] if after == "dontneed" else [])
         notes.append(f"after MADV_{after.upper()} of the anonymous mappings (heap and stack too) on {release}: "
                      + ("PTE tables whose whole PMD range lies inside one of them go (PT_RECLAIM); the others stay"
                         if reclaims else "no table is freed"))

@@ -25,7 +25,7 @@ from typing import Literal
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import (DAX_VMEMMAP, HVO, HVO_ARCH, HVO_BATCHED, HVO_RESERVE_ONE, HVO_SHARED_TAIL, Release,
-                               sublevel_notes)
+                               sublevel_notes, unconfirmed_notes)
 from hugecalc.result import Figure, Derivation, Model, Result, field
 from hugecalc.units import ceil_div, fmt_bytes, fmt_size, is_power_of_2
 
@@ -265,6 +265,8 @@ def _notes(profile: Profile, release: Release, rows: list[VmemmapRow], rules: _R
                      f"and size, allocated once: the pool saves {rules.zones} page{'s' if rules.zones > 1 else ''} "
                      "per size less (--zones), per hugepage the same")
     notes += sublevel_notes(release, [(DAX_VMEMMAP if rules.devdax else HVO_ARCH, profile.arch.value)])
+    notes += unconfirmed_notes(release, [(DAX_VMEMMAP, profile.arch.value)] if rules.devdax else
+                               [(HVO_SHARED_TAIL, None)] if any(r.shared_tail_pages for r in rows) else [])
     if rules.struct_page_bytes != 64 and profile.bits == 64:
         notes.append(f"sizeof(struct page) is {rules.struct_page_bytes} here, not the usual 64: kernels with "
                      "CONFIG_KMSAN, or whose page flags leave no room for the cpupid (LAST_CPUPID_NOT_IN_PAGE_FLAGS), "

@@ -328,3 +328,10 @@ def test_no_per_size_switch_before_6_8_nor_for_shmem_before_6_11():
 
     rows = compare_sizes(X86, R("6.1"), PassShape(vma_size=64 * M)).sizes
     assert [(row.size_bytes, row.faults) for row in rows] == [(4 * K, 16_384), (2 * M, 32)]
+
+
+def test_tmpfs_and_khugepaged_figures_say_their_release_is_unconfirmed():
+    r = compute_mthp(X86, R("6.18"), memory="tmpfs", huge="always", vma_size=64 * M)
+    assert any(n.startswith("release unconfirmed: 6.14") for n in r.notes)
+    k = compute_mthp(X86, R("7.3"), enabled=[(64 * K, "always")], prepopulated_stride=M, khugepaged=True)
+    assert any(n.startswith("release unconfirmed: 7.2") for n in k.notes)

@@ -316,3 +316,11 @@ def test_memmap_on_memory_makes_the_saving_an_upper_bound():
     assert any("from 6.1 memmap_on_memory no longer removes it" in n for n in missing.notes)
     old = compute_hvo_now(X86, R("6.0"), [(2 * M, 512)], None, 8 << 30)
     assert any("or memmap_on_memory" in n for n in old.notes)
+
+
+def test_figures_on_a_release_that_is_unconfirmed_say_so_under_the_table():
+    """Kernel review N12: a rule whose first release is not confirmed (the shared tail page, 7.1)
+    is named in the notes, not only in --explain; a release before it has no such note."""
+    new = compute_vmemmap(X86, R("7.1"), pool_bytes=1 << 40)
+    assert any(n.startswith("release unconfirmed: 7.1") for n in new.notes)
+    assert not any("release unconfirmed" in n for n in compute_vmemmap(X86, R("7.0"), pool_bytes=1 << 40).notes)
