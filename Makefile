@@ -14,16 +14,19 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/hugecalc vmemmap --pages 1024G
 
+# The tests that leave the machine alone run in parallel (one worker per core); the experiments on
+# the running kernel (marked root) run after them, one at a time, and only when asked.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto -m "not root"
+	@if [ -n "$$HUGECALC_KERNEL_TESTS" ]; then $(PY) -m pytest -m root; fi
 
 # Also the experiments on the running kernel (root): they change THP/HVO settings and allocate
 # hugepages, and put every one back.
 test-kernel: $(STAMP)
-	HUGECALC_KERNEL_TESTS=1 $(PY) -m pytest
+	HUGECALC_KERNEL_TESTS=1 $(MAKE) test
 
 test-nojit: $(STAMP)
-	NUMBA_DISABLE_JIT=1 $(PY) -m pytest
+	NUMBA_DISABLE_JIT=1 $(MAKE) test
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
