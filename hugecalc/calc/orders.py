@@ -161,10 +161,7 @@ class ThpSettings(Checked):
                            enabled={**self.enabled, **what_if.enabled},
                            shmem_enabled={**self.shmem_enabled, **what_if.shmem_enabled})
 
-    def changes_anything(self) -> bool:
-        return bool(self.top_level or self.huge or self.enabled or self.shmem_enabled)
-
-    def shown(self, page: int | None = None) -> dict:
+    def shown(self) -> dict:
         """As the JSON shows them: sizes as labels (64K)."""
         return {"top_level": self.top_level or "madvise", "huge": self.huge or "never",
                 "enabled": {fmt_size(s): m for s, m in sorted(self.enabled.items())},

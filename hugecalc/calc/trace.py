@@ -44,7 +44,6 @@ class Process:
         self.faults = self.read_faults = self.write_faults = 0
         self.zero_maps = 0
         self.peak_populated = 0  # pages
-        self.ended = False
         self.thp_disabled = False  # prctl(PR_SET_THP_DISABLE): kept across fork and exec
         self._orders: dict[Vma, set[int]] = {}
 

@@ -14,7 +14,7 @@ The fault rules of ``hugecalc.calc.trace`` (``do_anonymous_page()``, ``alloc_ano
 
 from __future__ import annotations
 
-from hugecalc.calc.addrspace import HUGE_ZERO, ZERO, Vma
+from hugecalc.calc.addrspace import Vma
 from hugecalc.calc.mthp import FolioCount, tlb_block_pages
 from hugecalc.calc.orders import ThpSettings, pmd_order
 from hugecalc.calc.tables import counted_levels, level_row, vmpte_bytes
@@ -83,14 +83,14 @@ def _end_state(proc: Process, label: str, touched: int, timeline: list) -> Trace
             folios[page << f.order] = folios.get(page << f.order, 0) + 1
     cont = tlb_block_pages(profile, proc.release)
     units = set()
-    for p, fid in space.pages.items():
+    for p, fid in space.pages.items():  # fid: a folio, or the (huge) zero page (negative)
         if fid >= 0 and not space.folios[fid].anon:
             continue
         if (p >> P) in space.pmd_mapped:
             units.add(("pmd", p >> P))
         elif fid >= 0 and cont > 1 and (1 << space.folios[fid].order) >= cont:
             units.add(("cont", p // cont))
-        elif fid >= 0 or fid == ZERO or fid == HUGE_ZERO:
+        else:
             units.add(("page", p))
     rows = [level_row(profile, proc.release, name, n) for name, n in _tables(proc).items()]
     populated = proc.populated_bytes()

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from hugecalc.cli.spec import Params, Spec
-from hugecalc.errors import HugecalcError, InputError
+from hugecalc.errors import InputError
 from hugecalc.result import Result
 
 
@@ -109,20 +109,11 @@ def run(spec: Spec, values: dict[str, Any]) -> Any:
 
 
 def emit(spec: Spec, result: Any, params: Params) -> None:
-    """The one output path: the JSON document, or the table, then notes and (with --explain) the
-    derivations."""
-    from hugecalc.cli.common import console
-    from hugecalc.render import print_explain, print_notes, to_json
+    """A declared command's result through the one output path (``common.emit``), drawn by its spec."""
+    from hugecalc.cli.common import emit as output
 
-    explain = params.values.get("explain", False)
-    if params.values.get("as_json"):
-        click.echo(to_json(result, explain))
-        return
-    out = console()
-    spec.draw(out, result, params)
-    print_notes(out, result)
-    if explain:
-        print_explain(out, result)
+    output(result, params.values.get("as_json", False), params.values.get("explain", False),
+           lambda out: spec.draw(out, result, params))
 
 
 def compute_argv(spec: Spec, command: click.Command, argv: list[str]) -> Result:
@@ -136,8 +127,6 @@ def compute_argv(spec: Spec, command: click.Command, argv: list[str]) -> Result:
             return spec.compute(resolve(dict(ctx.params), given_params(ctx)))
         except InputError as e:
             raise naming_option(command, e) from e
-        except HugecalcError:
-            raise
 
 
 def load(name: str) -> tuple[Spec, click.Command] | None:

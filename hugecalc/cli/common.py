@@ -192,8 +192,8 @@ def options(*decorators: Callable) -> Callable:
 
 
 def emit(result: Any, as_json: bool, explain: bool, draw: Callable[[Console], None]) -> None:
-    """The output path of the commands that are not computed from a declaration (verify, fleet):
-    the JSON document, or the table ``draw`` prints, then notes and (with --explain) the derivations."""
+    """The one output path: the JSON document, or the table ``draw`` prints, then notes and (with
+    --explain) the derivations."""
     from hugecalc.render import print_explain, print_notes, to_json
 
     if as_json:
@@ -204,12 +204,6 @@ def emit(result: Any, as_json: bool, explain: bool, draw: Callable[[Console], No
     print_notes(out, result)
     if explain:
         print_explain(out, result)
-
-
-def given(param: str) -> bool:
-    """Whether the user gave this option (rather than its default)."""
-    source = click.get_current_context().get_parameter_source(param)
-    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def process_from(params: Any, pid: int) -> tuple[Any, Any, Any, Any]:

@@ -82,7 +82,7 @@ def _run(spec: Spec, params: Params) -> None:
         check_output(v["output"], "--output", v["force"])  # before the fleet is computed
     _check_by(v["by"])
     what_if = spec.fleet.what_if(params)
-    options = {"what_if": what_if, "kernel": v["kernel"], "walks": spec.name == "mthp"}
+    options = {"what_if": what_if, "kernel": v["kernel"], "walks": spec.fleet.walks}
     progress = None
     if sys.stderr.isatty():
         from rich.progress import Progress
@@ -125,13 +125,11 @@ def _check_by(keys: tuple[str, ...]) -> None:
     from hugecalc.machine.capture import Capture
 
     tables = ("thp", "config", "profile")
+    fields = [f for f in Capture.model_fields if f not in ("processes", "pools", "sources", "unknown", "inputs", "notes")]
     for key in keys:
         first, dot, _ = key.partition(".")
-        if first not in Capture.model_fields or (dot and first not in tables) or first in ("processes", "pools",
-                                                                                             "sources", "unknown"):
-            fields = ", ".join(f for f in Capture.model_fields if f not in ("processes", "pools", "sources", "unknown",
-                                                                          "inputs", "notes"))
-            raise InputError(f"--by {key!r} is not a capture field: use one of {fields}, or thp.X, config.X")
+        if first not in fields or (dot and first not in tables):
+            raise InputError(f"--by {key!r} is not a capture field: use one of {', '.join(fields)}, or thp.X, config.X")
 
 
 def _shown(what_if: dict) -> dict:

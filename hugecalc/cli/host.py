@@ -53,8 +53,7 @@ def host(pids_text: str | None, output: str | None, force: bool, as_json: bool, 
       hugecalc vmemmap --host capture.json
       hugecalc mthp --host capture.json --size 64k
     """
-    from hugecalc.files import check_output
-    from hugecalc.machine.capture import write_atomically
+    from hugecalc.files import check_output, write_whole
     from hugecalc.machine.snapshot import capture_machine
 
     if output:
@@ -62,7 +61,7 @@ def host(pids_text: str | None, output: str | None, force: bool, as_json: bool, 
     capture = capture_machine(_pids(pids_text), every=(pids_text or "").strip() == "all")
     text = capture.model_dump_json(indent=1)
     if output:
-        write_atomically(output, text + "\n", force)
+        write_whole(output, text + "\n", "--output", force)
         click.echo(f"hugecalc: wrote {output} ({len(text):,} bytes, {len(capture.processes)} processes)", err=True)
         return
     if as_json:

@@ -87,7 +87,7 @@ def thp_settings(params: Params, profile: Profile | None = None) -> ThpSettings:
     if profile is not None:
         for field, sizes, orders, rule in (
                 ("sizes", v["sizes"], anon_orders(profile), "THP_ORDERS_ALL_ANON excludes order 1"),
-                ("enabled", enabled, anon_orders(profile), "THP_ORDERS_ALL_ANON excludes order 1"),
+                ("enabled", [s for s in enabled if s not in v["sizes"]], anon_orders(profile), "THP_ORDERS_ALL_ANON excludes order 1"),
                 ("shmem_enabled", shmem, file_orders(profile), "THP_ORDERS_ALL_FILE_DEFAULT: orders 1..MAX_PAGECACHE_ORDER")):
             for size in sizes:
                 check_order(profile, size, orders, field, rule)
@@ -327,6 +327,7 @@ SPEC = Spec(
            "kernel"),
     charted=("faults", "TLB entries", "faults now", "faults what-if"), sweep_title="mTHP",
     fleet=Fleet(
+        walks=True,
         help="mTHP across the fleet: each host's THP settings now beside the what-if (as 'mthp --host FILE').\n\n"
              "\b\nExample:\n  hugecalc fleet mthp fleet/ --size 64k --by profile",
         row=_fleet_row, options=mthp_options,

@@ -58,6 +58,7 @@ class Fleet:
     what_if: Callable[[Params], dict]  # the fleet command's options -> the what-if every host gets
     options: Callable[[Callable], Callable]  # the fleet command's own options
     help: str  # fleet COMMAND --help
+    walks: bool = False  # its rows run the numba fault walk: compile (or load) it once per task
 
 
 @dataclass(frozen=True)

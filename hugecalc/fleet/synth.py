@@ -12,7 +12,7 @@ import os
 import random
 from pathlib import Path
 
-from hugecalc.machine.capture import CAPTURE_KIND, CAPTURE_SCHEMA_VERSION, write_atomically
+from hugecalc.machine.capture import CAPTURE_KIND, CAPTURE_SCHEMA_VERSION
 from hugecalc.errors import InputError
 from hugecalc.profiles import load_profile
 from hugecalc.units import fmt_size
@@ -107,7 +107,8 @@ def write_synthetic(hosts: int, seed: int, output: str) -> int:
         raise InputError(f"--output {output}: cannot create the directory: {e.strerror}") from None
     try:
         for i in range(hosts):
-            write_atomically(folder / f"host-{i:06d}.json", json.dumps(synth_capture(rng, i, profiles)))
+            # a folder of our own, renamed whole when done: each file needs no rename of its own
+            (folder / f"host-{i:06d}.json").write_text(json.dumps(synth_capture(rng, i, profiles)))
         os.chmod(folder, 0o777 & ~_umask())
         if final.is_dir():
             final.rmdir()  # empty (the command refused a folder with anything in it)

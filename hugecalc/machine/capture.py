@@ -238,10 +238,3 @@ def load_capture(path: str | os.PathLike) -> Capture:
                 raise InputError(f"--host {path}: damaged capture: process {p.pid} has a mapping "
                                  f"[{v.start:#x}, {v.end:#x}) that is empty or not page-aligned")
     return capture
-
-
-def write_atomically(path: str | os.PathLike, text: str, force: bool = False) -> None:
-    """Write a file whole or not at all, only to a regular file or a new name (hugecalc.files)."""
-    from hugecalc.files import write_whole
-
-    write_whole(str(path), text, "--output", force)

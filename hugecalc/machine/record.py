@@ -69,7 +69,8 @@ class Parser:
         m = _LINE.match(line)
         if m is None:
             if b"LOST" in line:
-                self.lost += int(re.search(rb"LOST (\d+)", line).group(1)) if re.search(rb"LOST (\d+)", line) else 1
+                count = re.search(rb"LOST (\d+)", line)
+                self.lost += int(count[1]) if count else 1
             return
         tid, tgid = int(m[1]), int(m[2]) if m[2].isdigit() else int(m[1])
         t_ns = int(m[3]) * 1_000_000_000 + int(m[4].ljust(9, b"0")[:9])
