@@ -91,7 +91,7 @@ class AddressSpace:
         i = bisect.bisect_right(self._starts, addr) - 1
         return self.vmas[i] if i >= 0 and self.vmas[i].end > addr else None
 
-    def _split_out(self, start: int, end: int) -> list[Vma]:
+    def split_out(self, start: int, end: int) -> list[Vma]:
         """Split the VMAs at ``start`` and ``end``; remove and return those inside."""
         self._starts = None
         keep, inside = [], []
@@ -109,7 +109,7 @@ class AddressSpace:
 
     def insert(self, vma: Vma) -> None:
         """A new VMA, merged with compatible neighbours that touch it (vma_merge_new_range())."""
-        self._split_out(vma.start, vma.end)
+        self.split_out(vma.start, vma.end)
         i = bisect.bisect_left([v.start for v in self.vmas], vma.start)
         self.vmas.insert(i, vma)
         self._merge_around(i)
@@ -138,7 +138,7 @@ class AddressSpace:
     def change(self, start: int, end: int, set_flag: str | None = None, clear_flag: str | None = None,
                **attrs: object) -> None:
         """mprotect()/madvise(): the VMAs of [start, end) split off with new attributes, then merged."""
-        for v in sorted(self._split_out(start, end), key=lambda v: v.start):
+        for v in sorted(self.split_out(start, end), key=lambda v: v.start):
             advised = (v.advised | {set_flag} if set_flag else v.advised) - ({clear_flag} if clear_flag else set())
             changed = replace(v, advised=frozenset(advised), **attrs)
             i = bisect.bisect_left([w.start for w in self.vmas], changed.start)
@@ -193,7 +193,7 @@ class AddressSpace:
     def unmap(self, start: int, end: int) -> None:
         """munmap(): pages, VMAs, then the tables nothing uses any more."""
         self.zap(start, end)
-        self._split_out(start, end)
+        self.split_out(start, end)
         self.free_tables(start, end)
 
     def move(self, old: int, new: int, length: int) -> None:

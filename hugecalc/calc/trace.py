@@ -211,7 +211,7 @@ class Process:
         self.space.move(old, new, kept)
         if old_len > kept:
             self.space.zap(old + kept, old + old_len)
-        self.space._split_out(old, old + old_len)
+        self.space.split_out(old, old + old_len)
         if flags & MREMAP_DONTUNMAP:
             self.space.insert(vma.part(old, old + old_len))
         moved = vma.part(old, old + new_len)  # move_vma(): it keeps its vm_pgoff and anon_vma

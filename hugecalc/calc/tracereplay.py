@@ -175,15 +175,13 @@ class Replay:
                           list(timeline))
 
 
-def replay_one(profile: Profile, release: Release, columns: dict, pid: int, settings: ThpSettings,
+def replay_one(profile: Profile, release: Release, events: dict[str, list], pid: int, settings: ThpSettings,
                label: str) -> tuple[TraceRun, int]:
-    """Every event of the record, in order, under ``settings``: the end state of process ``pid``
-    (at its last exit_mmap), and how many address spaces the record holds."""
+    """Every event of the record (its columns as lists), in order, under ``settings``: the end state
+    of process ``pid`` (at its last exit_mmap), and how many address spaces the record holds."""
     replay = Replay(profile, release, settings)
-    t, tgid, kind = columns["t_ns"].tolist(), columns["tgid"].tolist(), columns["kind"].tolist()
-    a, b, c, d, e = (columns[k].tolist() for k in "abcde")
-    if pid not in tgid:
-        raise InputError(f"process {pid} has no event in the record", field="pid")
+    t, tgid, kind = events["t_ns"], events["tgid"], events["kind"]
+    a, b, c, d, e = (events[k] for k in "abcde")
     step = max(1, len(t) // TIMELINE_POINTS)
     timeline: list[TimePoint] = []
     final = None
@@ -211,9 +209,12 @@ def compute_trace(profile: Profile, release: Release, record, runs: dict[str, Th
     """
     check_record(profile, record.meta)
     pid = pid if pid is not None else record.meta["pid"]
+    if not (record.columns["tgid"] == pid).any():
+        raise InputError(f"process {pid} has no event in the record", field="pid")
+    events = {k: record.columns[k].tolist() for k in ("t_ns", "tgid", "kind", *"abcde")}  # once, for every run
     results, processes = [], 0
     for label, settings in runs.items():
-        run, processes = replay_one(profile, release, record.columns, pid, settings, label)
+        run, processes = replay_one(profile, release, events, pid, settings, label)
         results.append(run)
     code = record.meta.get("exit_status") or 0
     status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
