@@ -16,7 +16,10 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, replace
 
-ZERO, HUGE_ZERO = -1, -2  # a page mapped to the zero page, or to the huge zero page
+import numpy as np
+
+from hugecalc.calc import pages
+
 MAP_SHARED, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE = 0x01, 0x20, 0x10, 0x100000
 MAP_STACK, MAP_HUGETLB = 0x20000, 0x40000
 MREMAP_DONTUNMAP = 4
@@ -49,38 +52,24 @@ class Vma:
         return replace(self, start=start, end=end, pgoff=self.pgoff + (start - self.start))
 
 
-@dataclass
-class Folio:
-    order: int
-    mapped: int  # pages of it still mapped
-    anon: bool = True  # anonymous or shmem memory (not a file's or an unknown mapping's copy)
-
-
 class AddressSpace:
-    """VMAs (sorted, not overlapping) and pages: page number -> folio id, ZERO or HUGE_ZERO."""
+    """VMAs (sorted, not overlapping) and the present pages (:class:`hugecalc.calc.pages.Pages`)."""
 
-    def __init__(self, page: int, pmd: int) -> None:
+    def __init__(self, page: int, pmd: int, compiled: bool = False) -> None:
         self.page, self.pmd = page, pmd
-        self.pmd_pages = pmd // page
         self.vmas: list[Vma] = []
-        self.pages: dict[int, int] = {}
-        self.folios: dict[int, Folio] = {}
-        self.pte_tables: set[int] = set()  # PMD blocks with a PTE table (deposited ones too)
-        self.pmd_mapped: dict[int, int] = {}  # PMD block -> folio id or HUGE_ZERO mapped by one PMD
+        self.pages = Pages(page, pmd, compiled)
         self.brk_start: int | None = None
         self.brk: int | None = None
-        self.next_folio = 0
-        self.populated_pages = 0  # pages of anonymous folios mapped in part or whole
+        self.next_anon_vma = 0
+        self.version = 0  # changes whenever the VMAs do
         self._starts: list[int] | None = None
 
     def copy(self) -> AddressSpace:
         """fork(): the child's copy (its anonymous pages shared, copy-on-write)."""
-        child = AddressSpace(self.page, self.pmd)
-        child.vmas, child.pages = list(self.vmas), dict(self.pages)
-        child.folios = {i: Folio(f.order, f.mapped, f.anon) for i, f in self.folios.items()}
-        child.pte_tables, child.pmd_mapped = set(self.pte_tables), dict(self.pmd_mapped)
-        child.brk_start, child.brk, child.next_folio = self.brk_start, self.brk, self.next_folio
-        child.populated_pages = self.populated_pages
+        child = AddressSpace(self.page, self.pmd, self.pages.compiled)
+        child.vmas, child.pages = list(self.vmas), self.pages.copy()
+        child.brk_start, child.brk, child.next_anon_vma = self.brk_start, self.brk, self.next_anon_vma
         return child
 
     # --- VMAs ---------------------------------------------------------------------------------
@@ -93,7 +82,7 @@ class AddressSpace:
 
     def split_out(self, start: int, end: int) -> list[Vma]:
         """Split the VMAs at ``start`` and ``end``; remove and return those inside."""
-        self._starts = None
+        self._changed()
         keep, inside = [], []
         for v in self.vmas:
             if v.end <= start or v.start >= end:
@@ -114,8 +103,12 @@ class AddressSpace:
         self.vmas.insert(i, vma)
         self._merge_around(i)
 
-    def _merge_around(self, i: int) -> None:
+    def _changed(self) -> None:
         self._starts = None
+        self.version += 1
+
+    def _merge_around(self, i: int) -> None:
+        self._changed()
         merged = self.vmas[i]
         if i + 1 < len(self.vmas) and merged.mergeable(self.vmas[i + 1]):
             after = self.vmas.pop(i + 1)
@@ -126,14 +119,11 @@ class AddressSpace:
             i -= 1
         self.vmas[i] = merged
 
-    def faulted(self, vma: Vma) -> Vma:
-        """anon_vma_prepare(): the VMA's pages hang off an anon_vma from its first fault on."""
-        if vma.anon_vma is not None:
-            return vma
-        self.next_folio += 1
-        ready = replace(vma, anon_vma=self.next_folio)
-        self.vmas[self.vmas.index(vma)] = ready
-        return ready
+    def faulted(self, i: int) -> None:
+        """anon_vma_prepare(): VMA ``i``'s pages hang off an anon_vma from its first fault on."""
+        if self.vmas[i].anon_vma is None:
+            self.next_anon_vma += 1
+            self.vmas[i] = replace(self.vmas[i], anon_vma=self.next_anon_vma)
 
     def change(self, start: int, end: int, set_flag: str | None = None, clear_flag: str | None = None,
                **attrs: object) -> None:
@@ -147,48 +137,23 @@ class AddressSpace:
 
     # --- pages --------------------------------------------------------------------------------
 
-    def map_folio(self, first: int, order: int, anon: bool = True) -> None:
-        fid = self.next_folio
-        self.next_folio += 1
-        self.folios[fid] = Folio(order, 1 << order, anon)
-        self.populated_pages += (1 << order) if anon else 0
-        for p in range(first, first + (1 << order)):
-            self.pages[p] = fid
-
-    def unmap_page(self, p: int) -> None:
-        fid = self.pages.pop(p, None)
-        if fid is not None and fid >= 0:
-            folio = self.folios[fid]
-            folio.mapped -= 1
-            if folio.mapped == 0:
-                del self.folios[fid]
-                self.populated_pages -= (1 << folio.order) if folio.anon else 0
-
     def zap(self, start: int, end: int) -> None:
-        """The pages of [start, end) unmapped; a PMD mapping cut in part is split to PTEs first."""
-        first, last = start // self.page, end // self.page
-        for block in range(first // self.pmd_pages, (last - 1) // self.pmd_pages + 1 if last > first else 0):
-            if block in self.pmd_mapped:
-                lo, hi = block * self.pmd_pages, (block + 1) * self.pmd_pages
-                if first > lo or last < hi:  # __split_huge_pmd(): PTE-mapped from now on
-                    self.pmd_mapped.pop(block)
-                else:
-                    self.pmd_mapped.pop(block)
-                    self.pte_tables.discard(block)  # the deposited table goes with the PMD
-        if last - first > len(self.pages):
-            doomed = [p for p in self.pages if first <= p < last]
-        else:
-            doomed = [p for p in range(first, last) if p in self.pages]
-        for p in doomed:
-            self.unmap_page(p)
+        self.pages.zap(start, end)
 
     def free_tables(self, start: int, end: int) -> None:
         """free_pgtables(): PTE tables of PMD blocks in [start, end) that no VMA and no page use."""
-        for block in range(start // self.pmd, (end - 1) // self.pmd + 1):
-            lo, hi = block * self.pmd, (block + 1) * self.pmd
-            if block in self.pte_tables and not any(v.start < hi and v.end > lo for v in self.vmas) \
-                    and not any(p in self.pages for p in range(lo // self.page, hi // self.page)):
-                self.pte_tables.discard(block)
+        if end <= start:
+            return
+        unused = [b for b in self.pages.empty_blocks(start, end).tolist()
+                  if not self._overlaps(b * self.pmd, (b + 1) * self.pmd)]
+        self.pages.discard_tables(np.array(unused, dtype=np.int64))
+
+    def _overlaps(self, lo: int, hi: int) -> bool:
+        """Whether a VMA overlaps [lo, hi)."""
+        if self._starts is None:
+            self._starts = [v.start for v in self.vmas]
+        i = bisect.bisect_left(self._starts, hi) - 1
+        return i >= 0 and self.vmas[i].end > lo
 
     def unmap(self, start: int, end: int) -> None:
         """munmap(): pages, VMAs, then the tables nothing uses any more."""
@@ -199,14 +164,93 @@ class AddressSpace:
     def move(self, old: int, new: int, length: int) -> None:
         """mremap() moving [old, old + length) to ``new``: the pages keep their folios; PMD
         mappings that land unaligned are PTE-mapped."""
-        shift = (new - old) // self.page
-        moved = {p: f for p, f in self.pages.items() if old // self.page <= p < (old + length) // self.page}
-        for p in moved:
-            del self.pages[p]
-        for p, f in moved.items():
-            self.pages[p + shift] = f
-            self.pte_tables.add((p + shift) // self.pmd_pages)
-        for block in [b for b in self.pmd_mapped if old // self.pmd <= b < (old + length) // self.pmd]:
-            folio = self.pmd_mapped.pop(block)
-            if (new - old) % self.pmd == 0:
-                self.pmd_mapped[block + (new - old) // self.pmd] = folio
+        self.pages.move(old, new, length)
+
+
+class Pages:
+    """The present pages of one address space: the containers above, and the module (plain Python
+    or compiled) that works on them."""
+
+    def __init__(self, page_size: int, pmd_size: int, compiled: bool) -> None:
+        self.k = pages.kernels() if compiled else pages
+        self.compiled = compiled
+        self.page_shift = page_size.bit_length() - 1
+        self.shift = (pmd_size // page_size).bit_length() - 1
+        self.n = 1 << self.shift
+        self.rows, self.pte, self.pmd = new_map(compiled, "rows"), new_map(compiled), new_map(compiled)
+        self.folios = np.zeros(1024, np.int64)
+        self.space = np.zeros(2, np.int64)
+
+    def copy(self) -> Pages:
+        """fork(): the child's copy (its anonymous pages shared, copy-on-write)."""
+        child = Pages(1 << self.page_shift, 1 << (self.page_shift + self.shift), self.compiled)
+        self.k.copy_rows(self.rows, child.rows)
+        child.folios = self.folios.copy()
+        for name in ("pte", "pmd"):
+            self.k.copy_map(getattr(self, name), getattr(child, name))
+        child.space[:] = self.space
+        return child
+
+    def reserve(self, folios: int) -> None:
+        """Room for ``folios`` more folios."""
+        need = int(self.space[pages.NEXT]) + folios + 1
+        if need > len(self.folios):
+            grown = np.zeros(max(need, 2 * len(self.folios)), np.int64)
+            grown[:len(self.folios)] = self.folios
+            self.folios = grown
+
+    def folio_orders(self) -> np.ndarray:
+        """How many anonymous (and shmem) folios of each order are mapped."""
+        return self.k.folio_orders(self.folios, int(self.space[pages.NEXT]), True)
+
+    def fault_run(self, addrs: np.ndarray, errors: np.ndarray, lo: int, hi: int, vmas: tuple, faulted: np.ndarray,
+                  counts: np.ndarray, wp_thp: bool) -> None:
+        """Recorded faults ``lo..hi-1`` of the process (:func:`fault_run`); ``vmas`` is its VMA table."""
+        self.reserve(hi - lo)  # a fault makes at most one folio
+        self.k.fault_run(addrs, errors, lo, hi, *vmas, faulted, self.rows, self.folios, self.pte, self.pmd,
+                         self.space, counts, self.page_shift, self.shift, wp_thp)
+
+    def tlb_entries(self, cont: int) -> int:
+        return int(self.k.tlb_entries(self.rows, self.folios, self.pmd, cont, self.n, self.shift))
+
+    def table_blocks(self) -> tuple[np.ndarray, int]:
+        """The PMD blocks in use (a PTE table or a PMD mapping), sorted, and how many PTE tables."""
+        blocks, tables = self.k.table_blocks(self.pte, self.pmd)
+        return blocks, int(tables)
+
+    def zap(self, start: int, end: int) -> None:
+        """The pages of [start, end) unmapped."""
+        self.k.zap(self.rows, self.folios, self.pte, self.pmd, self.space, start >> self.page_shift,
+                   end >> self.page_shift, self.n, self.shift)
+
+    def empty_blocks(self, start: int, end: int) -> np.ndarray:
+        """PMD blocks from the one holding ``start`` to the one holding ``end - 1`` with a PTE table
+        and no page."""
+        span = self.page_shift + self.shift
+        return self.k.empty_blocks(self.rows, self.pte, start >> span, ((end - 1) >> span) + 1)
+
+    def discard_tables(self, blocks: np.ndarray) -> None:
+        self.k.discard(self.pte, blocks)
+
+    def move(self, old: int, new: int, length: int) -> None:
+        first = old >> self.page_shift
+        self.k.move(self.rows, self.pte, self.pmd, first, first + (length >> self.page_shift),
+                    (new - old) >> self.page_shift, self.n, self.shift)
+
+    @property
+    def populated_pages(self) -> int:
+        return int(self.space[pages.POPULATED])
+
+
+def new_map(compiled: bool, kind: str = "int"):
+    """An empty container: a typed dict when the kernels are compiled, else a dict."""
+    if not compiled:
+        return {}
+    from hugecalc.calc import _typed
+
+    return _typed.new_rows() if kind == "rows" else _typed.new_map()
+
+
+def use_compiled(faults: int) -> bool:
+    """Compiled kernels for a record of this many faults (or once they are loaded anyway)."""
+    return pages.compiled() or faults >= pages.SMALL_RECORD

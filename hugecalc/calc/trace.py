@@ -19,9 +19,12 @@ reads too; ``thp_vma_allowable_orders()`` and its VM_HUGEPAGE/VM_NOHUGEPAGE and 
 
 from __future__ import annotations
 
-from hugecalc.calc.addrspace import (HUGE_ZERO, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_HUGETLB,
-                                     MAP_SHARED, MAP_STACK, MREMAP_DONTUNMAP, ZERO, AddressSpace, Vma)
-from hugecalc.calc.orders import PassShape, ThpSettings, allowed_orders, pass_settings, pmd_order
+import numpy as np
+
+from hugecalc.calc import pages
+from hugecalc.calc.addrspace import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_HUGETLB, MAP_SHARED,
+                                     MAP_STACK, MREMAP_DONTUNMAP, AddressSpace, Vma)
+from hugecalc.calc.orders import PassShape, ThpSettings, allowed_orders, pass_settings
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import HUGE_ZERO_WP_THP, PT_RECLAIM, Release
@@ -38,132 +41,69 @@ ANON = ("anon", "heap")
 class Process:
     """One address space being replayed, and what its faults did."""
 
-    def __init__(self, tgid: int, profile: Profile, release: Release, settings: ThpSettings) -> None:
+    def __init__(self, tgid: int, profile: Profile, release: Release, settings: ThpSettings,
+                 compiled: bool = False) -> None:
         self.tgid, self.profile, self.release, self.settings = tgid, profile, release, settings
-        self.space = AddressSpace(profile.page_size, profile.pmd_size)
-        self.faults = self.read_faults = self.write_faults = 0
-        self.zero_maps = 0
-        self.peak_populated = 0  # pages
+        self.space = AddressSpace(profile.page_size, profile.pmd_size, compiled)
+        self.counts = np.zeros(5, np.int64)  # pages.FAULTS, READS, WRITES, ZERO_MAPS, PEAK
         self.thp_disabled = False  # prctl(PR_SET_THP_DISABLE): kept across fork and exec
-        self._orders: dict[Vma, set[int]] = {}
+        self._orders: dict[tuple, int] = {}
+        self._table: tuple = ()
+        self._table_key: tuple = ()
 
     # --- which orders a fault in this VMA may get ------------------------------------------
 
-    def orders(self, vma: Vma) -> set[int]:
-        """thp_vma_allowable_orders() for this VMA as it stands (cached per VMA); none at all in a
-        process that set PR_SET_THP_DISABLE (vma_thp_disabled())."""
-        if self.thp_disabled:
-            return set()
-        if vma not in self._orders:
-            if vma.kind not in (*ANON, "shmem"):
-                self._orders[vma] = set()
-            else:
-                shape = PassShape(memory="anon" if vma.kind in ANON else "shmem", vma_size=vma.end - vma.start,
-                                  vma_start=vma.start, madvise=vma.hugepage and not vma.nohugepage,
-                                  nohugepage=vma.nohugepage, stack=vma.stack and vma.kind in ANON)
-                p = pass_settings(self.profile, self.release, shape, self.settings, [])
-                self._orders[vma] = allowed_orders(self.profile, self.release, p, [])[0]
-        return self._orders[vma]
+    def orders(self, vma: Vma) -> int:
+        """thp_vma_allowable_orders() for this VMA as it stands, as a bit mask (cached per VMA);
+        none at all in a process that set PR_SET_THP_DISABLE (vma_thp_disabled())."""
+        if self.thp_disabled or vma.kind not in (*ANON, "shmem"):
+            return 0
+        # The anonymous rules read the VMA's flags, not its bounds (the fault loop checks that a folio
+        # fits); shmem's read its start too (thp_vma_suitable_order()).
+        key = (vma.kind in ANON, vma.hugepage, vma.nohugepage, vma.stack,
+               None if vma.kind in ANON else (vma.start, vma.end))
+        if key not in self._orders:
+            shape = PassShape(memory="anon" if vma.kind in ANON else "shmem", vma_size=vma.end - vma.start,
+                              vma_start=vma.start, madvise=vma.hugepage and not vma.nohugepage,
+                              nohugepage=vma.nohugepage, stack=vma.stack and vma.kind in ANON)
+            p = pass_settings(self.profile, self.release, shape, self.settings, [])
+            self._orders[key] = sum(1 << o for o in allowed_orders(self.profile, self.release, p, [])[0])
+        return self._orders[key]
 
-    def _fits(self, vma: Vma, first: int, order: int) -> bool:
-        """The order's aligned range lies inside the VMA and none of its pages is present."""
-        page = self.profile.page_size
-        if first * page < vma.start or (first + (1 << order)) * page > vma.end:
-            return False
-        pages = self.space.pages
-        return not any(p in pages for p in range(first, first + (1 << order)))
-
-    def _order(self, vma: Vma, p: int) -> int:
-        """The order alloc_anon_folio() (or the PMD path) gives a fault on page ``p``, and maps it."""
-        P = pmd_order(self.profile)
-        allowed = self.orders(vma)
-        block = p >> P
-        if P in allowed and block not in self.space.pte_tables and block not in self.space.pmd_mapped \
-                and self._fits(vma, block << P, P):
-            return P
-        for order in sorted((o for o in allowed if o < P), reverse=True):
-            if self._fits(vma, p & ~((1 << order) - 1), order):
-                return order
-        return 0
+    def vma_table(self) -> tuple:
+        """The VMAs as the fault loop reads them: starts, ends, allowed orders, kinds (rebuilt
+        only when the VMAs or the process's THP switch changed)."""
+        key = (self.space.version, self.thp_disabled)
+        if key != self._table_key:
+            vmas = self.space.vmas
+            kinds = [pages.ANON if v.kind in ANON else pages.SHMEM if v.kind == "shmem" else pages.OTHER
+                     for v in vmas]
+            self._table = (np.array([v.start for v in vmas], np.int64), np.array([v.end for v in vmas], np.int64),
+                           np.array([self.orders(v) for v in vmas], np.int64), np.array(kinds, np.int64))
+            self._table_key = key
+        return self._table
 
     # --- faults -----------------------------------------------------------------------------
 
+    def faults(self, addrs: np.ndarray, errors: np.ndarray, lo: int, hi: int) -> None:
+        """Recorded faults ``lo..hi-1`` of this process, in order (``pages.fault_run``)."""
+        vmas = self.vma_table()
+        faulted = np.zeros(len(vmas[0]), np.int64)
+        self.space.pages.fault_run(addrs, errors, lo, hi, vmas, faulted, self.counts,
+                                   self.release.has(HUGE_ZERO_WP_THP))
+        for i in np.flatnonzero(faulted).tolist():
+            self.space.faulted(i)
+
     def fault(self, addr: int, write: bool) -> None:
-        page = self.profile.page_size
-        p = addr // page
-        vma = self.space.find(addr)
-        state = self.space.pages.get(p)
-        if vma is None or vma.kind not in (*ANON, "shmem"):
-            if state is None:  # a file, hugetlb or unknown mapping: the page, as the record had it
-                self.space.pages[p] = ZERO if not write else self._new_base(p)
-                self.space.pte_tables.add(p >> pmd_order(self.profile))
-            return
-        if state is None:
-            self._first_touch(self.space.faulted(vma) if vma.kind in ANON else vma, p, write)
-        elif write and state in (ZERO, HUGE_ZERO):
-            self._write_zero(vma, p, state)
+        """One fault (a short record's path, and the tests')."""
+        self.faults(np.array([addr], np.int64), np.array([2 if write else 0], np.int64), 0, 1)
 
-    def _new_base(self, p: int) -> int:
-        self.space.map_folio(p, 0, anon=False)
-        return self.space.pages[p]
-
-    def _first_touch(self, vma: Vma, p: int, write: bool) -> None:
-        P = pmd_order(self.profile)
-        space = self.space
-        self.faults += 1
-        self.write_faults += write
-        self.read_faults += not write
-        order = self._order(vma, p)
-        if not write and vma.kind in ANON:  # do_anonymous_page(): the zero page (huge: at the PMD)
-            self.zero_maps += 1
-            if order == P:
-                block = p >> P
-                for q in range(block << P, (block + 1) << P):
-                    space.pages[q] = HUGE_ZERO
-                space.pmd_mapped[block] = HUGE_ZERO
-                space.pte_tables.add(block)  # pgtable_trans_huge_deposit()
-            else:
-                space.pages[p] = ZERO
-                space.pte_tables.add(p >> P)
-            return
-        first = p & ~((1 << order) - 1)
-        space.map_folio(first, order)
-        if order == P:
-            space.pmd_mapped[p >> P] = space.pages[first]
-            if vma.kind in ANON:
-                space.pte_tables.add(p >> P)  # the deposited table
-        else:
-            space.pte_tables.add(p >> P)
-        self._count_peak()
-
-    def _write_zero(self, vma: Vma, p: int, state: int) -> None:
-        """A write to a page the zero page maps: wp_page_copy(), or for the huge zero page
-        do_huge_zero_wp_pmd() (v6.13) / a split and a copy (before)."""
-        P = pmd_order(self.profile)
-        space = self.space
-        self.faults += 1
-        self.write_faults += 1
-        block = p >> P
-        if state == HUGE_ZERO and self.release.has(HUGE_ZERO_WP_THP):
-            for q in range(block << P, (block + 1) << P):
-                space.pages.pop(q, None)
-            space.map_folio(block << P, P)
-            space.pmd_mapped[block] = space.pages[block << P]
-        else:
-            if state == HUGE_ZERO:
-                space.pmd_mapped.pop(block, None)  # split: every PTE maps the zero page
-                for q in range(block << P, (block + 1) << P):
-                    space.pages[q] = ZERO
-            del space.pages[p]
-            space.map_folio(p, 0)
-        self._count_peak()
-
-    def _count_peak(self) -> None:
-        if self.space.populated_pages > self.peak_populated:
-            self.peak_populated = self.space.populated_pages
+    @property
+    def peak_populated(self) -> int:
+        return int(self.counts[pages.PEAK])
 
     def populated_bytes(self) -> int:
-        return self.space.populated_pages * self.profile.page_size
+        return self.space.pages.populated_pages * self.profile.page_size
 
     # --- the address space ------------------------------------------------------------------
 
@@ -180,16 +120,18 @@ class Process:
         self.space.insert(Vma(addr, end, kind, prot=prot, stack=bool(flags & MAP_STACK), pgoff=addr))
 
     def brk(self, new: int) -> None:
-        space = self.space
-        if space.brk_start is None:
+        """brk() (mm/mmap.c): the heap VMA ends at PAGE_ALIGN(mm->brk); growing adds
+        [PAGE_ALIGN(old), PAGE_ALIGN(new)) with do_brk_flags(), which extends the heap's last VMA
+        when it can merge; shrinking unmaps [PAGE_ALIGN(new), PAGE_ALIGN(old))."""
+        space, page = self.space, self.profile.page_size
+        if space.brk_start is None:  # the first brk() the record saw: the heap starts there
             space.brk_start = space.brk = new
             return
-        if new > space.brk:
-            heap = space.find(space.brk_start) if space.brk > space.brk_start else None
-            space.insert(Vma(space.brk_start, new, "heap", pgoff=space.brk_start,
-                             anon_vma=heap.anon_vma if heap else None))
-        elif new < space.brk:
-            space.unmap(new, space.brk)
+        old_end, new_end = _page_up(space.brk, page), _page_up(new, page)
+        if new_end > old_end:
+            space.insert(Vma(old_end, new_end, "heap", pgoff=old_end))
+        elif new_end < old_end:
+            space.unmap(new_end, old_end)
         space.brk = new
 
     def mremap(self, old: int, old_len: int, new_len: int, flags: int, new: int) -> None:
@@ -223,12 +165,11 @@ class Process:
         end = start + _page_up(length, self.profile.page_size)
         if advice in (MADV_DONTNEED, MADV_REMOVE):
             self.space.zap(start, end)
-            if self.release.has(PT_RECLAIM, self.profile.arch.value):
-                pmd = self.profile.pmd_size
-                for block in range(-(-start // pmd), end // pmd):  # wholly zapped PMD ranges lose their table
-                    if not any(q in self.space.pages for q in range(block * (pmd // self.profile.page_size),
-                                                                    (block + 1) * (pmd // self.profile.page_size))):
-                        self.space.pte_tables.discard(block)
+            pmd = self.profile.pmd_size
+            lo, hi = _page_up(start, pmd), end // pmd * pmd
+            if self.release.has(PT_RECLAIM, self.profile.arch.value) and hi > lo:
+                # wholly zapped PMD ranges lose their empty table (zap_pte_range() → try_to_free_pte())
+                self.space.pages.discard_tables(self.space.pages.empty_blocks(lo, hi))
         elif advice == MADV_HUGEPAGE:
             self.space.change(start, end, hugepage=True, nohugepage=False)
         elif advice == MADV_NOHUGEPAGE:

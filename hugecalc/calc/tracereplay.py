@@ -14,9 +14,12 @@ The fault rules of ``hugecalc.calc.trace`` (``do_anonymous_page()``, ``alloc_ano
 
 from __future__ import annotations
 
+import numpy as np
+
 from hugecalc.calc.addrspace import Vma
 from hugecalc.calc.mthp import FolioCount, tlb_block_pages
-from hugecalc.calc.orders import ThpSettings, pmd_order
+from hugecalc.calc.orders import ThpSettings
+from hugecalc.calc.addrspace import use_compiled
 from hugecalc.calc.tables import counted_levels, level_row, vmpte_bytes
 from hugecalc.calc.trace import CLONE_VM, Process, check_record
 from hugecalc.machine.trace import (BRK, EXEC, EXIT_MMAP, FAULT, IMAGE_BSS, MADVISE, MMAP, MPROTECT, MREMAP, MUNMAP,
@@ -73,34 +76,24 @@ class TraceResult(Result):
         return out
 
 
-def _end_state(proc: Process, label: str, touched: int, timeline: list) -> TraceRun:
+def _end_state(proc: Process, label: str, touched_pages: int, timeline: list) -> TraceRun:
     """What the process holds at the end, under one set of settings."""
-    profile, space = proc.profile, proc.space
-    page, P = profile.page_size, pmd_order(profile)
-    folios: dict[int, int] = {}
-    for f in space.folios.values():
-        if f.anon:
-            folios[page << f.order] = folios.get(page << f.order, 0) + 1
+    profile, pg = proc.profile, proc.space.pages
+    page = profile.page_size
+    by_order = pg.folio_orders()
     cont = tlb_block_pages(profile, proc.release)
-    units = set()
-    for p, fid in space.pages.items():  # fid: a folio, or the (huge) zero page (negative)
-        if fid >= 0 and not space.folios[fid].anon:
-            continue
-        if (p >> P) in space.pmd_mapped:
-            units.add(("pmd", p >> P))
-        elif fid >= 0 and cont > 1 and (1 << space.folios[fid].order) >= cont:
-            units.add(("cont", p // cont))
-        else:
-            units.add(("page", p))
     rows = [level_row(profile, proc.release, name, n) for name, n in _tables(proc).items()]
     populated = proc.populated_bytes()
+    touched = touched_pages * page
     table_bytes = vmpte_bytes(profile, rows)
-    return TraceRun(label=label, settings=proc.settings.shown(), faults=proc.faults, read_faults=proc.read_faults,
-                    write_faults=proc.write_faults,
-                    folios=[FolioCount(size_bytes=s, count=n) for s, n in sorted(folios.items())],
-                    zero_page_mappings=proc.zero_maps, populated_bytes=populated,
+    faults, reads, writes, zero_maps, _ = proc.counts.tolist()
+    return TraceRun(label=label, settings=proc.settings.shown(), faults=faults, read_faults=reads,
+                    write_faults=writes,
+                    folios=[FolioCount(size_bytes=page << o, count=int(n)) for o, n in enumerate(by_order) if n],
+                    zero_page_mappings=zero_maps, populated_bytes=populated,
                     peak_populated_bytes=proc.peak_populated * page, touched_bytes=touched,
-                    bloat=populated / touched if touched else 0.0, tlb_entries=len(units),
+                    bloat=populated / touched if touched else 0.0,
+                    tlb_entries=pg.tlb_entries(cont),
                     tables={r.level: r.tables for r in rows}, page_table_bytes=table_bytes,
                     peak_page_table_bytes=max([table_bytes, *(p.page_table_bytes for p in timeline)]),
                     timeline=timeline)
@@ -114,14 +107,15 @@ def page_table_bytes(proc: Process) -> int:
 
 def _tables(proc: Process) -> dict[str, int]:
     """Tables per counted level: PTE tables as allocated, upper ones over the PMD blocks in use."""
-    profile, space = proc.profile, proc.space
-    blocks = space.pte_tables | set(space.pmd_mapped)
+    profile = proc.profile
+    blocks, pte_tables = proc.space.pages.table_blocks()
     levels = counted_levels(profile)
     out = {}
     for name in levels[:-1]:
         per = profile.table_span_bytes(name) // profile.pmd_size
-        out[name] = len({b // per for b in blocks})
-    out[levels[-1]] = len(space.pte_tables)
+        upper = blocks // per  # sorted: count where it changes
+        out[name] = int(len(upper) > 0) + int(np.count_nonzero(upper[1:] != upper[:-1]))
+    out[levels[-1]] = int(pte_tables)
     for name in profile.preallocated_levels:
         out[name] = 0
     return out
@@ -130,23 +124,20 @@ def _tables(proc: Process) -> dict[str, int]:
 class Replay:
     """Every process of a record, event by event, under one set of settings."""
 
-    def __init__(self, profile: Profile, release: Release, settings: ThpSettings) -> None:
-        self.profile, self.release, self.settings = profile, release, settings
+    def __init__(self, profile: Profile, release: Release, settings: ThpSettings, compiled: bool) -> None:
+        self.profile, self.release, self.settings, self.compiled = profile, release, settings, compiled
         self.procs: dict[int, Process] = {}
-        self.touched: dict[int, set] = {}
 
     def process(self, tgid: int) -> Process:
         proc = self.procs.get(tgid)
         if proc is None:
-            proc = self.procs[tgid] = Process(tgid, self.profile, self.release, self.settings)
+            proc = self.procs[tgid] = Process(tgid, self.profile, self.release, self.settings, self.compiled)
         return proc
 
     def event(self, kind: int, tgid: int, a: int, b: int, c: int, d: int, e: int) -> None:
+        """One event that is not a fault."""
         proc, page = self.process(tgid), self.profile.page_size
-        if kind == FAULT:
-            proc.fault(a, bool(b & 2))
-            self.touched.setdefault(tgid, set()).add(a // page)
-        elif kind == MMAP:
+        if kind == MMAP:
             proc.mmap(a, b, c, d, e)
         elif kind == MUNMAP:
             proc.space.unmap(a, a + ceil_div(b, page) * page)
@@ -162,40 +153,77 @@ class Replay:
             child = self.process(a)
             child.space, child.thp_disabled = proc.space.copy(), proc.thp_disabled
         elif kind == EXEC:  # a new address space; MMF_DISABLE_THP stays
-            self.procs[tgid] = Process(tgid, self.profile, self.release, self.settings)
+            self.procs[tgid] = Process(tgid, self.profile, self.release, self.settings, self.compiled)
             self.procs[tgid].thp_disabled = proc.thp_disabled
-            self.touched[tgid] = set()
         elif kind == THP_DISABLE:
             proc.thp_disabled = bool(a)
         elif kind == IMAGE_BSS:
             proc.space.insert(Vma(a, b, "anon", prot=c, pgoff=a))
 
-    def end(self, tgid: int, label: str, timeline: list) -> TraceRun:
-        return _end_state(self.process(tgid), label, len(self.touched.get(tgid, ())) * self.profile.page_size,
-                          list(timeline))
+
+class Events:
+    """A record's events cut into what the replay runs at once: runs of one process's faults (up to
+    a timeline point), and every other event alone.  Made once, for every set of settings."""
+
+    def __init__(self, columns: dict, pid: int, page_size: int) -> None:
+        kind, tgid = columns["kind"], columns["tgid"]
+        n = len(kind)
+        self.touched_pages = _touched_pages(columns, pid, page_size)
+        self.pid, self.t_ns = pid, columns["t_ns"]
+        self.step = max(1, n // TIMELINE_POINTS)
+        self.addrs, self.errors = np.ascontiguousarray(columns["a"]), np.ascontiguousarray(columns["b"])
+        fault = kind == FAULT
+        cut = np.ones(n, bool)
+        if n > 1:
+            cut[1:] = ~fault[1:] | ~fault[:-1] | (tgid[1:] != tgid[:-1]) | (np.arange(n - 1) % self.step == 0)
+        starts = np.flatnonzero(cut)
+        ends = np.append(starts[1:], n)
+        last = ends - 1
+        self.segments = list(zip(starts.tolist(), ends.tolist(), fault[starts].tolist(), tgid[starts].tolist(),
+                                 ((tgid[last] == pid) & (last % self.step == 0) & (kind[last] != EXIT_MMAP)).tolist()))
+        other = np.flatnonzero(~fault)
+        self.other = list(zip(*(columns[k][other].tolist() for k in ("kind", "tgid", *"abcde"))))
 
 
-def replay_one(profile: Profile, release: Release, events: dict[str, list], pid: int, settings: ThpSettings,
-               label: str) -> tuple[TraceRun, int]:
-    """Every event of the record (its columns as lists), in order, under ``settings``: the end state
-    of process ``pid`` (at its last exit_mmap), and how many address spaces the record holds."""
-    replay = Replay(profile, release, settings)
-    t, tgid, kind = events["t_ns"], events["tgid"], events["kind"]
-    a, b, c, d, e = (events[k] for k in "abcde")
-    step = max(1, len(t) // TIMELINE_POINTS)
+def _touched_pages(columns: dict, pid: int, page_size: int) -> int:
+    """The pages process ``pid`` touched (faulted) in the address space whose end the replay reports:
+    from its last exec to its last exit_mmap."""
+    kind, tgid = columns["kind"], columns["tgid"]
+    index = np.arange(len(kind))
+    ends = np.flatnonzero((kind == EXIT_MMAP) & (tgid == pid))
+    final = ends[-1] if len(ends) else len(kind)
+    execs = np.flatnonzero((kind == EXEC) & (tgid == pid) & (index < final))
+    begin = execs[-1] + 1 if len(execs) else 0
+    mine = (kind == FAULT) & (tgid == pid) & (index >= begin) & (index < final)
+    pages = np.sort(columns["a"][mine] // page_size)
+    return int(len(pages) > 0) + int(np.count_nonzero(pages[1:] != pages[:-1]))
+
+
+def replay_one(profile: Profile, release: Release, events: Events, settings: ThpSettings, label: str,
+               compiled: bool) -> tuple[TraceRun, int]:
+    """Every event of the record, in order, under ``settings``: the end state of process
+    ``events.pid`` (at its last exit_mmap), and how many address spaces the record holds."""
+    replay = Replay(profile, release, settings, compiled)
+    pid, t = events.pid, events.t_ns
     timeline: list[TimePoint] = []
     final = None
-    for i in range(len(t)):
-        if kind[i] == EXIT_MMAP:
-            if tgid[i] == pid:
-                final = replay.end(pid, label, timeline)
-            continue
-        replay.event(kind[i], tgid[i], a[i], b[i], c[i], d[i], e[i])
-        if tgid[i] == pid and i % step == 0:
+    other = iter(events.other)
+    for lo, hi, is_fault, tgid, sample in events.segments:
+        if is_fault:
+            replay.process(tgid).faults(events.addrs, events.errors, lo, hi)
+        else:
+            kind, tgid, a, b, c, d, e = next(other)
+            if kind == EXIT_MMAP:
+                if tgid == pid:
+                    final = _end_state(replay.process(pid), label, events.touched_pages, list(timeline))
+                continue
+            replay.event(kind, tgid, a, b, c, d, e)
+        if sample:
             main = replay.process(pid)
-            timeline.append(TimePoint(seconds=(t[i] - t[0]) / 1e9, populated_bytes=main.populated_bytes(),
-                                      faults=main.faults, page_table_bytes=page_table_bytes(main)))
-    return final or replay.end(pid, label, timeline), len(replay.procs)
+            timeline.append(TimePoint(seconds=(int(t[hi - 1]) - int(t[0])) / 1e9,
+                                      populated_bytes=main.populated_bytes(), faults=int(main.counts[0]),
+                                      page_table_bytes=page_table_bytes(main)))
+    return final or _end_state(replay.process(pid), label, events.touched_pages, list(timeline)), len(replay.procs)
 
 
 def compute_trace(profile: Profile, release: Release, record, runs: dict[str, ThpSettings],
@@ -211,10 +239,11 @@ def compute_trace(profile: Profile, release: Release, record, runs: dict[str, Th
     pid = pid if pid is not None else record.meta["pid"]
     if not (record.columns["tgid"] == pid).any():
         raise InputError(f"process {pid} has no event in the record", field="pid")
-    events = {k: record.columns[k].tolist() for k in ("t_ns", "tgid", "kind", *"abcde")}  # once, for every run
+    events = Events(record.columns, pid, profile.page_size)  # once, for every run
+    compiled = use_compiled(record.faults)
     results, processes = [], 0
     for label, settings in runs.items():
-        run, processes = replay_one(profile, release, events, pid, settings, label)
+        run, processes = replay_one(profile, release, events, settings, label, compiled)
         results.append(run)
     code = record.meta.get("exit_status") or 0
     status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
