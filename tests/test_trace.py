@@ -167,3 +167,15 @@ def test_a_program_that_disables_thp_for_itself_gets_base_pages(run, tmp_path):
     events = [mmap(base, 4 * M), touch(base), (THP_DISABLE, 1, 0, 0, 0, 0), touch(base + 2 * M)]
     r = replay(run, write_events(tmp_path / "off.record", events), "--top-level", "always")["runs"][-1]
     assert folios(r) == {2 * M: 1, 4 * K: 1}
+
+
+def test_the_heap_ends_at_the_page_aligned_break(run, tmp_path):
+    """brk() in mm/mmap.c: newbrk = PAGE_ALIGN(brk), so a break 100 bytes short of 64K still maps the
+    whole 64K, and the 64K folio fits; shrinking unmaps only from PAGE_ALIGN(new break)."""
+    events = [brk(HEAP), brk(HEAP + 64 * K - 100), touch(HEAP), brk(HEAP + 60 * K - 100), touch(HEAP + 56 * K)]
+    doc = replay(run, write_events(tmp_path / "brk.record", events), "--size", "64k")
+    now, what_if = doc["runs"]
+    assert folios(now) == {4 * K: 2}
+    # the 64K folio, then the shrink unmaps its last page (60K..64K) only; page 56K is still mapped
+    assert folios(what_if) == {64 * K: 1} and what_if["faults"] == 1
+    assert what_if["populated_bytes"] == 64 * K
