@@ -27,6 +27,7 @@ class Chart:
     log_x: bool
     x_values: list = field(default_factory=list)  # one per point, in order
     series: dict[str, list] = field(default_factory=dict)  # name -> y per point (None: no point)
+    points_only: tuple[str, ...] = ()  # series drawn as points, not joined by a line
 
     def positions(self) -> list[float]:
         return list(range(len(self.x_values))) if self.x_kind == "text" else [float(x) for x in self.x_values]
@@ -120,7 +121,8 @@ def write(chart: Chart, path: str, force: bool = False) -> None:
     xs = chart.positions()
     for name, ys in chart.series.items():
         points = [(x, y) for x, y in zip(xs, ys) if y is not None]
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name,
+                linestyle="none" if name in chart.points_only else "-")
     if chart.log_x and chart.x_kind != "text":
         ax.set_xscale("log")
     if chart.log_y():

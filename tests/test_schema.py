@@ -54,6 +54,8 @@ MODES = {
         ("pgtable", ["pgtable", str(CAPTURES), "--vma-size", "1G", "--after", "dontneed"]),
     ],
     "profiles": [("list", []), ("one", ["arm64-64k"])],
+    "advise": [("a record, a budget, explained", ["--trace", "tests/data/records/sqlite3.record", "--max-bloat", "1%",
+                                                  "--explain"])],
 }
 
 

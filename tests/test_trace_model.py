@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hugecalc.calc import addrspace, tracereplay
+from hugecalc.calc import addrspace
 from hugecalc.machine.trace import MPROTECT, MREMAP, NEWTASK
 from tests.records import brk, madvise, mmap, munmap, touch, write_events
 from tests.trace_model import ModelPages
@@ -21,7 +21,7 @@ WHAT_IFS = [["--size", "64k"], ["--top-level", "always"], ["--size", "16k", "--s
 
 def replay(run, monkeypatch, path, options, pages, compiled):
     monkeypatch.setattr(addrspace, "Pages", pages)
-    monkeypatch.setattr(tracereplay, "use_compiled", lambda faults: compiled)
+    monkeypatch.setattr(addrspace, "use_compiled", lambda faults: compiled)
     result = run("mthp", "--trace", str(path), *options, "--json")
     assert result.exit_code == 0, result.stderr
     return result.json

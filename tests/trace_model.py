@@ -48,7 +48,7 @@ class ModelPages:
     # --- faults -------------------------------------------------------------------------------
 
     def fault_run(self, addrs, errors, lo, hi, vmas, faulted, counts, wp_thp) -> None:
-        starts, ends, orders, kinds = vmas
+        starts, ends, orders, kinds = vmas[:4]
         for i in range(lo, hi):
             addr, write = int(addrs[i]), bool(errors[i] & 2)
             k = bisect.bisect_right(starts.tolist(), addr) - 1
@@ -56,7 +56,7 @@ class ModelPages:
             self._fault(addr // self.page, write, j, vmas, faulted, counts, wp_thp)
 
     def _fault(self, p, write, j, vmas, faulted, counts, wp_thp) -> None:
-        starts, ends, orders, kinds = vmas
+        starts, ends, orders, kinds = vmas[:4]
         state = self.pages.get(p)
         if j is None or kinds[j] not in (ANON, SHMEM):
             if state is None:  # a file, hugetlb or unknown mapping: the page as the record had it

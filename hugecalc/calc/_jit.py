@@ -45,7 +45,7 @@ def cache_dir(package_dir: str | None = None) -> str | None:
     return ""
 
 
-def jit(fn: Callable) -> Any:
+def jit(fn: Callable, parallel: bool = False, inline: bool = False) -> Any:
     import os
 
     where = cache_dir()
@@ -55,7 +55,8 @@ def jit(fn: Callable) -> Any:
         calc.on_slow_compile("no writable place for numba's cache: compiling on every run")
     import numba
 
-    return numba.njit(cache=where != "", nogil=True, error_model="numpy")(fn)
+    return numba.njit(cache=where != "", nogil=True, error_model="numpy", parallel=parallel,
+                      inline="always" if inline else "never")(fn)
 
 
 class lazy_jit:  # noqa: N801 - used as a decorator, like jit

@@ -55,10 +55,10 @@ class Vma:
 class AddressSpace:
     """VMAs (sorted, not overlapping) and the present pages (:class:`hugecalc.calc.pages.Pages`)."""
 
-    def __init__(self, page: int, pmd: int, compiled: bool = False) -> None:
+    def __init__(self, page: int, pmd: int, present: Pages) -> None:
         self.page, self.pmd = page, pmd
         self.vmas: list[Vma] = []
-        self.pages = Pages(page, pmd, compiled)
+        self.pages = present
         self.brk_start: int | None = None
         self.brk: int | None = None
         self.next_anon_vma = 0
@@ -67,8 +67,8 @@ class AddressSpace:
 
     def copy(self) -> AddressSpace:
         """fork(): the child's copy (its anonymous pages shared, copy-on-write)."""
-        child = AddressSpace(self.page, self.pmd, self.pages.compiled)
-        child.vmas, child.pages = list(self.vmas), self.pages.copy()
+        child = AddressSpace(self.page, self.pmd, self.pages.copy())
+        child.vmas = list(self.vmas)
         child.brk_start, child.brk, child.next_anon_vma = self.brk_start, self.brk, self.next_anon_vma
         return child
 
@@ -207,7 +207,7 @@ class Pages:
                   counts: np.ndarray, wp_thp: bool) -> None:
         """Recorded faults ``lo..hi-1`` of the process (:func:`fault_run`); ``vmas`` is its VMA table."""
         self.reserve(hi - lo)  # a fault makes at most one folio
-        self.k.fault_run(addrs, errors, lo, hi, *vmas, faulted, self.rows, self.folios, self.pte, self.pmd,
+        self.k.fault_run(addrs, errors, lo, hi, *vmas[:4], faulted, self.rows, self.folios, self.pte, self.pmd,
                          self.space, counts, self.page_shift, self.shift, wp_thp)
 
     def tlb_entries(self, cont: int) -> int:
@@ -231,6 +231,10 @@ class Pages:
 
     def discard_tables(self, blocks: np.ndarray) -> None:
         self.k.discard(self.pte, blocks)
+
+    def discard_empty_tables(self, blocks: np.ndarray) -> None:
+        """Those of ``blocks`` that hold no page lose their PTE table."""
+        self.k.discard_empty(self.rows, self.pte, blocks)
 
     def move(self, old: int, new: int, length: int) -> None:
         first = old >> self.page_shift

@@ -29,6 +29,7 @@ reads too; ``zap_pte_range()``/``__split_huge_pmd()`` for unmapping (mm/memory.c
 from __future__ import annotations
 
 import sys
+import threading
 
 import numpy as np
 
@@ -37,26 +38,29 @@ EMPTY, ZERO, HUGE_ZERO = -3, -1, -2
 OTHER, ANON, SHMEM = 0, 1, 2
 #: space counters: the next folio id, pages of anonymous folios mapped in part or whole
 NEXT, POPULATED = 0, 1
-#: process counters
-FAULTS, READS, WRITES, ZERO_MAPS, PEAK = 0, 1, 2, 3, 4
+#: process counters (MAX_ORDER: the largest folio a fault allocated; USED: the orders the THP rules
+#: chose that changed the state, a bit mask: see ``hugecalc.calc.advise``)
+FAULTS, READS, WRITES, ZERO_MAPS, PEAK, MAX_ORDER, USED = 0, 1, 2, 3, 4, 5, 6
 SMALL_RECORD = 20_000  # faults below which plain Python is quicker than loading compiled code
 
 KERNELS = ("pack", "_row", "_put", "_take", "_unref", "_none", "_order", "map_folio", "blocks_in", "zap",
-           "_first_touch", "_write_zero", "fault_run", "empty_blocks", "discard", "move", "folio_orders",
+           "_first_touch", "_write_zero", "fault_run", "empty_blocks", "discard_empty", "discard", "move", "folio_orders",
            "tlb_entries", "table_blocks", "present_count", "copy_rows", "copy_map")
 _compiled = False
+_LOCK = threading.Lock()
 
 
 def kernels():
     """This module, with its functions compiled by numba (once per process)."""
     global _compiled
-    if not _compiled:
-        from hugecalc.calc._jit import jit
+    with _LOCK:  # one thread compiles; the others wait for it
+        if not _compiled:
+            from hugecalc.calc._jit import jit
 
-        g = globals()
-        for name in KERNELS:
-            g[name] = jit(g[name])
-        _compiled = True
+            g = globals()
+            for name in KERNELS:
+                g[name] = jit(g[name])
+            _compiled = True
     return sys.modules[__name__]
 
 
@@ -192,12 +196,17 @@ def _first_touch(row, folios, pte, pmd, space, proc, p, write, kind, allowed, lo
             for k in range(n):
                 _put(row, k, HUGE_ZERO, n)
             pmd[block] = HUGE_ZERO
+            proc[USED] |= 1 << shift
         else:
             _put(row, p & (n - 1), ZERO, n)
         return order
     fid = map_folio(row, folios, space, p & ~((1 << order) - 1), order, 1, n)
     if order == shift:
         pmd[block] = fid
+    if order > proc[MAX_ORDER]:
+        proc[MAX_ORDER] = order
+    if order:
+        proc[USED] |= 1 << order
     if space[POPULATED] > proc[PEAK]:
         proc[PEAK] = space[POPULATED]
     return order
@@ -213,6 +222,7 @@ def _write_zero(row, folios, pmd, space, proc, p, state, wp_thp, n, shift):
         for k in range(n):
             _take(row, k, n)
         pmd[block] = map_folio(row, folios, space, block << shift, shift, 1, n)
+        proc[MAX_ORDER] = shift
     else:
         if state == HUGE_ZERO:  # split: every PTE maps the zero page
             if block in pmd:
@@ -269,6 +279,13 @@ def empty_blocks(rows, pte, b0, b1):
     """Blocks in [b0, b1) with a PTE table and no present page."""
     out = [b for b in blocks_in(pte, b0, b1) if b not in rows or rows[b][len(rows[b]) - 1] == 0]
     return np.array(out, dtype=np.int64)
+
+
+def discard_empty(rows, pte, blocks):
+    """The PTE tables of those ``blocks`` that hold no page, discarded."""
+    for b in blocks:
+        if b in pte and (b not in rows or rows[b][len(rows[b]) - 1] == 0):
+            del pte[b]
 
 
 def discard(pte, blocks):

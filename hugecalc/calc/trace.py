@@ -19,6 +19,8 @@ reads too; ``thp_vma_allowable_orders()`` and its VM_HUGEPAGE/VM_NOHUGEPAGE and 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from hugecalc.calc import pages
@@ -38,48 +40,72 @@ MADV_FLAGS = {10: ("dontcopy", None), 11: (None, "dontcopy"), 12: ("mergeable", 
 ANON = ("anon", "heap")
 
 
+def vma_key(vma: Vma) -> tuple | None:
+    """What thp_vma_allowable_orders() reads of a VMA: its flags (an anonymous VMA's bounds do not
+    matter: the fault loop checks that a folio fits), and for shmem its bounds too
+    (thp_vma_suitable_order()); None for a VMA no THP rule applies to."""
+    if vma.kind not in (*ANON, "shmem"):
+        return None
+    return (vma.kind in ANON, vma.hugepage, vma.nohugepage, vma.stack,
+            None if vma.kind in ANON else (vma.start, vma.end))
+
+
+def allowed_mask(profile: Profile, release: Release, settings: ThpSettings, vma: Vma) -> int:
+    """thp_vma_allowable_orders() for this VMA under ``settings``, as a bit mask of orders."""
+    shape = PassShape(memory="anon" if vma.kind in ANON else "shmem", vma_size=vma.end - vma.start,
+                      vma_start=vma.start, madvise=vma.hugepage and not vma.nohugepage,
+                      nohugepage=vma.nohugepage, stack=vma.stack and vma.kind in ANON)
+    p = pass_settings(profile, release, shape, settings, [])
+    return sum(1 << o for o in allowed_orders(profile, release, p, [])[0])
+
+
 class Process:
     """One address space being replayed, and what its faults did."""
 
-    def __init__(self, tgid: int, profile: Profile, release: Release, settings: ThpSettings,
-                 compiled: bool = False) -> None:
+    def __init__(self, tgid: int, profile: Profile, release: Release, settings: ThpSettings, new_pages: Callable,
+                 keys: dict | None = None) -> None:
         self.tgid, self.profile, self.release, self.settings = tgid, profile, release, settings
-        self.space = AddressSpace(profile.page_size, profile.pmd_size, compiled)
-        self.counts = np.zeros(5, np.int64)  # pages.FAULTS, READS, WRITES, ZERO_MAPS, PEAK
+        self.space = AddressSpace(profile.page_size, profile.pmd_size, new_pages(profile.page_size, profile.pmd_size))
+        self.counts = np.zeros(7, np.int64)  # pages.FAULTS, READS, WRITES, ZERO_MAPS, PEAK, MAX_ORDER, USED
         self.thp_disabled = False  # prctl(PR_SET_THP_DISABLE): kept across fork and exec
+        #: every VMA key seen -> (its number, the first VMA with it): shared by a replay's processes
+        self.keys = {} if keys is None else keys
         self._orders: dict[tuple, int] = {}
         self._table: tuple = ()
         self._table_key: tuple = ()
 
     # --- which orders a fault in this VMA may get ------------------------------------------
 
+    def key_id(self, vma: Vma) -> int:
+        """The VMA's key (:func:`vma_key`) as a number; -1 when no THP rule applies, also in a
+        process that set PR_SET_THP_DISABLE (vma_thp_disabled())."""
+        key = vma_key(vma)
+        if self.thp_disabled or key is None:
+            return -1
+        if key not in self.keys:
+            self.keys[key] = (len(self.keys), vma)
+        return self.keys[key][0]
+
     def orders(self, vma: Vma) -> int:
-        """thp_vma_allowable_orders() for this VMA as it stands, as a bit mask (cached per VMA);
-        none at all in a process that set PR_SET_THP_DISABLE (vma_thp_disabled())."""
-        if self.thp_disabled or vma.kind not in (*ANON, "shmem"):
+        """thp_vma_allowable_orders() for this VMA as it stands, as a bit mask (cached per key)."""
+        key = vma_key(vma)
+        if self.thp_disabled or key is None:
             return 0
-        # The anonymous rules read the VMA's flags, not its bounds (the fault loop checks that a folio
-        # fits); shmem's read its start too (thp_vma_suitable_order()).
-        key = (vma.kind in ANON, vma.hugepage, vma.nohugepage, vma.stack,
-               None if vma.kind in ANON else (vma.start, vma.end))
         if key not in self._orders:
-            shape = PassShape(memory="anon" if vma.kind in ANON else "shmem", vma_size=vma.end - vma.start,
-                              vma_start=vma.start, madvise=vma.hugepage and not vma.nohugepage,
-                              nohugepage=vma.nohugepage, stack=vma.stack and vma.kind in ANON)
-            p = pass_settings(self.profile, self.release, shape, self.settings, [])
-            self._orders[key] = sum(1 << o for o in allowed_orders(self.profile, self.release, p, [])[0])
+            self._orders[key] = allowed_mask(self.profile, self.release, self.settings, vma)
         return self._orders[key]
 
     def vma_table(self) -> tuple:
-        """The VMAs as the fault loop reads them: starts, ends, allowed orders, kinds (rebuilt
-        only when the VMAs or the process's THP switch changed)."""
+        """The VMAs as the fault loop reads them: starts, ends, allowed orders, kinds, key numbers
+        (rebuilt only when the VMAs or the process's THP switch changed)."""
         key = (self.space.version, self.thp_disabled)
         if key != self._table_key:
             vmas = self.space.vmas
             kinds = [pages.ANON if v.kind in ANON else pages.SHMEM if v.kind == "shmem" else pages.OTHER
                      for v in vmas]
             self._table = (np.array([v.start for v in vmas], np.int64), np.array([v.end for v in vmas], np.int64),
-                           np.array([self.orders(v) for v in vmas], np.int64), np.array(kinds, np.int64))
+                           np.array([self.orders(v) for v in vmas], np.int64), np.array(kinds, np.int64),
+                           np.array([self.key_id(v) for v in vmas], np.int64))
             self._table_key = key
         return self._table
 

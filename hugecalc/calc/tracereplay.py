@@ -14,12 +14,14 @@ The fault rules of ``hugecalc.calc.trace`` (``do_anonymous_page()``, ``alloc_ano
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
 from hugecalc.calc.addrspace import Vma
 from hugecalc.calc.mthp import FolioCount, tlb_block_pages
 from hugecalc.calc.orders import ThpSettings
-from hugecalc.calc.addrspace import use_compiled
+from hugecalc.calc import addrspace
 from hugecalc.calc.tables import counted_levels, level_row, vmpte_bytes
 from hugecalc.calc.trace import CLONE_VM, Process, check_record
 from hugecalc.machine.trace import (BRK, EXEC, EXIT_MMAP, FAULT, IMAGE_BSS, MADVISE, MMAP, MPROTECT, MREMAP, MUNMAP,
@@ -76,7 +78,7 @@ class TraceResult(Result):
         return out
 
 
-def _end_state(proc: Process, label: str, touched_pages: int, timeline: list) -> TraceRun:
+def end_state(proc: Process, label: str, touched_pages: int, timeline: list) -> TraceRun:
     """What the process holds at the end, under one set of settings."""
     profile, pg = proc.profile, proc.space.pages
     page = profile.page_size
@@ -86,7 +88,7 @@ def _end_state(proc: Process, label: str, touched_pages: int, timeline: list) ->
     populated = proc.populated_bytes()
     touched = touched_pages * page
     table_bytes = vmpte_bytes(profile, rows)
-    faults, reads, writes, zero_maps, _ = proc.counts.tolist()
+    faults, reads, writes, zero_maps = proc.counts[:4].tolist()
     return TraceRun(label=label, settings=proc.settings.shown(), faults=faults, read_faults=reads,
                     write_faults=writes,
                     folios=[FolioCount(size_bytes=page << o, count=int(n)) for o, n in enumerate(by_order) if n],
@@ -106,15 +108,28 @@ def page_table_bytes(proc: Process) -> int:
 
 
 def _tables(proc: Process) -> dict[str, int]:
+    return tables_of(proc.profile, proc.space.pages)
+
+
+def tables_of(profile: Profile, pages) -> dict[str, int]:
     """Tables per counted level: PTE tables as allocated, upper ones over the PMD blocks in use."""
-    profile = proc.profile
-    blocks, pte_tables = proc.space.pages.table_blocks()
-    levels = counted_levels(profile)
-    out = {}
-    for name in levels[:-1]:
-        per = profile.table_span_bytes(name) // profile.pmd_size
+    blocks, pte_tables = pages.table_blocks()
+    uppers = []
+    for per in upper_spans(profile):
         upper = blocks // per  # sorted: count where it changes
-        out[name] = int(len(upper) > 0) + int(np.count_nonzero(upper[1:] != upper[:-1]))
+        uppers.append(int(len(upper) > 0) + int(np.count_nonzero(upper[1:] != upper[:-1])))
+    return tables_by_level(profile, uppers, pte_tables)
+
+
+def upper_spans(profile: Profile) -> list[int]:
+    """PMD blocks per table of each counted level above the PTE tables."""
+    return [profile.table_span_bytes(name) // profile.pmd_size for name in counted_levels(profile)[:-1]]
+
+
+def tables_by_level(profile: Profile, uppers: list[int], pte_tables: int) -> dict[str, int]:
+    """The tables of each counted level: ``uppers`` above the PTE level, then the PTE tables."""
+    levels = counted_levels(profile)
+    out = dict(zip(levels[:-1], uppers))
     out[levels[-1]] = int(pte_tables)
     for name in profile.preallocated_levels:
         out[name] = 0
@@ -124,14 +139,18 @@ def _tables(proc: Process) -> dict[str, int]:
 class Replay:
     """Every process of a record, event by event, under one set of settings."""
 
-    def __init__(self, profile: Profile, release: Release, settings: ThpSettings, compiled: bool) -> None:
-        self.profile, self.release, self.settings, self.compiled = profile, release, settings, compiled
+    def __init__(self, profile: Profile, release: Release, settings: ThpSettings, new_pages: Callable) -> None:
+        self.profile, self.release, self.settings, self.new_pages = profile, release, settings, new_pages
         self.procs: dict[int, Process] = {}
+        self.keys: dict = {}  # every VMA key seen (Process.key_id)
+
+    def new_process(self, tgid: int) -> Process:
+        return Process(tgid, self.profile, self.release, self.settings, self.new_pages, self.keys)
 
     def process(self, tgid: int) -> Process:
         proc = self.procs.get(tgid)
         if proc is None:
-            proc = self.procs[tgid] = Process(tgid, self.profile, self.release, self.settings, self.compiled)
+            proc = self.procs[tgid] = self.new_process(tgid)
         return proc
 
     def event(self, kind: int, tgid: int, a: int, b: int, c: int, d: int, e: int) -> None:
@@ -153,7 +172,7 @@ class Replay:
             child = self.process(a)
             child.space, child.thp_disabled = proc.space.copy(), proc.thp_disabled
         elif kind == EXEC:  # a new address space; MMF_DISABLE_THP stays
-            self.procs[tgid] = Process(tgid, self.profile, self.release, self.settings, self.compiled)
+            self.procs[tgid] = self.new_process(tgid)
             self.procs[tgid].thp_disabled = proc.thp_disabled
         elif kind == THP_DISABLE:
             proc.thp_disabled = bool(a)
@@ -199,31 +218,51 @@ def _touched_pages(columns: dict, pid: int, page_size: int) -> int:
     return int(len(pages) > 0) + int(np.count_nonzero(pages[1:] != pages[:-1]))
 
 
-def replay_one(profile: Profile, release: Release, events: Events, settings: ThpSettings, label: str,
-               compiled: bool) -> tuple[TraceRun, int]:
-    """Every event of the record, in order, under ``settings``: the end state of process
-    ``events.pid`` (at its last exit_mmap), and how many address spaces the record holds."""
-    replay = Replay(profile, release, settings, compiled)
-    pid, t = events.pid, events.t_ns
-    timeline: list[TimePoint] = []
+def walk(replay: Replay, events: Events, at_end: Callable[[Process], Any], sample: Callable | None = None) -> Any:
+    """Every event of the record, in order: ``at_end(process)`` of process ``events.pid`` at its last
+    exit_mmap (or after the last event), and ``sample(process, index)`` at each timeline point."""
+    pid = events.pid
     final = None
     other = iter(events.other)
-    for lo, hi, is_fault, tgid, sample in events.segments:
+    for lo, hi, is_fault, tgid, sampled in events.segments:
         if is_fault:
             replay.process(tgid).faults(events.addrs, events.errors, lo, hi)
         else:
             kind, tgid, a, b, c, d, e = next(other)
             if kind == EXIT_MMAP:
                 if tgid == pid:
-                    final = _end_state(replay.process(pid), label, events.touched_pages, list(timeline))
+                    final = at_end(replay.process(pid))
                 continue
             replay.event(kind, tgid, a, b, c, d, e)
-        if sample:
-            main = replay.process(pid)
-            timeline.append(TimePoint(seconds=(int(t[hi - 1]) - int(t[0])) / 1e9,
-                                      populated_bytes=main.populated_bytes(), faults=int(main.counts[0]),
-                                      page_table_bytes=page_table_bytes(main)))
-    return final or _end_state(replay.process(pid), label, events.touched_pages, list(timeline)), len(replay.procs)
+        if sampled and sample is not None:
+            sample(replay.process(pid), hi - 1)
+    return final if final is not None else at_end(replay.process(pid))
+
+
+def replay_one(profile: Profile, release: Release, events: Events, settings: ThpSettings, label: str,
+               compiled: bool) -> tuple[TraceRun, int]:
+    """Every event of the record, in order, under ``settings``: the end state of process
+    ``events.pid`` (at its last exit_mmap), and how many address spaces the record holds."""
+    replay = Replay(profile, release, settings, lambda page, pmd: addrspace.Pages(page, pmd, compiled))
+    t = events.t_ns
+    timeline: list[TimePoint] = []
+
+    def sample(main: Process, i: int) -> None:
+        timeline.append(TimePoint(seconds=(int(t[i]) - int(t[0])) / 1e9, populated_bytes=main.populated_bytes(),
+                                  faults=int(main.counts[0]), page_table_bytes=page_table_bytes(main)))
+
+    run = walk(replay, events, lambda proc: end_state(proc, label, events.touched_pages, list(timeline)), sample)
+    return run, len(replay.procs)
+
+
+def checked_pid(profile: Profile, record, pid: int | None) -> int:
+    """The process to report (default: the recorded command's), checked to be in the record, and the
+    record checked to replay on ``profile``."""
+    check_record(profile, record.meta)
+    pid = pid if pid is not None else record.meta["pid"]
+    if not (record.columns["tgid"] == pid).any():
+        raise InputError(f"process {pid} has no event in the record", field="pid")
+    return pid
 
 
 def compute_trace(profile: Profile, release: Release, record, runs: dict[str, ThpSettings],
@@ -235,12 +274,9 @@ def compute_trace(profile: Profile, release: Release, record, runs: dict[str, Th
     ``do_anonymous_page()``, ``alloc_anon_folio()``, ``create_huge_pmd()``, ``wp_page_copy()``,
     ``do_huge_zero_wp_pmd()`` (mm/memory.c, mm/huge_memory.c); ``mm_pgtables_bytes()`` (VmPTE).
     """
-    check_record(profile, record.meta)
-    pid = pid if pid is not None else record.meta["pid"]
-    if not (record.columns["tgid"] == pid).any():
-        raise InputError(f"process {pid} has no event in the record", field="pid")
+    pid = checked_pid(profile, record, pid)
     events = Events(record.columns, pid, profile.page_size)  # once, for every run
-    compiled = use_compiled(record.faults)
+    compiled = addrspace.use_compiled(record.faults)
     results, processes = [], 0
     for label, settings in runs.items():
         run, processes = replay_one(profile, release, events, settings, label, compiled)

@@ -231,11 +231,10 @@ def process_from(params: Any, pid: int) -> tuple[Any, Any, Any, Any]:
     return capture, capture.process(pid), profile, release
 
 
-def replay_record(params: Any, what_if: Any, command: str) -> Any:
-    """``--trace FILE`` replayed: on the recorded machine's profile and kernel unless --profile or
-    --kernel say otherwise, under its THP settings then, and under them with the what-if."""
+def record_context(params: Any) -> tuple[Any, Any, Any, Any, list[str]]:
+    """``--trace FILE``: the record, the recorded machine's profile and kernel unless --profile or
+    --kernel say otherwise, its THP settings then, and notes on them."""
     from hugecalc.calc.replay import settings_from_capture
-    from hugecalc.calc.tracereplay import compute_trace
     from hugecalc.machine.capture import Capture, captured_release
     from hugecalc.machine.trace import read_record
 
@@ -245,6 +244,14 @@ def replay_record(params: Any, what_if: Any, command: str) -> Any:
     profile = params.profile if "profile_name" in params.given else capture.profile
     release = params.release if "kernel" in params.given else captured_release(capture)
     now, notes = settings_from_capture(capture)
+    return record, profile, release, now, notes
+
+
+def replay_record(params: Any, what_if: Any, command: str) -> Any:
+    """``--trace FILE`` replayed under its THP settings then, and under them with the what-if."""
+    from hugecalc.calc.tracereplay import compute_trace
+
+    record, profile, release, now, notes = record_context(params)
     changed = now.with_overrides(what_if)
     runs = {"now": now} | ({"what-if": changed} if changed != now else {})
     result = compute_trace(profile, release, record, runs, params.pid, command)

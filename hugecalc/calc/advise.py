@@ -1,0 +1,306 @@
+"""``hugecalc advise``: which THP settings serve a recorded workload best.
+
+Every meaningful setting is replayed against the record: each subset of the anonymous THP sizes
+the profile offers, all ``always`` or all ``madvise`` (on kernels before 6.8, which have no
+per-size switch: the top-level switch).  Settings that give every VMA of the record the same
+allowed orders replay the same and are tried once; settings whose figures come out the same (a
+size in them was never used) are listed with the simplest of them.  For each: the memory
+populated at the end (bloat against base pages), page faults, last-level TLB entries
+(contiguous-PTE aware), page tables, and the largest fault's folio and its zeroing time.  The
+Pareto front is the settings no other beats on every figure; within a budget (``--max-bloat``,
+``--max-memory``), the advised one has the fewest TLB entries.
+
+Kernel reference
+----------------
+The replay's: ``thp_vma_allowable_orders()``, ``alloc_anon_folio()``, ``do_anonymous_page()``
+(mm/memory.c, mm/huge_memory.c); the sysfs switches of Documentation/admin-guide/mm/transhuge.rst.
+"""
+
+from __future__ import annotations
+
+import os
+from itertools import combinations
+from typing import Callable
+
+import numpy as np
+
+from functools import partial
+
+from hugecalc.calc import blocksim, oplog
+from hugecalc.calc.mthp import FolioCount, tlb_block_pages
+from hugecalc.calc.orders import ThpSettings, anon_orders, pmd_order
+from hugecalc.calc.tables import level_row, vmpte_bytes
+from hugecalc.calc.trace import allowed_mask
+from hugecalc.calc.pages import FAULTS, MAX_ORDER, USED
+from hugecalc.calc.tracereplay import Events, Replay, checked_pid, tables_by_level, tables_of, upper_spans, walk
+from hugecalc.errors import InputError
+from hugecalc.profiles import Profile
+from hugecalc.releases import HUGE_ZERO_WP_THP, MTHP_ANON, Release
+from hugecalc.result import Derivation, Figure, Model, Result, field
+from hugecalc.units import fmt_size
+
+SYSFS = "/sys/kernel/mm/transparent_hugepage"
+#: the figures a setting is judged on, all the lower the better
+JUDGED = ("populated_bytes", "faults", "tlb_entries", "page_table_bytes", "largest_fault_bytes")
+
+
+class Candidate(Model):
+    label: str = field("Setting")
+    settings: dict = field("THP settings")
+    same_as: list[str] = field("Settings with the same figures")
+    populated_bytes: int = field("Memory populated at the end", "bytes")
+    bloat: float = field("Bloat against base pages", "share")
+    faults: int = field("Page faults", "count")
+    tlb_entries: int = field("Last-level TLB entries", "count")
+    page_table_bytes: int = field("Page tables", "bytes")
+    largest_fault_bytes: int = field("Largest fault", "bytes")
+    largest_fault_clear_seconds: float = field("Its zeroing time", "seconds")
+    folios: list[FolioCount]
+    pareto: bool = field("On the Pareto front")
+    within_budget: bool = field("Within the budget")
+
+
+class AdviseResult(Result):
+    command: str = "advise"
+    pid: int = field("Process")
+    recorded_faults: int = field("Faults recorded (base pages)", "count")
+    tried: int = field("Settings tried", "count")
+    now: str | None = field("The setting at the time of the record")
+    advised: str | None = field("Advised setting")
+    apply: list[str] = field("To apply it")
+    undo: list[str] = field("To undo it")
+    candidates: list[Candidate]
+
+    def figures(self) -> dict[str, Figure]:
+        best = next((c for c in self.candidates if c.label == self.advised), None)
+        return {"tlb_entries": Figure(best.tlb_entries if best else None),
+                "populated": Figure(best.populated_bytes if best else None, "bytes")}
+
+
+def settings_to_try(profile: Profile, release: Release, now: ThpSettings) -> list[tuple[str, ThpSettings]]:
+    """Every subset of the anonymous sizes, all always or all madvise (before 6.8: the top level)."""
+    if not release.has(MTHP_ANON):
+        return [(f"top level {mode}", ThpSettings(top_level=mode, huge=now.huge)) for mode in
+                ("never", "madvise", "always")]
+    sizes = [profile.page_size << o for o in anon_orders(profile)]
+    out = [("none", ThpSettings(top_level=now.top_level, huge=now.huge, shmem_enabled=now.shmem_enabled,
+                                enabled={s: "never" for s in sizes}))]
+    for mode in ("always", "madvise"):
+        for r in range(1, len(sizes) + 1):
+            for chosen in combinations(sizes, r):
+                enabled = {s: mode if s in chosen else "never" for s in sizes}
+                out.append((f"{'+'.join(fmt_size(s) for s in chosen)} {mode}",
+                            ThpSettings(top_level=now.top_level, huge=now.huge, shmem_enabled=now.shmem_enabled,
+                                        enabled=enabled)))
+    return out
+
+
+def compute_advise(profile: Profile, release: Release, record, now: ThpSettings, pid: int | None = None,
+                   max_bloat: float | None = None, max_memory: int | None = None) -> AdviseResult:
+    """The record replayed under every setting worth trying, judged, and the best within budget.
+
+    Kernel reference
+    ----------------
+    As ``mthp --trace``: ``thp_vma_allowable_orders()``, ``alloc_anon_folio()``,
+    ``do_anonymous_page()``; ``mm_pgtables_bytes()`` (VmPTE).
+    """
+    pid = checked_pid(profile, record, pid)
+    if not anon_orders(profile):
+        raise InputError(f"profile {profile.name} offers no THP size: nothing to advise", field="profile_name")
+    events = Events(record.columns, pid, profile.page_size)
+    if events.touched_pages == 0:
+        raise InputError(f"the record holds no page fault of process {pid}: nothing to advise", field="trace")
+    tried = settings_to_try(profile, release, now) + [("now", now)]
+    journal = oplog.Journal()
+    replay = Replay(profile, release, now, journal.new)
+    target, upto = walk(replay, events, lambda proc: (proc.space.pages.id, len(journal.ops)))
+    ops = journal.ops[:upto]
+    vmas = [vma for _, (_, vma) in sorted(replay.keys.items(), key=lambda kv: kv[1][0])]
+    allowed = np.array([[allowed_mask(profile, release, s, v) for v in vmas] for _, s in tried],
+                       dtype=np.int64).reshape(len(tried), len(vmas))
+    coupled = blocksim.coupled(ops, target)
+    if coupled is None:
+        table = blocksim.items(ops, target, events.addrs, events.errors, profile.page_size.bit_length() - 1,
+                               pmd_order(profile))
+        figures, replayed = search(allowed, lambda batch: _simulated(profile, release, table, allowed[batch]),
+                                   os.cpu_count() or 1)
+    else:
+        figures, replayed = search(allowed, lambda batch: _replayed(profile, release, ops, target, events,
+                                                                    allowed[batch]), os.cpu_count() or 1)
+    candidates, now_label = _judge(profile, tried, dict(enumerate(figures)), max_bloat, max_memory)
+    return _result(profile, release, record, pid, tried, candidates, now_label, coupled, replayed,
+                   max_bloat, max_memory)
+
+
+def search(allowed: np.ndarray, run: Callable[[list[int]], list[dict]], batch: int) -> tuple[list[dict], int]:
+    """Every setting's figures, replaying as few as the rule below allows: the settings that allow
+    the most first, ``batch`` at a time; and how many were replayed.
+
+    A setting S' replays exactly as a setting S when, for every VMA key, it allows no order S does
+    not, and still allows every order S's replay used there: each fault then picks the same order
+    (the highest allowed one that fits), so the states stay the same fault after fault.  ``used``
+    is the orders S's replay chose that changed the state, over all keys (a superset of each key's).
+    """
+    count = allowed.shape[0]
+    share = np.full(count, -1)  # the replayed setting whose figures each one has
+    figures: dict[int, dict] = {}
+    widest = sorted(range(count), key=lambda t: (-sum(bin(x).count("1") for x in allowed[t].tolist()), t))
+    while True:
+        todo = [t for t in widest if share[t] < 0][:batch]
+        if not todo:
+            break
+        for t, figs in zip(todo, run(todo)):
+            figures[t] = figs
+            a, used = allowed[t], figs["used"]
+            same = ((allowed & ~a) == 0).all(axis=1) & (((used & a) & ~allowed) == 0).all(axis=1)
+            share[same & (share < 0)] = t
+            share[t] = t
+    return [figures[int(share[t])] for t in range(count)], len(figures)
+
+
+def _simulated(profile: Profile, release: Release, table: np.ndarray, allowed: np.ndarray) -> list[dict]:
+    """Settings' figures block by block (:mod:`hugecalc.calc.blocksim`), the settings over the cores."""
+    k = blocksim.kernels() if blocksim._compiled or table.shape[0] * allowed.shape[0] > 2_000_000 else blocksim
+    pers = np.array(upper_spans(profile), dtype=np.int64)
+    shift = pmd_order(profile)
+    cnt, folios, upper = k.simulate(table, allowed, pers, 1 << shift, shift, tlb_block_pages(profile, release),
+                                    release.has(HUGE_ZERO_WP_THP))
+    out = []
+    for s in range(allowed.shape[0]):
+        tables = tables_by_level(profile, upper[s].tolist(), int(cnt[s, blocksim.PTE_TABLES]))
+        out.append(_figures(profile, release, int(cnt[s, blocksim.POPULATED]) * profile.page_size,
+                            int(cnt[s, blocksim.FAULTS]), int(cnt[s, blocksim.TLB]), tables,
+                            int(cnt[s, blocksim.MAX_ORDER]),
+                            {profile.page_size << o: int(n) for o, n in enumerate(folios[s].tolist()) if n},
+                            int(cnt[s, blocksim.USED])))
+    return out
+
+
+def _replayed(profile: Profile, release: Release, ops: list, target: int, events: Events,
+              allowed: np.ndarray) -> list[dict]:
+    """Settings' figures from the journal's calls made on real pages (:mod:`hugecalc.calc.oplog`),
+    on threads side by side (the compiled kernels release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hugecalc.calc import addrspace
+
+    compiled = addrspace.use_compiled(len(events.addrs))
+    new_pages = partial(addrspace.Pages, profile.page_size, profile.pmd_size, compiled)
+    wp_thp, cont = release.has(HUGE_ZERO_WP_THP), tlb_block_pages(profile, release)
+
+    def one(row: np.ndarray) -> dict:
+        pages, counts = oplog.replayed(ops, target, events.addrs, events.errors, row, new_pages, wp_thp)
+        return _figures(profile, release, pages.populated_pages * profile.page_size, int(counts[FAULTS]),
+                        pages.tlb_entries(cont), tables_of(profile, pages), int(counts[MAX_ORDER]),
+                        {profile.page_size << o: int(n) for o, n in enumerate(pages.folio_orders().tolist()) if n},
+                        int(counts[USED]))
+
+    if len(allowed) == 1:
+        return [one(allowed[0])]
+    with ThreadPoolExecutor(len(allowed)) as pool:
+        return list(pool.map(one, allowed))
+
+
+def _figures(profile: Profile, release: Release, populated: int, faults: int, tlb: int, tables: dict,
+             max_order: int, folios: dict[int, int], used: int) -> dict:
+    rows = [level_row(profile, release, name, n) for name, n in tables.items()]
+    largest = profile.page_size << max_order
+    return {"populated_bytes": populated, "faults": faults, "tlb_entries": tlb,
+            "page_table_bytes": vmpte_bytes(profile, rows), "largest_fault_bytes": largest,
+            "largest_fault_clear_seconds": largest / (profile.costs.clear_gib_per_s * (1 << 30)),
+            "folios": tuple(sorted(folios.items())), "used": used}
+
+
+def _judge(profile: Profile, tried: list, by_setting: dict[int, dict], max_bloat: float | None,
+           max_memory: int | None) -> tuple[list[Candidate], str | None]:
+    """One candidate per distinct outcome (named by its simplest setting), judged; and the name of
+    the one the settings now give."""
+    groups: dict[tuple, list[int]] = {}
+    for i, figs in by_setting.items():
+        groups.setdefault(tuple(figs[k] for k in (*JUDGED, "folios")), []).append(i)
+    base = by_setting[0]["populated_bytes"]  # "none" (or the top level never): base pages only
+    rows = []
+    for members in groups.values():
+        figs, first = by_setting[members[0]], tried[members[0]][0]
+        populated = figs["populated_bytes"]
+        rows.append(dict(label=first, settings=tried[members[0]][1].shown(),
+                         same_as=[tried[i][0] for i in members[1:]], populated_bytes=populated,
+                         bloat=populated / base - 1 if base else 0.0,
+                         **{k: figs[k] for k in JUDGED[1:]}, largest_fault_clear_seconds=figs["largest_fault_clear_seconds"],
+                         folios=[FolioCount(size_bytes=s, count=n) for s, n in figs["folios"]]))
+    out = []
+    for r in rows:
+        dominated = any(all(o[k] <= r[k] for k in JUDGED) and any(o[k] < r[k] for k in JUDGED) for o in rows)
+        within = (max_bloat is None or r["bloat"] <= max_bloat + 1e-12) and \
+            (max_memory is None or r["populated_bytes"] <= max_memory)
+        out.append(Candidate(**r, pareto=not dominated, within_budget=within))
+    now = next((c.label for c in out if c.label == "now" or "now" in c.same_as), None)
+    return out, now
+
+
+def _advised(candidates: list[Candidate]) -> Candidate | None:
+    """Within the budget, the fewest TLB entries (then faults, then memory, then the simplest)."""
+    fits = [c for c in candidates if c.within_budget]
+    return min(fits, key=lambda c: (c.tlb_entries, c.faults, c.populated_bytes)) if fits else None
+
+
+def sysfs_writes(profile: Profile, release: Release, settings: dict, now: dict) -> list[str]:
+    """The writes that turn the switches ``now`` into ``settings`` (both as ThpSettings.shown())."""
+    if not release.has(MTHP_ANON):
+        return [] if settings["top_level"] == now["top_level"] else \
+            [f"echo {settings['top_level']} > {SYSFS}/enabled"]
+    P = pmd_order(profile)
+    out = []
+    for o in anon_orders(profile):
+        label = fmt_size(profile.page_size << o)
+        default = "inherit" if o == P else "never"
+        want, have = settings["enabled"].get(label, default), now["enabled"].get(label, default)
+        if want != have:
+            out.append(f"echo {want} > {SYSFS}/hugepages-{(profile.page_size << o) // 1024}kB/enabled")
+    return out
+
+
+def _result(profile: Profile, release: Release, record, pid: int, tried: list, candidates: list[Candidate],
+            now_label: str | None, unsupported: str | None, replayed: int, max_bloat: float | None,
+            max_memory: int | None) -> AdviseResult:
+    best = _advised(candidates)
+    now_shown = tried[-1][1].shown()
+    budget = ([f"bloat at most {max_bloat:.1%}"] if max_bloat is not None else []) + \
+        ([f"memory at most {fmt_size(max_memory)}"] if max_memory is not None else [])
+    space = ("every subset of " + ", ".join(fmt_size(profile.page_size << o) for o in anon_orders(profile))
+             + ", all always or all madvise" if release.has(MTHP_ANON)
+             else f"the top-level switch: kernel {release} has no per-size switch")
+    notes = [f"{len(tried) - 1} settings tried ({space}); {replayed} replayed (each other one allows the same orders where the "
+             f"record's faults used them, and no more: it replays the same), {len(candidates)} distinct outcomes",
+             "bloat is against base pages (the setting 'none'); TLB entries, page tables and memory are the "
+             "process's at the end (its last exit_mmap)"]
+    if unsupported:
+        notes.append(f"each setting replayed the record's page operations in order ({unsupported}: its PMD blocks "
+                     "are not independent)")
+    if best is None:
+        notes.append("no setting meets the budget (" + ", ".join(budget) + "): the least memory is "
+                     + min(candidates, key=lambda c: c.populated_bytes).label)
+    apply = sysfs_writes(profile, release, best.settings, now_shown) if best else []
+    undo = sysfs_writes(profile, release, now_shown, best.settings) if best else []
+    explain = [_why(c, candidates, best) for c in candidates]
+    return AdviseResult(profile=profile.name, kernel=str(release), pid=pid, recorded_faults=record.faults,
+                        tried=len(tried) - 1, now=now_label, advised=best.label if best else None, apply=apply,
+                        undo=undo, candidates=candidates, notes=notes, explain=explain,
+                        inputs={"trace": record.meta.get("path"), "pid": pid, "max_bloat": max_bloat,
+                                "max_memory": max_memory})
+
+
+def _why(c: Candidate, candidates: list[Candidate], best: Candidate | None) -> Derivation:
+    rule = "Pareto dominance over memory, faults, TLB entries, page tables and the largest fault"
+    if best is not None and c.label == best.label:
+        return Derivation(scope=c.label, figure="advised", formula=f"within the budget, the fewest TLB entries "
+                          f"({c.tlb_entries:,}), then faults ({c.faults:,})", rule=rule)
+    if c.pareto:
+        return Derivation(scope=c.label, figure="on the front", formula="no other setting is as good on every figure "
+                          "and better on one", rule=rule)
+    by = next(o for o in candidates if all(getattr(o, k) <= getattr(c, k) for k in JUDGED)
+              and any(getattr(o, k) < getattr(c, k) for k in JUDGED))
+    better = ", ".join(f"{k.replace('_bytes', '').replace('_', ' ')} {getattr(by, k):,} < {getattr(c, k):,}"
+                       for k in JUDGED if getattr(by, k) < getattr(c, k))
+    return Derivation(scope=c.label, figure="dominated", formula=f"{by.label} is no worse on any figure and better "
+                      f"on: {better}", rule=rule)
