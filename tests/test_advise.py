@@ -60,8 +60,10 @@ def test_every_setting_advise_reports_is_what_a_whole_replay_gives_on_a_real_rec
 def test_the_block_by_block_replay_is_a_whole_replay(tmp_path_factory, items, profile):
     """Random records (mmap, munmap, brk, madvise, mprotect, mremap, fork, faults in a few PMD
     blocks): every setting's figures, block by block or whole, are the whole replay's."""
+    from hugecalc.calc import blocksim
     from hugecalc.profiles import load_profile
 
+    blocksim.kernels()  # compiled, as on a large record (make test-nojit runs the same code as Python)
     path = write_events(tmp_path_factory.mktemp("r") / "random.record", [*_flatten(items), touch(0x40000000)])
     _whole_replays_agree(path, profile=load_profile(profile))
 

@@ -11,7 +11,10 @@ MAX_LINES = 400
 #: A function longer than this hides a page: split it into named stages.  The numba kernels are
 #: exempt: one loop each, where a call per stage would cost a call per fault.
 MAX_FUNCTION_LINES = 60
-LONG_KERNELS = {"hugecalc.calc.faults": {"_walk_block", "fault_walk"}}
+LONG_KERNELS = {"hugecalc.calc.faults": {"_walk_block", "fault_walk"},
+                # the fault rules written out on local copies of a group's state: a helper per step,
+                # passing arrays, made it three times slower (measured)
+                "hugecalc.calc.blocksim": {"_group_run"}}
 
 # Lower layers never import higher ones; a module may import its own layer and below.
 LAYERS = [

@@ -71,8 +71,12 @@ class AdviseResult(Result):
     undo: list[str] = field("To undo it")
     candidates: list[Candidate]
 
+    def outcome(self, label: str | None) -> Candidate | None:
+        """The candidate whose figures the setting ``label`` has."""
+        return next((c for c in self.candidates if label == c.label or label in c.same_as), None)
+
     def figures(self) -> dict[str, Figure]:
-        best = next((c for c in self.candidates if c.label == self.advised), None)
+        best = self.outcome(self.advised)
         return {"tlb_entries": Figure(best.tlb_entries if best else None),
                 "populated": Figure(best.populated_bytes if best else None, "bytes")}
 
@@ -118,18 +122,26 @@ def compute_advise(profile: Profile, release: Release, record, now: ThpSettings,
     vmas = [vma for _, (_, vma) in sorted(replay.keys.items(), key=lambda kv: kv[1][0])]
     allowed = np.array([[allowed_mask(profile, release, s, v) for v in vmas] for _, s in tried],
                        dtype=np.int64).reshape(len(tried), len(vmas))
-    coupled = blocksim.coupled(ops, target)
+    coupled = oplog.coupled(ops, target)
     if coupled is None:
-        table = blocksim.items(ops, target, events.addrs, events.errors, profile.page_size.bit_length() - 1,
+        table = oplog.block_items(ops, target, events.addrs, events.errors, profile.page_size.bit_length() - 1,
                                pmd_order(profile))
         figures, replayed = search(allowed, lambda batch: _simulated(profile, release, table, allowed[batch]),
-                                   os.cpu_count() or 1)
+                                   len(allowed))  # all at once: settings share each block's replay until they part
     else:
         figures, replayed = search(allowed, lambda batch: _replayed(profile, release, ops, target, events,
                                                                     allowed[batch]), os.cpu_count() or 1)
     candidates, now_label = _judge(profile, tried, dict(enumerate(figures)), max_bloat, max_memory)
+    best = _advised(candidates)
+    writes = None
+    if best is not None:
+        i = [label for label, _ in tried].index(best.label)
+        kept = fewest_switches(lambda s: [allowed_mask(profile, release, s, v) for v in vmas], allowed[i],
+                               figures[i]["used"], tried[i][1], now)
+        writes = (sysfs_writes(profile, release, kept.shown(), now.shown()),
+                  sysfs_writes(profile, release, now.shown(), kept.shown()))
     return _result(profile, release, record, pid, tried, candidates, now_label, coupled, replayed,
-                   max_bloat, max_memory)
+                   max_bloat, max_memory, best, writes)
 
 
 def search(allowed: np.ndarray, run: Callable[[list[int]], list[dict]], batch: int) -> tuple[list[dict], int]:
@@ -160,11 +172,15 @@ def search(allowed: np.ndarray, run: Callable[[list[int]], list[dict]], batch: i
 
 def _simulated(profile: Profile, release: Release, table: np.ndarray, allowed: np.ndarray) -> list[dict]:
     """Settings' figures block by block (:mod:`hugecalc.calc.blocksim`), the settings over the cores."""
-    k = blocksim.kernels() if blocksim._compiled or table.shape[0] * allowed.shape[0] > 2_000_000 else blocksim
+    k = blocksim.kernels() if blocksim._compiled or table.shape[0] > 20_000 else blocksim
     pers = np.array(upper_spans(profile), dtype=np.int64)
     shift = pmd_order(profile)
-    cnt, folios, upper = k.simulate(table, allowed, pers, 1 << shift, shift, tlb_block_pages(profile, release),
-                                    release.has(HUGE_ZERO_WP_THP))
+    chunks, folios, upper = k.simulate(table, allowed, pers, 1 << shift, shift, tlb_block_pages(profile, release),
+                                       release.has(HUGE_ZERO_WP_THP), _chunks(table, os.cpu_count() or 1))
+    cnt, folios = chunks.sum(axis=0), folios.sum(axis=0)
+    cnt[:, blocksim.MAX_ORDER] = chunks[:, :, blocksim.MAX_ORDER].max(axis=0)
+    cnt[:, blocksim.USED] = np.bitwise_or.reduce(chunks[:, :, blocksim.USED], axis=0)
+    upper = _tables_over_chunks(upper)
     out = []
     for s in range(allowed.shape[0]):
         tables = tables_by_level(profile, upper[s].tolist(), int(cnt[s, blocksim.PTE_TABLES]))
@@ -174,6 +190,30 @@ def _simulated(profile: Profile, release: Release, table: np.ndarray, allowed: n
                             {profile.page_size << o: int(n) for o, n in enumerate(folios[s].tolist()) if n},
                             int(cnt[s, blocksim.USED])))
     return out
+
+
+def _tables_over_chunks(upper: np.ndarray) -> np.ndarray:
+    """Upper-level tables per setting and level: each chunk's count, less the table it shares with
+    the chunk before it (its first table index is that chunk's last)."""
+    tables = upper[0, :, :, 0].copy()
+    last = upper[0, :, :, 2].copy()
+    for c in range(1, upper.shape[0]):
+        count, first = upper[c, :, :, 0], upper[c, :, :, 1]
+        tables += count - ((first >= 0) & (first == last))
+        last = np.where(first >= 0, upper[c, :, :, 2], last)
+    return tables
+
+
+def _chunks(table: np.ndarray, cores: int) -> np.ndarray:
+    """Cuts of the items into about equal chunks of whole blocks, one per core (one when small)."""
+    count = min(cores, max(1, table.shape[0] // 50_000))
+    blocks = table[:, 0]
+    cuts = [0]
+    for c in range(1, count):
+        cut = int(np.searchsorted(blocks, blocks[c * len(blocks) // count], side="left"))
+        if cut > cuts[-1]:
+            cuts.append(cut)
+    return np.array([*cuts, len(blocks)], dtype=np.int64)
 
 
 def _replayed(profile: Profile, release: Release, ops: list, target: int, events: Events,
@@ -262,9 +302,7 @@ def sysfs_writes(profile: Profile, release: Release, settings: dict, now: dict) 
 
 def _result(profile: Profile, release: Release, record, pid: int, tried: list, candidates: list[Candidate],
             now_label: str | None, unsupported: str | None, replayed: int, max_bloat: float | None,
-            max_memory: int | None) -> AdviseResult:
-    best = _advised(candidates)
-    now_shown = tried[-1][1].shown()
+            max_memory: int | None, best: Candidate | None, writes: tuple | None) -> AdviseResult:
     budget = ([f"bloat at most {max_bloat:.1%}"] if max_bloat is not None else []) + \
         ([f"memory at most {fmt_size(max_memory)}"] if max_memory is not None else [])
     space = ("every subset of " + ", ".join(fmt_size(profile.page_size << o) for o in anon_orders(profile))
@@ -280,8 +318,7 @@ def _result(profile: Profile, release: Release, record, pid: int, tried: list, c
     if best is None:
         notes.append("no setting meets the budget (" + ", ".join(budget) + "): the least memory is "
                      + min(candidates, key=lambda c: c.populated_bytes).label)
-    apply = sysfs_writes(profile, release, best.settings, now_shown) if best else []
-    undo = sysfs_writes(profile, release, now_shown, best.settings) if best else []
+    apply, undo = writes or ([], [])
     explain = [_why(c, candidates, best) for c in candidates]
     return AdviseResult(profile=profile.name, kernel=str(release), pid=pid, recorded_faults=record.faults,
                         tried=len(tried) - 1, now=now_label, advised=best.label if best else None, apply=apply,
@@ -290,11 +327,30 @@ def _result(profile: Profile, release: Release, record, pid: int, tried: list, c
                                 "max_memory": max_memory})
 
 
+def fewest_switches(mask_of: Callable[[ThpSettings], list[int]], allowed: np.ndarray, used: int,
+                    chosen: ThpSettings, now: ThpSettings) -> ThpSettings:
+    """``chosen`` with every per-size switch put back as it is ``now`` where that changes nothing
+    for this record (the search's rule: no order allowed that ``chosen`` did not allow, every
+    order its replay used still allowed)."""
+    kept = chosen
+    for size, mode in chosen.enabled.items():
+        was = now.enabled.get(size)
+        if was is None or was == mode:
+            continue
+        trial = ThpSettings(top_level=kept.top_level, huge=kept.huge, shmem_enabled=kept.shmem_enabled,
+                            enabled={**kept.enabled, size: was})
+        row = np.array(mask_of(trial), dtype=np.int64)
+        if ((row & ~allowed) == 0).all() and (((used & allowed) & ~row) == 0).all():
+            kept = trial
+    return kept
+
+
 def _why(c: Candidate, candidates: list[Candidate], best: Candidate | None) -> Derivation:
     rule = "Pareto dominance over memory, faults, TLB entries, page tables and the largest fault"
     if best is not None and c.label == best.label:
         return Derivation(scope=c.label, figure="advised", formula=f"within the budget, the fewest TLB entries "
-                          f"({c.tlb_entries:,}), then faults ({c.faults:,})", rule=rule)
+                          f"({c.tlb_entries:,}), then faults ({c.faults:,}); the switches that change nothing for this "
+                          "record are left as they are", rule=rule)
     if c.pareto:
         return Derivation(scope=c.label, figure="on the front", formula="no other setting is as good on every figure "
                           "and better on one", rule=rule)

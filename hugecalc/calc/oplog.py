@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from hugecalc.calc.pages import ANON
+from hugecalc.calc.pages import ANON, OTHER
+
+#: the kinds of block items (:func:`block_items`), as ``hugecalc.calc.blocksim`` replays them
+FAULT_ITEM, ZAP_ITEM, DISCARD_ITEM = 0, 1, 2
 
 FAULTS, ZAP, DISCARD, MOVE, COPY = range(5)
 
@@ -119,3 +122,66 @@ def replayed(ops: list, target: int, addrs: np.ndarray, errors: np.ndarray, allo
         else:  # a fork: the child's copy
             spaces[op[2]], counts[op[2]] = pg.copy(), np.zeros(7, np.int64)
     return space(target), counts[target]
+
+
+def coupled(ops: list, target: int) -> str | None:
+    """Why the address space ``target`` of a journal (``hugecalc.calc.oplog``) cannot be replayed
+    block by block, or None."""
+    if any(op[0] == COPY and op[2] == target for op in ops):
+        return "its address space began as a copy of its parent's (fork)"
+    if any(op[0] == MOVE and op[1] == target for op in ops):
+        return "its pages moved (mremap)"
+    return None
+
+
+def block_items(ops: list, target: int, addrs: np.ndarray, errors: np.ndarray, page_shift: int, shift: int) -> np.ndarray:
+    """The journal's calls on ``target`` as items, sorted by block, then in order: columns block,
+    kind, a..f (a fault: page, write, VMA kind, key, VMA's first page and last page + 1; a zap:
+    first page and last page + 1; a discard: nothing more)."""
+    parts, seqs, seq = [], [], 0
+    zaps = []
+    for op in ops:
+        if op[1] != target:
+            continue
+        if op[0] == FAULTS:
+            parts.append(_fault_items(op, addrs, errors, page_shift, shift))
+            seqs.append(seq + np.arange(len(parts[-1])))
+            seq += len(parts[-1])
+        elif op[0] in (ZAP, DISCARD):
+            zaps.append((seq, op))
+            seq += 1
+    seen = np.unique(np.concatenate([p[:, 0] for p in parts])) if parts else np.zeros(0, np.int64)
+    for at, op in zaps:
+        if op[0] == ZAP:
+            first, last = op[2] >> page_shift, op[3] >> page_shift
+            if last <= first:
+                continue
+            blocks = seen[np.searchsorted(seen, first >> shift):np.searchsorted(seen, ((last - 1) >> shift) + 1)]
+            kind, a, b = ZAP_ITEM, first, last
+        else:
+            blocks, kind, a, b = np.asarray(op[2], np.int64), DISCARD_ITEM, 0, 0
+        part = np.zeros((len(blocks), 8), np.int64)
+        part[:, 0], part[:, 1], part[:, 2], part[:, 3] = blocks, kind, a, b
+        parts.append(part)
+        seqs.append(np.full(len(blocks), at))
+    if not parts:
+        return np.zeros((0, 8), np.int64)
+    table, order = np.concatenate(parts), np.concatenate(seqs)
+    return np.ascontiguousarray(table[np.lexsort((order, table[:, 0]))])
+
+
+def _fault_items(op: tuple, addrs: np.ndarray, errors: np.ndarray, page_shift: int, shift: int) -> np.ndarray:
+    _, _, lo, hi, vstart, vend, vkind, vkey = op
+    a = addrs[lo:hi]
+    out = np.zeros((hi - lo, 8), np.int64)
+    pages = a >> page_shift
+    out[:, 0], out[:, 1], out[:, 2], out[:, 3] = pages >> shift, FAULT_ITEM, pages, (errors[lo:hi] & 2) != 0
+    out[:, 4], out[:, 5] = OTHER, -1
+    if len(vstart):
+        j = np.searchsorted(vstart, a, side="right") - 1
+        jj = np.maximum(j, 0)
+        inside = (j >= 0) & (vend[jj] > a)
+        out[inside, 4], out[inside, 5] = vkind[jj[inside]], vkey[jj[inside]]
+        out[inside, 6] = (vstart[jj[inside]] + (1 << page_shift) - 1) >> page_shift
+        out[inside, 7] = vend[jj[inside]] >> page_shift
+    return out

@@ -43,7 +43,7 @@ NEXT, POPULATED = 0, 1
 FAULTS, READS, WRITES, ZERO_MAPS, PEAK, MAX_ORDER, USED = 0, 1, 2, 3, 4, 5, 6
 SMALL_RECORD = 20_000  # faults below which plain Python is quicker than loading compiled code
 
-KERNELS = ("pack", "_row", "_put", "_take", "_unref", "_none", "_order", "map_folio", "blocks_in", "zap",
+KERNELS = ("pack", "_row", "set_entry", "clear_entry", "_unref", "pte_range_none", "_order", "map_folio", "blocks_in", "zap",
            "_first_touch", "_write_zero", "fault_run", "empty_blocks", "discard_empty", "discard", "move", "folio_orders",
            "tlb_entries", "table_blocks", "present_count", "copy_rows", "copy_map")
 _compiled = False
@@ -81,13 +81,13 @@ def _row(rows, block, n):
     return rows[block]
 
 
-def _put(row, i, value, n):
+def set_entry(row, i, value, n):
     if row[i] == EMPTY:
         row[n] += 1
     row[i] = value
 
 
-def _take(row, i, n):
+def clear_entry(row, i, n):
     """Take entry ``i`` out of its row; what it held (EMPTY if nothing)."""
     was = row[i]
     if was != EMPTY:
@@ -107,8 +107,8 @@ def _unref(folios, space, fid, pages):
         folios[fid] = f
 
 
-def _none(row, i, count):
-    """pte_range_none(): no entry of ``row[i:i + count]`` is present."""
+def pte_range_none(row, i, count):
+    """As the kernel's: no entry of ``row[i:i + count]`` is present."""
     for k in range(i, i + count):
         if row[k] != EMPTY:
             return False
@@ -125,7 +125,7 @@ def _order(row, pte, pmd, block, p, allowed, lo_page, hi_page, n, shift):
     for order in range(shift - 1, 0, -1):
         first = p & ~((1 << order) - 1)
         if (allowed >> order) & 1 and first >= lo_page and first + (1 << order) <= hi_page \
-                and (row[n] == 0 or _none(row, first & (n - 1), 1 << order)):
+                and (row[n] == 0 or pte_range_none(row, first & (n - 1), 1 << order)):
             return order
     return 0
 
@@ -139,7 +139,7 @@ def map_folio(row, folios, space, first, order, anon, n):
         space[POPULATED] += 1 << order
     i = first & (n - 1)
     for k in range(i, i + (1 << order)):
-        _put(row, k, fid, n)
+        set_entry(row, k, fid, n)
     return fid
 
 
@@ -169,7 +169,7 @@ def zap(rows, folios, pte, pmd, space, first, last, n, shift):
         for i in range(max(first, base) - base, min(last, base + n) - base):
             if row[n] == 0:
                 break
-            fid = _take(row, i, n)
+            fid = clear_entry(row, i, n)
             if fid >= 0:
                 if fid != held and pages:
                     _unref(folios, space, held, pages)
@@ -194,11 +194,11 @@ def _first_touch(row, folios, pte, pmd, space, proc, p, write, kind, allowed, lo
         proc[ZERO_MAPS] += 1
         if order == shift:
             for k in range(n):
-                _put(row, k, HUGE_ZERO, n)
+                set_entry(row, k, HUGE_ZERO, n)
             pmd[block] = HUGE_ZERO
             proc[USED] |= 1 << shift
         else:
-            _put(row, p & (n - 1), ZERO, n)
+            set_entry(row, p & (n - 1), ZERO, n)
         return order
     fid = map_folio(row, folios, space, p & ~((1 << order) - 1), order, 1, n)
     if order == shift:
@@ -220,7 +220,7 @@ def _write_zero(row, folios, pmd, space, proc, p, state, wp_thp, n, shift):
     block = p >> shift
     if state == HUGE_ZERO and wp_thp:
         for k in range(n):
-            _take(row, k, n)
+            clear_entry(row, k, n)
         pmd[block] = map_folio(row, folios, space, block << shift, shift, 1, n)
         proc[MAX_ORDER] = shift
     else:
@@ -228,8 +228,8 @@ def _write_zero(row, folios, pmd, space, proc, p, state, wp_thp, n, shift):
             if block in pmd:
                 del pmd[block]
             for k in range(n):
-                _put(row, k, ZERO, n)
-        _take(row, p & (n - 1), n)
+                set_entry(row, k, ZERO, n)
+        clear_entry(row, p & (n - 1), n)
         map_folio(row, folios, space, p, 0, 1, n)
     if space[POPULATED] > proc[PEAK]:
         proc[PEAK] = space[POPULATED]
@@ -260,7 +260,7 @@ def fault_run(addrs, errors, lo, hi, vstart, vend, vorders, vkind, vfaulted, row
                 if write:
                     map_folio(row, folios, space, p, 0, 0, n)
                 else:
-                    _put(row, p & (n - 1), ZERO, n)
+                    set_entry(row, p & (n - 1), ZERO, n)
                 if block != tabled:
                     pte[block], tabled = 1, block
         elif state == EMPTY:
@@ -301,7 +301,7 @@ def move(rows, pte, pmd, first, last, delta_pages, n, shift):
     for block in blocks_in(rows, first >> shift, ((last - 1) >> shift) + 1 if last > first else 0):
         row, base = rows[block], block << shift
         for p in range(max(first, base), min(last, base + n)):
-            was = _take(row, p - base, n)
+            was = clear_entry(row, p - base, n)
             if was != EMPTY:
                 moved_pages.append(p)
                 moved_fids.append(was)
@@ -309,7 +309,7 @@ def move(rows, pte, pmd, first, last, delta_pages, n, shift):
             del rows[block]
     for k in range(1, len(moved_pages)):
         q = moved_pages[k] + delta_pages
-        _put(_row(rows, q >> shift, n), q & (n - 1), moved_fids[k], n)
+        set_entry(_row(rows, q >> shift, n), q & (n - 1), moved_fids[k], n)
         pte[q >> shift] = 1
     aligned = delta_pages % n == 0
     for block in blocks_in(pmd, first >> shift, last >> shift):

@@ -84,7 +84,8 @@ def _draw(out: Console, result: AdviseResult, params: Params) -> None:
 
     print_header(out, result, f"process {result.pid} replayed from its record under {result.tried} THP settings "
                               f"({result.recorded_faults:,} recorded faults)")
-    shown = [c for c in result.candidates if params.show_all or c.pareto or c.label in (result.advised, result.now)]
+    marked_out = [result.outcome(result.advised), result.outcome(result.now)]
+    shown = [c for c in result.candidates if params.show_all or c.pareto or any(c is m for m in marked_out)]
     marked = [c.model_copy(update={"label": _mark(c, result)}) for c in sorted(shown, key=lambda c: c.bloat)]
     out.print(Text("every distinct outcome:" if params.show_all else
                    "the Pareto front (no other setting is better on every figure; --all for every outcome):",
@@ -97,13 +98,15 @@ def _draw(out: Console, result: AdviseResult, params: Params) -> None:
     out.print(Text(f"advised: {result.advised}", style="bold"))
     if result.apply:
         out.print(Text("to apply it (as root):\n  " + "\n  ".join(result.apply)))
+        out.print(Text("(the switches that change nothing for this record are left as they are)"))
         out.print(Text("to undo it:\n  " + "\n  ".join(result.undo)))
     else:
         out.print(Text("it is the setting at the time of the record: nothing to change"))
 
 
 def _mark(c: Candidate, result: AdviseResult) -> str:
-    tags = [t for t, on in (("advised", c.label == result.advised), ("now", c.label == result.now)) if on]
+    tags = [t for t, on in (("advised", c is result.outcome(result.advised)), ("now", c is result.outcome(result.now)))
+            if on]
     return c.label + (f" ({', '.join(tags)})" if tags else "")
 
 
