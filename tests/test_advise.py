@@ -20,6 +20,7 @@ from tests.records import brk, mmap, touch, write_events
 from tests.test_trace_model import _flatten, events
 
 SQLITE = "tests/data/records/sqlite3.record"
+CAPTURE = "tests/data/captures/x86-64-6.18.json"
 K = 1 << 10
 
 
@@ -50,12 +51,12 @@ def _whole_replays_agree(path, sample=None, profile=None):
 def test_every_setting_advise_reports_is_what_a_whole_replay_gives_on_a_real_record():
     """The sqlite3 record moves pages (mremap): each setting is replayed whole, and the search
     replays only those the pruning rule cannot stand for."""
-    result = _whole_replays_agree(SQLITE, sample=2)
+    result = _whole_replays_agree(SQLITE, sample=1)
     assert result.tried == 511 and len(result.candidates) > 10
     assert any("mremap" in n for n in result.notes)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(items=st.lists(events, min_size=1, max_size=30), profile=st.sampled_from(["x86-64", "arm64-4k"]))
 def test_the_block_by_block_replay_is_a_whole_replay(tmp_path_factory, items, profile):
     """Random records (mmap, munmap, brk, madvise, mprotect, mremap, fork, faults in a few PMD
@@ -113,7 +114,7 @@ def test_advise_draws_bloat_against_tlb_entries(run, tmp_path):
     (["--max-bloat", "-1"], "is not a percentage"),
     (["--max-bloat", "nan%"], "is not a percentage"),
     (["--max-memory", "0"], "greater than zero"),
-    (["--host", "tests/data/captures/x86-64-6.18.json"], "give --trace FILE"),
+    (["--host", "tests/data/captures/x86-64-6.18.json"], "give one of them"),
     (["--profile", "arm64-64k"], "profile arm64-64k has 65536"),
     (["--pid", "1"], "process 1 has no"),
 ])
@@ -127,6 +128,37 @@ def test_a_record_without_faults_has_nothing_to_advise(run, tmp_path):
     out = run("advise", "--trace", str(write_events(tmp_path / "empty.record", [mmap(0x40000000, 1 << 20)])))
     assert out.exit_code == 2 and out.stdout == ""
     assert "no page fault of process" in out.stderr
+
+
+def test_a_snapshot_is_advised_as_mthp_pid_replays_each_setting(run):
+    """advise --host FILE --pid: every outcome is the snapshot replay (mthp --pid) under its setting,
+    and the bound the snapshot states is said."""
+    from hugecalc.calc.replay import replay
+    from hugecalc.machine.capture import Capture, captured_release
+
+    with open(CAPTURE) as f:
+        capture = Capture.model_validate_json(f.read())
+    proc = capture.processes[0]
+    doc = run("advise", "--host", CAPTURE, "--pid", str(proc.pid), "--max-bloat", "5%", "--json").json
+    assert doc["advised"] and any("a snapshot knows neither" in n for n in doc["notes"])
+    profile, release, now = capture.profile, captured_release(capture), settings_from_capture(capture)[0]
+    tried = dict(settings_to_try(profile, release, now) + [("now", now)])
+    present = proc.present_vmas(capture.page_size)
+    for c in doc["candidates"][:12]:
+        for label in [c["label"], *c["same_as"][:1]]:
+            r = replay(profile, release, present, tried[label], label, proc.thp_enabled is False)
+            assert (r.populated_bytes, r.faults, r.tlb_entries, r.page_table_bytes) == \
+                (c["populated_bytes"], c["faults"], c["tlb_entries"], c["page_table_bytes"]), label
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give --trace FILE"),
+    (["--host", "tests/data/captures/x86-64-6.18.json"], "give --pid PID too"),
+    (["--trace", SQLITE, "--host", "tests/data/captures/x86-64-6.18.json"], "give one of them"),
+])
+def test_advise_needs_one_workload(run, args, message):
+    out = run("advise", *args)
+    assert out.exit_code == 2 and out.stdout == "" and message in out.stderr
 
 
 # --- on this machine --------------------------------------------------------------------------

@@ -55,7 +55,8 @@ MODES = {
     ],
     "profiles": [("list", []), ("one", ["arm64-64k"])],
     "advise": [("a record, a budget, explained", ["--trace", "tests/data/records/sqlite3.record", "--max-bloat", "1%",
-                                                  "--explain"])],
+                                                  "--explain"]),
+               ("a captured process", ["--host", X86, "--pid", PID, "--max-memory", "64M"])],
 }
 
 

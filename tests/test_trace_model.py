@@ -69,7 +69,7 @@ def _flatten(items):
     return out
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(items=st.lists(events, min_size=1, max_size=40), what_if=st.sampled_from(WHAT_IFS))
 def test_the_kernels_replay_random_records_as_the_model_does(run, monkeypatch, tmp_path_factory, items, what_if):
     path = write_events(tmp_path_factory.mktemp("r") / "random.record", _flatten(items))

@@ -131,17 +131,47 @@ def compute_advise(profile: Profile, release: Release, record, now: ThpSettings,
     else:
         figures, replayed = search(allowed, lambda batch: _replayed(profile, release, ops, target, events,
                                                                     allowed[batch]), os.cpu_count() or 1)
+    result = judged_result(profile, release, tried, figures, allowed, replayed,
+                           lambda s: [allowed_mask(profile, release, s, v) for v in vmas], max_bloat, max_memory,
+                           inputs={"trace": record.meta.get("path"), "pid": pid, "max_bloat": max_bloat,
+                                   "max_memory": max_memory}, pid=pid, recorded_faults=record.faults)
+    if coupled:
+        result.notes.append(f"each setting replayed the record's page operations in order ({coupled}: its PMD "
+                            "blocks are not independent)")
+    return result
+
+
+def judged_result(profile: Profile, release: Release, tried: list, figures: list[dict], allowed: np.ndarray,
+                  replayed: int, mask_of: Callable[[ThpSettings], list[int]], max_bloat: float | None,
+                  max_memory: int | None, inputs: dict, pid: int, recorded_faults: int,
+                  source: str = "the record") -> AdviseResult:
+    """Every tried setting's figures judged: the distinct outcomes, the front, the advice within the
+    budget, and the writes that apply it (``mask_of``: a setting's allowed orders per key)."""
     candidates, now_label = _judge(profile, tried, dict(enumerate(figures)), max_bloat, max_memory)
     best = _advised(candidates)
-    writes = None
+    apply, undo = [], []
     if best is not None:
         i = [label for label, _ in tried].index(best.label)
-        kept = fewest_switches(lambda s: [allowed_mask(profile, release, s, v) for v in vmas], allowed[i],
-                               figures[i]["used"], tried[i][1], now)
-        writes = (sysfs_writes(profile, release, kept.shown(), now.shown()),
-                  sysfs_writes(profile, release, now.shown(), kept.shown()))
-    return _result(profile, release, record, pid, tried, candidates, now_label, coupled, replayed,
-                   max_bloat, max_memory, best, writes)
+        now = tried[-1][1]
+        kept = fewest_switches(mask_of, allowed[i], figures[i]["used"], tried[i][1], now)
+        apply = sysfs_writes(profile, release, kept.shown(), now.shown())
+        undo = sysfs_writes(profile, release, now.shown(), kept.shown())
+    budget = ([f"bloat at most {max_bloat:.1%}"] if max_bloat is not None else []) + \
+        ([f"memory at most {fmt_size(max_memory)}"] if max_memory is not None else [])
+    space = ("every subset of " + ", ".join(fmt_size(profile.page_size << o) for o in anon_orders(profile))
+             + ", all always or all madvise" if release.has(MTHP_ANON)
+             else f"the top-level switch: kernel {release} has no per-size switch")
+    notes = [f"{len(tried) - 1} settings tried ({space}); {replayed} replayed (each other one allows the same orders "
+             f"where {source}'s faults used them, and no more: it replays the same), {len(candidates)} distinct "
+             "outcomes", "bloat is against base pages (the setting 'none'); TLB entries, page tables and memory are "
+             "the process's at the end"]
+    if best is None:
+        notes.append("no setting meets the budget (" + ", ".join(budget) + "): the least memory is "
+                     + min(candidates, key=lambda c: c.populated_bytes).label)
+    return AdviseResult(profile=profile.name, kernel=str(release), pid=pid, recorded_faults=recorded_faults,
+                        tried=len(tried) - 1, now=now_label, advised=best.label if best else None, apply=apply,
+                        undo=undo, candidates=candidates, notes=notes,
+                        explain=[_why(c, candidates, best) for c in candidates], inputs=inputs)
 
 
 def search(allowed: np.ndarray, run: Callable[[list[int]], list[dict]], batch: int) -> tuple[list[dict], int]:
@@ -244,9 +274,15 @@ def _replayed(profile: Profile, release: Release, ops: list, target: int, events
 def _figures(profile: Profile, release: Release, populated: int, faults: int, tlb: int, tables: dict,
              max_order: int, folios: dict[int, int], used: int) -> dict:
     rows = [level_row(profile, release, name, n) for name, n in tables.items()]
-    largest = profile.page_size << max_order
-    return {"populated_bytes": populated, "faults": faults, "tlb_entries": tlb,
-            "page_table_bytes": vmpte_bytes(profile, rows), "largest_fault_bytes": largest,
+    return figures_of(profile, populated, faults, tlb, vmpte_bytes(profile, rows), profile.page_size << max_order,
+                      folios, used)
+
+
+def figures_of(profile: Profile, populated: int, faults: int, tlb: int, page_table_bytes: int, largest: int,
+               folios: dict[int, int], used: int) -> dict:
+    """One setting's figures, as the search and the judging read them."""
+    return {"populated_bytes": populated, "faults": faults, "tlb_entries": tlb, "page_table_bytes": page_table_bytes,
+            "largest_fault_bytes": largest,
             "largest_fault_clear_seconds": largest / (profile.costs.clear_gib_per_s * (1 << 30)),
             "folios": tuple(sorted(folios.items())), "used": used}
 
@@ -298,33 +334,6 @@ def sysfs_writes(profile: Profile, release: Release, settings: dict, now: dict) 
         if want != have:
             out.append(f"echo {want} > {SYSFS}/hugepages-{(profile.page_size << o) // 1024}kB/enabled")
     return out
-
-
-def _result(profile: Profile, release: Release, record, pid: int, tried: list, candidates: list[Candidate],
-            now_label: str | None, unsupported: str | None, replayed: int, max_bloat: float | None,
-            max_memory: int | None, best: Candidate | None, writes: tuple | None) -> AdviseResult:
-    budget = ([f"bloat at most {max_bloat:.1%}"] if max_bloat is not None else []) + \
-        ([f"memory at most {fmt_size(max_memory)}"] if max_memory is not None else [])
-    space = ("every subset of " + ", ".join(fmt_size(profile.page_size << o) for o in anon_orders(profile))
-             + ", all always or all madvise" if release.has(MTHP_ANON)
-             else f"the top-level switch: kernel {release} has no per-size switch")
-    notes = [f"{len(tried) - 1} settings tried ({space}); {replayed} replayed (each other one allows the same orders where the "
-             f"record's faults used them, and no more: it replays the same), {len(candidates)} distinct outcomes",
-             "bloat is against base pages (the setting 'none'); TLB entries, page tables and memory are the "
-             "process's at the end (its last exit_mmap)"]
-    if unsupported:
-        notes.append(f"each setting replayed the record's page operations in order ({unsupported}: its PMD blocks "
-                     "are not independent)")
-    if best is None:
-        notes.append("no setting meets the budget (" + ", ".join(budget) + "): the least memory is "
-                     + min(candidates, key=lambda c: c.populated_bytes).label)
-    apply, undo = writes or ([], [])
-    explain = [_why(c, candidates, best) for c in candidates]
-    return AdviseResult(profile=profile.name, kernel=str(release), pid=pid, recorded_faults=record.faults,
-                        tried=len(tried) - 1, now=now_label, advised=best.label if best else None, apply=apply,
-                        undo=undo, candidates=candidates, notes=notes, explain=explain,
-                        inputs={"trace": record.meta.get("path"), "pid": pid, "max_bloat": max_bloat,
-                                "max_memory": max_memory})
 
 
 def fewest_switches(mask_of: Callable[[ThpSettings], list[int]], allowed: np.ndarray, used: int,

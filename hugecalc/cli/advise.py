@@ -8,7 +8,7 @@ import click
 
 from hugecalc.calc.advise import AdviseResult, Candidate
 from hugecalc.cli.command import Command, run
-from hugecalc.cli.common import PID_MAX_LIMIT, SIZE, Text, common_options, record_context
+from hugecalc.cli.common import PID_MAX_LIMIT, SIZE, Text, common_options, process_from, record_context
 from hugecalc.cli.spec import Params, Spec
 from hugecalc.errors import InputError
 
@@ -37,10 +37,11 @@ class Percent(click.ParamType):
 
 
 @click.command(cls=Command)
-@click.option("--trace", type=click.Path(dir_okay=False), required=True, metavar="FILE",
-              help="The record of the workload (hugecalc record).")
+@click.option("--trace", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="The record of the workload (hugecalc record): the exact answer.")
 @click.option("--pid", type=click.IntRange(1, PID_MAX_LIMIT), default=None,
-              help="Which recorded process (default: the command's).")
+              help="With --trace: which recorded process (default: the command's). Without: a process replayed from "
+                   "a snapshot of its present pages (live, or from --host FILE), within the bound it states.")
 @click.option("--max-bloat", type=Percent(), default=None,
               help="Budget: memory populated at most this much over base pages (5 or 5%).")
 @click.option("--max-memory", type=SIZE, default=None, help="Budget: memory populated at most SIZE.")
@@ -52,8 +53,9 @@ class Percent(click.ParamType):
 def advise(**values: Any) -> None:
     """Which THP settings serve a recorded workload best, and what each choice costs.
 
-    Replays the record under every subset of the anonymous THP sizes, all 'always' or all
-    'madvise' (before 6.8: the top-level switch), and gives for each the memory populated (bloat
+    Replays the record (or, less exactly, a snapshot of a process: --pid) under every subset of the
+    anonymous THP sizes, all 'always' or all 'madvise' (before 6.8: the top-level switch), and gives
+    for each the memory populated (bloat
     against base pages), page faults, TLB entries, page tables and the largest fault. Prints the
     Pareto front (no other setting better on every figure); within the budget, the setting with the
     fewest TLB entries is advised, with the sysfs writes that apply it and undo it.
@@ -64,17 +66,32 @@ def advise(**values: Any) -> None:
       hugecalc advise --trace app.record --max-bloat 5%
       hugecalc advise --trace app.record --profile arm64-4k --max-memory 2G --json
       hugecalc advise --trace app.record --explain --all
+      hugecalc advise --host capture.json --pid 1234 --max-bloat 5%
     """
-    if values["host_file"]:
-        raise InputError("advise replays a record: give --trace FILE (a capture has no fault order)", field="host")
+    if values["trace"] and values["host_file"]:
+        raise InputError("is a capture, --trace a record: give one of them", field="host")
+    if values["host_file"] and values["pid"] is None:
+        raise InputError("advise replays one process of the capture: give --pid PID too", field="host")
+    if not values["trace"] and values["pid"] is None:
+        raise InputError("give --trace FILE (a record: the exact answer) or --pid PID (a snapshot of a process)")
     run(SPEC, values)
 
 
 def compute(params: Params) -> AdviseResult:
-    from hugecalc.calc.advise import compute_advise
+    from hugecalc.calc.replay import settings_from_capture
 
-    record, profile, release, now, notes = record_context(params)
-    result = compute_advise(profile, release, record, now, params.pid, params.max_bloat, params.max_memory)
+    if params.trace:
+        from hugecalc.calc.advise import compute_advise
+
+        record, profile, release, now, notes = record_context(params)
+        result = compute_advise(profile, release, record, now, params.pid, params.max_bloat, params.max_memory)
+    else:
+        from hugecalc.calc.advise_snapshot import compute_advise_snapshot
+
+        capture, proc, profile, release = process_from(params, params.pid)
+        now, notes = settings_from_capture(capture)
+        result = compute_advise_snapshot(profile, release, params.pid, proc.comm, proc.present_vmas(capture.page_size),
+                                         proc.thp_enabled is False, now, params.max_bloat, params.max_memory)
     result.notes[:0] = notes
     return result
 
@@ -82,8 +99,9 @@ def compute(params: Params) -> AdviseResult:
 def _draw(out: Console, result: AdviseResult, params: Params) -> None:
     from hugecalc.render import list_table, print_header
 
-    print_header(out, result, f"process {result.pid} replayed from its record under {result.tried} THP settings "
-                              f"({result.recorded_faults:,} recorded faults)")
+    source = (f"its record ({result.recorded_faults:,} recorded faults)" if result.recorded_faults
+              else "a snapshot of its present pages")
+    print_header(out, result, f"process {result.pid} replayed from {source} under {result.tried} THP settings")
     marked_out = [result.outcome(result.advised), result.outcome(result.now)]
     shown = [c for c in result.candidates if params.show_all or c.pareto or any(c is m for m in marked_out)]
     marked = [c.model_copy(update={"label": _mark(c, result)}) for c in sorted(shown, key=lambda c: c.bloat)]
@@ -98,7 +116,7 @@ def _draw(out: Console, result: AdviseResult, params: Params) -> None:
     out.print(Text(f"advised: {result.advised}", style="bold"))
     if result.apply:
         out.print(Text("to apply it (as root):\n  " + "\n  ".join(result.apply)))
-        out.print(Text("(the switches that change nothing for this record are left as they are)"))
+        out.print(Text("(the switches that change nothing for this workload are left as they are)"))
         out.print(Text("to undo it:\n  " + "\n  ".join(result.undo)))
     else:
         out.print(Text("it is the setting at the time of the record: nothing to change"))
