@@ -29,7 +29,13 @@ def compute_advise_snapshot(profile: Profile, release: Release, pid: int, comm: 
                             disabled: bool, now: ThpSettings, max_bloat: float | None = None,
                             max_memory: int | None = None) -> AdviseResult:
     """Every setting worth trying, replayed over the process's present pages (``present``: its
-    PresentVmas; ``disabled``: it set PR_SET_THP_DISABLE), judged."""
+    PresentVmas; ``disabled``: it set PR_SET_THP_DISABLE), judged.
+
+    Kernel reference
+    ----------------
+    As ``mthp --pid``: ``thp_vma_allowable_orders()``, ``alloc_anon_folio()`` (mm/memory.c),
+    ``shmem_allowable_huge_orders()`` (mm/shmem.c); ``mm_pgtables_bytes()`` (VmPTE).
+    """
     if not anon_orders(profile):
         raise InputError(f"profile {profile.name} offers no THP size: nothing to advise", field="profile_name")
     vmas = [v for v in present if REPLAYED_KINDS.get(v.kind) and v.kernel_page_bytes == profile.page_size]
