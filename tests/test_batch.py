@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 HUGECALC = str(Path(sys.executable).parent / "hugecalc")
 REQUESTS = [
     {"command": "vmemmap", "args": ["--pages", "1T", "--kernel", "5.14"]},
@@ -80,3 +82,41 @@ def test_jobs_spread_over_processes_and_keep_the_order():
     two = subprocess.run([HUGECALC, "batch", "--jobs", "2"], input=text, capture_output=True, text=True)
     assert one.returncode == two.returncode == 0, two.stderr
     assert one.stdout == two.stdout and len(one.stdout.splitlines()) == 40
+
+
+def _every_batch_mode():
+    from tests.test_schema import MODES
+
+    from hugecalc.cli.command import load
+
+    for name, modes in MODES.items():
+        found = load(name)
+        if found is None or not found[0].batch:
+            continue
+        for mode, argv in modes:
+            if "--sweep" not in argv:
+                yield name, mode, argv
+
+
+@pytest.mark.parametrize("name, mode, argv", list(_every_batch_mode()), ids=lambda v: v if isinstance(v, str) else "")
+def test_a_batch_request_is_read_as_click_reads_the_command_line(name, mode, argv):
+    """The batch's own reading of a request (quick_values) gives the values, and the names given,
+    that click gives the command line, for every command and mode a batch runs."""
+    import click
+
+    from hugecalc.cli.command import given_params, load, quick_values
+
+    command = load(name)[1]
+    quick = quick_values(command, list(argv))
+    assert quick is not None, argv
+    with command.make_context(name, list(argv)) as ctx:
+        assert quick == (dict(ctx.params), given_params(ctx)), (name, mode)
+    assert isinstance(ctx, click.Context)
+
+
+@pytest.mark.parametrize("argv", [["--no-such-option"], ["--pages"], ["--pages=1G", "--explain=yes"], ["--pages", "１G"],
+                                  ["--help"], ["extra"]])
+def test_what_the_batch_reading_does_not_take_goes_through_click(argv):
+    from hugecalc.cli.command import load, quick_values
+
+    assert quick_values(load("vmemmap")[1], argv) is None

@@ -117,7 +117,16 @@ def emit(spec: Spec, result: Any, params: Params) -> None:
 
 
 def compute_argv(spec: Spec, command: click.Command, argv: list[str]) -> Result:
-    """One batch request: the command's own options parsed by click, then its ``compute``."""
+    """One batch request: the command's own options, then its ``compute``.  The options are read
+    against the command's click parameters directly (:func:`quick_values`: a click context per
+    request cost more than most computations); anything that reading does not take (an unknown or
+    malformed option, --help) goes through click, which says what is wrong as the command would."""
+    quick = quick_values(command, argv)
+    if quick is not None:
+        try:
+            return spec.compute(resolve(*quick))
+        except InputError as e:
+            raise naming_option(command, e) from e
     try:
         ctx = command.make_context(spec.name, list(argv), resilient_parsing=False)
     except click.exceptions.Exit as e:  # --help
@@ -127,6 +136,64 @@ def compute_argv(spec: Spec, command: click.Command, argv: list[str]) -> Result:
             return spec.compute(resolve(dict(ctx.params), given_params(ctx)))
         except InputError as e:
             raise naming_option(command, e) from e
+
+
+_PARAMS: dict[str, tuple[dict, dict, list]] = {}
+
+
+def _parameters(command: click.Command) -> tuple[dict, dict, list]:
+    """The command's options by every name, its defaults as click gives them (once per command),
+    and its positional arguments."""
+    if command.name not in _PARAMS:
+        with command.make_context(command.name, [], resilient_parsing=True) as ctx:
+            defaults = dict(ctx.params)
+        names = {opt: p for p in command.params if isinstance(p, click.Option) for opt in p.opts}
+        _PARAMS[command.name] = (names, defaults, [p for p in command.params if isinstance(p, click.Argument)])
+    return _PARAMS[command.name]
+
+
+def quick_values(command: click.Command, argv: list[str]) -> tuple[dict[str, Any], frozenset[str]] | None:
+    """``argv`` read as click would read it, each value converted by its parameter's type: the
+    values and the names given; None for anything but plain ``--option value``, ``--option=value``,
+    flags and positional arguments (click then reads it, and says what is wrong)."""
+    names, defaults, arguments = _parameters(command)
+    values, given, positional, i = dict(defaults), set(), [], 0
+    numeric = (click.types.IntParamType, click.types.FloatParamType)
+    try:
+        while i < len(argv):
+            arg = argv[i]
+            i += 1
+            if not arg.startswith("-") or arg == "-":
+                positional.append(arg)
+                continue
+            name, eq, raw = arg.partition("=")
+            param = names.get(name)
+            if param is None or param.secondary_opts or (param.is_flag and eq):
+                return None
+            if param.is_flag:  # a boolean flag is True; another flag gives its flag_value
+                value: Any = True if isinstance(param.type, click.types.BoolParamType) else param.flag_value
+            else:
+                if not eq:
+                    if i >= len(argv):
+                        return None
+                    raw, i = argv[i], i + 1
+                if isinstance(param.type, numeric) and not raw.isascii():
+                    return None
+                value = param.type.convert(raw, param, None)
+            if param.multiple:
+                value = (*(values[param.name] if param.name in given else ()), value)
+            values[param.name] = value
+            given.add(param.name)
+        if len(positional) > len(arguments):
+            return None
+        for param, raw in zip(arguments, positional):
+            values[param.name] = param.type.convert(raw, param, None)
+            given.add(param.name)
+        if any(p.required and p.name not in given for p in command.params):
+            return None
+    except click.ClickException:
+        return None
+    return values, frozenset(given)
 
 
 def load(name: str) -> tuple[Spec, click.Command] | None:
