@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hugecalc.calc import explaining
 from hugecalc.calc._jit import call
 from hugecalc.calc import faults
 from hugecalc.calc.khugepaged import KhugepagedDesign, compute_khugepaged, prepopulated_bitmaps
@@ -286,7 +287,7 @@ def compute_mthp(profile: Profile, release: Release, shape: PassShape = PassShap
         populated_bytes=w.populated_bytes, touched_bytes=touched,
         bloat=w.populated_bytes / touched if touched else 0.0, largest_fault_clear_bytes=w.largest_folio_bytes,
         largest_fault_clear_seconds=clear_s, khugepaged=designs, notes=notes,
-        explain=_derivations(profile, release, p, allowed, why, w, clear_s),
+        explain=_derivations(profile, release, p, allowed, why, w, clear_s) if explaining() else [],
     )
 
 

@@ -22,6 +22,7 @@ Kernel reference
 from __future__ import annotations
 
 
+from hugecalc.calc import explaining
 from hugecalc.calc._jit import call
 from hugecalc.calc.tables import (LevelRow, check_user_span, level_derivations, level_row, partial_pmd_ranges, preallocated_note,
                                   stride_blocks, table_aligned_start, vmpte_bytes)
@@ -236,7 +237,9 @@ def compute_pgtable(profile: Profile, release: Release, *, vma_size: int, vma_st
     level_rows = [level_row(profile, release, name, n, None if after_counts is None else after_counts[i])
                   for i, (name, n) in enumerate(zip(b.levels, c.tables))]
     total = vmpte_bytes(profile, level_rows)
-    explain += level_derivations(profile, release, level_rows, f"of [{start:#x}, {end:#x}) holding a touched address")
+    if explaining():
+        explain += level_derivations(profile, release, level_rows,
+                                     f"of [{start:#x}, {end:#x}) holding a touched address")
     if b.thp:
         explain.append(THP_DEPOSIT)
     shared_total = (_sharing(profile, release, b, level_rows, shareable, shared_by, explain, notes)

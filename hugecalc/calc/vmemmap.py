@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
+from hugecalc.calc import explaining
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import (DAX_VMEMMAP, HVO, HVO_ARCH, HVO_BATCHED, HVO_RESERVE_ONE, HVO_SHARED_TAIL, Release,
@@ -306,7 +307,8 @@ def compute_vmemmap(profile: Profile, release: Release, *, pool_bytes: int | Non
               "zones": zones}
     return VmemmapResult(profile=profile.name, kernel=str(release), inputs=inputs, rows=rows,
                          notes=notes + _notes(profile, release, rows, rules),
-                         explain=[d for row in rows for d in derivations(row, profile, release, rules)])
+                         explain=[d for row in rows for d in derivations(row, profile, release, rules)]
+                         if explaining() else [])
 
 
 def _number(x: Fraction) -> int | float:

@@ -52,6 +52,7 @@ def request_args(request: Any) -> list[str]:
 def run_one(raw: bytes, number: int) -> tuple[str, bool]:
     """Input line ``number`` -> (one result line, ok): the command's own ``compute``, its result as
     the compact document ``--json`` prints; any failure costs only this line."""
+    from hugecalc.calc import EXPLAINING
     from hugecalc.cli.command import compute_argv, load
     from hugecalc.render import to_json
 
@@ -73,7 +74,11 @@ def run_one(raw: bytes, number: int) -> tuple[str, bool]:
         if found is None or not found[0].batch:
             raise InputError(f"{command!r} cannot run in a batch" if found else f"no such command {command!r}")
         rest = [a for a in argv[1:] if a != "--json"]
-        return to_json(compute_argv(*found, rest), "--explain" in rest), True
+        wanted = EXPLAINING.set("--explain" in rest)  # derivations are built only to be printed
+        try:
+            return to_json(compute_argv(*found, rest), "--explain" in rest), True
+        finally:
+            EXPLAINING.reset(wanted)
     except HugecalcError as e:
         code, message = e.exit_code, str(e)
     except click.ClickException as e:

@@ -97,14 +97,20 @@ def run(spec: Spec, values: dict[str, Any]) -> Any:
         from hugecalc.files import check_output
 
         check_output(values["plot"], "--plot", values.get("force", False))
-    params = resolve(values, given_params(ctx))
-    if values.get("sweeps"):
-        from hugecalc.cli.sweep import run_sweep
+    from hugecalc.calc import EXPLAINING
 
-        return run_sweep(spec, ctx.command, params)
-    result = spec.compute(params)
-    emit(spec, result, params)
-    spec.after(result, params)
+    wanted = EXPLAINING.set(bool(values.get("explain")))  # derivations are built only to be shown
+    try:
+        params = resolve(values, given_params(ctx))
+        if values.get("sweeps"):
+            from hugecalc.cli.sweep import run_sweep
+
+            return run_sweep(spec, ctx.command, params)
+        result = spec.compute(params)
+        emit(spec, result, params)
+        spec.after(result, params)
+    finally:
+        EXPLAINING.reset(wanted)
     return None
 
 
