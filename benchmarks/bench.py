@@ -151,8 +151,29 @@ def limits(failed: int) -> int:
     return failed
 
 
+SWEEPS = [  # (a 1,000-point sweep, the same command once)
+    (["vmemmap", "--pages", "1G", "--sweep", "pages=1G..1000G:1G", "--json"], ["vmemmap", "--pages", "1G", "--json"]),
+    (["pgtable", "--vma-size", "1G", "--sweep", "vma-size=1G..1000G:1G", "--json"],
+     ["pgtable", "--vma-size", "1G", "--json"]),
+    (["mthp", "--size", "64k", "--sweep", "vma-size=1M..1000M:1M", "--json"], ["mthp", "--size", "64k", "--json"]),
+]
+
+
+def sweeps(failed: int) -> int:
+    """--sweep of 1,000 points in at most 2 single invocations' time (issue: batch, sweeps, fleets)."""
+    for sweep, once in SWEEPS:
+        t = statistics.median(wall([HUGECALC, *sweep])[0] for _ in range(3))
+        one = statistics.median(wall([HUGECALC, *once])[0] for _ in range(3))
+        ok = t <= 2 * one
+        failed += not ok
+        print(f"hugecalc {' '.join(sweep)}\n  {t * 1000:>8.0f} ms\n  {one * 1000:>8.0f} ms  reference: one point "
+              f"(hugecalc {' '.join(once)})\n  {t / one:.2f} single invocations' time (target <= 2: "
+              f"{'ok' if ok else 'MISSED'})\n")
+    return failed
+
+
 def main() -> int:
-    failed = limits(absolute(0))
+    failed = sweeps(limits(absolute(0)))
     for name, cmd, ref_name, ref_cmd, target in BENCHMARKS:
         wall(cmd), wall(ref_cmd)  # warm the page cache and the numba cache
         ours, refs = [], []

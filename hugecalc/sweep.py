@@ -16,7 +16,7 @@ from hugecalc.errors import InputError
 from hugecalc.result import Model, Result
 from hugecalc.units import fmt_size, parse_size
 
-MAX_POINTS = 200
+MAX_POINTS = 1000
 _RANGE = re.compile(r"^(?P<start>[^.][^,]*?)\.\.(?P<stop>[^:x]+?|0[xX][0-9a-fA-F]+)(?::(?P<step>.+)|x(?P<factor>[0-9.eE+-]+))?$")
 
 
