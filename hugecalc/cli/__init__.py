@@ -60,6 +60,8 @@ def cli() -> None:
       hugecalc hgm --hugepage-size 1G --path 4K,2M,1G
       hugecalc profiles arm64-4k
       sudo hugecalc verify mthp --size 64k         # predicted beside the running kernel
+      sudo hugecalc record -o app.record -- ./app  # a program's true fault sequence
+      hugecalc advise --trace app.record --max-bloat 5%   # the THP settings that serve it best
     """
 
 
