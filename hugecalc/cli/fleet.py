@@ -9,8 +9,10 @@ import click
 
 from hugecalc.cli.command import Command, given_params
 from hugecalc.cli.spec import Params, Spec
-from hugecalc.cli.common import Group, Table, Text, console, emit, options
+from hugecalc.cli.advise import Percent
+from hugecalc.cli.common import SIZE, Group, Table, Text, console, emit, options
 from hugecalc.errors import InputError
+from hugecalc.fleet.advise import FleetAdviseResult
 from hugecalc.fleet.engine import FleetResult
 from hugecalc.units import fmt_bytes
 
@@ -24,11 +26,13 @@ class FleetGroup(Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         from hugecalc.cli import specs
 
-        return [spec.name for spec in specs() if spec.fleet] + ["synth"]
+        return [spec.name for spec in specs() if spec.fleet] + ["advise", "synth"]
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name == "synth":
             return fleet_synth
+        if name == "advise":
+            return fleet_advise
         from hugecalc.cli.command import load
 
         found = load(name)
@@ -47,6 +51,7 @@ def fleet() -> None:
       hugecalc fleet vmemmap fleet/ --by arch --by kernel
       hugecalc fleet mthp fleet/ --size 64k --by profile --output results.parquet
       hugecalc fleet pgtable 'captures/*.json' --vma-size 64G --after dontneed --scheduler tcp://10.0.0.5:8786
+      hugecalc fleet advise records/ --max-bloat 5%
     """
 
 
@@ -237,4 +242,57 @@ def fleet_synth(hosts: int, seed: int, output: str) -> None:
     click.echo(f"hugecalc: wrote {n:,} synthetic captures to {output}", err=True)
 
 
-SPEC = Spec(name="fleet", rank=6, documents={FleetResult: lambda out, result, params: None})
+@click.command("advise", cls=Command)
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--max-bloat", type=Percent(), default=None, help="Budget on every host: bloat at most this (5 or 5%).")
+@click.option("--max-memory", type=SIZE, default=None, help="Budget on every host: memory populated at most SIZE.")
+@click.option("--profile", "profile_name", default=None, metavar="NAME", help="Every host on this profile.")
+@click.option("--kernel", default=None, metavar="X.Y[.Z]", help="Every host on this release.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="A dask.distributed scheduler (tcp://host:8786); default: in-process.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def fleet_advise(sources: tuple[str, ...], max_bloat: float | None, max_memory: int | None, profile_name: str | None,
+                 kernel: str | None, scheduler: str | None, as_json: bool) -> None:
+    """The THP settings within a budget on every host: each host's record advised as 'hugecalc
+    advise --trace FILE' advises it (one Dask task a host), then the settings within the budget on all
+    of them, ranked by the TLB entries they leave in all, and the hosts whose own advice differs.
+    Exit 1 if any host's record failed.
+
+    \b
+    Example:
+      hugecalc fleet advise records/ --max-bloat 5% --scheduler tcp://10.0.0.5:8786
+    """
+    from hugecalc.fleet.advise import fleet_advice, record_sources, run as run_advice
+    from hugecalc.profiles import load_profile
+    from hugecalc.releases import parse_release
+
+    if profile_name:
+        load_profile(profile_name)
+    if kernel:
+        parse_release(kernel)
+    options = {"max_bloat": max_bloat, "max_memory": max_memory, "profile": profile_name, "kernel": kernel}
+    result = fleet_advice(run_advice(record_sources(list(sources)), options, scheduler), options)
+    emit(result, as_json, False, lambda out: _draw_advice(out, result))
+    if result.hosts_failed:
+        raise click.exceptions.Exit(1)
+
+
+def _draw_advice(out: Any, result: Any) -> None:
+    from hugecalc.render import list_table
+
+    out.print(Text(f"fleet advise: {result.hosts:,} hosts, {result.hosts_failed:,} failed", style="bold"))
+    out.print(Text(f"advised for every host: {result.advised or 'none (no setting is within the budget on all)'}",
+                   style="bold"))
+    if result.within_budget_everywhere:
+        out.print(Text("within the budget on every host, best first:"))
+        out.print(list_table(result.within_budget_everywhere[:10], skip=("same_as",)))
+    if result.disagree:
+        out.print(Text("hosts whose own advice is another setting: " + ", ".join(
+            f"{label} ({n:,})" for label, n in sorted(result.disagree.items(), key=lambda kv: -kv[1]))))
+    for h in result.hosts_advice:
+        if h.error:
+            out.print(Text(f"failed: {h.source}: {h.error}", style="red"))
+
+
+SPEC = Spec(name="fleet", rank=6, documents={FleetResult: lambda out, result, params: None,
+                                             FleetAdviseResult: lambda out, result, params: None})
