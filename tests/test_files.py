@@ -116,3 +116,21 @@ def test_text_from_a_capture_never_reaches_the_terminal_as_escapes(tmp_path):
         assert r.returncode == 0, r.stderr
         assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "\x9b" not in r.stdout
         assert "evil\\x1b]0;pwned" in r.stdout
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+@pytest.mark.parametrize("argv, stdin", [
+    (["vmemmap", "--pages", "1G", "--json"], None),
+    (["vmemmap", "--pages", "1G"], None),
+    (["schema", "mthp"], None),
+    (["batch"], b'{"command": "vmemmap", "args": ["--pages", "1G"]}\n'),
+])
+def test_stdout_on_a_full_disk_is_one_line_and_exit_1(argv, stdin):
+    """stdout that cannot be written (a full disk: /dev/full) is said in one line, exit 1, never a
+    traceback (a reader that went away, `| head`, is exit 0 and silent: test_cli)."""
+    with open("/dev/full", "wb") as full:
+        out = subprocess.run([sys.executable, "-m", "hugecalc", *argv], input=stdin, stdout=full,
+                             stderr=subprocess.PIPE)
+    lines = out.stderr.decode().splitlines()
+    assert out.returncode == 1 and len(lines) == 1, out.stderr.decode()
+    assert lines[0] == "hugecalc: cannot write the output (stdout): No space left on device"

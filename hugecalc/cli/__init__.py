@@ -91,7 +91,7 @@ def main() -> None:
     except OSError as e:
         if e.errno in (errno.EPIPE, errno.EBADF):
             quiet_exit()
-        raise
+        _output_failed(e)
     except Exception as e:  # a bug, not bad input: one line, the traceback only on request
         if os.environ.get("HUGECALC_DEBUG"):
             raise
@@ -105,4 +105,16 @@ def _flush() -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         quiet_exit()
+    except OSError as e:
+        _output_failed(e)
+
+
+def _output_failed(e: OSError) -> None:
+    """stdout (or a file) could not be written (a full disk, an I/O error): one line, exit 1; what
+    stdout still buffers is dropped, so that the interpreter does not fail again at exit."""
+    where = f" {e.filename}" if e.filename else " the output (stdout)"
+    click.echo(f"hugecalc: cannot write{where}: {e.strerror or e}", err=True)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(1)
 
