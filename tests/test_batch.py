@@ -120,3 +120,28 @@ def test_what_the_batch_reading_does_not_take_goes_through_click(argv):
     from hugecalc.cli.command import load, quick_values
 
     assert quick_values(load("vmemmap")[1], argv) is None
+
+
+def _double(chunk):
+    return [2 * x for x in chunk]
+
+
+def test_jobs_read_the_input_only_a_few_chunks_ahead():
+    """--jobs N keeps at most 2N chunks read and not yet printed: a long input is never read whole
+    into memory (Pool.imap would queue all of it)."""
+    import multiprocessing
+
+    from hugecalc.cli.batch import in_order
+
+    pulled = []
+
+    def chunks():
+        for i in range(100):
+            pulled.append(i)
+            yield [i]
+
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        out = in_order(pool, _double, chunks(), 4)
+        first = next(out)
+        assert first == [0] and len(pulled) <= 4
+        assert [first, *out] == [[2 * i] for i in range(100)]

@@ -123,6 +123,20 @@ def _lines(stream, size: int):
         yield chunk
 
 
+def in_order(pool: Any, fn: Any, chunks: Any, ahead: int) -> Any:
+    """``fn`` of each chunk on the pool's workers, yielded in input order, with at most ``ahead``
+    chunks read and not yet yielded (Pool.imap would read the whole input into its task queue)."""
+    from collections import deque
+
+    pending: deque = deque()
+    for chunk in chunks:
+        pending.append(pool.apply_async(fn, (chunk,)))
+        if len(pending) >= ahead:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
 @click.command()
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Worker processes to spread the requests over (results stay in input order).")
@@ -148,7 +162,7 @@ def batch(jobs: int) -> None:
         import multiprocessing
 
         pool = multiprocessing.get_context("fork").Pool(jobs)
-        results = (r for part in pool.imap(_run_chunk, _lines(stream, 64)) for r in part)
+        results = (r for part in in_order(pool, _run_chunk, _lines(stream, 64), 8 * jobs) for r in part)
     failed = 0
     try:
         for text, ok in results:  # each as soon as it is computed, in input order
