@@ -121,6 +121,23 @@ def test_an_unreadable_journal_is_reported(private_state):
         recover_abandoned()
 
 
+@pytest.mark.parametrize("plant", ["fifo", "huge", "dir"])
+def test_a_journal_that_is_not_a_small_file_is_refused_without_hanging(private_state, plant):
+    """A FIFO, a directory or a huge file where the journal goes: refused at once with the way out
+    (a FIFO would block a plain read forever; a huge file would be read whole)."""
+    private_state.mkdir(mode=0o700)
+    journal = private_state / "journal.json"
+    if plant == "fifo":
+        os.mkfifo(journal, 0o600)
+    elif plant == "dir":
+        journal.mkdir()
+    else:
+        with open(journal, "wb") as f:
+            f.truncate(restore.JOURNAL_LIMIT + 1)
+    with pytest.raises(HostError, match="by hand"):
+        recover_abandoned()
+
+
 # --- the real thing: kill -9 a verify run on this kernel ----------------------------------------
 
 THP = Path("/sys/kernel/mm/transparent_hugepage")

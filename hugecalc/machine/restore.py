@@ -24,7 +24,10 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
-from hugecalc.errors import HostError
+JOURNAL_LIMIT = 1 << 20  # a journal lists a few settings and scratch files: kilobytes
+
+from hugecalc.errors import HostError, InputError
+from hugecalc.files import read_text
 from hugecalc.machine import kernelfs
 from hugecalc.machine.kernelfs import setting, write_text
 
@@ -175,12 +178,12 @@ def _put_back(settings: list[tuple[Path, str]], scratch: list) -> tuple[list[str
 def _recover_locked() -> list[str]:
     """With the lock held: restore what an abandoned journal lists; what was put back or removed."""
     path = journal_path()
-    try:
-        data = json.loads(path.read_text())
-        owner, settings, scratch = data["pid"], data["settings"], data["scratch"]
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return []
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    try:  # a regular file of at most 1 MiB, read without blocking (a FIFO planted there cannot hang it)
+        data = json.loads(read_text(str(path), "the verify journal", JOURNAL_LIMIT))
+        owner, settings, scratch = data["pid"], data["settings"], data["scratch"]
+    except (InputError, ValueError, KeyError, TypeError) as e:
         raise HostError(f"{path} cannot be read ({e}): restore the settings it lists by hand, then delete it") from e
     if owner != os.getpid() and data.get("start_time") is not None and _start_time(owner) == data["start_time"]:
         raise HostError(f"{path} belongs to verify run pid {owner}, which is still running")
