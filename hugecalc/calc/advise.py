@@ -37,7 +37,7 @@ from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import HUGE_ZERO_WP_THP, MTHP_ANON, Release
 from hugecalc.result import Derivation, Figure, Model, Result, field
-from hugecalc.units import fmt_size
+from hugecalc.units import fmt_bytes, fmt_size
 
 SYSFS = "/sys/kernel/mm/transparent_hugepage"
 #: the figures a setting is judged on, all the lower the better
@@ -365,7 +365,11 @@ def _why(c: Candidate, candidates: list[Candidate], best: Candidate | None) -> D
                           "and better on one", rule=rule)
     by = next(o for o in candidates if all(getattr(o, k) <= getattr(c, k) for k in JUDGED)
               and any(getattr(o, k) < getattr(c, k) for k in JUDGED))
-    better = ", ".join(f"{k.replace('_bytes', '').replace('_', ' ')} {getattr(by, k):,} < {getattr(c, k):,}"
-                       for k in JUDGED if getattr(by, k) < getattr(c, k))
+    better = ", ".join(f"{k.replace('_bytes', '').replace('_', ' ')} {_shown(k, getattr(by, k))} < "
+                       f"{_shown(k, getattr(c, k))}" for k in JUDGED if getattr(by, k) < getattr(c, k))
     return Derivation(scope=c.label, figure="dominated", formula=f"{by.label} is no worse on any figure and better "
                       f"on: {better}", rule=rule)
+
+
+def _shown(figure: str, value: int) -> str:
+    return fmt_bytes(value) if figure.endswith("_bytes") else f"{value:,}"
