@@ -33,7 +33,11 @@ class Chart:
         return list(range(len(self.x_values))) if self.x_kind == "text" else [float(x) for x in self.x_values]
 
     def x_tick_label(self, x) -> str:
-        return fmt_size(int(x)) if self.x_kind == "size" else f"{x:g}" if self.x_kind == "number" else str(x)
+        if self.x_kind == "size":
+            return fmt_size(int(x))
+        if self.x_kind == "number":  # three digits are enough to read a tick (a trace's 0.025151 s: 0.0252)
+            return f"{x:g}" if float(x).is_integer() else f"{x:.3g}"
+        return str(x)
 
     def log_y(self) -> bool:
         ys = [y for s in self.series.values() for y in s if y is not None]
