@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hugecalc.calc import addrspace
-from hugecalc.calc.advise import compute_advise, settings_to_try
+from hugecalc.calc.advise import compute_advise
+from hugecalc.calc.switches import settings_to_try
 from hugecalc.calc.replay import settings_from_capture
 from hugecalc.calc.tracereplay import Events, replay_one
 from hugecalc.machine.capture import Capture, captured_release
@@ -39,13 +40,39 @@ def _whole_replays_agree(path, sample=None, profile=None):
     ev = Events(record.columns, record.meta["pid"], profile.page_size)
     rng = np.random.default_rng(0)
     for c in result.candidates:
-        labels = [c.label, *(c.same_as if sample is None else rng.permutation(c.same_as)[:sample].tolist())]
+        same = [x for x in c.same_as if x in tried]  # the shmem search's settings are known by their figures' row
+        labels = [c.label, *(same if sample is None else rng.permutation(same)[:sample].tolist())]
         for label in labels:
-            run, _ = replay_one(profile, release, ev, tried[label], label, addrspace.use_compiled(record.faults))
+            settings = tried[label] if label in tried else _settings(c.settings)
+            run, _ = replay_one(profile, release, ev, settings, label, addrspace.use_compiled(record.faults))
             assert (run.populated_bytes, run.faults, run.tlb_entries, run.page_table_bytes) == \
                 (c.populated_bytes, c.faults, c.tlb_entries, c.page_table_bytes), (label, c.label)
             assert {f.size_bytes: f.count for f in run.folios} == {f.size_bytes: f.count for f in c.folios}, label
     return result
+
+
+def _settings(shown):
+    """ThpSettings from their JSON form (Candidate.settings)."""
+    from hugecalc.calc.orders import ThpSettings
+    from hugecalc.units import parse_size
+
+    return ThpSettings(top_level=shown["top_level"], huge=shown["huge"],
+                       enabled={parse_size(k): v for k, v in shown["enabled"].items()},
+                       shmem_enabled={parse_size(k): v for k, v in shown["shmem_enabled"].items()})
+
+
+def test_anonymous_shmem_switches_are_searched_too(run, tmp_path):
+    """A record that maps anonymous shmem (MAP_SHARED|MAP_ANONYMOUS, 6.11+): the per-size
+    shmem_enabled switches are searched with the advised anonymous setting, and exactly."""
+    shm, anon = 0x40000000, 0x80000000
+    path = write_events(tmp_path / "shm.record", [
+        mmap(shm, 2 << 20, flags=0x21), *(touch(shm + p * 4 * K) for p in range(512)),
+        mmap(anon, 1 << 20), *(touch(anon + p * 4 * K) for p in range(256))])
+    doc = run("advise", "--trace", str(path), "--max-bloat", "5%", "--json").json
+    assert "shmem 2M always" in doc["advised"]
+    assert any(w.endswith("hugepages-2048kB/shmem_enabled") for w in doc["apply"])
+    assert any("anonymous shmem" in n for n in doc["notes"])
+    _whole_replays_agree(path)
 
 
 def test_every_setting_advise_reports_is_what_a_whole_replay_gives_on_a_real_record():

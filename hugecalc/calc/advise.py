@@ -19,7 +19,6 @@ The replay's: ``thp_vma_allowable_orders()``, ``alloc_anon_folio()``, ``do_anony
 from __future__ import annotations
 
 import os
-from itertools import combinations
 from typing import Callable
 
 import numpy as np
@@ -29,17 +28,17 @@ from functools import partial
 from hugecalc.calc import blocksim, oplog
 from hugecalc.calc.mthp import FolioCount, tlb_block_pages
 from hugecalc.calc.orders import ThpSettings, anon_orders, pmd_order
+from hugecalc.calc.switches import fewest_switches, settings_to_try, shmem_settings_to_try, sysfs_writes
 from hugecalc.calc.tables import level_row, vmpte_bytes
 from hugecalc.calc.trace import allowed_mask
 from hugecalc.calc.pages import FAULTS, MAX_ORDER, USED
 from hugecalc.calc.tracereplay import Events, Replay, checked_pid, tables_by_level, tables_of, upper_spans, walk
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
-from hugecalc.releases import HUGE_ZERO_WP_THP, MTHP_ANON, Release
+from hugecalc.releases import HUGE_ZERO_WP_THP, MTHP_ANON, SHMEM_MTHP, Release
 from hugecalc.result import Derivation, Figure, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size
 
-SYSFS = "/sys/kernel/mm/transparent_hugepage"
 #: the figures a setting is judged on, all the lower the better
 JUDGED = ("populated_bytes", "faults", "tlb_entries", "page_table_bytes", "largest_fault_bytes")
 
@@ -81,23 +80,6 @@ class AdviseResult(Result):
                 "populated": Figure(best.populated_bytes if best else None, "bytes")}
 
 
-def settings_to_try(profile: Profile, release: Release, now: ThpSettings) -> list[tuple[str, ThpSettings]]:
-    """Every subset of the anonymous sizes, all always or all madvise (before 6.8: the top level)."""
-    if not release.has(MTHP_ANON):
-        return [(f"top level {mode}", ThpSettings(top_level=mode, huge=now.huge)) for mode in
-                ("never", "madvise", "always")]
-    sizes = [profile.page_size << o for o in anon_orders(profile)]
-    out = [("none", ThpSettings(top_level=now.top_level, huge=now.huge, shmem_enabled=now.shmem_enabled,
-                                enabled={s: "never" for s in sizes}))]
-    for mode in ("always", "madvise"):
-        for r in range(1, len(sizes) + 1):
-            for chosen in combinations(sizes, r):
-                enabled = {s: mode if s in chosen else "never" for s in sizes}
-                out.append((f"{'+'.join(fmt_size(s) for s in chosen)} {mode}",
-                            ThpSettings(top_level=now.top_level, huge=now.huge, shmem_enabled=now.shmem_enabled,
-                                        enabled=enabled)))
-    return out
-
 
 def compute_advise(profile: Profile, release: Release, record, now: ThpSettings, pid: int | None = None,
                    max_bloat: float | None = None, max_memory: int | None = None) -> AdviseResult:
@@ -114,31 +96,46 @@ def compute_advise(profile: Profile, release: Release, record, now: ThpSettings,
     events = Events(record.columns, pid, profile.page_size)
     if events.touched_pages == 0:
         raise InputError(f"the record holds no page fault of process {pid}: nothing to advise", field="trace")
-    tried = settings_to_try(profile, release, now) + [("now", now)]
     journal = oplog.Journal()
     replay = Replay(profile, release, now, journal.new)
     target, upto = walk(replay, events, lambda proc: (proc.space.pages.id, len(journal.ops)))
     ops = journal.ops[:upto]
     vmas = [vma for _, (_, vma) in sorted(replay.keys.items(), key=lambda kv: kv[1][0])]
-    allowed = np.array([[allowed_mask(profile, release, s, v) for v in vmas] for _, s in tried],
-                       dtype=np.int64).reshape(len(tried), len(vmas))
     coupled = oplog.coupled(ops, target)
-    if coupled is None:
-        table = oplog.block_items(ops, target, events.addrs, events.errors, profile.page_size.bit_length() - 1,
-                               pmd_order(profile))
-        figures, replayed = search(allowed, lambda batch: _simulated(profile, release, table, allowed[batch]),
-                                   len(allowed))  # all at once: settings share each block's replay until they part
-    else:
-        figures, replayed = search(allowed, lambda batch: _replayed(profile, release, ops, target, events,
-                                                                    allowed[batch]), os.cpu_count() or 1)
-    result = judged_result(profile, release, tried, figures, allowed, replayed,
-                           lambda s: [allowed_mask(profile, release, s, v) for v in vmas], max_bloat, max_memory,
+    table = None if coupled else oplog.block_items(ops, target, events.addrs, events.errors,
+                                                     profile.page_size.bit_length() - 1, pmd_order(profile))
+
+    def masks(s: ThpSettings) -> list[int]:
+        return [allowed_mask(profile, release, s, v) for v in vmas]
+
+    def replayed_all(tried: list) -> tuple[list[dict], np.ndarray, int]:
+        allowed = np.array([masks(s) for _, s in tried], dtype=np.int64).reshape(len(tried), len(vmas))
+        if table is not None:  # all at once: settings share each block's replay until they part
+            figures, count = search(allowed, lambda batch: _simulated(profile, release, table, allowed[batch]),
+                                    len(allowed))
+        else:
+            figures, count = search(allowed, lambda batch: _replayed(profile, release, ops, target, events,
+                                                                     allowed[batch]), os.cpu_count() or 1)
+        return figures, allowed, count
+
+    tried = settings_to_try(profile, release, now) + [("now", now)]
+    figures, allowed, replayed = replayed_all(tried)
+    shmem_note = None
+    if release.has(SHMEM_MTHP) and any(not key[0] for key in replay.keys):
+        first = judged_result(profile, release, tried, figures, allowed, replayed, masks, max_bloat, max_memory,
+                              inputs={}, pid=pid, recorded_faults=0)
+        tried, figures, allowed, replayed, shmem_note = _with_shmem(profile, first.advised, tried, figures, allowed,
+                                                                    replayed, replayed_all)
+    result = judged_result(profile, release, tried, figures, allowed, replayed, masks, max_bloat, max_memory,
                            inputs={"trace": record.meta.get("path"), "pid": pid, "max_bloat": max_bloat,
                                    "max_memory": max_memory}, pid=pid, recorded_faults=record.faults)
+    if shmem_note:
+        result.notes.append(shmem_note)
     if coupled:
         result.notes.append(f"each setting replayed the record's page operations in order ({coupled}: its PMD "
                             "blocks are not independent)")
     return result
+
 
 
 def judged_result(profile: Profile, release: Release, tried: list, figures: list[dict], allowed: np.ndarray,
@@ -161,9 +158,9 @@ def judged_result(profile: Profile, release: Release, tried: list, figures: list
     space = ("every subset of " + ", ".join(fmt_size(profile.page_size << o) for o in anon_orders(profile))
              + ", all always or all madvise" if release.has(MTHP_ANON)
              else f"the top-level switch: kernel {release} has no per-size switch")
-    notes = [f"{len(tried) - 1} settings tried ({space}); {replayed} replayed (each other one allows the same orders "
-             f"where {source}'s faults used them, and no more: it replays the same), {len(candidates)} distinct "
-             "outcomes", "bloat is against base pages (the setting 'none'); TLB entries, page tables and memory are "
+    notes = [f"{len(tried) - 1} settings tried ({space}), and the settings at the time; {replayed} replayed (each "
+             f"other one allows the same orders where {source}'s faults used them, and no more: it replays the "
+             f"same), {len(candidates)} distinct outcomes", "bloat is against base pages (the setting 'none'); TLB entries, page tables and memory are "
              "the process's at the end"]
     if best is None:
         notes.append("no setting meets the budget (" + ", ".join(budget) + "): the least memory is "
@@ -172,6 +169,19 @@ def judged_result(profile: Profile, release: Release, tried: list, figures: list
                         tried=len(tried) - 1, now=now_label, advised=best.label if best else None, apply=apply,
                         undo=undo, candidates=candidates, notes=notes,
                         explain=[_why(c, candidates, best) for c in candidates], inputs=inputs)
+
+
+def _with_shmem(profile: Profile, advised: str | None, tried: list, figures: list, allowed: np.ndarray, replayed: int,
+                replayed_all: Callable) -> tuple:
+    """The per-size shmem_enabled switches searched with the anonymous setting the first search
+    advises, joined to it: (tried, figures, allowed, replayed, a note)."""
+    base = dict(tried).get(advised or "now")
+    more = shmem_settings_to_try(profile, advised or "now", base)
+    figures2, allowed2, replayed2 = replayed_all(more)
+    note = (f"the record maps anonymous shmem: also tried, with the anonymous setting '{advised or 'now'}', every "
+            "subset of its shmem sizes (per-size shmem_enabled), all always or all advise")
+    return (tried[:-1] + more + tried[-1:], figures[:-1] + figures2 + figures[-1:],
+            np.concatenate([allowed[:-1], allowed2, allowed[-1:]]), replayed + replayed2, note)
 
 
 def search(allowed: np.ndarray, run: Callable[[list[int]], list[dict]], batch: int) -> tuple[list[dict], int]:
@@ -320,38 +330,6 @@ def _advised(candidates: list[Candidate]) -> Candidate | None:
     return min(fits, key=lambda c: (c.tlb_entries, c.faults, c.populated_bytes)) if fits else None
 
 
-def sysfs_writes(profile: Profile, release: Release, settings: dict, now: dict) -> list[str]:
-    """The writes that turn the switches ``now`` into ``settings`` (both as ThpSettings.shown())."""
-    if not release.has(MTHP_ANON):
-        return [] if settings["top_level"] == now["top_level"] else \
-            [f"echo {settings['top_level']} > {SYSFS}/enabled"]
-    P = pmd_order(profile)
-    out = []
-    for o in anon_orders(profile):
-        label = fmt_size(profile.page_size << o)
-        default = "inherit" if o == P else "never"
-        want, have = settings["enabled"].get(label, default), now["enabled"].get(label, default)
-        if want != have:
-            out.append(f"echo {want} > {SYSFS}/hugepages-{(profile.page_size << o) // 1024}kB/enabled")
-    return out
-
-
-def fewest_switches(mask_of: Callable[[ThpSettings], list[int]], allowed: np.ndarray, used: int,
-                    chosen: ThpSettings, now: ThpSettings) -> ThpSettings:
-    """``chosen`` with every per-size switch put back as it is ``now`` where that changes nothing
-    for this record (the search's rule: no order allowed that ``chosen`` did not allow, every
-    order its replay used still allowed)."""
-    kept = chosen
-    for size, mode in chosen.enabled.items():
-        was = now.enabled.get(size)
-        if was is None or was == mode:
-            continue
-        trial = ThpSettings(top_level=kept.top_level, huge=kept.huge, shmem_enabled=kept.shmem_enabled,
-                            enabled={**kept.enabled, size: was})
-        row = np.array(mask_of(trial), dtype=np.int64)
-        if ((row & ~allowed) == 0).all() and (((used & allowed) & ~row) == 0).all():
-            kept = trial
-    return kept
 
 
 def _why(c: Candidate, candidates: list[Candidate], best: Candidate | None) -> Derivation:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hugecalc.calc.advise import AdviseResult, figures_of, judged_result, search, settings_to_try
+from hugecalc.calc.advise import AdviseResult, figures_of, judged_result, search
+from hugecalc.calc.switches import settings_to_try
 from hugecalc.calc.orders import PassShape, ThpSettings, allowed_orders, anon_orders, pass_settings
 from hugecalc.calc.replay import UFFD_FLAGS, replay, snapshot_bound
 from hugecalc.errors import InputError

@@ -115,9 +115,9 @@ def _draw(out: Console, result: AdviseResult, params: Params) -> None:
         return
     out.print(Text(f"advised: {result.advised}", style="bold"))
     if result.apply:
-        out.print(Text("to apply it (as root):\n  " + "\n  ".join(result.apply)))
+        out.print(Text("to apply it (as root):\n  " + "\n  ".join(result.apply)), soft_wrap=True)  # copyable
         out.print(Text("(the switches that change nothing for this workload are left as they are)"))
-        out.print(Text("to undo it:\n  " + "\n  ".join(result.undo)))
+        out.print(Text("to undo it:\n  " + "\n  ".join(result.undo)), soft_wrap=True)
     else:
         out.print(Text("it is the setting at the time of the record: nothing to change"))
 
