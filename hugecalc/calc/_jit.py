@@ -59,6 +59,25 @@ def jit(fn: Callable, parallel: bool = False, inline: bool = False) -> Any:
                       inline="always" if inline else "never")(fn)
 
 
+_COMPILE_LOCK = threading.Lock()
+
+
+def compile_module(module: Any, names: tuple[str, ...], parallel: frozenset = frozenset(),
+                   inline: frozenset = frozenset()) -> Any:
+    """``module`` with its kernels ``names`` compiled in place (their globals rebound to numba
+    dispatchers), once per process and one thread at a time; ``module._compiled`` says it is done.
+    A name bound to another module's kernel is compiled again from its Python function, with this
+    module's options (an inlined step, say)."""
+    with _COMPILE_LOCK:
+        if not getattr(module, "_compiled", False):
+            g = vars(module)
+            for name in names:
+                fn = getattr(g[name], "py_func", g[name])
+                g[name] = jit(fn, parallel=name in parallel, inline=name in inline)
+            module._compiled = True
+    return module
+
+
 class lazy_jit:  # noqa: N801 - used as a decorator, like jit
     """A kernel compiled (or loaded from the cache) on its first call, not at import."""
 

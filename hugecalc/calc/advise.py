@@ -212,7 +212,7 @@ def search(allowed: np.ndarray, run: Callable[[list[int]], list[dict]], batch: i
 
 def _simulated(profile: Profile, release: Release, table: np.ndarray, allowed: np.ndarray) -> list[dict]:
     """Settings' figures block by block (:mod:`hugecalc.calc.blocksim`), the settings over the cores."""
-    k = blocksim.kernels() if blocksim._compiled or table.shape[0] > 20_000 else blocksim
+    k = blocksim.kernels() if blocksim.compiled() or table.shape[0] > 20_000 else blocksim
     pers = np.array(upper_spans(profile), dtype=np.int64)
     shift = pmd_order(profile)
     chunks, folios, upper = k.simulate(table, allowed, pers, 1 << shift, shift, tlb_block_pages(profile, release),

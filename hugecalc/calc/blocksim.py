@@ -18,7 +18,6 @@ search replays the journal once per setting (``oplog.coupled`` says why).
 from __future__ import annotations
 
 import sys
-import threading
 
 import numpy as np
 
@@ -33,28 +32,23 @@ FAULTS, READS, WRITES, ZERO_MAPS, POPULATED, TLB, PTE_TABLES, MAX_ORDER, USED = 
 KERNELS = ("set_entry", "clear_entry", "pte_range_none", "_hb", "_fits_mask", "_compact", "_masks", "_grow", "_split",
            "_figures", "_close", "_group_run", "_run_chunk", "simulate")
 #: small steps of the loop, inlined into it (a call per step would cost more than the step)
-INLINED = {"set_entry", "clear_entry", "pte_range_none", "_hb", "_fits_mask"}
+INLINED = frozenset({"set_entry", "clear_entry", "pte_range_none", "_hb", "_fits_mask"})
 _compiled = False
-_LOCK = threading.Lock()
 prange = range
 
 
 def kernels():
-    """This module, compiled by numba (the settings in parallel over the cores)."""
-    global _compiled
-    with _LOCK:  # one thread compiles; the others wait for it
-        if not _compiled:
-            import numba
+    """This module, compiled by numba (the blocks in parallel over the cores)."""
+    import numba
 
-            from hugecalc.calc._jit import jit
+    from hugecalc.calc._jit import compile_module
 
-            g = globals()
-            g["prange"] = numba.prange
-            for name in KERNELS:
-                fn = getattr(g[name], "py_func", g[name])  # pages' own steps may be compiled already
-                g[name] = jit(fn, parallel=name == "simulate", inline=name in INLINED)
-            _compiled = True
-    return sys.modules[__name__]
+    globals()["prange"] = numba.prange
+    return compile_module(sys.modules[__name__], KERNELS, parallel=frozenset({"simulate"}), inline=INLINED)
+
+
+def compiled() -> bool:
+    return _compiled
 
 
 # --- one block's replay (the rules of hugecalc.calc.pages, on one row) --------------------------

@@ -26,17 +26,11 @@ _compiled = False
 
 def kernels():
     """This module, with the walk compiled by numba (once per process)."""
-    global _compiled
     import sys
 
-    if not _compiled:
-        from hugecalc.calc._jit import jit
+    from hugecalc.calc._jit import compile_module
 
-        g = globals()
-        for name in KERNELS:
-            g[name] = jit(g[name])
-        _compiled = True
-    return sys.modules[__name__]
+    return compile_module(sys.modules[__name__], KERNELS)
 
 
 def module_for(iterations: int):

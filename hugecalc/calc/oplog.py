@@ -58,11 +58,9 @@ class OpLog:
     def fault_run(self, addrs, errors, lo, hi, vmas, faulted, counts, wp_thp) -> None:
         vstart, vend, _, vkind, vkey = vmas
         a = addrs[lo:hi]
-        j = np.searchsorted(vstart, a, side="right") - 1
-        inside = j >= 0
-        if len(vend):
-            inside &= vend[np.maximum(j, 0)] > a
-            faulted[j[inside & (vkind[np.maximum(j, 0)] == ANON)]] = 1  # anon_vma_prepare()
+        j, inside = vma_of(vstart, vend, a)
+        j = j[inside]
+        faulted[j[vkind[j] == ANON]] = 1  # anon_vma_prepare()
         self.ops.append((FAULTS, self.id, lo, hi, vstart, vend, vkind, vkey))
         self.blocks.update(np.unique(a // self.pmd_size).tolist())
 
@@ -177,11 +175,18 @@ def _fault_items(op: tuple, addrs: np.ndarray, errors: np.ndarray, page_shift: i
     pages = a >> page_shift
     out[:, 0], out[:, 1], out[:, 2], out[:, 3] = pages >> shift, FAULT_ITEM, pages, (errors[lo:hi] & 2) != 0
     out[:, 4], out[:, 5] = OTHER, -1
-    if len(vstart):
-        j = np.searchsorted(vstart, a, side="right") - 1
-        jj = np.maximum(j, 0)
-        inside = (j >= 0) & (vend[jj] > a)
-        out[inside, 4], out[inside, 5] = vkind[jj[inside]], vkey[jj[inside]]
-        out[inside, 6] = (vstart[jj[inside]] + (1 << page_shift) - 1) >> page_shift
-        out[inside, 7] = vend[jj[inside]] >> page_shift
+    j, inside = vma_of(vstart, vend, a)
+    j = j[inside]
+    out[inside, 4], out[inside, 5] = vkind[j], vkey[j]
+    out[inside, 6] = (vstart[j] + (1 << page_shift) - 1) >> page_shift
+    out[inside, 7] = vend[j] >> page_shift
     return out
+
+
+def vma_of(vstart: np.ndarray, vend: np.ndarray, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each address, the VMA (of the table ``vstart``/``vend``, sorted) that would hold it, and
+    whether it does (an index is 0, and meaningless, where it does not)."""
+    if not len(vstart):
+        return np.zeros(len(addrs), np.int64), np.zeros(len(addrs), bool)
+    j = np.maximum(np.searchsorted(vstart, addrs, side="right") - 1, 0)
+    return j, (vstart[j] <= addrs) & (vend[j] > addrs)

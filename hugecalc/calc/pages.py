@@ -29,7 +29,6 @@ reads too; ``zap_pte_range()``/``__split_huge_pmd()`` for unmapping (mm/memory.c
 from __future__ import annotations
 
 import sys
-import threading
 
 import numpy as np
 
@@ -47,21 +46,13 @@ KERNELS = ("pack", "_row", "set_entry", "clear_entry", "_unref", "pte_range_none
            "_first_touch", "_write_zero", "fault_run", "empty_blocks", "discard_empty", "discard", "move", "folio_orders",
            "tlb_entries", "table_blocks", "present_count", "copy_rows", "copy_map")
 _compiled = False
-_LOCK = threading.Lock()
 
 
 def kernels():
     """This module, with its functions compiled by numba (once per process)."""
-    global _compiled
-    with _LOCK:  # one thread compiles; the others wait for it
-        if not _compiled:
-            from hugecalc.calc._jit import jit
+    from hugecalc.calc._jit import compile_module
 
-            g = globals()
-            for name in KERNELS:
-                g[name] = jit(g[name])
-            _compiled = True
-    return sys.modules[__name__]
+    return compile_module(sys.modules[__name__], KERNELS)
 
 
 def compiled() -> bool:

@@ -31,29 +31,29 @@ def settings_to_try(profile: Profile, release: Release, now: ThpSettings) -> lis
     sizes = [profile.page_size << o for o in anon_orders(profile)]
     out = [("none", ThpSettings(top_level=now.top_level, huge=now.huge, shmem_enabled=now.shmem_enabled,
                                 enabled={s: "never" for s in sizes}))]
-    for mode in ("always", "madvise"):
+    for label, enabled in _subsets(sizes, ("always", "madvise")):
+        out.append((label, ThpSettings(top_level=now.top_level, huge=now.huge, shmem_enabled=now.shmem_enabled,
+                                       enabled=enabled)))
+    return out
+
+
+def _subsets(sizes: list[int], modes: tuple[str, ...]):
+    """Every non-empty subset of ``sizes`` in each of ``modes``, the other sizes never: (its label,
+    the per-size switches), the fewest sizes first."""
+    for mode in modes:
         for r in range(1, len(sizes) + 1):
             for chosen in combinations(sizes, r):
-                enabled = {s: mode if s in chosen else "never" for s in sizes}
-                out.append((f"{'+'.join(fmt_size(s) for s in chosen)} {mode}",
-                            ThpSettings(top_level=now.top_level, huge=now.huge, shmem_enabled=now.shmem_enabled,
-                                        enabled=enabled)))
-    return out
+                yield (f"{'+'.join(fmt_size(s) for s in chosen)} {mode}",
+                       {s: mode if s in chosen else "never" for s in sizes})
 
 
 def shmem_settings_to_try(profile: Profile, base_label: str, base: ThpSettings) -> list[tuple[str, ThpSettings]]:
     """The anonymous shmem sizes (per-size shmem_enabled, 6.11+): every subset, all always or all
     advise, each with the anonymous setting ``base``."""
     sizes = [profile.page_size << o for o in file_orders(profile)]
-    out = []
-    for mode in ("always", "advise"):
-        for r in range(1, len(sizes) + 1):
-            for chosen in combinations(sizes, r):
-                shmem = {s: mode if s in chosen else "never" for s in sizes}
-                out.append((f"{base_label}, shmem {'+'.join(fmt_size(s) for s in chosen)} {mode}",
-                            ThpSettings(top_level=base.top_level, huge=base.huge, enabled=base.enabled,
-                                        shmem_enabled=shmem)))
-    return out
+    return [(f"{base_label}, shmem {label}", ThpSettings(top_level=base.top_level, huge=base.huge,
+                                                         enabled=base.enabled, shmem_enabled=shmem))
+            for label, shmem in _subsets(sizes, ("always", "advise"))]
 
 
 def sysfs_writes(profile: Profile, release: Release, settings: dict, now: dict) -> list[str]:
@@ -61,20 +61,20 @@ def sysfs_writes(profile: Profile, release: Release, settings: dict, now: dict) 
     if not release.has(MTHP_ANON):
         return [] if settings["top_level"] == now["top_level"] else \
             [f"echo {settings['top_level']} > {SYSFS}/enabled"]
+    return (_size_writes(profile, anon_orders(profile), "enabled", settings, now)
+            + _size_writes(profile, file_orders(profile), "shmem_enabled", settings, now))  # the latter 6.11+
+
+
+def _size_writes(profile: Profile, orders: list[int], switch: str, settings: dict, now: dict) -> list[str]:
+    """The hugepages-<size>kB/``switch`` writes for ``orders`` (a size left out is as booted: the
+    PMD size inherit, the others never)."""
     P = pmd_order(profile)
     out = []
-    for o in anon_orders(profile):
-        label = fmt_size(profile.page_size << o)
-        default = "inherit" if o == P else "never"
-        want, have = settings["enabled"].get(label, default), now["enabled"].get(label, default)
+    for o in orders:
+        label, default = fmt_size(profile.page_size << o), "inherit" if o == P else "never"
+        want, have = settings[switch].get(label, default), now[switch].get(label, default)
         if want != have:
-            out.append(f"echo {want} > {SYSFS}/hugepages-{(profile.page_size << o) // 1024}kB/enabled")
-    for o in file_orders(profile):  # per-size shmem_enabled (6.11+)
-        label = fmt_size(profile.page_size << o)
-        default = "inherit" if o == P else "never"
-        want, have = settings["shmem_enabled"].get(label, default), now["shmem_enabled"].get(label, default)
-        if want != have:
-            out.append(f"echo {want} > {SYSFS}/hugepages-{(profile.page_size << o) // 1024}kB/shmem_enabled")
+            out.append(f"echo {want} > {SYSFS}/hugepages-{(profile.page_size << o) // 1024}kB/{switch}")
     return out
 
 

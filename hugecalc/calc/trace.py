@@ -120,10 +120,6 @@ class Process:
         for i in np.flatnonzero(faulted).tolist():
             self.space.faulted(i)
 
-    def fault(self, addr: int, write: bool) -> None:
-        """One fault (a short record's path, and the tests')."""
-        self.faults(np.array([addr], np.int64), np.array([2 if write else 0], np.int64), 0, 1)
-
     @property
     def peak_populated(self) -> int:
         return int(self.counts[pages.PEAK])

@@ -116,8 +116,7 @@ def tables_of(profile: Profile, pages) -> dict[str, int]:
     blocks, pte_tables = pages.table_blocks()
     uppers = []
     for per in upper_spans(profile):
-        upper = blocks // per  # sorted: count where it changes
-        uppers.append(int(len(upper) > 0) + int(np.count_nonzero(upper[1:] != upper[:-1])))
+        uppers.append(distinct_sorted(blocks // per))
     return tables_by_level(profile, uppers, pte_tables)
 
 
@@ -214,8 +213,12 @@ def _touched_pages(columns: dict, pid: int, page_size: int) -> int:
     execs = np.flatnonzero((kind == EXEC) & (tgid == pid) & (index < final))
     begin = execs[-1] + 1 if len(execs) else 0
     mine = (kind == FAULT) & (tgid == pid) & (index >= begin) & (index < final)
-    pages = np.sort(columns["a"][mine] // page_size)
-    return int(len(pages) > 0) + int(np.count_nonzero(pages[1:] != pages[:-1]))
+    return distinct_sorted(np.sort(columns["a"][mine] // page_size))
+
+
+def distinct_sorted(values: np.ndarray) -> int:
+    """How many distinct values a sorted array holds (where it changes, without hashing them)."""
+    return int(len(values) > 0) + int(np.count_nonzero(values[1:] != values[:-1]))
 
 
 def walk(replay: Replay, events: Events, at_end: Callable[[Process], Any], sample: Callable | None = None) -> Any:
