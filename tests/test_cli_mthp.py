@@ -91,7 +91,15 @@ def test_verify_mthp_on_running_kernel(run, args):
     (["--memory", "shmem", "--shmem-enabled", "64K=always", "--vma-size", "64M"], 1024, {65536: 1024}),
     (["--memory", "sysv", "--shmem-enabled", "64K=always", "--vma-size", "64M"], 16384, {4096: 16384}),
     (["--memory", "sysv", "--huge", "always", "--vma-size", "64M"], 32, {2 << 20: 32}),
-], ids=["tmpfs-1M", "memfd-64K", "sysv-64K", "sysv-huge"])
+    # N11: shmem_enabled force grants anonymous shmem the inherit sizes only (the PMD size), the
+    # per-size always ignored; deny grants nothing, over every mount too
+    (["--memory", "shmem", "--huge", "force", "--shmem-enabled", "64K=always", "--vma-size", "4M"], 2, {2 << 20: 2}),
+    (["--memory", "shmem", "--huge", "force", "--shmem-enabled", "64K=always", "--vma-size", "1M"], 256,
+     {4096: 256}),
+    (["--memory", "shmem", "--huge", "deny", "--shmem-enabled", "64K=always", "--vma-size", "4M"], 1024,
+     {4096: 1024}),
+    (["--memory", "tmpfs", "--huge", "force", "--vma-size", "4M"], 2, {2 << 20: 2}),
+], ids=["tmpfs-1M", "memfd-64K", "sysv-64K", "sysv-huge", "force-4M", "force-1M", "deny", "tmpfs-force"])
 def test_verify_shmem_kinds_with_the_kernels_numbers(run, args, faults, folios):
     before = _thp_state()
     r = run("verify", "mthp", *args, "--json")

@@ -251,3 +251,14 @@ def test_pids_all_captures_the_readable_and_lists_the_rest(run):
     doc = run("host", "--pids", "all", "--json").json
     assert doc["processes"]  # this test's own process at least
     assert all(u["error"] for u in doc["unknown"] if u["what"].startswith("process "))
+
+
+def test_a_capture_in_a_shmem_testing_mode_replays_in_it():
+    """N11: force and deny are modelled as the kernel has them, not read as always/never."""
+    from hugecalc.calc.replay import settings_from_capture
+
+    capture = load_capture(X86)
+    for mode in ("force", "deny"):
+        capture.thp.shmem_enabled = mode
+        settings, notes = settings_from_capture(capture)
+        assert settings.huge == mode and notes == []

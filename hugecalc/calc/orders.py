@@ -112,7 +112,7 @@ def check_order(profile: Profile, size: int, allowed_orders: list[int], field: s
 TopLevel = Literal["always", "madvise", "never"]
 AnonMode = Literal["always", "inherit", "madvise", "never"]
 ShmemMode = Literal["always", "inherit", "within_size", "advise", "never"]
-HugeMode = Literal["always", "within_size", "advise", "never"]
+HugeMode = Literal["always", "within_size", "advise", "never", "deny", "force"]  # deny/force: the testing modes
 #: anon; shmem: anonymous shmem (memfd, MAP_SHARED|MAP_ANONYMOUS); sysv: SysV SHM (shmget), a file of
 #: the internal shm mount; tmpfs: a file on a tmpfs mount.
 Memory = Literal["anon", "shmem", "sysv", "tmpfs"]
@@ -324,7 +324,8 @@ def allowed_orders(profile: Profile, release: Release, p: Pass, notes: list[str]
     P = pmd_order(profile)
     allowed: set[int] = set()
     # The top-level switch that per-size "inherit" follows: enabled (anon), or shmem_enabled / huge=.
-    shmem_global_on = p.huge in ("always", "within_size") or (p.huge == "advise" and p.madvise)
+    # deny/force (shmem_enabled's testing modes) override every mount (shmem_huge_global_enabled()).
+    shmem_global_on = p.huge in ("always", "within_size", "force") or (p.huge == "advise" and p.madvise)
     if p.nohugepage:
         return allowed, "MADV_NOHUGEPAGE: vma_thp_disabled() allows no THP"
     if p.stack and release.has(MAP_STACK_NOHUGEPAGE):
@@ -344,7 +345,18 @@ def allowed_orders(profile: Profile, release: Release, p: Pass, notes: list[str]
         allowed, why = _file_fault_orders(profile, release, p, shmem_global_on, notes)
     else:
         notes += unconfirmed_notes(release, [(SHMEM_MTHP, None)])
-        if release.has(SHMEM_MTHP):
+        if release.has(SHMEM_MTHP) and p.huge in ("deny", "force"):
+            # shmem_allowable_huge_orders(): "if (shmem_huge == SHMEM_HUGE_DENY) return 0;
+            # if (shmem_huge == SHMEM_HUGE_FORCE) return READ_ONCE(huge_shmem_orders_inherit);"
+            allowed = {o for o, m in p.shm_modes.items() if m == "inherit"} if p.huge == "force" else set()
+            if p.huge == "force" and allowed - {P}:  # shmem_valid_huge(): -EINVAL
+                raise InputError("force takes no per-size inherit but the PMD size's (shmem_valid_huge() refuses "
+                                 "it with EINVAL: 'Do not override huge allocation policy with non-PMD sized mTHP')",
+                                 field="huge")
+            why = (f"shmem_allowable_huge_orders(): shmem_enabled {p.huge}: "
+                   + ("only the sizes set to inherit, the per-size always/within_size/advise ignored"
+                      if p.huge == "force" else "no THP for any shmem"))
+        elif release.has(SHMEM_MTHP):
             allowed = _allowed(p.shm_modes, ("always", "within_size"), "advise", p.madvise, shmem_global_on)
             why = _why(page, "shmem_allowable_huge_orders(): shmem_enabled " + p.huge, p.madvise, p.shm_modes)
         else:  # shmem_is_huge() before 6.11: shmem_enabled alone

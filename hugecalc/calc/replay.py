@@ -192,8 +192,7 @@ def _derivations(profile: Profile, release: Release, run: ReplayRun, kept: int) 
 
 
 def settings_from_capture(capture) -> tuple[ThpSettings, list[str]]:
-    """The THP switches of a capture (deny/force, the shmem testing modes, become never/always;
-    sizes its profile does not allow are left out)."""
+    """The THP switches of a capture (sizes its profile does not allow are left out)."""
     from hugecalc.calc.orders import anon_orders, file_orders
     from hugecalc.units import parse_size
 
@@ -203,9 +202,6 @@ def settings_from_capture(capture) -> tuple[ThpSettings, list[str]]:
     th = capture.thp
     notes = []
     huge = th.shmem_enabled or "never"
-    if huge in ("deny", "force"):
-        notes.append(f"shmem_enabled is '{huge}' (a testing mode): taken as '{'never' if huge == 'deny' else 'always'}'")
-        huge = "never" if huge == "deny" else "always"
     settings = ThpSettings(
         top_level=th.enabled if th.enabled in ("always", "madvise", "never") else "never", huge=huge,
         enabled={parse_size(k): v["enabled"] for k, v in th.sizes.items() if "enabled" in v and parse_size(k) in anon},

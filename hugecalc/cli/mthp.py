@@ -38,9 +38,10 @@ mthp_options = options(
                  help="anon; shmem (memfd, MAP_SHARED|MAP_ANONYMOUS); sysv (shmget); tmpfs (a file on a huge= mount)."),
     click.option("--shmem-enabled", "shmem_enabled", multiple=True, metavar="SIZE=MODE",
                  help="Per-size anon shmem mode: always|inherit|within_size|advise|never."),
-    click.option("--huge", type=click.Choice(["always", "within_size", "advise", "never"]), default=None,
+    click.option("--huge", type=click.Choice(["always", "within_size", "advise", "never", "deny", "force"]),
+                 default=None,
                  help="shmem, sysv: the top-level shmem_enabled; tmpfs: the mount's huge= (default: never, or as "
-                      "captured)."),
+                      "captured). deny/force: shmem_enabled's testing modes, over every mount."),
     click.option("--vma-size", "--vsize", "vma_size", cls=AliasOption, type=SIZE, default="1G", show_default=True,
                  help="Size of the VMA."),
     click.option("--vma-start", type=ADDR, default=None, help="Start of the VMA (default: table-aligned)."),

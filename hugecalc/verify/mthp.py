@@ -59,8 +59,6 @@ def thp_off(restorer: Restorer) -> None:
 def set_pass_switches(restorer: Restorer, profile: Profile, p: Pass) -> None:
     """The switches of the pass: the top level, then every per-size mode (by order)."""
     restorer.set(kernelfs.SYS_THP / "enabled", p.top_level)
-    if p.memory in ("shmem", "sysv"):  # sysv: the internal shm mount's huge= follows it
-        restorer.set(kernelfs.SYS_THP / "shmem_enabled", p.huge)
     dirs = per_size_dirs()
     for knob, modes in (("enabled", p.anon_modes), ("shmem_enabled", p.shm_modes)):
         for order, mode in modes.items():
@@ -70,6 +68,10 @@ def set_pass_switches(restorer: Restorer, profile: Profile, p: Pass) -> None:
                     raise HostError(f"the running kernel has no {fmt_size(profile.page_size << order)} {knob} switch")
                 continue
             restorer.set(d / knob, mode)
+    if p.memory in ("shmem", "sysv") or p.huge in ("deny", "force"):
+        # after the per-size modes: force needs the PMD size alone at inherit (shmem_valid_huge());
+        # sysv: the internal shm mount's huge= follows it; deny/force override every mount
+        restorer.set(kernelfs.SYS_THP / "shmem_enabled", p.huge)
 
 
 @contextmanager
@@ -78,7 +80,8 @@ def scratch_tmpfs(restorer: Restorer, tmp: str, p: Pass) -> Iterator[str]:
     mount = os.path.join(tmp, "mnt")
     os.mkdir(mount)
     restorer.scratch("mount", mount)
-    opts = f"huge={p.huge},size={p.file_offset + p.vma_size + (64 << 20)}"
+    huge = "never" if p.huge in ("deny", "force") else p.huge  # a mount takes neither: shmem_enabled says it
+    opts = f"huge={huge},size={p.file_offset + p.vma_size + (64 << 20)}"
     if subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "hugecalc", mount]).returncode:
         raise HostError(f"cannot mount a tmpfs with {opts}")
     try:

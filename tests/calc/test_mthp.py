@@ -45,6 +45,22 @@ def test_seed_memfd_64k_shmem():
     assert r.faults == 16_384
 
 
+def test_shmem_force_and_deny():
+    """shmem_allowable_huge_orders() (6.11+): "if (shmem_huge == SHMEM_HUGE_DENY) return 0; if
+    (shmem_huge == SHMEM_HUGE_FORCE) return READ_ONCE(huge_shmem_orders_inherit);" (kernel review N11,
+    measured on 6.18: force with 64K=always gives 2M folios, or base pages where 2M does not fit)."""
+    force = mthp(memory="shmem", huge="force", shmem_enabled=[(64 * K, "always")], vma_size=4 * M)
+    assert [(f.size_bytes, f.count) for f in force.folios] == [(2 * M, 2)]
+    small = mthp(memory="shmem", huge="force", shmem_enabled=[(64 * K, "always")], vma_size=1 * M)
+    assert [(f.size_bytes, f.count) for f in small.folios] == [(4 * K, 256)]
+    deny = mthp(memory="shmem", huge="deny", shmem_enabled=[(64 * K, "always")], vma_size=4 * M)
+    assert deny.faults == 1024
+    assert mthp(memory="tmpfs", huge="force", vma_size=4 * M).faults == 2
+    assert mthp(memory="shmem", huge="force", vma_size=4 * M, kernel="6.6").faults == 2  # shmem_is_huge()
+    with pytest.raises(InputError, match="shmem_valid_huge"):
+        mthp(memory="shmem", huge="force", shmem_enabled=[(64 * K, "inherit")], vma_size=4 * M)
+
+
 def test_seed_tmpfs_huge_always():
     r = mthp(memory="tmpfs", huge="always")
     assert r.faults == 512 and r.tables["pte"] == 0  # do_set_pmd(): no deposited table on x86
