@@ -263,7 +263,9 @@ def _load(name_or_path: str) -> Profile:
         path = bundled[name_or_path]
     else:
         path = Path(name_or_path)
-        if not (path.suffix in (".yaml", ".yml", ".json") or "/" in name_or_path):
+        from hugecalc.machine.trace import is_record
+
+        if not (path.suffix in (".yaml", ".yml", ".json") or "/" in name_or_path or is_record(name_or_path)):
             raise ProfileError(
                 f"profile {name_or_path!r} is neither a bundled profile "
                 f"({', '.join(sorted(bundled))}) nor a path to a .yaml file"
@@ -271,9 +273,14 @@ def _load(name_or_path: str) -> Profile:
     from hugecalc.errors import InputError
     from hugecalc.files import read_text
 
+    from hugecalc.machine.trace import is_record, read_meta
+
     try:
-        text = path.read_text() if name_or_path in bundled else read_text(str(path), "--profile", 1 << 20)
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        if name_or_path not in bundled and is_record(str(path)):  # a record holds its machine's capture
+            data = read_meta(str(path), "--profile").get("capture")
+        else:
+            text = path.read_text() if name_or_path in bundled else read_text(str(path), "--profile", 1 << 20)
+            data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except OSError as e:
         raise ProfileError(f"{path}: cannot read profile: {e.strerror}") from e
     except InputError as e:

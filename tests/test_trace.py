@@ -179,3 +179,25 @@ def test_the_heap_ends_at_the_page_aligned_break(run, tmp_path):
     # the 64K folio, then the shrink unmaps its last page (60K..64K) only; page 56K is still mapped
     assert folios(what_if) == {64 * K: 1} and what_if["faults"] == 1
     assert what_if["populated_bytes"] == 64 * K
+
+
+def test_a_record_reads_as_the_capture_of_its_machine(run, tmp_path):
+    """A record carries the machine as it was when it was made: --host and --profile take it as they
+    take that capture, and --pid on it points to --trace."""
+    import pyarrow.parquet as pq
+
+    record = Path(__file__).parent / "data" / "records" / "sqlite3.record"
+    capture = tmp_path / "cap.json"
+    capture.write_text(json.dumps(json.loads(pq.read_schema(record).metadata[b"hugecalc"])["capture"]))
+    for command, *options in (["vmemmap", "--pages", "1G"], ["mthp", "--size", "64k", "--vma-size", "8M"],
+                              ["pgtable", "--vma-size", "1G"]):
+        by_record = run(command, "--host", str(record), *options, "--json")
+        assert by_record.exit_code == 0, by_record.stderr
+        assert by_record.json == run(command, "--host", str(capture), *options, "--json").json
+    assert run("mthp", "--profile", str(record), "--json").json == run("mthp", "--profile", str(capture), "--json").json
+    r = run("mthp", "--host", str(record), "--pid", "7")
+    assert r.exit_code == 2 and f"replay it with --trace {record} --pid 7" in r.stderr
+    damaged = tmp_path / "half.record"
+    damaged.write_bytes(record.read_bytes()[:-100])
+    r = run("mthp", "--host", str(damaged))
+    assert r.exit_code == 2 and r.stdout == "" and "not a whole hugecalc record" in r.stderr

@@ -172,7 +172,8 @@ def common_options(fn: Callable) -> Callable:
                      help=f"Kernel release whose rules apply (default {NEWEST[0]}.{NEWEST[1]}, the newest modelled; "
                           "with --host, the captured one)."),
         click.option("--host", "host_file", metavar="FILE", default=None,
-                     help="A capture from 'hugecalc host --output FILE': its profile, kernel and settings."),
+                     help="A capture from 'hugecalc host --output FILE', or a record (its machine when it was made): "
+                          "its profile, kernel and settings."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout."),
         click.option("--explain", is_flag=True, help="Show how each figure was derived and the kernel rule."),
     ]):
@@ -212,6 +213,11 @@ def process_from(params: Any, pid: int) -> tuple[Any, Any, Any, Any]:
     capture, profile, release = params.capture, params.profile, params.release
     if capture is None or not capture.processes:
         if "host_file" in params.given:
+            from hugecalc.machine.trace import is_record
+
+            if is_record(params.values["host_file"]):
+                raise InputError(f"--pid {pid}: a record holds no snapshot of its processes: replay it with "
+                                 f"--trace {params.values['host_file']} --pid {pid}")
             raise InputError(f"--pid {pid}: the capture has no processes (capture with 'hugecalc host --pids {pid}')")
         from hugecalc.machine.snapshot import capture_machine
 

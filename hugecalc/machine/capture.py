@@ -214,12 +214,17 @@ def load_capture(path: str | os.PathLike) -> Capture:
     """A capture file: refused with one clear line if unreadable, of a newer schema, or damaged."""
     from hugecalc.files import read_text
 
+    from hugecalc.machine.trace import is_record, read_meta
+
     path = Path(path)
-    text = read_text(str(path), "--host")
-    try:
-        data = json.loads(text)
-    except ValueError as e:
-        raise InputError(f"--host {path}: not a capture: not valid JSON ({e}; truncated?)") from None
+    if is_record(str(path)):  # a record holds the machine as it was when it was made
+        data = read_meta(str(path), "--host").get("capture")
+    else:
+        text = read_text(str(path), "--host")
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise InputError(f"--host {path}: not a capture: not valid JSON ({e}; truncated?)") from None
     if not isinstance(data, dict) or data.get("kind") != CAPTURE_KIND:
         raise InputError(f"--host {path}: not a hugecalc capture (make one with 'hugecalc host --output FILE')")
     version = data.get("schema_version")

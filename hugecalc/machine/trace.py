@@ -72,34 +72,57 @@ def write_record(path: str, columns: dict[str, Any], meta: dict[str, Any], force
     write_whole(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"), "--output", force)
 
 
+def read_meta(path: str, option: str = "--trace") -> dict[str, Any]:
+    """A record file's metadata (its footer only), refused with the reason when the file is not a
+    hugecalc record of a version this hugecalc reads."""
+    import stat
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    field = option.lstrip("-")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        raise InputError(f"{path}: no such record file", field=field) from None
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{path} is not a regular file: give a record file", field=field)
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(b"hugecalc")
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(f"{path}: not a whole hugecalc record (truncated or damaged: {e})", field=field) from None
+    try:
+        meta = json.loads(raw) if raw else {}
+    except ValueError:
+        meta = {}
+    if not isinstance(meta, dict) or meta.get("kind") != RECORD_KIND:
+        raise InputError(f"{path}: not a hugecalc record (made by 'hugecalc record')", field=field)
+    version = meta.get("schema_version")
+    if not isinstance(version, int) or version > RECORD_SCHEMA_VERSION:
+        raise InputError(f"{path}: record schema_version {version!r} is newer than this hugecalc reads "
+                         f"({RECORD_SCHEMA_VERSION}): upgrade hugecalc", field=field)
+    return meta
+
+
+def is_record(path: str) -> bool:
+    """Whether ``path`` starts as a Parquet file does (a record, not a JSON capture)."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            return f.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
 def read_record(path: str) -> Record:
     """A record file, refused with the reason when it is not a whole record of a known version."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    import stat
-
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        raise InputError(f"{path}: no such record file", field="trace") from None
-    if not stat.S_ISREG(mode):
-        raise InputError(f"{path} is not a regular file: give a record file", field="trace")
+    meta = read_meta(path)
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as e:
         raise InputError(f"{path}: not a whole hugecalc record (truncated or damaged: {e})", field="trace") from None
-    raw = (table.schema.metadata or {}).get(b"hugecalc")
-    try:
-        meta = json.loads(raw) if raw else {}
-    except ValueError:
-        meta = {}
-    if meta.get("kind") != RECORD_KIND:
-        raise InputError(f"{path}: not a hugecalc record (made by 'hugecalc record')", field="trace")
-    version = meta.get("schema_version")
-    if not isinstance(version, int) or version > RECORD_SCHEMA_VERSION:
-        raise InputError(f"{path}: record schema_version {version!r} is newer than this hugecalc reads "
-                         f"({RECORD_SCHEMA_VERSION}): upgrade hugecalc", field="trace")
     if meta.get("events") != len(table) or any(c not in table.column_names for c in COLUMNS):
         raise InputError(f"{path}: the record is incomplete ({len(table)} of {meta.get('events')} events)",
                          field="trace")
