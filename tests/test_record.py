@@ -95,7 +95,7 @@ def what_if(switches):
                 for name, value in switches.items():
                     restorer.set(THP / name, value)
                 time.sleep(0.2)  # the pass the changes woke runs now, before the program starts
-                yield
+                yield restorer
         finally:
             keeper.kill()
 
@@ -140,20 +140,24 @@ def snapshot(program, path):
     return path, proc.pid
 
 
-def _measure(program, switches):
+def _measure(program, switches, khugepaged=False):
+    """With ``khugepaged``: once the program is stopped, khugepaged scans every address space twice
+    over, at full speed, before the folios are read."""
     from hugecalc.machine.snapshot import capture_machine
 
     argv, stdin_text = PROGRAMS[program]
-    with what_if(switches):
+    with what_if(switches) as restorer:
         collapses = _vmstat("thp_collapse_alloc")
         with subprocess.Popen(["setarch", "-R", *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
             try:
                 _until_ready(proc, stdin_text)
                 os.kill(proc.pid, signal.SIGSTOP)  # frozen where it said ready, as the record is
+                assert _vmstat("thp_collapse_alloc") == collapses, "khugepaged collapsed during the run"
+                if khugepaged:
+                    _full_scans(restorer, 2)
                 capture = capture_machine([proc.pid])
             finally:
                 proc.kill()
-        assert _vmstat("thp_collapse_alloc") == collapses, "khugepaged collapsed during the run"
     folios, unclassified = {}, 0
     for vma in capture.processes[0].vmas:
         if vma.kind in ("anon", "heap", "shmem"):
@@ -165,6 +169,19 @@ def _measure(program, switches):
                 else:
                     folios[size] = folios.get(size, 0) + n
     return folios, unclassified, capture.processes[0].vm_pte_bytes
+
+
+def _full_scans(restorer, scans):
+    """khugepaged woken at full speed until it has scanned every address space ``scans`` more times."""
+    done = int((THP / "khugepaged/full_scans").read_text())
+    restorer.set(THP / "khugepaged/pages_to_scan", "65536")
+    restorer.set(THP / "khugepaged/alloc_sleep_millisecs", "0")
+    restorer.set(THP / "khugepaged/scan_sleep_millisecs", "1")
+    deadline = time.time() + 120
+    while int((THP / "khugepaged/full_scans").read_text()) < done + scans:
+        assert time.time() < deadline, "khugepaged did not finish its scans in 2 minutes"
+        time.sleep(0.05)
+    restorer.set(THP / "khugepaged/scan_sleep_millisecs", "3600000")
 
 
 def record(program, path):
@@ -266,3 +283,27 @@ def test_the_snapshot_replay_is_a_bound_on_large_folios_as_it_says(tmp_path, pro
                 shown = {s: n for s, n in predicted.items() if s >= size}
                 assert sum(s * n for s, n in at_least.items()) <= sum(s * n for s, n in shown.items()), \
                     (program, name, size, predicted, kernel)
+
+
+@pytest.mark.root
+@needs_root_and(THP / "khugepaged/full_scans", "/sys/kernel/tracing")
+@pytest.mark.parametrize("program", ["sqlite3", "python"])
+def test_khugepaged_on_a_record_collapses_what_the_kernel_collapses(records, program):
+    """mthp --trace --khugepaged: what khugepaged collapses of the end state. Under THP always the
+    kernel (6.18: PMD collapse only, max_ptes_none 511) is let scan the stopped program twice; its 2M
+    folios are then those the faults made plus the ranges the replay says collapse."""
+    if not _installed(program) or not shutil.which("setarch"):
+        pytest.skip(f"{PROGRAMS[program][0][0]} or setarch is not installed")
+    if int((THP / "khugepaged/max_ptes_none").read_text()) != 511:
+        pytest.skip("khugepaged/max_ptes_none is not the default 511 here")
+    switches, options = WHAT_IFS["THP always"]
+    doc = replay(_record_of(records, program), [*options, "--khugepaged"])
+    run = doc["runs"][-1]
+    at_fault = {f["size_bytes"]: f["count"] for f in run["folios"]}.get(2 << 20, 0)
+    designs = {d["design"]: d for d in run["khugepaged"]}
+    collapsed = {c["size_bytes"]: c["count"] for c in designs["v18"]["collapses"]}
+    assert set(collapsed) <= {2 << 20} and collapsed, designs  # 6.18, PMD only: some range collapses
+    assert all(d["collapses"] == designs["v18"]["collapses"] for d in designs.values())
+    kernel, unclassified, _ = _measure(program, switches, khugepaged=True)
+    want, got = at_fault + collapsed[2 << 20], kernel.get(2 << 20, 0)
+    assert abs(got - want) <= 0.02 * want + 1 + unclassified // 512, (program, want, got, kernel, designs)

@@ -201,3 +201,42 @@ def test_a_record_reads_as_the_capture_of_its_machine(run, tmp_path):
     damaged.write_bytes(record.read_bytes()[:-100])
     r = run("mthp", "--host", str(damaged))
     assert r.exit_code == 2 and r.stdout == "" and "not a whole hugecalc record" in r.stderr
+
+
+def test_khugepaged_on_a_record_scans_the_end_state(run, tmp_path):
+    """hpage_collapse_scan_pmd() on what the replay leaves: PMD ranges wholly inside an anonymous VMA
+    with a PTE table; a range that is PMD-mapped already, or only partly inside the VMA, is not
+    scanned; max_ptes_none bounds the empty PTEs (the zero page counts as empty)."""
+    base = 0x40000000
+    events = [mmap(base, 8 * M), madvise(base, 8 * M, MADV_HUGEPAGE),
+              *(touch(base + p * 4 * K) for p in range(0, 512, 2)),  # range 0: half present
+              *(touch(base + 2 * M + p * 4 * K) for p in range(8)),  # range 1: 8 pages
+              *(touch(base + 4 * M + p * 4 * K, write=False) for p in range(40)),  # range 2: zero pages
+              mmap(base + 8 * M + 1 * M, 2 * M), madvise(base + 9 * M, 2 * M, MADV_HUGEPAGE),
+              touch(base + 10 * M)]  # a range the VMA covers in part only
+    path = write_events(tmp_path / "k.record", events)
+    doc = replay(run, path, "--top-level", "never", "--khugepaged", "--max-ptes-none", "256", "--kernel", "6.18")
+    by = {d["design"]: d for d in doc["runs"][-1]["khugepaged"]}
+    assert by["v18"]["pmd_ranges"] == 0  # under --top-level never, no VMA is khugepaged's
+    doc = replay(run, path, "--top-level", "madvise", "--khugepaged", "--max-ptes-none", "256", "--kernel", "6.18")
+    what_if = doc["runs"][-1]
+    by = {d["design"]: d for d in what_if["khugepaged"]}
+    # the faults: range 0's first write gets a PMD THP (MADV_HUGEPAGE), so it is not scanned; range 1
+    # too; range 2's reads map the huge zero page. Nothing is left for khugepaged.
+    assert {f["size_bytes"]: f["count"] for f in what_if["folios"]} == {2 * M: 2, 4 * K: 1}
+    assert by["v18"]["pmd_ranges"] == 0
+    no_thp_then = [mmap(base, 8 * M), *(touch(base + p * 4 * K) for p in range(0, 512, 2)),
+                   *(touch(base + 2 * M + p * 4 * K) for p in range(8)),
+                   *(touch(base + 4 * M + p * 4 * K, write=False) for p in range(40)),
+                   madvise(base, 8 * M, MADV_HUGEPAGE)]  # asked for after the faults: khugepaged's job
+    path = write_events(tmp_path / "late.record", no_thp_then)
+    doc = replay(run, path, "--top-level", "madvise", "--khugepaged", "--max-ptes-none", "256", "--kernel", "6.18")
+    for design in doc["runs"][-1]["khugepaged"]:
+        # range 0: 256 empty <= 256 collapses; range 1: 504 empty > 256 stays; range 2: all zero pages
+        assert design["pmd_ranges"] == 3 and design["untouched_ranges"] == 2
+        assert design["collapses"] == [{"size_bytes": 2 * M, "count": 1}]
+    assert any("khugepaged mTHP collapse is not in 6.18" in n for n in doc["notes"])
+    r = run("mthp", "--trace", str(path), "--khugepaged", "--occupancy-file", str(path))
+    assert r.exit_code == 2 and "khugepaged finds what the replay leaves" in r.stderr
+    r = run("mthp", "--pid", "1", "--khugepaged")
+    assert r.exit_code == 2 and r.stdout == "" and "record the program" in r.stderr

@@ -145,7 +145,8 @@ def parse_occupancy(text: str, profile: Profile):
 
 
 def compute_khugepaged(profile: Profile, occupancy, enabled_orders: set[int], max_ptes_none: int) -> list[KhugepagedDesign]:
-    """Collapses per design for PMD ranges given as (bitmap, multiplicity) pairs.
+    """Collapses per design for PMD ranges given as (bitmap, multiplicity) pairs, or (bitmap,
+    multiplicity, the range's own enabled orders) where ranges differ (a record's VMAs).
 
     Kernel reference
     ----------------
@@ -161,9 +162,9 @@ def compute_khugepaged(profile: Profile, occupancy, enabled_orders: set[int], ma
         counts: dict[int, int] = {}
         untouched = 0
         total = 0
-        for bits, n in occupancy:
+        for bits, n, *own in occupancy:
             total += n
-            orders = collapse_range(bits, design, enabled_orders, pmd_order, max_ptes_none)
+            orders = collapse_range(bits, design, own[0] if own else enabled_orders, pmd_order, max_ptes_none)
             if not orders:
                 untouched += n
             for o in orders:

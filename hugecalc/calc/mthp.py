@@ -233,12 +233,19 @@ def _khugepaged(profile: Profile, release: Release, p: Pass, allowed: set[int], 
         if not p.prepopulated_stride:
             raise InputError("needs the occupancy: --prepopulated-stride or --occupancy-file", field="khugepaged")
         occupancy = prepopulated_bitmaps(profile, p.start, p.end, p.prepopulated_stride)
-    notes += unconfirmed_notes(release, [(KHUGEPAGED_MTHP, None)])
+    notes += khugepaged_notes(release)
+    return compute_khugepaged(profile, occupancy, allowed, scan.max_ptes_none)
+
+
+def khugepaged_notes(release: Release) -> list[str]:
+    """Which design of khugepaged's mTHP collapse, if any, ``release`` has."""
+    notes = unconfirmed_notes(release, [(KHUGEPAGED_MTHP, None)])
     if release.has(KHUGEPAGED_MTHP):
         notes.append(f"khugepaged mTHP collapse on {release}: the v18 design ({KHUGEPAGED_MTHP.cite})")
     else:
-        notes.append(f"khugepaged mTHP collapse is not in {release} ({KHUGEPAGED_SERIES}; {KHUGEPAGED_MTHP.cite})")
-    return compute_khugepaged(profile, occupancy, allowed, scan.max_ptes_none)
+        notes.append(f"khugepaged mTHP collapse is not in {release} ({KHUGEPAGED_SERIES}; {KHUGEPAGED_MTHP.cite}): "
+                     "there only the PMD-size collapses of each design happen")
+    return notes
 
 
 def pass_inputs(profile: Profile, shape: PassShape, p: Pass) -> dict:

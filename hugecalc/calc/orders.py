@@ -314,6 +314,34 @@ def _file_fault_orders(profile: Profile, release: Release, p: Pass, global_on: b
     return allowed, f"{mount}{p.huge}: a page fault gets the PMD size or base pages"
 
 
+def _anon_shmem_orders(profile: Profile, release: Release, p: Pass, global_on: bool,
+                       notes: list[str]) -> tuple[set[int], str]:
+    """Anonymous shmem's page fault: ``shmem_allowable_huge_orders()`` (6.11+), ``shmem_is_huge()`` before."""
+    page, P = profile.page_size, pmd_order(profile)
+    notes += unconfirmed_notes(release, [(SHMEM_MTHP, None)])
+    if release.has(SHMEM_MTHP) and p.huge in ("deny", "force"):
+        # shmem_allowable_huge_orders(): "if (shmem_huge == SHMEM_HUGE_DENY) return 0;
+        # if (shmem_huge == SHMEM_HUGE_FORCE) return READ_ONCE(huge_shmem_orders_inherit);"
+        allowed = {o for o, m in p.shm_modes.items() if m == "inherit"} if p.huge == "force" else set()
+        if p.huge == "force" and allowed - {P}:  # shmem_valid_huge(): -EINVAL
+            raise InputError("force takes no per-size inherit but the PMD size's (shmem_valid_huge() refuses "
+                             "it with EINVAL: 'Do not override huge allocation policy with non-PMD sized mTHP')",
+                             field="huge")
+        why = (f"shmem_allowable_huge_orders(): shmem_enabled {p.huge}: "
+               + ("only the sizes set to inherit, the per-size always/within_size/advise ignored"
+                  if p.huge == "force" else "no THP for any shmem"))
+    elif release.has(SHMEM_MTHP):
+        allowed = _allowed(p.shm_modes, ("always", "within_size"), "advise", p.madvise, global_on)
+        why = _why(page, "shmem_allowable_huge_orders(): shmem_enabled " + p.huge, p.madvise, p.shm_modes)
+    else:  # shmem_is_huge() before 6.11: shmem_enabled alone
+        if any(m != ("inherit" if o == P else "never") for o, m in p.shm_modes.items()):
+            notes.append(f"kernel {release} has no per-size shmem_enabled (it came in 6.11): the per-size "
+                         "modes are ignored, shmem_enabled decides")
+        allowed = {P} & set(file_orders(profile)) if global_on else set()
+        why = f"shmem_is_huge(): shmem_enabled {p.huge}"
+    return allowed, why
+
+
 def allowed_orders(profile: Profile, release: Release, p: Pass, notes: list[str]) -> tuple[set[int], str]:
     """Stage 2: the orders a fault in this VMA may get, and why.
 
@@ -344,27 +372,7 @@ def allowed_orders(profile: Profile, release: Release, p: Pass, notes: list[str]
     if p.memory in ("tmpfs", "sysv"):
         allowed, why = _file_fault_orders(profile, release, p, shmem_global_on, notes)
     else:
-        notes += unconfirmed_notes(release, [(SHMEM_MTHP, None)])
-        if release.has(SHMEM_MTHP) and p.huge in ("deny", "force"):
-            # shmem_allowable_huge_orders(): "if (shmem_huge == SHMEM_HUGE_DENY) return 0;
-            # if (shmem_huge == SHMEM_HUGE_FORCE) return READ_ONCE(huge_shmem_orders_inherit);"
-            allowed = {o for o, m in p.shm_modes.items() if m == "inherit"} if p.huge == "force" else set()
-            if p.huge == "force" and allowed - {P}:  # shmem_valid_huge(): -EINVAL
-                raise InputError("force takes no per-size inherit but the PMD size's (shmem_valid_huge() refuses "
-                                 "it with EINVAL: 'Do not override huge allocation policy with non-PMD sized mTHP')",
-                                 field="huge")
-            why = (f"shmem_allowable_huge_orders(): shmem_enabled {p.huge}: "
-                   + ("only the sizes set to inherit, the per-size always/within_size/advise ignored"
-                      if p.huge == "force" else "no THP for any shmem"))
-        elif release.has(SHMEM_MTHP):
-            allowed = _allowed(p.shm_modes, ("always", "within_size"), "advise", p.madvise, shmem_global_on)
-            why = _why(page, "shmem_allowable_huge_orders(): shmem_enabled " + p.huge, p.madvise, p.shm_modes)
-        else:  # shmem_is_huge() before 6.11: shmem_enabled alone
-            if any(m != ("inherit" if o == P else "never") for o, m in p.shm_modes.items()):
-                notes.append(f"kernel {release} has no per-size shmem_enabled (it came in 6.11): the per-size "
-                             "modes are ignored, shmem_enabled decides")
-            allowed = {P} & set(file_orders(profile)) if shmem_global_on else set()
-            why = f"shmem_is_huge(): shmem_enabled {p.huge}"
+        allowed, why = _anon_shmem_orders(profile, release, p, shmem_global_on, notes)
     if p.huge == "within_size" or "within_size" in p.shm_modes.values():
         notes.append("within_size: the file is taken to end where the VMA ends, so every order that fits "
                      "the VMA also fits i_size")

@@ -127,6 +127,25 @@ class Process:
     def populated_bytes(self) -> int:
         return self.space.pages.populated_pages * self.profile.page_size
 
+    def khugepaged_ranges(self) -> list[tuple[np.ndarray, int, set[int]]]:
+        """What khugepaged scans now: each PMD range wholly inside an anonymous VMA that THP allows,
+        mapped by a PTE table (``hpage_collapse_scan_pmd()``; a PMD-mapped range is huge already, one
+        without a table is SCAN_PMD_NULL), as (its present PTEs, 1, the VMA's allowed orders). The
+        zero page counts as none (``is_zero_pfn()``)."""
+        pg = self.space.pages
+        span = self.profile.pmd_size
+        out = []
+        for block in sorted(int(b) for b in pg.pte.keys()):
+            vma = self.space.find(block * span)
+            if vma is None or vma.kind not in ANON or vma.end < (block + 1) * span or block in pg.pmd:
+                continue
+            mask = self.orders(vma)
+            if mask:
+                row = pg.rows.get(block)
+                bits = np.asarray(row[:pg.n]) >= 0 if row is not None else np.zeros(pg.n, bool)
+                out.append((bits, 1, {o for o in range(mask.bit_length()) if mask >> o & 1}))
+        return out
+
     # --- the address space ------------------------------------------------------------------
 
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int) -> None:

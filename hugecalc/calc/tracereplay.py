@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from hugecalc.calc.addrspace import Vma
+from hugecalc.calc.khugepaged import KhugepagedDesign, compute_khugepaged
 from hugecalc.calc.mthp import FolioCount, tlb_block_pages
 from hugecalc.calc.orders import ThpSettings
 from hugecalc.calc import addrspace
@@ -61,6 +62,7 @@ class TraceRun(Model):
     page_table_bytes: int = field("Page tables (as VmPTE counts)", "bytes")
     peak_page_table_bytes: int = field("Page tables at the peak (sampled)", "bytes")
     timeline: list[TimePoint]
+    khugepaged: list[KhugepagedDesign] | None = None  # --khugepaged: its collapses on the end state
 
 
 class TraceResult(Result):
@@ -78,8 +80,10 @@ class TraceResult(Result):
         return out
 
 
-def end_state(proc: Process, label: str, touched_pages: int, timeline: list) -> TraceRun:
-    """What the process holds at the end, under one set of settings."""
+def end_state(proc: Process, label: str, touched_pages: int, timeline: list,
+              max_ptes_none: int | None = None) -> TraceRun:
+    """What the process holds at the end, under one set of settings (and with ``max_ptes_none``,
+    what khugepaged would collapse of it: ``compute_khugepaged()`` on :meth:`Process.khugepaged_ranges`)."""
     profile, pg = proc.profile, proc.space.pages
     page = profile.page_size
     by_order = pg.folio_orders()
@@ -98,7 +102,13 @@ def end_state(proc: Process, label: str, touched_pages: int, timeline: list) -> 
                     tlb_entries=pg.tlb_entries(cont),
                     tables={r.level: r.tables for r in rows}, page_table_bytes=table_bytes,
                     peak_page_table_bytes=max([table_bytes, *(p.page_table_bytes for p in timeline)]),
-                    timeline=timeline)
+                    timeline=timeline,
+                    khugepaged=None if max_ptes_none is None else _khugepaged(proc, max_ptes_none))
+
+
+def _khugepaged(proc: Process, max_ptes_none: int) -> list[KhugepagedDesign]:
+    ranges = proc.khugepaged_ranges()
+    return compute_khugepaged(proc.profile, ranges, set().union(*(r[2] for r in ranges)), max_ptes_none)
 
 
 def page_table_bytes(proc: Process) -> int:
@@ -243,7 +253,7 @@ def walk(replay: Replay, events: Events, at_end: Callable[[Process], Any], sampl
 
 
 def replay_one(profile: Profile, release: Release, events: Events, settings: ThpSettings, label: str,
-               compiled: bool) -> tuple[TraceRun, int]:
+               compiled: bool, max_ptes_none: int | None = None) -> tuple[TraceRun, int]:
     """Every event of the record, in order, under ``settings``: the end state of process
     ``events.pid`` (at its last exit_mmap), and how many address spaces the record holds."""
     replay = Replay(profile, release, settings, lambda page, pmd: addrspace.Pages(page, pmd, compiled))
@@ -254,7 +264,8 @@ def replay_one(profile: Profile, release: Release, events: Events, settings: Thp
         timeline.append(TimePoint(seconds=(int(t[i]) - int(t[0])) / 1e9, populated_bytes=main.populated_bytes(),
                                   faults=int(main.counts[0]), page_table_bytes=page_table_bytes(main)))
 
-    run = walk(replay, events, lambda proc: end_state(proc, label, events.touched_pages, list(timeline)), sample)
+    run = walk(replay, events,
+               lambda proc: end_state(proc, label, events.touched_pages, list(timeline), max_ptes_none), sample)
     return run, len(replay.procs)
 
 
@@ -269,8 +280,9 @@ def checked_pid(profile: Profile, record, pid: int | None) -> int:
 
 
 def compute_trace(profile: Profile, release: Release, record, runs: dict[str, ThpSettings],
-                  pid: int | None = None, command: str = "mthp") -> TraceResult:
-    """The record replayed under each named set of settings (``now``, ``what-if``).
+                  pid: int | None = None, command: str = "mthp", max_ptes_none: int | None = None) -> TraceResult:
+    """The record replayed under each named set of settings (``now``, ``what-if``); with
+    ``max_ptes_none``, also what khugepaged would collapse of each end state.
 
     Kernel reference
     ----------------
@@ -282,7 +294,7 @@ def compute_trace(profile: Profile, release: Release, record, runs: dict[str, Th
     compiled = addrspace.use_compiled(record.faults)
     results, processes = [], 0
     for label, settings in runs.items():
-        run, processes = replay_one(profile, release, events, settings, label, compiled)
+        run, processes = replay_one(profile, release, events, settings, label, compiled, max_ptes_none)
         results.append(run)
     code = record.meta.get("exit_status") or 0
     status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
@@ -291,6 +303,12 @@ def compute_trace(profile: Profile, release: Release, record, runs: dict[str, Th
              f"figures are process {pid}'s at the end (its last exit_mmap)",
              "faults in mappings made before the record could see them (the program's own image, its stack) "
              "replay as base pages and are not counted among the folios"]
+    if max_ptes_none is not None:
+        from hugecalc.calc.mthp import khugepaged_notes
+
+        notes += ["khugepaged: every PMD range of the end state wholly inside an anonymous VMA THP allows and "
+                  "mapped by a PTE table, scanned once; shared or swapped PTEs, which stop a collapse, are not "
+                  "modelled", *khugepaged_notes(release)]
     return TraceResult(command=command, profile=profile.name, kernel=str(release), pid=pid, events=record.events,
                        recorded_faults=record.faults, runs=results, notes=notes,
                        inputs={"trace": record.meta.get("path"), "pid": pid, "runs": list(runs)},

@@ -260,7 +260,9 @@ def replay_record(params: Any, what_if: Any, command: str) -> Any:
     record, profile, release, now, notes = record_context(params)
     changed = now.with_overrides(what_if)
     runs = {"now": now} | ({"what-if": changed} if changed != now else {})
-    result = compute_trace(profile, release, record, runs, params.pid, command)
+    khugepaged = params.values.get("khugepaged")
+    result = compute_trace(profile, release, record, runs, params.pid, command,
+                           params.values["max_ptes_none"] if khugepaged else None)
     result.notes[:0] = notes
     return result
 

@@ -111,7 +111,8 @@ def pass_shape(params: Params) -> PassShape:
 @click.command(cls=Command)
 @mthp_options
 @click.option("--khugepaged", is_flag=True,
-              help="Also: which PMD ranges khugepaged's mTHP collapse (7.2, release unconfirmed) turns into which size.")
+              help="Also: which PMD ranges khugepaged's mTHP collapse (7.2, release unconfirmed) turns into which size "
+                   "(with --trace: of the replay's end state).")
 @click.option("--max-ptes-none", type=click.IntRange(0, 511), default=511, show_default=True,
               help="khugepaged/max_ptes_none.")
 @click.option("--occupancy-file", type=click.Path(dir_okay=False, allow_dash=True), default=None,
@@ -151,6 +152,11 @@ def mthp(**values: Any) -> None:
     for name, flag in (("max_ptes_none", "--max-ptes-none"), ("occupancy_file", "--occupancy-file")):
         if name in given and not values["khugepaged"]:
             raise InputError(f"{flag} describes what khugepaged finds: give --khugepaged too")
+    if values["khugepaged"] and values["trace"] and "occupancy_file" in given:
+        raise InputError("--occupancy-file: with --trace, khugepaged finds what the replay leaves: give one of them")
+    if values["khugepaged"] and values["pid"] is not None and not values["trace"]:
+        raise InputError("--khugepaged with --pid: a snapshot's fault order is unknown, so what khugepaged would "
+                         "find is too; record the program (hugecalc record) and give --trace FILE --khugepaged")
     run(SPEC, values)
 
 
@@ -216,13 +222,15 @@ def _draw_trace(out: Console, result: TraceResult, params: Params) -> None:
     columns = [(r.label, r) for r in result.runs]
     out.print(side_by_side(columns))
     out.print(folio_table([(r.label, r.folios) for r in result.runs]))
+    for r in result.runs:
+        _print_collapses(out, r.khugepaged, f"khugepaged on the end state, {r.label}:")
     chart = trace_chart(result, "populated_bytes", "populated memory")
     if chart is not None:
         out.print(Text(terminal(chart, out.width)))
 
 
 def _draw_pass(out: Console, result: MthpResult, params: Params) -> None:
-    from hugecalc.render import list_table, print_header, print_wrapped, transposed_summary
+    from hugecalc.render import list_table, print_header, transposed_summary
 
     i = result.inputs
     print_header(out, result, f"{i['memory']} {fmt_bytes(i['vma_size_bytes'])} VMA at {i['vma_start']:#x}, "
@@ -231,12 +239,19 @@ def _draw_pass(out: Console, result: MthpResult, params: Params) -> None:
     out.print(Text(f"a fault may get: {sizes}"))
     out.print(transposed_summary(result))
     out.print(list_table(result.folios))
-    if result.khugepaged:
-        out.print(Text("khugepaged mTHP collapse, by design (see the note for this release):", style="bold"))
-        for d in result.khugepaged:
-            collapsed = ", ".join(f"{c.count:,} x {fmt_size(c.size_bytes)}" for c in d.collapses) or "nothing"
-            print_wrapped(out, f"  {d.design}: of {d.pmd_ranges:,} PMD ranges, {collapsed}; "
-                               f"{d.untouched_ranges:,} left as they are" + (f" ({d.note})" if d.note else ""), 4)
+    _print_collapses(out, result.khugepaged, "khugepaged mTHP collapse, by design (see the note for this release):")
+
+
+def _print_collapses(out: Console, designs: list | None, title: str) -> None:
+    from hugecalc.render import print_wrapped
+
+    if designs is None:
+        return
+    out.print(Text(title, style="bold"))
+    for d in designs:
+        collapsed = ", ".join(f"{c.count:,} x {fmt_size(c.size_bytes)}" for c in d.collapses) or "nothing"
+        print_wrapped(out, f"  {d.design}: of {d.pmd_ranges:,} PMD ranges, {collapsed}; "
+                           f"{d.untouched_ranges:,} left as they are" + (f" ({d.note})" if d.note else ""), 4)
 
 
 def _comparison_chart(result: MthpComparison) -> Any:
