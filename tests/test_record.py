@@ -184,9 +184,10 @@ def _full_scans(restorer, scans):
     restorer.set(THP / "khugepaged/scan_sleep_millisecs", "3600000")
 
 
-def record(program, path):
+def record(program, path, source="auto"):
     argv, stdin_text = PROGRAMS[program]
-    with subprocess.Popen([*HUGECALC, "record", "-o", str(path), "--", "setarch", "-R", *argv],
+    with subprocess.Popen([*HUGECALC, "record", "--fault-source", source, "-o", str(path), "--", "setarch", "-R",
+                           *argv],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as rec:
         try:
             started = rec.stderr.readline().decode()
@@ -210,11 +211,11 @@ def records(tmp_path_factory):
     return {}, folder
 
 
-def _record_of(records, program):
+def _record_of(records, program, source="auto"):
     made, folder = records
-    if program not in made:
-        made[program] = record(program, folder / f"{program}.record")
-    return made[program]
+    if (program, source) not in made:
+        made[program, source] = record(program, folder / f"{program}-{source}.record", source)
+    return made[program, source]
 
 
 def replay(path, options):
@@ -231,9 +232,26 @@ def replay(path, options):
 def test_the_replay_of_a_record_is_what_the_kernel_gives(records, program, name):
     if not _installed(program) or not shutil.which("setarch"):
         pytest.skip(f"{PROGRAMS[program][0][0]} or setarch is not installed")
-    switches, options = WHAT_IFS[name]
-    path = _record_of(records, program)
-    doc = replay(path, options)
+    _hold_to_the_kernel(program, name, replay(_record_of(records, program), WHAT_IFS[name][1]))
+
+
+@pytest.mark.root
+@needs_root_and(THP / "hugepages-64kB/enabled", "/sys/kernel/tracing")
+@pytest.mark.parametrize("name", list(WHAT_IFS))
+@pytest.mark.parametrize("program", ["sqlite3", "python"])
+def test_a_record_of_perf_page_faults_is_what_the_kernel_gives_too(records, program, name):
+    """--fault-source perf, the source on architectures without exceptions:page_fault_user: the
+    write bit inferred from the sequence, the replay held to the kernel as the tracepoint record is."""
+    if not _installed(program) or not shutil.which("setarch"):
+        pytest.skip(f"{PROGRAMS[program][0][0]} or setarch is not installed")
+    path = _record_of(records, program, "perf")
+    doc = replay(path, WHAT_IFS[name][1])
+    assert any("perf page-faults" in n and "inferred" in n for n in doc["notes"]), doc["notes"]
+    _hold_to_the_kernel(program, name, doc)
+
+
+def _hold_to_the_kernel(program, name, doc):
+    switches = WHAT_IFS[name][0]
     predicted = {f["size_bytes"]: f["count"] for f in doc["runs"][-1]["folios"]}
     kernel, unclassified, vm_pte = measure(program, switches)
     page = 4096

@@ -240,3 +240,38 @@ def test_khugepaged_on_a_record_scans_the_end_state(run, tmp_path):
     assert r.exit_code == 2 and "khugepaged finds what the replay leaves" in r.stderr
     r = run("mthp", "--pid", "1", "--khugepaged")
     assert r.exit_code == 2 and r.stdout == "" and "record the program" in r.stderr
+
+
+def test_the_write_bit_of_perf_faults_is_inferred_from_the_sequence():
+    """perf's page-faults event has no read/write: with THP disabled for the program, a read maps the
+    zero page and the write to it faults again, so a page that faults twice before anything could
+    unmap it (munmap, madvise, ...) or make its next write copy-on-write (fork) was read first."""
+    import numpy as np
+
+    from hugecalc.machine.perffaults import infer_writes
+    from hugecalc.machine.record import RESETS
+    from hugecalc.machine.trace import COLUMNS, FAULT, MUNMAP, NEWTASK
+
+    a, b = 0x40000000, 0x40001000
+    rows = [(1, 7, FAULT, a), (2, 7, FAULT, b), (3, 7, FAULT, a),  # a: read, then written
+            (4, 8, FAULT, b),  # another process: its own page
+            (5, 7, MUNMAP, a), (6, 7, FAULT, a),  # after munmap: a new page, written
+            (7, 7, NEWTASK, 9), (8, 7, FAULT, b)]  # after fork: copy-on-write of a written page
+    columns = {c: np.zeros(len(rows), np.int64) for c in COLUMNS}
+    for i, (t, tgid, kind, addr) in enumerate(rows):
+        columns["t_ns"][i], columns["tgid"][i], columns["kind"][i], columns["a"][i] = t, tgid, kind, addr
+    infer_writes(columns, 4096, FAULT, RESETS)
+    faults = columns["kind"] == FAULT
+    assert (columns["b"][faults] & 2).tolist() == [0, 2, 2, 2, 2, 2]
+
+
+def test_record_asked_for_a_fault_source_the_kernel_lacks(run, tmp_path, monkeypatch):
+    from hugecalc.machine import kernelfs, record
+
+    real = kernelfs.exists
+    monkeypatch.setattr(kernelfs, "is_root", lambda: True)
+    monkeypatch.setattr(kernelfs, "exists", lambda p: "exceptions" not in str(p) and real(p))
+    assert record.fault_source("auto") == "perf"
+    r = run("record", "--fault-source", "tracepoint", "-o", str(tmp_path / "x.record"), "--", "true")
+    assert r.exit_code == 1 and r.stdout == "" and "record with --fault-source perf" in r.stderr
+    assert not (tmp_path / "x.record").exists()

@@ -303,6 +303,10 @@ def compute_trace(profile: Profile, release: Release, record, runs: dict[str, Th
              f"figures are process {pid}'s at the end (its last exit_mmap)",
              "faults in mappings made before the record could see them (the program's own image, its stack) "
              "replay as base pages and are not counted among the folios"]
+    if record.meta.get("read_write") == "inferred":
+        notes.append(f"the faults come from {record.meta.get('fault_source')}, which cannot tell a read from a "
+                     "write: inferred from the sequence (a page that faulted again before anything could unmap it "
+                     "was read first, the zero page, then written; a page faulted once, as written)")
     if max_ptes_none is not None:
         from hugecalc.calc.mthp import khugepaged_notes
 

@@ -16,8 +16,12 @@ from hugecalc.errors import InputError
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="hugecalc.record", show_default=True,
               help="The record file (written complete or not at all).")
 @click.option("--force", is_flag=True, help="Write --output over a symbolic link or another user's file.")
+@click.option("--fault-source", type=click.Choice(["auto", "tracepoint", "perf"]), default="auto", show_default=True,
+              help="Where the faults come from: the exceptions:page_fault_user tracepoint (x86: read or write "
+                   "recorded), or perf's page-faults event (every architecture: read or write inferred); auto "
+                   "takes the tracepoint where the kernel has it.")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
-def record(output: str, force: bool, argv: tuple[str, ...]) -> Any:
+def record(output: str, force: bool, fault_source: str, argv: tuple[str, ...]) -> Any:
     """Run CMD and record its true fault sequence, to replay under any what-if (root).
 
     Every user page fault (address, read or write, present or not, thread, time) and every change
@@ -45,7 +49,7 @@ def record(output: str, force: bool, argv: tuple[str, ...]) -> Any:
     def started(pid: int) -> None:
         click.echo(f"hugecalc: recording pid {pid} ({' '.join(argv)}), THP disabled for it", err=True)
 
-    code, held = run_record(list(argv), output, started, force)
+    code, held = run_record(list(argv), output, started, force, fault_source)
     status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
     click.echo(f"hugecalc: wrote {output}: {held['events']:,} events, {held['faults']:,} page faults in "
                f"{held['seconds']:.2f} s; {argv[0]}: {status}", err=True)

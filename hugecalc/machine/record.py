@@ -35,11 +35,27 @@ PR_SET_THP_DISABLE = 41
 USER_TOP = 1 << 56  # above every user address (TASK_SIZE with 5-level paging is 1 << 56)
 BUFFER_KB_PER_CPU = 131072
 SYSCALLS = ("mmap", "munmap", "brk", "mremap", "mprotect", "madvise", "prctl")
-EVENTS = ("exceptions/page_fault_user", "exceptions/page_fault_kernel", "task/task_newtask", "sched/sched_process_exec", "mmap/exit_mmap",
+FAULT_EVENTS = ("exceptions/page_fault_user", "exceptions/page_fault_kernel")  # x86 only
+EVENTS = ("task/task_newtask", "sched/sched_process_exec", "mmap/exit_mmap",
           *(f"syscalls/sys_{edge}_{name}" for name in SYSCALLS for edge in ("enter", "exit")))
+#: where the faults come from: the x86 tracepoints (read or write recorded), or perf's page-faults
+#: software event, on every architecture (read or write inferred: hugecalc.machine.perffaults)
+SOURCES = {"tracepoint": "exceptions:page_fault_user", "perf": "perf page-faults"}
+#: events after which a page may be gone, or a write to it is copy-on-write (perffaults.infer_writes)
+RESETS = (MUNMAP, MADVISE, MREMAP, BRK, NEWTASK, EXEC, EXIT_MMAP, MPROTECT)
 
 _LINE = re.compile(rb"^\s*.*?-(\d+)\s+\(\s*(\d+|-+)\)\s+\[\d+\]\s+\S*\s*(\d+)\.(\d+): (\w+)(?:: | -> |\()(.*)$")
 _ARGS = re.compile(rb"(\w+)[:=] ?(0x[0-9a-fA-F]+|-?\d+)")
+
+
+def fault_source(asked: str = "auto") -> str:
+    """The fault source to use: ``asked``, or for ``auto`` the tracepoints where the kernel has them."""
+    root = tracefs_root()
+    has_tracepoints = all(kernelfs.exists(root / "events" / e) for e in FAULT_EVENTS)
+    if asked == "tracepoint" and not has_tracepoints:
+        raise HostError("this kernel has no tracepoint exceptions:page_fault_user (x86 only): "
+                        "record with --fault-source perf")
+    return asked if asked != "auto" else "tracepoint" if has_tracepoints else "perf"
 
 
 def tracefs_root() -> Path:
@@ -160,7 +176,8 @@ def _signed(value: int) -> int:
 class Instance:
     """A tracefs instance of our own: the events on, filtered to one pid and its descendants."""
 
-    def __init__(self, restorer) -> None:
+    def __init__(self, restorer, source: str = "tracepoint") -> None:
+        self.events = (*FAULT_EVENTS, *EVENTS) if source == "tracepoint" else EVENTS
         self.path = tracefs_root() / "instances" / f"hugecalc-{os.getpid()}"
         restorer.scratch("tracefs-instance", str(self.path))
         try:
@@ -170,10 +187,12 @@ class Instance:
         for option, value in (("record-tgid", "1"), ("event-fork", "1"), ("overwrite", "0")):
             kernelfs.write_text(self.path / "options" / option, value)
         kernelfs.write_text(self.path / "buffer_size_kb", str(BUFFER_KB_PER_CPU))
+        if source == "perf":  # the clock perf's samples carry, so that the two streams merge in order
+            kernelfs.write_text(self.path / "trace_clock", "mono")
 
     def start(self, pid: int) -> None:
         kernelfs.write_text(self.path / "set_event_pid", str(pid))
-        for event in EVENTS:
+        for event in self.events:
             kernelfs.write_text(self.path / "events" / event / "enable", "1")
         kernelfs.write_text(self.path / "tracing_on", "1")
 
@@ -229,11 +248,17 @@ def spawn_without_thp(argv: list[str]) -> tuple[int, int, int]:
     return pid, go_write, err_read
 
 
-def _run_traced(argv: list[str], instance: Instance, on_start) -> tuple[int, int, float]:
+def _run_traced(argv: list[str], instance: Instance, on_start, parser: Parser,
+                source: str) -> tuple[int, int, float]:
     """The command, traced from its exec on: (its pid, its wait status, seconds it ran)."""
+    from hugecalc.machine.perffaults import PerfFaults
+
     pid, go, exec_error = spawn_without_thp(argv)
+    perf = None
     try:
         instance.start(pid)
+        if source == "perf":
+            perf = PerfFaults(pid)  # enabled at the exec
         started = time.time()
         os.write(go, b"x")
         os.close(go)
@@ -247,6 +272,10 @@ def _run_traced(argv: list[str], instance: Instance, on_start) -> tuple[int, int
         _, status = os.waitpid(pid, 0)
         elapsed = time.time() - started
         time.sleep(0.05)  # the last events reach the buffer
+        if perf is not None:
+            perf.stop()
+            parser.rows += perf.rows(USER_TOP, FAULT)
+            parser.lost += perf.lost
         return pid, status, elapsed
     except BaseException:
         try:
@@ -255,11 +284,15 @@ def _run_traced(argv: list[str], instance: Instance, on_start) -> tuple[int, int
         except OSError:
             pass
         raise
+    finally:
+        if perf is not None and perf.fds:
+            perf.close()
 
 
-def record(argv: list[str], output: str, on_start=None, force: bool = False) -> tuple[int, dict]:
+def record(argv: list[str], output: str, on_start=None, force: bool = False,
+           source: str = "auto") -> tuple[int, dict]:
     """Run ``argv`` under tracing; write the record to ``output``: (the command's exit status, what
-    the record holds)."""
+    the record holds). ``source``: where the faults come from (:data:`SOURCES`, or auto)."""
     from hugecalc.machine.restore import Restorer
     from hugecalc.machine.snapshot import capture_machine
     from hugecalc.machine.trace import write_record
@@ -270,14 +303,15 @@ def record(argv: list[str], output: str, on_start=None, force: bool = False) -> 
         raise InputError("give the command to record after --, e.g. hugecalc record -- python3 app.py")
     capture = capture_machine()
     parser = Parser()
+    source = fault_source(source)
     with Restorer() as restorer:
-        instance = Instance(restorer)
+        instance = Instance(restorer, source)
         pipe = os.open(instance.path / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
         done = threading.Event()
         reader = threading.Thread(target=_drain, args=(pipe, parser, done), daemon=True)
         reader.start()
         try:
-            pid, status, elapsed = _run_traced(argv, instance, on_start)
+            pid, status, elapsed = _run_traced(argv, instance, on_start, parser, source)
         finally:  # the instance can only go once nothing reads it
             instance.stop()
             done.set()
@@ -285,7 +319,12 @@ def record(argv: list[str], output: str, on_start=None, force: bool = False) -> 
             os.close(pipe)
     code = os.waitstatus_to_exitcode(status)
     columns = parser.columns()
+    if source == "perf":
+        from hugecalc.machine.perffaults import infer_writes
+
+        infer_writes(columns, capture.page_size, FAULT, RESETS)
     meta = {"command": argv, "pid": pid, "exit_status": code, "seconds": round(elapsed, 6),
+            "fault_source": SOURCES[source], "read_write": "recorded" if source == "tracepoint" else "inferred",
             "thp_disabled": True, "lost_events": parser.lost, "kernel": capture.kernel,
             "page_size": capture.page_size, "capture": capture.model_dump(mode="json")}
     if parser.lost:
