@@ -275,3 +275,34 @@ def test_record_asked_for_a_fault_source_the_kernel_lacks(run, tmp_path, monkeyp
     r = run("record", "--fault-source", "tracepoint", "-o", str(tmp_path / "x.record"), "--", "true")
     assert r.exit_code == 1 and r.stdout == "" and "record with --fault-source perf" in r.stderr
     assert not (tmp_path / "x.record").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--pid", "1", "--", "true"], "not both"),
+    (["--duration", "30s", "--", "true"], "give --pid too"),
+    (["--pid", "1", "--duration", "0s"], "not a duration of more than 0"),
+    (["--pid", "1", "--duration", "2d"], "not a duration"),
+    (["--pid", "1", "--duration", "１s"], "not a duration"),
+    (["--pid", "1", "--duration", "nan"], "not a duration"),
+    (["--pid", "0"], "0"),
+])
+def test_record_attach_refuses_bad_input(run, tmp_path, args, message):
+    r = run("record", "-o", str(tmp_path / "x.record"), *args)
+    assert r.exit_code == 2 and r.stdout == "" and message in r.stderr, r.stderr
+    assert not (tmp_path / "x.record").exists()
+
+
+def test_an_attached_record_replays_its_start_then_its_events(run, tmp_path):
+    """record --pid: the mappings and present pages at the attach (ATTACH_VMA, then a write per page
+    in address order), then the events; the heap's break is where the heap ends, so a later brk()
+    grows it from there."""
+    from hugecalc.machine.trace import ATTACH_KINDS, ATTACH_VMA
+
+    heap = 0x10000000
+    events = [(ATTACH_VMA, heap, heap + 64 * K, 3, ATTACH_KINDS.index("heap"), 0),
+              *(touch(heap + p * 4 * K) for p in range(16)),
+              brk(heap + 192 * K), *(touch(heap + p * 4 * K) for p in range(16, 48))]
+    doc = replay(run, write_events(tmp_path / "a.record", events, attached=True), "--size", "64k")
+    # the heap grew from its end (64K) to 192K: pages 16-47 fill two aligned 64K blocks
+    assert folios(doc["runs"][-1]) == {64 * K: 3}
+    assert any("16 pages present when the record attached replay first" in n for n in doc["notes"]), doc["notes"]

@@ -160,6 +160,14 @@ class Process:
             kind = "file"
         self.space.insert(Vma(addr, end, kind, prot=prot, stack=bool(flags & MAP_STACK), pgoff=addr))
 
+    def attach_vma(self, start: int, end: int, prot: int, kind: str, hugepage: bool, nohugepage: bool) -> None:
+        """A mapping the process had when the record attached to it; the heap's end is its break."""
+        self.space.insert(Vma(start, end, kind, prot=prot, hugepage=hugepage, nohugepage=nohugepage, pgoff=start))
+        if kind == "heap":
+            if self.space.brk_start is None:
+                self.space.brk_start = start
+            self.space.brk = end
+
     def brk(self, new: int) -> None:
         """brk() (mm/mmap.c): the heap VMA ends at PAGE_ALIGN(mm->brk); growing adds
         [PAGE_ALIGN(old), PAGE_ALIGN(new)) with do_brk_flags(), which extends the heap's last VMA

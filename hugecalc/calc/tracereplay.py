@@ -25,13 +25,14 @@ from hugecalc.calc.orders import ThpSettings
 from hugecalc.calc import addrspace
 from hugecalc.calc.tables import counted_levels, level_row, vmpte_bytes
 from hugecalc.calc.trace import CLONE_VM, Process, check_record
-from hugecalc.machine.trace import (BRK, EXEC, EXIT_MMAP, FAULT, IMAGE_BSS, MADVISE, MMAP, MPROTECT, MREMAP, MUNMAP,
-                                    NEWTASK, THP_DISABLE)
+from hugecalc.machine.trace import (ATTACH_HUGEPAGE, ATTACH_KINDS, ATTACH_NOHUGEPAGE, ATTACH_VMA, BRK, EXEC,
+                                    EXIT_MMAP, FAULT, IMAGE_BSS, MADVISE, MMAP, MPROTECT, MREMAP, MUNMAP, NEWTASK,
+                                    THP_DISABLE)
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
 from hugecalc.result import Derivation, Figure, Model, Result, field
-from hugecalc.units import ceil_div
+from hugecalc.units import ceil_div, fmt_size
 
 TIMELINE_POINTS = 200
 
@@ -187,6 +188,8 @@ class Replay:
             proc.thp_disabled = bool(a)
         elif kind == IMAGE_BSS:
             proc.space.insert(Vma(a, b, "anon", prot=c, pgoff=a))
+        elif kind == ATTACH_VMA:
+            proc.attach_vma(a, b, c, ATTACH_KINDS[d], bool(e & ATTACH_HUGEPAGE), bool(e & ATTACH_NOHUGEPAGE))
 
 
 class Events:
@@ -296,17 +299,7 @@ def compute_trace(profile: Profile, release: Release, record, runs: dict[str, Th
     for label, settings in runs.items():
         run, processes = replay_one(profile, release, events, settings, label, compiled, max_ptes_none)
         results.append(run)
-    code = record.meta.get("exit_status") or 0
-    status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-    notes = [f"the record of {' '.join(record.meta.get('command', []))} ({status}): "
-             f"{record.events:,} events, {record.faults:,} page faults, {processes} address space(s); the "
-             f"figures are process {pid}'s at the end (its last exit_mmap)",
-             "faults in mappings made before the record could see them (the program's own image, its stack) "
-             "replay as base pages and are not counted among the folios"]
-    if record.meta.get("read_write") == "inferred":
-        notes.append(f"the faults come from {record.meta.get('fault_source')}, which cannot tell a read from a "
-                     "write: inferred from the sequence (a page that faulted again before anything could unmap it "
-                     "was read first, the zero page, then written; a page faulted once, as written)")
+    notes = record_notes(record, pid, processes, results, profile.page_size)
     if max_ptes_none is not None:
         from hugecalc.calc.mthp import khugepaged_notes
 
@@ -317,6 +310,37 @@ def compute_trace(profile: Profile, release: Release, record, runs: dict[str, Th
                        recorded_faults=record.faults, runs=results, notes=notes,
                        inputs={"trace": record.meta.get("path"), "pid": pid, "runs": list(runs)},
                        explain=[_derivation(r) for r in results])
+
+
+def record_notes(record, pid: int, processes: int, runs: list[TraceRun], page: int) -> list[str]:
+    """What the record is and what it cannot know, for the replay's notes."""
+    meta = record.meta
+    command = " ".join(meta.get("command", []))
+    counts = f"{record.events:,} events, {record.faults:,} page faults, {processes} address space(s)"
+    if meta.get("attached"):
+        end = "it exited" if meta.get("exited") else "still running when the record ended"
+        notes = [f"the record of {command} (attached to it for {meta.get('seconds', 0):.2f} s; {end}): {counts}; "
+                 f"the figures are process {pid}'s at the end of the record",
+                 f"its {meta.get('present_at_start_pages', 0):,} pages present when the record attached replay "
+                 "first, in address order, as mthp --pid replays a snapshot: for them the figures are bounds; "
+                 "every event after the attach replays exactly"]
+        large = [f for f in runs[0].folios if f.size_bytes > page]
+        if not meta.get("thp_disabled") and large:
+            notes.append("under the settings at the time it got larger folios (" + ", ".join(
+                f"{f.count:,} x {fmt_size(f.size_bytes)}" for f in large) + "): the pages inside them never "
+                "faulted one by one, so under smaller sizes the replay misses their faults")
+    else:
+        code = meta.get("exit_status") or 0
+        status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        notes = [f"the record of {command} ({status}): {counts}; the figures are process {pid}'s at the end (its "
+                 "last exit_mmap)",
+                 "faults in mappings made before the record could see them (the program's own image, its stack) "
+                 "replay as base pages and are not counted among the folios"]
+    if meta.get("read_write") == "inferred":
+        notes.append(f"the faults come from {meta.get('fault_source')}, which cannot tell a read from a write: "
+                     "inferred from the sequence (a page that faulted again before anything could unmap it was read "
+                     "first, the zero page, then written; a page faulted once, as written)")
+    return notes
 
 
 def _derivation(run: TraceRun) -> Derivation:

@@ -1,15 +1,35 @@
-"""``hugecalc record``: run a command and record its true fault sequence, for replay under any
-what-if (``mthp --trace FILE``, ``pgtable --trace FILE``)."""
+"""``hugecalc record``: run a command, or attach to a running process, and record its true fault
+sequence, for replay under any what-if (``mthp --trace FILE``, ``pgtable --trace FILE``)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import click
 
 from hugecalc.cli.command import Command
+from hugecalc.cli.common import PID_MAX_LIMIT
 from hugecalc.cli.spec import Spec
 from hugecalc.errors import InputError
+
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$")
+_SECONDS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class Duration(click.ParamType):
+    """A time: 30s, 500ms, 2m, 1h, or a number of seconds; more than 0, at most a day."""
+
+    name = "DURATION"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, float):
+            return value
+        m = _DURATION.match(str(value).strip()) if str(value).isascii() else None
+        seconds = float(m[1]) * _SECONDS[m[2]] if m else 0.0
+        if not 0 < seconds <= 86400:
+            self.fail(f"{value!r} is not a duration of more than 0 and at most a day (30s, 500ms, 2m, 1h)", param, ctx)
+        return seconds
 
 
 @click.command(cls=Command, context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -20,9 +40,15 @@ from hugecalc.errors import InputError
               help="Where the faults come from: the exceptions:page_fault_user tracepoint (x86: read or write "
                    "recorded), or perf's page-faults event (every architecture: read or write inferred); auto "
                    "takes the tracepoint where the kernel has it.")
+@click.option("--pid", type=click.IntRange(1, PID_MAX_LIMIT), default=None,
+              help="Attach to this running process instead of running a command: its state now, then its events.")
+@click.option("--duration", type=Duration(), default=None,
+              help="With --pid: how long to record (30s, 2m; default 30s); it ends earlier if the process exits, "
+                   "or on Ctrl-C.")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
-def record(output: str, force: bool, fault_source: str, argv: tuple[str, ...]) -> Any:
-    """Run CMD and record its true fault sequence, to replay under any what-if (root).
+def record(output: str, force: bool, fault_source: str, pid: int | None, duration: float | None,
+           argv: tuple[str, ...]) -> Any:
+    """Run CMD (or attach to --pid) and record its true fault sequence, to replay under any what-if (root).
 
     Every user page fault (address, read or write, present or not, thread, time) and every change
     of its address space (mmap, munmap, brk, mremap, mprotect, madvise, exec, exit), for the whole
@@ -32,24 +58,42 @@ def record(output: str, force: bool, fault_source: str, argv: tuple[str, ...]) -
     every first touch of every page is a base-page fault in the record; its stdin, stdout and
     stderr are this command's. The exit status is CMD's.
 
+    A process attached to with --pid keeps the machine's THP settings: its state at the start
+    (its mappings and present pages, as host --pids reads them) opens the record, then its events
+    follow.
+
     \b
     Examples:
       sudo hugecalc record -o app.record -- python3 app.py
+      sudo hugecalc record -o db.record --pid 1234 --duration 30s
       hugecalc mthp --trace app.record --size 64k      # the same faults under 64K mTHP
       hugecalc pgtable --trace app.record              # its page tables over time
     """
+    from hugecalc.files import check_output
     from hugecalc.machine.record import record as run_record
 
-    if not argv:
-        raise InputError("give the command to record after --, e.g. hugecalc record -- python3 app.py")
-    from hugecalc.files import check_output
-
+    if pid is not None and argv:
+        raise InputError("give a command to run or --pid to attach to, not both")
+    if duration is not None and pid is None:
+        raise InputError("--duration is how long an attached process is recorded: give --pid too")
+    if pid is None and not argv:
+        raise InputError("give the command to record after --, e.g. hugecalc record -- python3 app.py "
+                         "(or --pid PID to attach to a running process)")
     check_output(output, "--output", force)
+    attach = (pid, duration or 30.0) if pid is not None else None
 
-    def started(pid: int) -> None:
-        click.echo(f"hugecalc: recording pid {pid} ({' '.join(argv)}), THP disabled for it", err=True)
+    def started(started_pid: int) -> None:
+        what = f"({' '.join(argv)}), THP disabled for it" if attach is None else \
+            f"(attached for at most {attach[1]:g} s; Ctrl-C ends it), THP as the machine has it"
+        click.echo(f"hugecalc: recording pid {started_pid} {what}", err=True)
 
-    code, held = run_record(list(argv), output, started, force, fault_source)
+    code, held = run_record(list(argv), output, started, force, fault_source, attach)
+    if attach is not None:
+        end = "it exited" if held["exited"] else "still running"
+        click.echo(f"hugecalc: wrote {output}: {held['events']:,} events, {held['faults']:,} page faults "
+                   f"({held['present_at_start']:,} pages present at the start) in {held['seconds']:.2f} s; "
+                   f"pid {pid}: {end}", err=True)
+        return None
     status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
     click.echo(f"hugecalc: wrote {output}: {held['events']:,} events, {held['faults']:,} page faults in "
                f"{held['seconds']:.2f} s; {argv[0]}: {status}", err=True)

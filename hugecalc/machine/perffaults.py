@@ -68,34 +68,35 @@ def online_cpus() -> list[int]:
     return cpus
 
 
-def _attr() -> bytes:
+def _attr(on_exec: bool) -> bytes:
     buf = bytearray(ATTR_SIZE)
+    start = DISABLED | ENABLE_ON_EXEC if on_exec else 0
     struct.pack_into("<IIQQQQQ", buf, 0, PERF_TYPE_SOFTWARE, ATTR_SIZE, PERF_COUNT_SW_PAGE_FAULTS, 1,
-                     PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_ADDR, 0,
-                     DISABLED | INHERIT | EXCLUDE_HV | ENABLE_ON_EXEC | USE_CLOCKID)
+                     PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_ADDR, 0, start | INHERIT | EXCLUDE_HV | USE_CLOCKID)
     struct.pack_into("<I", buf, 48, 1)  # wakeup_events
     struct.pack_into("<i", buf, 92, CLOCK_MONOTONIC)  # clockid
     return bytes(buf)
 
 
 class PerfFaults:
-    """One page-faults event per CPU on ``pid`` (held before its exec: the events start there), read
-    by a thread of its own."""
+    """One page-faults event per CPU on each task of ``tids`` (a command held before its exec: the
+    events start there; or the threads of a running process: from now on), read by a thread of its
+    own."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, tids: list[int], on_exec: bool = True) -> None:
         why = available()
         if why:
             raise HostError(f"cannot record page faults: {why}")
         libc = ctypes.CDLL(None, use_errno=True)
-        attr = ctypes.create_string_buffer(_attr(), ATTR_SIZE)
+        attr = ctypes.create_string_buffer(_attr(on_exec), ATTR_SIZE)
         self.page = mmap.PAGESIZE
         self.fds, self.rings, self.chunks, self.lost = [], [], [], 0
-        for cpu in online_cpus():
-            fd = libc.syscall(SYSCALL[platform.machine()], attr, pid, cpu, -1, PERF_FLAG_FD_CLOEXEC)
+        for tid, cpu in ((t, c) for t in tids for c in online_cpus()):
+            fd = libc.syscall(SYSCALL[platform.machine()], attr, tid, cpu, -1, PERF_FLAG_FD_CLOEXEC)
             if fd < 0:
                 err = ctypes.get_errno()
                 self.close()
-                raise HostError(f"perf_event_open(page-faults) on CPU {cpu}: {os.strerror(err)}")
+                raise HostError(f"perf_event_open(page-faults) of task {tid} on CPU {cpu}: {os.strerror(err)}")
             self.fds.append(fd)
             self.rings.append(mmap.mmap(fd, (1 + RING_PAGES) * self.page))
         self.done = threading.Event()

@@ -187,11 +187,11 @@ class Instance:
         for option, value in (("record-tgid", "1"), ("event-fork", "1"), ("overwrite", "0")):
             kernelfs.write_text(self.path / "options" / option, value)
         kernelfs.write_text(self.path / "buffer_size_kb", str(BUFFER_KB_PER_CPU))
-        if source == "perf":  # the clock perf's samples carry, so that the two streams merge in order
-            kernelfs.write_text(self.path / "trace_clock", "mono")
+        # CLOCK_MONOTONIC: the clock perf's samples and an attach's first rows carry, so that they merge in order
+        kernelfs.write_text(self.path / "trace_clock", "mono")
 
-    def start(self, pid: int) -> None:
-        kernelfs.write_text(self.path / "set_event_pid", str(pid))
+    def start(self, pids: list[int]) -> None:
+        kernelfs.write_text(self.path / "set_event_pid", " ".join(map(str, pids)))
         for event in self.events:
             kernelfs.write_text(self.path / "events" / event / "enable", "1")
         kernelfs.write_text(self.path / "tracing_on", "1")
@@ -256,9 +256,9 @@ def _run_traced(argv: list[str], instance: Instance, on_start, parser: Parser,
     pid, go, exec_error = spawn_without_thp(argv)
     perf = None
     try:
-        instance.start(pid)
+        instance.start([pid])
         if source == "perf":
-            perf = PerfFaults(pid)  # enabled at the exec
+            perf = PerfFaults([pid])  # enabled at the exec
         started = time.time()
         os.write(go, b"x")
         os.close(go)
@@ -272,10 +272,7 @@ def _run_traced(argv: list[str], instance: Instance, on_start, parser: Parser,
         _, status = os.waitpid(pid, 0)
         elapsed = time.time() - started
         time.sleep(0.05)  # the last events reach the buffer
-        if perf is not None:
-            perf.stop()
-            parser.rows += perf.rows(USER_TOP, FAULT)
-            parser.lost += perf.lost
+        _collect(perf, parser)
         return pid, status, elapsed
     except BaseException:
         try:
@@ -289,17 +286,59 @@ def _run_traced(argv: list[str], instance: Instance, on_start, parser: Parser,
             perf.close()
 
 
+def _collect(perf, parser: Parser) -> None:
+    """perf's samples, once the events are stopped, among the parsed rows."""
+    if perf is not None:
+        perf.stop()
+        parser.rows += perf.rows(USER_TOP, FAULT)
+        parser.lost += perf.lost
+
+
+def _run_attached(pid: int, seconds: float, instance: Instance, on_start, parser: Parser, source: str,
+                  page: int, user_va: int) -> tuple[int, None, float, dict]:
+    """A running process traced for ``seconds`` (or until it exits): (its pid, no status, seconds
+    traced, what the record says of it); its state at the start becomes the parser's first rows."""
+    from hugecalc.machine import attach
+    from hugecalc.machine.perffaults import PerfFaults
+
+    tids = attach.thread_ids(pid)
+    command = attach.command_line(pid)
+    t0 = attach.monotonic_ns()
+    instance.start(tids)
+    perf = PerfFaults(tids, on_exec=False) if source == "perf" else None
+    try:
+        started = time.time()
+        rows, proc = attach.initial_rows(pid, page, user_va, t0)
+        parser.rows += rows
+        parser.execed.add(pid)  # its own prctl() calls count from now on
+        if on_start:
+            on_start(pid)
+        exited = attach.wait(pid, seconds)
+        elapsed = time.time() - started
+        time.sleep(0.05)  # the last events reach the buffer
+        _collect(perf, parser)
+    finally:
+        if perf is not None and perf.fds:
+            perf.close()
+    held = {"command": command, "attached": True, "exited": exited,
+            "present_at_start_pages": sum(v.present_pages for v in proc.vmas if attach.KIND.get(v.kind)
+                                          in ("anon", "heap", "shmem")),
+            "thp_disabled": proc.thp_enabled is False}
+    return pid, None, elapsed, held
+
+
 def record(argv: list[str], output: str, on_start=None, force: bool = False,
-           source: str = "auto") -> tuple[int, dict]:
-    """Run ``argv`` under tracing; write the record to ``output``: (the command's exit status, what
-    the record holds). ``source``: where the faults come from (:data:`SOURCES`, or auto)."""
+           source: str = "auto", attach: tuple[int, float] | None = None) -> tuple[int, dict]:
+    """Run ``argv`` under tracing, or with ``attach`` = (pid, seconds) trace a running process; write
+    the record to ``output``: (the command's exit status, 0 for an attach; what the record holds).
+    ``source``: where the faults come from (:data:`SOURCES`, or auto)."""
     from hugecalc.machine.restore import Restorer
     from hugecalc.machine.snapshot import capture_machine
     from hugecalc.machine.trace import write_record
 
     if not kernelfs.is_root():
         raise InputError("hugecalc record traces the kernel (tracefs): run it as root")
-    if not argv:
+    if not argv and attach is None:
         raise InputError("give the command to record after --, e.g. hugecalc record -- python3 app.py")
     capture = capture_machine()
     parser = Parser()
@@ -310,25 +349,32 @@ def record(argv: list[str], output: str, on_start=None, force: bool = False,
         done = threading.Event()
         reader = threading.Thread(target=_drain, args=(pipe, parser, done), daemon=True)
         reader.start()
+        held = {"thp_disabled": True}
         try:
-            pid, status, elapsed = _run_traced(argv, instance, on_start, parser, source)
+            if attach is None:
+                pid, status, elapsed = _run_traced(argv, instance, on_start, parser, source)
+            else:
+                pid, status, elapsed, held = _run_attached(*attach, instance, on_start, parser, source,
+                                                           capture.page_size, capture.profile.user_va_bytes)
+                argv = held.pop("command")
         finally:  # the instance can only go once nothing reads it
             instance.stop()
             done.set()
             reader.join()
             os.close(pipe)
-    code = os.waitstatus_to_exitcode(status)
+    code = os.waitstatus_to_exitcode(status) if status is not None else 0  # an attach: not ours to know
     columns = parser.columns()
     if source == "perf":
         from hugecalc.machine.perffaults import infer_writes
 
         infer_writes(columns, capture.page_size, FAULT, RESETS)
-    meta = {"command": argv, "pid": pid, "exit_status": code, "seconds": round(elapsed, 6),
+    meta = {"command": argv, "pid": pid, "exit_status": code if status is not None else None, "seconds": round(elapsed, 6),
             "fault_source": SOURCES[source], "read_write": "recorded" if source == "tracepoint" else "inferred",
-            "thp_disabled": True, "lost_events": parser.lost, "kernel": capture.kernel,
+            **held, "lost_events": parser.lost, "kernel": capture.kernel,
             "page_size": capture.page_size, "capture": capture.model_dump(mode="json")}
     if parser.lost:
         raise HostError(f"the kernel's trace buffer overflowed: {parser.lost:,} events lost; nothing written")
     write_record(output, columns, meta, force)
     return code, {"events": int(columns["kind"].shape[0]), "faults": int((columns["kind"] == FAULT).sum()),
-                  "seconds": elapsed}
+                  "seconds": elapsed, "exited": held.get("exited"),
+                  "present_at_start": held.get("present_at_start_pages", 0)}

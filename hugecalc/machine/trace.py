@@ -24,7 +24,11 @@ RECORD_KIND = "hugecalc-record"
 RECORD_SCHEMA_VERSION = 1
 
 #: Event kinds and the meaning of their values a..e.
-FAULT, MMAP, MUNMAP, BRK, MREMAP, MPROTECT, MADVISE, NEWTASK, EXEC, EXIT_MMAP, IMAGE_BSS, THP_DISABLE = range(12)
+(FAULT, MMAP, MUNMAP, BRK, MREMAP, MPROTECT, MADVISE, NEWTASK, EXEC, EXIT_MMAP, IMAGE_BSS, THP_DISABLE,
+ ATTACH_VMA) = range(13)
+#: ATTACH_VMA's kinds (d) and flags (e)
+ATTACH_KINDS = ("anon", "heap", "shmem", "file", "hugetlb")
+ATTACH_HUGEPAGE, ATTACH_NOHUGEPAGE = 1, 2
 KINDS = {
     FAULT: "page_fault_user: a=address, b=error_code (bit 0 present, bit 1 write)",
     MMAP: "mmap: a=address returned, b=length, c=prot, d=flags, e=fd",
@@ -38,6 +42,8 @@ KINDS = {
     EXIT_MMAP: "exit_mmap: the process's address space was torn down",
     IMAGE_BSS: "an anonymous mapping execve() made (a program's or its interpreter's bss): a=start, b=end, c=prot",
     THP_DISABLE: "prctl(PR_SET_THP_DISABLE): a=1 to disable THP for the process, 0 to allow it again",
+    ATTACH_VMA: "a mapping the process had when the record attached to it (record --pid): a=start, b=end, c=prot, "
+                "d=its kind (ATTACH_KINDS), e=flags (1 MADV_HUGEPAGE, 2 MADV_NOHUGEPAGE)",
 }
 COLUMNS = ("t_ns", "tgid", "tid", "kind", "a", "b", "c", "d", "e")
 
