@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,8 @@ THREADS = ("import sys, threading\n"
            "print('ready', flush=True); sys.stdin.read()")
 NODE = ("const a = []; for (let i = 0; i < 200000; i++) a.push({i, s: 'x'.repeat(40) + i}); "
         "const b = Buffer.alloc(24 << 20, 1); console.log('ready'); process.stdin.resume();")
+#: A JVM runs tests/data/programs/Alloc.java, compiled once (javac) into this folder.
+JAVA_CLASSES = Path(tempfile.gettempdir()) / f"hugecalc-tests-java-{os.getuid()}"
 #: name -> (argv, what goes to its stdin); each an interpreter or engine of its own runtime.
 PROGRAMS = {
     "sqlite3": (["sqlite3", ":memory:"], SQL),
@@ -48,11 +51,15 @@ PROGRAMS = {
     "node": (["node", "--predictable", "--predictable-gc-schedule", "--random-seed=1", "--hash-seed=1",
               "--min-semi-space-size=16", "--max-semi-space-size=16", "--single-threaded", "-e", NODE],
              ""),
+    # The JVM interpreting (-Xint: no JIT compiler threads racing to compile), one GC thread, a fixed
+    # heap: its other threads (reference handler, finalizer, signal dispatcher) barely allocate.
+    "java": (["java", "-Xint", "-XX:+UseSerialGC", "-Xms128m", "-Xmx128m", "-XX:-UsePerfData", "-cp",
+              str(JAVA_CLASSES), "Alloc"], ""),
 }
 #: For record --pid: SQLite told to print 'idle' first (the record attaches then), then given its work.
 ATTACHED = {"sqlite3-attached": (["sqlite3", ":memory:"], ".print idle\n" + SQL)}
 #: Programs whose threads race: two runs of one differ a little (measured: VmPTE by up to two tables).
-RACING = {"python-threads"}
+RACING = {"python-threads", "java"}
 #: what-if -> (sysfs switches set for the measured run, the same as mthp options)
 WHAT_IFS = {
     "64K": ({"hugepages-64kB/enabled": "always"}, ["--size", "64k"]),
@@ -64,7 +71,15 @@ VMSTAT_COLLAPSES = ("thp_collapse_alloc",)
 
 
 def _installed(program):
-    return shutil.which({**PROGRAMS, **ATTACHED}[program][0][0]) is not None
+    if shutil.which({**PROGRAMS, **ATTACHED}[program][0][0]) is None:
+        return False
+    if program == "java" and not (JAVA_CLASSES / "Alloc.class").exists():
+        if shutil.which("javac") is None:
+            return False
+        JAVA_CLASSES.mkdir(exist_ok=True)
+        subprocess.run(["javac", "-d", str(JAVA_CLASSES), str(Path(__file__).parent / "data/programs/Alloc.java")],
+                       check=True)
+    return True
 
 
 def _selected(path):
