@@ -37,8 +37,12 @@ THREADS = ("import sys, threading\n"
            "print('ready', flush=True); sys.stdin.read()")
 NODE = ("const a = []; for (let i = 0; i < 200000; i++) a.push({i, s: 'x'.repeat(40) + i}); "
         "const b = Buffer.alloc(24 << 20, 1); console.log('ready'); process.stdin.resume();")
-#: A JVM runs tests/data/programs/Alloc.java, compiled once (javac) into this folder.
+#: A JVM runs tests/data/programs/Alloc.java, compiled once (javac) into this folder; the userfaultfd
+#: probe (tests/data/programs/uffd.c, ours: no program here uses userfaultfd) is built there too (gcc).
 JAVA_CLASSES = Path(tempfile.gettempdir()) / f"hugecalc-tests-java-{os.getuid()}"
+BUILT = {"java": ("javac", JAVA_CLASSES / "Alloc.class", ["javac", "-d", str(JAVA_CLASSES)], "Alloc.java"),
+         "uffd-probe": ("gcc", JAVA_CLASSES / "uffd", ["gcc", "-O1", "-pthread", "-o", str(JAVA_CLASSES / "uffd")],
+                        "uffd.c")}
 #: name -> (argv, what goes to its stdin); each an interpreter or engine of its own runtime.
 PROGRAMS = {
     "sqlite3": (["sqlite3", ":memory:"], SQL),
@@ -55,11 +59,13 @@ PROGRAMS = {
     # heap: its other threads (reference handler, finalizer, signal dispatcher) barely allocate.
     "java": (["java", "-Xint", "-XX:+UseSerialGC", "-Xms128m", "-Xmx128m", "-XX:-UsePerfData", "-cp",
               str(JAVA_CLASSES), "Alloc"], ""),
+    # 8 MiB registered for userfaultfd's missing faults (a handler thread fills each page), 4 MiB not
+    "uffd-probe": ([str(JAVA_CLASSES / "uffd")], ""),
 }
 #: For record --pid: SQLite told to print 'idle' first (the record attaches then), then given its work.
 ATTACHED = {"sqlite3-attached": (["sqlite3", ":memory:"], ".print idle\n" + SQL)}
 #: Programs whose threads race: two runs of one differ a little (measured: VmPTE by up to two tables).
-RACING = {"python-threads", "java"}
+RACING = {"python-threads", "java", "uffd-probe"}
 #: what-if -> (sysfs switches set for the measured run, the same as mthp options)
 WHAT_IFS = {
     "64K": ({"hugepages-64kB/enabled": "always"}, ["--size", "64k"]),
@@ -71,15 +77,14 @@ VMSTAT_COLLAPSES = ("thp_collapse_alloc",)
 
 
 def _installed(program):
-    if shutil.which({**PROGRAMS, **ATTACHED}[program][0][0]) is None:
-        return False
-    if program == "java" and not (JAVA_CLASSES / "Alloc.class").exists():
-        if shutil.which("javac") is None:
-            return False
-        JAVA_CLASSES.mkdir(exist_ok=True)
-        subprocess.run(["javac", "-d", str(JAVA_CLASSES), str(Path(__file__).parent / "data/programs/Alloc.java")],
-                       check=True)
-    return True
+    if program in BUILT:
+        compiler, built, command, source = BUILT[program]
+        if not built.exists():
+            if shutil.which(compiler) is None:
+                return False
+            JAVA_CLASSES.mkdir(exist_ok=True)
+            subprocess.run([*command, str(Path(__file__).parent / "data/programs" / source)], check=True)
+    return shutil.which({**PROGRAMS, **ATTACHED}[program][0][0]) is not None
 
 
 def _selected(path):

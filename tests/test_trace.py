@@ -306,3 +306,17 @@ def test_an_attached_record_replays_its_start_then_its_events(run, tmp_path):
     # the heap grew from its end (64K) to 192K: pages 16-47 fill two aligned 64K blocks
     assert folios(doc["runs"][-1]) == {64 * K: 3}
     assert any("16 pages present when the record attached replay first" in n for n in doc["notes"]), doc["notes"]
+
+
+def test_a_userfaultfd_registered_range_gets_base_pages(run, tmp_path):
+    """alloc_anon_folio(): "if (unlikely(userfaultfd_armed(vma))) goto fallback"; a PMD fault goes to
+    the handler (handle_userfault()), which fills base pages. Unregistered, THP applies again."""
+    from hugecalc.machine.trace import UFFD
+
+    base = 0x40000000
+    events = [mmap(base, 8 * M), (UFFD, 0, 0, 0, 0, 0), (UFFD, base, base + 4 * M, 1, 0, 0),
+              *(touch(base + p * 4 * K) for p in range(0, 1024, 256)),  # one page in each 1M of the range
+              (UFFD, 0, 0, 0, 0, 0),  # unregistered: none from now on
+              touch(base + 4 * M), touch(base + 6 * M)]
+    doc = replay(run, write_events(tmp_path / "u.record", events), "--top-level", "always")
+    assert folios(doc["runs"][-1]) == {4 * K: 4, 2 * M: 2}

@@ -37,13 +37,14 @@ class Vma:
     advised: frozenset = frozenset()  # other vm_flags madvise() sets: dontcopy, dontdump, wipeonfork, mergeable
     pgoff: int = 0  # vm_pgoff, in bytes: an anonymous VMA's first address, kept when mremap() moves it
     anon_vma: int | None = None  # which anon_vma its pages hang off (None: not faulted yet)
+    uffd: bool = False  # registered with userfaultfd (VM_UFFD_MISSING/WP/MINOR: userfaultfd_armed())
 
     def mergeable(self, after: Vma) -> bool:
         """``after`` starts where this ends and vma_merge_new_range() would join them: same flags
         and protection, contiguous vm_pgoff, compatible anon_vma (is_mergeable_anon_vma())."""
         return (self.end == after.start and self.kind == after.kind and self.kind != "file"
-                and (self.prot, self.hugepage, self.nohugepage, self.stack, self.advised) ==
-                (after.prot, after.hugepage, after.nohugepage, after.stack, after.advised)
+                and (self.prot, self.hugepage, self.nohugepage, self.stack, self.advised, self.uffd) ==
+                (after.prot, after.hugepage, after.nohugepage, after.stack, after.advised, after.uffd)
                 and self.pgoff + (self.end - self.start) == after.pgoff
                 and (self.anon_vma is None or after.anon_vma is None or self.anon_vma == after.anon_vma))
 

@@ -43,8 +43,10 @@ ANON = ("anon", "heap")
 def vma_key(vma: Vma) -> tuple | None:
     """What thp_vma_allowable_orders() reads of a VMA: its flags (an anonymous VMA's bounds do not
     matter: the fault loop checks that a folio fits), and for shmem its bounds too
-    (thp_vma_suitable_order()); None for a VMA no THP rule applies to."""
-    if vma.kind not in (*ANON, "shmem"):
+    (thp_vma_suitable_order()); None for a VMA no THP rule applies to, and for one registered with
+    userfaultfd: a fault there gets a base page (alloc_anon_folio(): "if (unlikely(userfaultfd_armed(vma)))
+    goto fallback"; a PMD fault is handed to the handler, handle_userfault(), which fills base pages)."""
+    if vma.kind not in (*ANON, "shmem") or vma.uffd:  # userfaultfd_armed(): alloc_anon_folio() falls back
         return None
     return (vma.kind in ANON, vma.hugepage, vma.nohugepage, vma.stack,
             None if vma.kind in ANON else (vma.start, vma.end))
@@ -167,6 +169,14 @@ class Process:
             if self.space.brk_start is None:
                 self.space.brk_start = start
             self.space.brk = end
+
+    def uffd(self, start: int, end: int, armed: bool) -> None:
+        """The userfaultfd-registered ranges: none from now on (``armed`` False), or [start, end) one."""
+        if armed:
+            self.space.change(start, end, uffd=True)
+            return
+        for v in [v for v in self.space.vmas if v.uffd]:
+            self.space.change(v.start, v.end, uffd=False)
 
     def brk(self, new: int) -> None:
         """brk() (mm/mmap.c): the heap VMA ends at PAGE_ALIGN(mm->brk); growing adds

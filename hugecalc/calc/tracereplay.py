@@ -27,7 +27,7 @@ from hugecalc.calc.tables import counted_levels, level_row, vmpte_bytes
 from hugecalc.calc.trace import CLONE_VM, Process, check_record
 from hugecalc.machine.trace import (ATTACH_HUGEPAGE, ATTACH_KINDS, ATTACH_NOHUGEPAGE, ATTACH_VMA, BRK, EXEC,
                                     EXIT_MMAP, FAULT, IMAGE_BSS, MADVISE, MMAP, MPROTECT, MREMAP, MUNMAP, NEWTASK,
-                                    THP_DISABLE)
+                                    THP_DISABLE, UFFD)
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
@@ -188,6 +188,8 @@ class Replay:
             proc.thp_disabled = bool(a)
         elif kind == IMAGE_BSS:
             proc.space.insert(Vma(a, b, "anon", prot=c, pgoff=a))
+        elif kind == UFFD:
+            proc.uffd(a, b, bool(c))
         elif kind == ATTACH_VMA:
             proc.attach_vma(a, b, c, ATTACH_KINDS[d], bool(e & ATTACH_HUGEPAGE), bool(e & ATTACH_NOHUGEPAGE))
 

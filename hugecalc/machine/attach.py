@@ -20,7 +20,7 @@ import time
 
 from hugecalc.errors import InputError
 from hugecalc.machine import kernelfs
-from hugecalc.machine.trace import ATTACH_HUGEPAGE, ATTACH_KINDS, ATTACH_NOHUGEPAGE, ATTACH_VMA, FAULT
+from hugecalc.machine.trace import ATTACH_HUGEPAGE, ATTACH_KINDS, ATTACH_NOHUGEPAGE, ATTACH_VMA, FAULT, USER_TOP
 
 #: a snapshot's mapping kinds as the replay's (a stack is anonymous memory; sysv is a file of shm)
 KIND = {"anon": "anon", "stack": "anon", "heap": "heap", "shmem": "shmem", "hugetlb": "hugetlb"}
@@ -82,3 +82,35 @@ def wait(pid: int, seconds: float) -> bool:
 def monotonic_ns() -> int:
     """The clock the tracefs instance stamps events with (trace_clock mono)."""
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def run_attached(pid: int, seconds: float, instance, on_start, parser, source: str,
+                  page: int, user_va: int) -> tuple[int, None, float, dict]:
+    """A running process traced for ``seconds`` (or until it exits): (its pid, no status, seconds
+    traced, what the record says of it); its state at the start becomes the parser's first rows."""
+    from hugecalc.machine.perffaults import PerfFaults, collect
+
+    tids = thread_ids(pid)
+    command = command_line(pid)
+    t0 = monotonic_ns()
+    instance.start(tids)
+    perf = PerfFaults(tids, on_exec=False) if source == "perf" else None
+    try:
+        started = time.time()
+        rows, proc = initial_rows(pid, page, user_va, t0)
+        parser.rows += rows
+        parser.execed.add(pid)  # its own prctl() calls count from now on
+        if on_start:
+            on_start(pid)
+        exited = wait(pid, seconds)
+        elapsed = time.time() - started
+        time.sleep(0.05)  # the last events reach the buffer
+        collect(perf, parser, USER_TOP, FAULT)
+    finally:
+        if perf is not None and perf.fds:
+            perf.close()
+    held = {"command": command, "attached": True, "exited": exited,
+            "present_at_start_pages": sum(v.present_pages for v in proc.vmas if KIND.get(v.kind)
+                                          in ("anon", "heap", "shmem")),
+            "thp_disabled": proc.thp_enabled is False}
+    return pid, None, elapsed, held

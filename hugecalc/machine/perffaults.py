@@ -165,6 +165,14 @@ class PerfFaults:
         return out
 
 
+def collect(perf: PerfFaults | None, parser, user_top: int, fault_kind: int) -> None:
+    """perf's samples, once the events are stopped, among the parser's rows (its lost count too)."""
+    if perf is not None:
+        perf.stop()
+        parser.rows += perf.rows(user_top, fault_kind)
+        parser.lost += perf.lost
+
+
 def infer_writes(columns: dict, page_size: int, fault: int, resets: tuple[int, ...]) -> None:
     """The write bit of each fault, from the sequence (the process ran with THP disabled, so a
     read of a page maps the zero page and a later write to it faults again): a fault is a read when

@@ -28,13 +28,15 @@ from pathlib import Path
 from hugecalc.errors import HostError, InputError
 from hugecalc.machine import kernelfs
 from hugecalc.machine.trace import (BRK, EXEC, EXIT_MMAP, FAULT, IMAGE_BSS, MADVISE, MMAP, MPROTECT, MREMAP, MUNMAP,
-                                    NEWTASK, THP_DISABLE)
+                                    NEWTASK, THP_DISABLE, UFFD, USER_TOP)
 
 TRACEFS = Path("/sys/kernel/tracing")
 PR_SET_THP_DISABLE = 41
-USER_TOP = 1 << 56  # above every user address (TASK_SIZE with 5-level paging is 1 << 56)
 BUFFER_KB_PER_CPU = 131072
-SYSCALLS = ("mmap", "munmap", "brk", "mremap", "mprotect", "madvise", "prctl")
+SYSCALLS = ("mmap", "munmap", "brk", "mremap", "mprotect", "madvise", "prctl", "ioctl")
+UFFDIO_REGISTER, UFFDIO_UNREGISTER = 0xC020AA00, 0x8010AA01  # _IOWR/_IOR(0xAA, 0/1, ...)
+#: filters on syscall entries: only the ioctls that change the userfaultfd-registered ranges
+FILTERS = {"syscalls/sys_enter_ioctl": f"cmd == {UFFDIO_REGISTER:#x} || cmd == {UFFDIO_UNREGISTER:#x}"}
 FAULT_EVENTS = ("exceptions/page_fault_user", "exceptions/page_fault_kernel")  # x86 only
 EVENTS = ("task/task_newtask", "sched/sched_process_exec", "mmap/exit_mmap",
           *(f"syscalls/sys_{edge}_{name}" for name in SYSCALLS for edge in ("enter", "exit")))
@@ -131,6 +133,8 @@ class Parser:
                               a.get(b"behavior", 0), 0, 0))
         elif name == b"prctl" and a.get(b"option") == PR_SET_THP_DISABLE and tgid in self.execed:
             self.rows.append((t_ns, tgid, tid, THP_DISABLE, a.get(b"arg2", 0), 0, 0, 0, 0))
+        elif name == b"ioctl" and a.get(b"cmd") in (UFFDIO_REGISTER, UFFDIO_UNREGISTER):
+            self.rows += uffd_ranges(t_ns, tgid, tid)
 
     def columns(self) -> dict:
         import numpy as np
@@ -142,6 +146,21 @@ class Parser:
         array = np.array(self.rows, dtype=np.uint64).astype(np.int64)
         order = np.argsort(array[:, 0], kind="stable")  # per-CPU buffers interleave: by time
         return {c: array[order, i] for i, c in enumerate(COLUMNS)}
+
+
+def uffd_ranges(t_ns: int, tgid: int, tid: int) -> list[tuple]:
+    """The process's userfaultfd-registered mappings (VmFlags um, uw, ui in /proc/PID/smaps), read as
+    an UFFDIO_(UN)REGISTER is parsed, a few milliseconds after it: the registration's range is in the
+    program's memory, which no tracepoint shows."""
+    from hugecalc.machine.snapshot import smaps
+
+    try:
+        vmas = smaps(tgid, os.sysconf("SC_PAGESIZE"))
+    except InputError:  # it went away
+        return []
+    return [(t_ns, tgid, tid, UFFD, 0, 0, 0, 0, 0)] + [
+        (t_ns, tgid, tid, UFFD, v["start"], v["end"], 1, 0, 0) for v in vmas
+        if {"um", "uw", "ui"} & set(v["flags"])]
 
 
 def image_bss(pid: int) -> list[tuple[int, int, int]]:
@@ -192,6 +211,8 @@ class Instance:
 
     def start(self, pids: list[int]) -> None:
         kernelfs.write_text(self.path / "set_event_pid", " ".join(map(str, pids)))
+        for event, expression in FILTERS.items():
+            kernelfs.write_text(self.path / "events" / event / "filter", expression)
         for event in self.events:
             kernelfs.write_text(self.path / "events" / event / "enable", "1")
         kernelfs.write_text(self.path / "tracing_on", "1")
@@ -251,7 +272,7 @@ def spawn_without_thp(argv: list[str]) -> tuple[int, int, int]:
 def _run_traced(argv: list[str], instance: Instance, on_start, parser: Parser,
                 source: str) -> tuple[int, int, float]:
     """The command, traced from its exec on: (its pid, its wait status, seconds it ran)."""
-    from hugecalc.machine.perffaults import PerfFaults
+    from hugecalc.machine.perffaults import PerfFaults, collect
 
     pid, go, exec_error = spawn_without_thp(argv)
     perf = None
@@ -272,7 +293,7 @@ def _run_traced(argv: list[str], instance: Instance, on_start, parser: Parser,
         _, status = os.waitpid(pid, 0)
         elapsed = time.time() - started
         time.sleep(0.05)  # the last events reach the buffer
-        _collect(perf, parser)
+        collect(perf, parser, USER_TOP, FAULT)
         return pid, status, elapsed
     except BaseException:
         try:
@@ -284,47 +305,6 @@ def _run_traced(argv: list[str], instance: Instance, on_start, parser: Parser,
     finally:
         if perf is not None and perf.fds:
             perf.close()
-
-
-def _collect(perf, parser: Parser) -> None:
-    """perf's samples, once the events are stopped, among the parsed rows."""
-    if perf is not None:
-        perf.stop()
-        parser.rows += perf.rows(USER_TOP, FAULT)
-        parser.lost += perf.lost
-
-
-def _run_attached(pid: int, seconds: float, instance: Instance, on_start, parser: Parser, source: str,
-                  page: int, user_va: int) -> tuple[int, None, float, dict]:
-    """A running process traced for ``seconds`` (or until it exits): (its pid, no status, seconds
-    traced, what the record says of it); its state at the start becomes the parser's first rows."""
-    from hugecalc.machine import attach
-    from hugecalc.machine.perffaults import PerfFaults
-
-    tids = attach.thread_ids(pid)
-    command = attach.command_line(pid)
-    t0 = attach.monotonic_ns()
-    instance.start(tids)
-    perf = PerfFaults(tids, on_exec=False) if source == "perf" else None
-    try:
-        started = time.time()
-        rows, proc = attach.initial_rows(pid, page, user_va, t0)
-        parser.rows += rows
-        parser.execed.add(pid)  # its own prctl() calls count from now on
-        if on_start:
-            on_start(pid)
-        exited = attach.wait(pid, seconds)
-        elapsed = time.time() - started
-        time.sleep(0.05)  # the last events reach the buffer
-        _collect(perf, parser)
-    finally:
-        if perf is not None and perf.fds:
-            perf.close()
-    held = {"command": command, "attached": True, "exited": exited,
-            "present_at_start_pages": sum(v.present_pages for v in proc.vmas if attach.KIND.get(v.kind)
-                                          in ("anon", "heap", "shmem")),
-            "thp_disabled": proc.thp_enabled is False}
-    return pid, None, elapsed, held
 
 
 def record(argv: list[str], output: str, on_start=None, force: bool = False,
@@ -354,8 +334,10 @@ def record(argv: list[str], output: str, on_start=None, force: bool = False,
             if attach is None:
                 pid, status, elapsed = _run_traced(argv, instance, on_start, parser, source)
             else:
-                pid, status, elapsed, held = _run_attached(*attach, instance, on_start, parser, source,
-                                                           capture.page_size, capture.profile.user_va_bytes)
+                from hugecalc.machine.attach import run_attached
+
+                pid, status, elapsed, held = run_attached(*attach, instance, on_start, parser, source,
+                                                          capture.page_size, capture.profile.user_va_bytes)
                 argv = held.pop("command")
         finally:  # the instance can only go once nothing reads it
             instance.stop()

@@ -21,11 +21,12 @@ from typing import Any
 from hugecalc.errors import InputError
 
 RECORD_KIND = "hugecalc-record"
+USER_TOP = 1 << 56  # above every user address (TASK_SIZE with 5-level paging is 1 << 56)
 RECORD_SCHEMA_VERSION = 1
 
 #: Event kinds and the meaning of their values a..e.
 (FAULT, MMAP, MUNMAP, BRK, MREMAP, MPROTECT, MADVISE, NEWTASK, EXEC, EXIT_MMAP, IMAGE_BSS, THP_DISABLE,
- ATTACH_VMA) = range(13)
+ ATTACH_VMA, UFFD) = range(14)
 #: ATTACH_VMA's kinds (d) and flags (e)
 ATTACH_KINDS = ("anon", "heap", "shmem", "file", "hugetlb")
 ATTACH_HUGEPAGE, ATTACH_NOHUGEPAGE = 1, 2
@@ -42,6 +43,7 @@ KINDS = {
     EXIT_MMAP: "exit_mmap: the process's address space was torn down",
     IMAGE_BSS: "an anonymous mapping execve() made (a program's or its interpreter's bss): a=start, b=end, c=prot",
     THP_DISABLE: "prctl(PR_SET_THP_DISABLE): a=1 to disable THP for the process, 0 to allow it again",
+    UFFD: "the userfaultfd-registered ranges after an UFFDIO_(UN)REGISTER: c=0 none from now on, c=1 [a, b) is one",
     ATTACH_VMA: "a mapping the process had when the record attached to it (record --pid): a=start, b=end, c=prot, "
                 "d=its kind (ATTACH_KINDS), e=flags (1 MADV_HUGEPAGE, 2 MADV_NOHUGEPAGE)",
 }
