@@ -320,3 +320,23 @@ def test_a_userfaultfd_registered_range_gets_base_pages(run, tmp_path):
               touch(base + 4 * M), touch(base + 6 * M)]
     doc = replay(run, write_events(tmp_path / "u.record", events), "--top-level", "always")
     assert folios(doc["runs"][-1]) == {4 * K: 4, 2 * M: 2}
+
+
+def test_pgtable_after_madvise_of_the_end_state(run, tmp_path):
+    """pgtable --trace --after dontneed: every anonymous mapping zapped at the end; with PT_RECLAIM
+    (6.14 on x86-64) the PTE tables of the PMD ranges it covers whole go (zap_pte_range() ->
+    try_to_free_pte()), the edge tables of an unaligned mapping stay; before it, and after
+    MADV_FREE, every table stays."""
+    base = 0x40000000
+    events = [mmap(base, 8 * M), *(touch(base + p * 2 * M + 4 * K) for p in range(4)),
+              mmap(base + 16 * M + 1 * M, 2 * M), touch(base + 17 * M), touch(base + 18 * M)]
+    path = write_events(tmp_path / "t.record", events)
+
+    def tables(*options):
+        run_doc = run("pgtable", "--trace", str(path), *options, "--json").json["runs"][0]
+        return run_doc["tables"]["pte"], (run_doc["tables_after"] or {}).get("pte")
+
+    assert tables("--kernel", "6.18") == (6, None)
+    assert tables("--after", "dontneed", "--kernel", "6.18") == (6, 2)  # the two edge tables of the 2M at 17M
+    assert tables("--after", "dontneed", "--kernel", "6.13") == (6, 6)
+    assert tables("--after", "free", "--kernel", "6.18") == (6, 6)

@@ -14,6 +14,7 @@ The fault rules of ``hugecalc.calc.trace`` (``do_anonymous_page()``, ``alloc_ano
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -24,7 +25,7 @@ from hugecalc.calc.mthp import FolioCount, tlb_block_pages
 from hugecalc.calc.orders import ThpSettings
 from hugecalc.calc import addrspace
 from hugecalc.calc.tables import counted_levels, level_row, vmpte_bytes
-from hugecalc.calc.trace import CLONE_VM, Process, check_record
+from hugecalc.calc.trace import ANON, CLONE_VM, MADV_DONTNEED, Process, check_record
 from hugecalc.machine.trace import (ATTACH_HUGEPAGE, ATTACH_KINDS, ATTACH_NOHUGEPAGE, ATTACH_VMA, BRK, EXEC,
                                     EXIT_MMAP, FAULT, IMAGE_BSS, MADVISE, MMAP, MPROTECT, MREMAP, MUNMAP, NEWTASK,
                                     THP_DISABLE, UFFD)
@@ -64,6 +65,9 @@ class TraceRun(Model):
     peak_page_table_bytes: int = field("Page tables at the peak (sampled)", "bytes")
     timeline: list[TimePoint]
     khugepaged: list[KhugepagedDesign] | None = None  # --khugepaged: its collapses on the end state
+    after: str | None = None  # --after: madvise() of every anonymous mapping at the end
+    tables_after: dict[str, int] | None = field("Page tables by level after it", default=None)
+    after_page_table_bytes: int | None = field("Page tables after it (as VmPTE counts)", "bytes", default=None)
 
 
 class TraceResult(Result):
@@ -81,10 +85,18 @@ class TraceResult(Result):
         return out
 
 
-def end_state(proc: Process, label: str, touched_pages: int, timeline: list,
-              max_ptes_none: int | None = None) -> TraceRun:
-    """What the process holds at the end, under one set of settings (and with ``max_ptes_none``,
-    what khugepaged would collapse of it: ``compute_khugepaged()`` on :meth:`Process.khugepaged_ranges`)."""
+@dataclass(frozen=True)
+class AtEnd:
+    """What to work out on the end state too: khugepaged's collapses (``max_ptes_none``), and the
+    page tables left after madvise(``after``) of every anonymous mapping."""
+
+    max_ptes_none: int | None = None
+    after: str | None = None  # dontneed, free
+
+
+def end_state(proc: Process, label: str, touched_pages: int, timeline: list, at_end: AtEnd = AtEnd()) -> TraceRun:
+    """What the process holds at the end, under one set of settings, and what ``at_end`` asks of it
+    (khugepaged: ``compute_khugepaged()`` on :meth:`Process.khugepaged_ranges`)."""
     profile, pg = proc.profile, proc.space.pages
     page = profile.page_size
     by_order = pg.folio_orders()
@@ -104,7 +116,22 @@ def end_state(proc: Process, label: str, touched_pages: int, timeline: list,
                     tables={r.level: r.tables for r in rows}, page_table_bytes=table_bytes,
                     peak_page_table_bytes=max([table_bytes, *(p.page_table_bytes for p in timeline)]),
                     timeline=timeline,
-                    khugepaged=None if max_ptes_none is None else _khugepaged(proc, max_ptes_none))
+                    khugepaged=None if at_end.max_ptes_none is None else _khugepaged(proc, at_end.max_ptes_none),
+                    **_after(proc, at_end.after))
+
+
+def _after(proc: Process, after: str | None) -> dict:
+    """The tables left once every anonymous mapping is madvise()d: MADV_DONTNEED zaps the pages and,
+    with PT_RECLAIM, frees the PTE tables it empties (``zap_pte_range()`` -> ``try_to_free_pte()``);
+    MADV_FREE frees no table (its pages go lazily, the tables stay). Runs last: it changes the state."""
+    if after is None:
+        return {}
+    if after == "dontneed":
+        for vma in [v for v in proc.space.vmas if v.kind in (*ANON, "shmem")]:
+            proc.madvise(vma.start, vma.end - vma.start, MADV_DONTNEED)
+    rows = [level_row(proc.profile, proc.release, name, n) for name, n in _tables(proc).items()]
+    return {"after": after, "tables_after": {r.level: r.tables for r in rows},
+            "after_page_table_bytes": vmpte_bytes(proc.profile, rows)}
 
 
 def _khugepaged(proc: Process, max_ptes_none: int) -> list[KhugepagedDesign]:
@@ -258,7 +285,7 @@ def walk(replay: Replay, events: Events, at_end: Callable[[Process], Any], sampl
 
 
 def replay_one(profile: Profile, release: Release, events: Events, settings: ThpSettings, label: str,
-               compiled: bool, max_ptes_none: int | None = None) -> tuple[TraceRun, int]:
+               compiled: bool, at_end: AtEnd = AtEnd()) -> tuple[TraceRun, int]:
     """Every event of the record, in order, under ``settings``: the end state of process
     ``events.pid`` (at its last exit_mmap), and how many address spaces the record holds."""
     replay = Replay(profile, release, settings, lambda page, pmd: addrspace.Pages(page, pmd, compiled))
@@ -270,7 +297,7 @@ def replay_one(profile: Profile, release: Release, events: Events, settings: Thp
                                   faults=int(main.counts[0]), page_table_bytes=page_table_bytes(main)))
 
     run = walk(replay, events,
-               lambda proc: end_state(proc, label, events.touched_pages, list(timeline), max_ptes_none), sample)
+               lambda proc: end_state(proc, label, events.touched_pages, list(timeline), at_end), sample)
     return run, len(replay.procs)
 
 
@@ -285,9 +312,9 @@ def checked_pid(profile: Profile, record, pid: int | None) -> int:
 
 
 def compute_trace(profile: Profile, release: Release, record, runs: dict[str, ThpSettings],
-                  pid: int | None = None, command: str = "mthp", max_ptes_none: int | None = None) -> TraceResult:
+                  pid: int | None = None, command: str = "mthp", at_end: AtEnd = AtEnd()) -> TraceResult:
     """The record replayed under each named set of settings (``now``, ``what-if``); with
-    ``max_ptes_none``, also what khugepaged would collapse of each end state.
+    ``at_end``, also what khugepaged would collapse of each end state, or the tables madvise() leaves.
 
     Kernel reference
     ----------------
@@ -299,10 +326,10 @@ def compute_trace(profile: Profile, release: Release, record, runs: dict[str, Th
     compiled = addrspace.use_compiled(record.faults)
     results, processes = [], 0
     for label, settings in runs.items():
-        run, processes = replay_one(profile, release, events, settings, label, compiled, max_ptes_none)
+        run, processes = replay_one(profile, release, events, settings, label, compiled, at_end)
         results.append(run)
     notes = record_notes(record, pid, processes, results, profile.page_size)
-    if max_ptes_none is not None:
+    if at_end.max_ptes_none is not None:
         from hugecalc.calc.mthp import khugepaged_notes
 
         notes += ["khugepaged: every PMD range of the end state wholly inside an anonymous VMA THP allows and "

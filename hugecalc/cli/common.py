@@ -255,14 +255,14 @@ def record_context(params: Any) -> tuple[Any, Any, Any, Any, list[str]]:
 
 def replay_record(params: Any, what_if: Any, command: str) -> Any:
     """``--trace FILE`` replayed under its THP settings then, and under them with the what-if."""
-    from hugecalc.calc.tracereplay import compute_trace
+    from hugecalc.calc.tracereplay import AtEnd, compute_trace
 
     record, profile, release, now, notes = record_context(params)
     changed = now.with_overrides(what_if)
     runs = {"now": now} | ({"what-if": changed} if changed != now else {})
-    khugepaged = params.values.get("khugepaged")
-    result = compute_trace(profile, release, record, runs, params.pid, command,
-                           params.values["max_ptes_none"] if khugepaged else None)
+    at_end = AtEnd(max_ptes_none=params.values["max_ptes_none"] if params.values.get("khugepaged") else None,
+                   after=params.values.get("after"))
+    result = compute_trace(profile, release, record, runs, params.pid, command, at_end)
     result.notes[:0] = notes
     return result
 

@@ -101,9 +101,9 @@ def compute(params: Params) -> PgtableResult | WorstCaseResult | ProcessResult |
     v = params.values
     if v["trace"]:
         if (v["worst_case"] or v["vma_size"] is not None or v["touch_stride"] or v["touch_fraction"] is not None
-                or v["touch_file"] or v["after"] or v["shared_by"] != 1 or v["backing"] != "anon"):
+                or v["touch_file"] or v["shared_by"] != 1 or v["backing"] != "anon"):
             raise InputError("--trace replays the record's own mappings and faults: --worst-case, --vma-size, --touch-*, "
-                             "--after, --backing and --shared-by do not apply")
+                             "--backing and --shared-by do not apply")
         from hugecalc.calc.orders import ThpSettings
 
         return replay_record(params, ThpSettings(), "pgtable")
@@ -169,6 +169,10 @@ def _draw_trace(out: Console, result: TraceResult, params: Params) -> None:
     tables = ", ".join(f"{level} {n:,}" for level, n in run.tables.items())
     out.print(f"at the end: {tables} = {fmt_bytes(run.page_table_bytes)} (as VmPTE counts); at the peak "
               f"{fmt_bytes(run.peak_page_table_bytes)}; for {fmt_bytes(run.populated_bytes)} populated")
+    if run.tables_after is not None:
+        after = ", ".join(f"{level} {n:,}" for level, n in run.tables_after.items())
+        out.print(f"after MADV_{run.after.upper()} of every anonymous mapping: {after} = "
+                  f"{fmt_bytes(run.after_page_table_bytes)}")
     chart = trace_chart(result, "page_table_bytes", "page tables")
     if chart is not None:
         out.print(Text(terminal(chart, out.width)))
