@@ -130,3 +130,25 @@ def test_packaging_metadata_gives_no_deprecation_warning():
     data = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
     assert isinstance(data["project"]["license"], str)  # an SPDX expression, not a table
     assert any(r.replace(" ", "").startswith("setuptools>=77") for r in data["build-system"]["requires"])
+
+
+def test_every_release_bound_names_its_commit():
+    """Every bound of every rule in releases.py stands beside the mainline commit that sets it: its
+    id (12 hex digits) and title. A bound at OLDEST needs none (as far back as modelled); a span
+    whose release is unconfirmed may lack one, and then every figure resting on it says so."""
+    import re
+
+    from hugecalc import releases
+
+    rules = [r for r in vars(releases).values() if isinstance(r, releases.Rule)]
+    assert len(rules) >= 23
+    missing = []
+    for rule in rules:
+        spans = [s for spans in (rule.per_arch or {"": rule.spans}).values() for s in spans]
+        for span in spans:
+            for bound, commit in ((span.since, span.by), (span.until, span.until_by)):
+                if bound is None or tuple(bound) == releases.OLDEST or (commit is None and not span.confirmed):
+                    continue
+                if commit is None or not re.fullmatch(r"[0-9a-f]{12}", commit.sha) or not commit.title.strip():
+                    missing.append(f"{rule.name}: {bound}")
+    assert not missing, "bounds without a commit id and title: " + "; ".join(missing)

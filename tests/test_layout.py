@@ -19,7 +19,7 @@ LONG_KERNELS = {"hugecalc.calc.faults": {"_walk_block", "fault_walk"},
 # Lower layers never import higher ones; a module may import its own layer and below.
 LAYERS = [
     ("hugecalc.errors", "hugecalc.units", "hugecalc.files"),
-    ("hugecalc.result", "hugecalc.releases"),
+    ("hugecalc.result", "hugecalc.versions", "hugecalc.releases"),
     ("hugecalc.profiles", "hugecalc.machine.capture", "hugecalc.machine.trace", "hugecalc.sweep"),
     ("hugecalc.calc",),
     ("hugecalc.render", "hugecalc.plot"),

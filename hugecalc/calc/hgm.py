@@ -28,7 +28,8 @@ from __future__ import annotations
 from hugecalc.errors import InputError
 from hugecalc.calc.vmemmap import check_addressable
 from hugecalc.profiles import Profile
-from hugecalc.releases import FOLIO_BATCHED_NR_PAGES_MAPPED, FOLIO_LARGE_MAPCOUNT, NO_PAGE_MAPCOUNT, Release
+from hugecalc.releases import (FOLIO_BATCHED_NR_PAGES_MAPPED, FOLIO_LARGE_MAPCOUNT, NO_PAGE_MAPCOUNT, Release,
+                               unconfirmed_notes)
 from hugecalc.result import Derivation, Model, Result, field
 from hugecalc.units import ceil_div, fmt_bytes, fmt_size
 
@@ -249,5 +250,8 @@ def compute_hgm(profile: Profile, release: Release, *, hugepage_size: int, path:
     inputs = {"hugepage_size_bytes": h.size, "path_bytes": path, "operation": operation,
               "guest_memory_bytes": guest_memory, "schemes": schemes, "costs": profile.costs.model_dump()}
     # "never merged" is the result's own field (upstream, series), shown at the top of the table.
+    rules = {"folio": [FOLIO_LARGE_MAPCOUNT, FOLIO_BATCHED_NR_PAGES_MAPPED],
+             "folio-no-page-mapcount": [FOLIO_LARGE_MAPCOUNT, FOLIO_BATCHED_NR_PAGES_MAPPED, NO_PAGE_MAPCOUNT]}
+    used = list(dict.fromkeys(r for s in schemes for r in rules.get(s, [])))
     return HgmResult(profile=profile.name, kernel=str(release), inputs=inputs, hugepages=hugepages,
-                     schemes=results, explain=explain)
+                     schemes=results, explain=explain, notes=unconfirmed_notes(release, [(r, None) for r in used]))

@@ -267,7 +267,8 @@ def _notes(profile: Profile, release: Release, rows: list[VmemmapRow], rules: _R
                      "per size less (--zones), per hugepage the same")
     notes += sublevel_notes(release, [(DAX_VMEMMAP if rules.devdax else HVO_ARCH, profile.arch.value)])
     notes += unconfirmed_notes(release, [(DAX_VMEMMAP, profile.arch.value)] if rules.devdax else
-                               [(HVO_SHARED_TAIL, None)] if any(r.shared_tail_pages for r in rows) else [])
+                               [(HVO_ARCH, profile.arch.value)]
+                               + ([(HVO_SHARED_TAIL, None)] if any(r.shared_tail_pages for r in rows) else []))
     if rules.struct_page_bytes != 64 and profile.bits == 64:
         notes.append(f"sizeof(struct page) is {rules.struct_page_bytes} here, not the usual 64: kernels with "
                      "CONFIG_KMSAN, or whose page flags leave no room for the cpupid (LAST_CPUPID_NOT_IN_PAGE_FLAGS), "

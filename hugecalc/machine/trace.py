@@ -113,12 +113,22 @@ def read_meta(path: str, option: str = "--trace") -> dict[str, Any]:
 
 
 def is_record(path: str) -> bool:
-    """Whether ``path`` starts as a Parquet file does (a record, not a JSON capture)."""
+    """Whether ``path`` is a regular file that starts as a Parquet file does (a record, not a JSON
+    capture); anything else is left to the reader that refuses it (a FIFO is never opened here)."""
+    import stat
+
     try:
-        with open(path, "rb", buffering=0) as f:
-            return f.read(4) == b"PAR1"
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return False
+    try:
+        return os.read(fd, 4) == b"PAR1"
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def read_record(path: str) -> Record:
