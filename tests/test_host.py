@@ -26,6 +26,8 @@ def test_host_reads_this_machine(run, tmp_path):
     for what in ("arch", "kernel", "page_size", "paging_levels", "profile", "mem_total_bytes"):
         assert what in doc["sources"], what
     assert all({"what", "source", "error"} <= set(u) for u in doc["unknown"])
+    if os.geteuid() == 0:  # root reads where hot-plugged memory is, and its hugepages (kernel review N10)
+        assert isinstance(doc["hotplugged_ram_bytes"], int) and isinstance(doc["hotplugged_hugepages"], dict)
     out = tmp_path / "cap.json"
     r = run("host", "--output", str(out))
     assert r.exit_code == 0 and r.stdout == "" and "wrote" in r.stderr

@@ -35,6 +35,7 @@ class PoolRow(Model):
     realloc_pool_bytes: int = field("Free memory to reallocate the pool at once", "bytes")
     optimizable: bool = field("HVO applies")
     reason: str | None = field("Why not", default=None)
+    self_hosted_hugepages: int = field("Hugepages in hot-plugged memory (HVO skips them)", "count", default=0)
 
 
 class HostVmemmapResult(Result):
@@ -51,32 +52,39 @@ class HostVmemmapResult(Result):
 
 
 def compute_hvo_now(profile: Profile, release: Release, pools: list[tuple[int, int]], hvo_now: int | None,
-                    mem_available: int | None, zones: int = 1, memmap_on_memory: bool | None = None) -> HostVmemmapResult:
-    """``pools``: (hugepage size, hugepages) as captured; ``hvo_now``: the sysctl (None: missing).
+                    mem_available: int | None, zones: int = 1, memmap_on_memory: bool | None = None,
+                    hotplugged: tuple[int, dict[int, int]] | None = None) -> HostVmemmapResult:
+    """``pools``: (hugepage size, hugepages) as captured; ``hvo_now``: the sysctl (None: missing);
+    ``hotplugged``: (bytes of hot-plugged RAM, its hugepages by size), None where not read.
 
     Kernel reference
     ----------------
     ``vm.hugetlb_optimize_vmemmap`` (Documentation/admin-guide/sysctl/vm.rst): "only affects
-    hugepages allocated after it is set"; ``hugetlb_vmemmap_optimize_folio()``.
+    hugepages allocated after it is set"; ``hugetlb_vmemmap_optimize_folio()``; with memmap_on_memory
+    a hugepage in hot-plugged memory hosts its own vmemmap and is skipped (``PageVmemmapSelfHosted()``, 6.1+).
     """
     rows, notes, explain = [], [], []
+    skipped = hotplugged[1] if hotplugged and memmap_on_memory and release.version >= (6, 1) else {}
     for size, count in pools:
         if not any(h.size == size for h in profile.hugetlb):
             notes.append(f"{fmt_size(size)} pool: not a hugetlb size of profile {profile.name}; left out")
             continue
-        # A pool of 0 hugepages saves nothing; its rules are still those of one hugepage.
-        pool = compute_vmemmap(profile, release, hugepage_count=max(count, 1), hugepage_sizes=[size], zones=zones)
+        # A pool of 0 hugepages saves nothing; its rules are still those of one hugepage. The hugepages
+        # in hot-plugged memory keep their vmemmap: the saving is that of the others.
+        self_hosted = min(skipped.get(size, 0), count)
+        pool = compute_vmemmap(profile, release, hugepage_count=max(count - self_hosted, 1), hugepage_sizes=[size],
+                               zones=zones)
         what_if = pool.rows[0]
-        saved_if = what_if.saved_bytes if count else 0
+        saved_if = what_if.saved_bytes if count - self_hosted else 0
         on = hvo_now == 1 and what_if.optimizable
         rows.append(PoolRow(
             hugepage_size_bytes=size, hugepages=count, hvo_now=on, vmemmap_bytes=what_if.vmemmap_bytes_per_hugepage * count,
             saved_now_bytes=saved_if if on else 0, saved_what_if_bytes=saved_if, gain_bytes=0 if on else saved_if,
             realloc_step_bytes=size if count and not on and what_if.optimizable else 0,
             realloc_pool_bytes=size * count if not on and what_if.optimizable else 0,
-            optimizable=what_if.optimizable, reason=what_if.reason))
+            optimizable=what_if.optimizable, reason=what_if.reason, self_hosted_hugepages=self_hosted))
         explain += _derivations(fmt_size(size), count, hvo_now, on, saved_if, pool.explain)
-    notes += _notes(release, rows, hvo_now, mem_available, memmap_on_memory)
+    notes += _notes(release, rows, hvo_now, mem_available, memmap_on_memory, hotplugged)
     if not any(count for _, count in pools):
         notes.append("no hugetlb pool on this machine: give --pages for a what-if pool")
     return HostVmemmapResult(profile=profile.name, kernel=str(release),
@@ -87,7 +95,7 @@ def compute_hvo_now(profile: Profile, release: Release, pools: list[tuple[int, i
 
 
 def _notes(release: Release, rows: list[PoolRow], hvo_now: int | None, mem_available: int | None,
-           memmap_on_memory: bool | None) -> list[str]:
+           memmap_on_memory: bool | None, hotplugged: tuple[int, dict[int, int]] | None) -> list[str]:
     notes = []
     if hvo_now is None:
         why = ("config, struct page size, or memmap_on_memory" if release.version < (6, 1) else
@@ -107,9 +115,17 @@ def _notes(release: Release, rows: list[PoolRow], hvo_now: int | None, mem_avail
                          f"{fmt_bytes(step)} free and contiguous"
                          + ("" if mem_available >= step else " — not available now"))
     if memmap_on_memory and release.version >= (6, 1):
-        notes.append("memory_hotplug.memmap_on_memory is on: a hugepage in memory hot-plugged with it hosts its own "
-                     "vmemmap and is not optimized (vmemmap_should_optimize(), PageVmemmapSelfHosted(), 6.1+), so the "
-                     "savings shown are at most what the pools give: less by the hugepages in such memory")
+        rule = "hosts its own vmemmap and is not optimized (PageVmemmapSelfHosted(), 6.1+)"
+        if hotplugged is None:
+            notes.append(f"memory_hotplug.memmap_on_memory is on: a hugepage in memory hot-plugged with it {rule}; "
+                         "where it sits was not read (root reads /proc/iomem and /proc/kpageflags), so the savings "
+                         "shown are at most what the pools give: less by the hugepages in such memory")
+        else:
+            n = sum(r.self_hosted_hugepages for r in rows)
+            notes.append(f"memory_hotplug.memmap_on_memory is on: a hugepage in memory hot-plugged with it {rule}; "
+                         f"{n:,} of the pools' hugepages sit in the {fmt_bytes(hotplugged[0])} a driver hot-plugged "
+                         "(/proc/iomem 'System RAM (virtio_mem|kmem)') and are left out of the savings; memory ACPI "
+                         "hot-plugged reads as boot memory and is not told apart")
     return notes
 
 

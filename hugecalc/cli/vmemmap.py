@@ -114,7 +114,10 @@ def _pools_now(capture: Any, profile: Any, release: Any, what_if: dict) -> HostV
 
     return compute_hvo_now(profile, release, [(p.size_bytes, p.nr) for p in capture.pools],
                            capture.hugetlb_optimize_vmemmap, capture.mem_available_bytes, what_if.get("zones", 1),
-                           capture.memmap_on_memory)
+                           capture.memmap_on_memory,
+                           None if capture.hotplugged_hugepages is None else
+                           (capture.hotplugged_ram_bytes or 0,
+                            {int(s): n for s, n in capture.hotplugged_hugepages.items()}))
 
 
 def _draw_pool(out: Console, result: VmemmapResult, params: Params) -> None:

@@ -139,6 +139,8 @@ class Capture(_Model):
     mem_available_bytes: int | None = None
     hugetlb_optimize_vmemmap: int | None = None  # None: the sysctl does not exist (no HVO possible)
     memmap_on_memory: bool | None = None  # memory_hotplug.memmap_on_memory (None: not read, or no hotplug)
+    hotplugged_ram_bytes: int | None = None  # driver-managed hot-plugged RAM (/proc/iomem; None: not read)
+    hotplugged_hugepages: dict[str, int] | None = None  # its hugetlb pages: size in bytes (as text) -> count
     nr_memmap_pages: int | None = None
     nr_memmap_boot_pages: int | None = None
     pools: list[Pool]  # required: a capture without them is damaged, not a machine without pools

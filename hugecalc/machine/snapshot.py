@@ -317,6 +317,19 @@ def _memmap_on_memory(r: _Reader) -> bool | None:
     return None if text is None else text.strip().lower() in ("y", "1", "force")
 
 
+def _hotplugged(r: _Reader, page: int) -> dict:
+    """The capture's hot-plugged RAM and its hugepages (hugecalc.machine.hotplug), or why not read."""
+    from hugecalc.machine.hotplug import hotplugged_hugepages
+
+    found = hotplugged_hugepages(page)
+    if found is None:
+        r.unknown.append({"what": "hugepages in hot-plugged memory", "source": "/proc/iomem, /proc/kpageflags",
+                          "error": "needs root"})
+        return {}
+    r.sources["hotplugged"] = "/proc/iomem 'System RAM (driver)' ranges, their hugepages from /proc/kpageflags"
+    return {"hotplugged_ram_bytes": found[0], "hotplugged_hugepages": {str(s): n for s, n in found[1].items()}}
+
+
 def _processes(pids: list[int], page: int, user_va: int, option: str, every: bool, r: _Reader) -> list[Process]:
     """The processes asked for; with ``every`` (``--pids all``) one that cannot be read, or that went
     away meanwhile, is listed among the unknown and the others are captured."""
@@ -370,5 +383,5 @@ def capture_machine(pids: list[int] | None = None, option: str = "--pids", every
         mem_available_bytes=meminfo["MemAvailable"] << 10 if "MemAvailable" in meminfo else None, hugetlb_optimize_vmemmap=hvo,
         nr_memmap_pages=vmstat.get("nr_memmap_pages"), nr_memmap_boot_pages=vmstat.get("nr_memmap_boot_pages"),
         pools=pools(r), thp=thp_settings(r), processes=processes, sources=r.sources, unknown=r.unknown,
-        memmap_on_memory=_memmap_on_memory(r),
+        memmap_on_memory=_memmap_on_memory(r), **_hotplugged(r, page),
         profile=profile, inputs={"pids": pids or []})

@@ -324,3 +324,42 @@ def test_figures_on_a_release_that_is_unconfirmed_say_so_under_the_table():
     new = compute_vmemmap(X86, R("7.1"), pool_bytes=1 << 40)
     assert any(n.startswith("release unconfirmed: 7.1") for n in new.notes)
     assert not any("release unconfirmed" in n for n in compute_vmemmap(X86, R("7.0"), pool_bytes=1 << 40).notes)
+
+
+def test_hugepages_in_hot_plugged_memory_are_left_out_of_the_saving():
+    """N10: with memmap_on_memory, a hugepage in hot-plugged memory keeps its vmemmap (6.1+): the
+    saving is that of the other hugepages, as compute_vmemmap gives it for them."""
+    from hugecalc.calc.hvo_now import compute_hvo_now
+    from hugecalc.calc.vmemmap import compute_vmemmap
+
+    found = (8 << 30, {2 * M: 100})
+    r = compute_hvo_now(X86, R("6.18"), [(2 * M, 512)], 1, 8 << 30, memmap_on_memory=True, hotplugged=found)
+    row = r.rows[0]
+    assert row.self_hosted_hugepages == 100
+    assert row.saved_now_bytes == compute_vmemmap(X86, R("6.18"), hugepage_count=412, hugepage_sizes=[2 * M]).rows[0].saved_bytes
+    assert any("100 of the pools' hugepages sit in the 8 GiB a driver hot-plugged" in n for n in r.notes)
+    assert not any("at most" in n for n in r.notes)
+    # memmap_on_memory off, or before 6.1: every hugepage is optimized
+    off = compute_hvo_now(X86, R("6.18"), [(2 * M, 512)], 1, 8 << 30, memmap_on_memory=False, hotplugged=found)
+    assert off.rows[0].self_hosted_hugepages == 0
+    assert compute_hvo_now(X86, R("6.0"), [(2 * M, 512)], 1, 8 << 30, memmap_on_memory=True,
+                           hotplugged=found).rows[0].self_hosted_hugepages == 0
+
+
+def test_hugepages_are_found_in_hot_plugged_ranges_from_kpageflags():
+    import numpy as np
+
+    from hugecalc.machine.hotplug import KPF_COMPOUND_HEAD, KPF_HUGE, driver_managed_ram, hugepages_by_size
+
+    iomem = ("00001000-0009fbff : System RAM\n100000000-13fffffff : System RAM (virtio_mem)\n"
+             "  100000000-100ffffff : Kernel code\n140000000-17fffffff : System RAM (kmem)\n")
+    assert driver_managed_ram(iomem) == [(0x100000000, 0x140000000, "virtio_mem"), (0x140000000, 0x180000000, "kmem")]
+    huge, head = np.uint64(1 << KPF_HUGE), np.uint64(1 << KPF_COMPOUND_HEAD)
+    flags = np.zeros(2048, np.uint64)
+    flags[0:512] = huge  # a 2M hugepage: head and 511 tails
+    flags[0] |= head
+    flags[512:520] = 1  # ordinary pages
+    flags[1024:1536] = huge  # another
+    flags[1024] |= head
+    assert hugepages_by_size(flags, 4096) == {2 * M: 2}
+    assert hugepages_by_size(np.zeros(8, np.uint64), 4096) == {}
