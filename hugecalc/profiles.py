@@ -71,6 +71,7 @@ class HugetlbSize(Model):
         description="page-table level whose entry maps it (the kernel's PMD/PUD, or PTE for cont-PTE)"
     )
     contig: int = Field(default=1, gt=0, description="entries with the contiguous bit (1 = plain leaf)")
+    requires: str | None = Field(default=None, description="a CPU extension the size needs (riscv: Svnapot)")
 
     _parse_size = field_validator("size", mode="before")(_size)
 

@@ -264,3 +264,26 @@ def test_a_capture_in_a_shmem_testing_mode_replays_in_it():
         capture.thp.shmem_enabled = mode
         settings, notes = settings_from_capture(capture)
         assert settings.huge == mode and notes == []
+
+
+def test_thp_boot_parameters_are_captured_and_said(run, tmp_path, monkeypatch):
+    """thp_anon= (6.13), thp_shmem= and the others set the switches' boot values: a capture reads
+    them from /proc/cmdline, host shows them, and a what-if on the capture says it starts from the
+    switches as they read now (kernel review §5)."""
+    import json
+
+    from hugecalc.machine import kernelfs, snapshot
+
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "cmdline").write_text("quiet thp_anon=64K:always;2M:inherit transparent_hugepage=madvise root=/dev/x\n")
+    monkeypatch.setattr(kernelfs, "PROC", proc)
+    thp = snapshot.thp_settings(snapshot._Reader())
+    assert thp.boot_params == {"thp_anon": "64K:always;2M:inherit", "transparent_hugepage": "madvise"}
+    monkeypatch.undo()
+    doc = json.loads(X86.read_text())
+    doc["thp"]["boot_params"] = {"thp_anon": "64K:always"}
+    cap = tmp_path / "cap.json"
+    cap.write_text(json.dumps(doc))
+    r = run("mthp", "--host", str(cap), "--size", "16k", "--vma-size", "4M")
+    assert r.exit_code == 0 and "booted with thp_anon=64K:always" in r.stdout

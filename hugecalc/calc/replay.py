@@ -202,6 +202,9 @@ def settings_from_capture(capture) -> tuple[ThpSettings, list[str]]:
     th = capture.thp
     notes = []
     huge = th.shmem_enabled or "never"
+    if th.boot_params:
+        notes.append("the machine booted with " + " ".join(f"{k}={v}" for k, v in th.boot_params.items())
+                     + ": the switches read as the capture holds them now, which the what-if starts from")
     settings = ThpSettings(
         top_level=th.enabled if th.enabled in ("always", "madvise", "never") else "never", huge=huge,
         enabled={parse_size(k): v["enabled"] for k, v in th.sizes.items() if "enabled" in v and parse_size(k) in anon},

@@ -272,8 +272,14 @@ def _notes(profile: Profile, release: Release, rows: list[VmemmapRow], rules: _R
     if rules.struct_page_bytes != 64 and profile.bits == 64:
         notes.append(f"sizeof(struct page) is {rules.struct_page_bytes} here, not the usual 64: kernels with "
                      "CONFIG_KMSAN, or whose page flags leave no room for the cpupid (LAST_CPUPID_NOT_IN_PAGE_FLAGS), "
-                     "have 72 or 80 and no HVO. To check a running kernel: 'pahole -C page /sys/kernel/btf/vmlinux' "
-                     "prints its size, and /proc/sys/vm/hugetlb_optimize_vmemmap exists only where HVO can work")
+                     "have 72 or 80, and one without CONFIG_MEMCG (no memcg_data) may have 56 (unconfirmed): "
+                     "none of them a power of two, so no HVO. To check a running kernel: 'pahole -C page "
+                     "/sys/kernel/btf/vmlinux' prints its size (a capture reads it from BTF), and "
+                     "/proc/sys/vm/hugetlb_optimize_vmemmap exists only where HVO can work")
+    for h in sorted({profile.hugetlb_size(r.hugepage_size_bytes) for r in rows if profile.hugetlb_size(r.hugepage_size_bytes).requires},
+                    key=lambda h: h.size):
+        notes.append(f"{fmt_size(h.size)} hugetlb pages exist on {profile.name} only where the CPU has {h.requires} "
+                     "(the kernel offers the size only then)")
     return notes
 
 

@@ -98,6 +98,9 @@ def _draw(out: Any, capture: Capture, explain: bool) -> None:
     th = capture.thp
     out.print(f"THP enabled {th.enabled}, defrag {th.defrag}, shmem_enabled {th.shmem_enabled}; per size: "
               + ", ".join(f"{k} {v.get('enabled', '-')}/{v.get('shmem_enabled', '-')}" for k, v in th.sizes.items()))
+    if th.boot_params:
+        out.print("booted with " + " ".join(f"{k}={v}" for k, v in th.boot_params.items())
+                  + ": the switches started from these, and read as above now")
     for p in capture.processes:
         out.print(f"process {p.pid} ({p.comm}): {len(p.vmas)} mappings, "
                   f"{fmt_bytes(sum(v.present_pages for v in p.vmas) * capture.page_size)} present, "

@@ -50,7 +50,8 @@ def _draw_list(out: Any, result: ProfileList, params: Params) -> None:
         table.add_column(col, overflow="fold")  # wrap, never cut
     for p in loaded:
         table.add_row(p.name, p.arch.value, fmt_size(p.page_size), str(len(p.levels)),
-                      " ".join(fmt_size(h.size) for h in p.hugetlb), p.description)
+                      " ".join(fmt_size(h.size) + (f" ({h.requires})" if h.requires else "") for h in p.hugetlb),
+                      p.description)
     out.print(table)
 
 

@@ -58,6 +58,9 @@ class Thp(_Model):
     use_zero_page: str | None = None
     sizes: dict[str, dict[str, str]] = Field(default_factory=dict)  # "64K" -> {"enabled": ..., "shmem_enabled": ...}
     khugepaged: dict[str, int] = Field(default_factory=dict)
+    #: THP parameters the kernel booted with (/proc/cmdline: transparent_hugepage=, thp_anon=, thp_shmem=,
+    #: transparent_hugepage_shmem=, transparent_hugepage_tmpfs=): they set the switches' boot values
+    boot_params: dict[str, str] = Field(default_factory=dict)
 
 
 class Vma(_Model):

@@ -186,6 +186,12 @@ def pools(r: _Reader) -> list[Pool]:
     return out
 
 
+#: Boot parameters that set THP switches (Documentation/admin-guide/mm/transhuge.rst; thp_anon= 6.13,
+#: thp_shmem= and the shmem/tmpfs ones 6.14).
+THP_BOOT_PARAMS = ("transparent_hugepage", "thp_anon", "thp_shmem", "transparent_hugepage_shmem",
+                   "transparent_hugepage_tmpfs")
+
+
 def thp_settings(r: _Reader) -> Thp:
     if not kernelfs.SYS_THP.is_dir():
         r.unknown.append({"what": "thp", "source": str(kernelfs.SYS_THP), "error": "missing (no THP in this kernel)"})
@@ -206,7 +212,9 @@ def thp_settings(r: _Reader) -> Thp:
         value = r.number(f"thp.khugepaged.{k}", kernelfs.SYS_THP / "khugepaged" / k)
         if value is not None:
             khugepaged[k] = value
-    return Thp(enabled=selected("thp.enabled", kernelfs.SYS_THP / "enabled"),
+    cmdline = r.text("thp.boot_params", kernelfs.PROC / "cmdline") or ""
+    boot = {k: v for k, _, v in (t.partition("=") for t in cmdline.split()) if k in THP_BOOT_PARAMS}
+    return Thp(enabled=selected("thp.enabled", kernelfs.SYS_THP / "enabled"), boot_params=boot,
                defrag=selected("thp.defrag", kernelfs.SYS_THP / "defrag"),
                shmem_enabled=selected("thp.shmem_enabled", kernelfs.SYS_THP / "shmem_enabled"),
                use_zero_page=selected("thp.use_zero_page", kernelfs.SYS_THP / "use_zero_page"),

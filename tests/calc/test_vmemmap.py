@@ -363,3 +363,14 @@ def test_hugepages_are_found_in_hot_plugged_ranges_from_kpageflags():
     flags[1024] |= head
     assert hugepages_by_size(flags, 4096) == {2 * M: 2}
     assert hugepages_by_size(np.zeros(8, np.uint64), 4096) == {}
+
+
+def test_riscv_64k_hugetlb_needs_svnapot():
+    """§4: NAPOT hugetlb (64K on riscv) exists only where the hart has Svnapot: the profile says so,
+    and a pool of that size carries the note."""
+    riscv = load_profile("riscv64-sv48")
+    assert riscv.hugetlb_size(64 << 10).requires == "Svnapot"
+    r = compute_vmemmap(riscv, R("6.12"), pool_bytes=1 << 30, hugepage_sizes=[64 << 10])
+    assert any("only where the CPU has Svnapot" in n for n in r.notes)
+    assert not any("Svnapot" in n for n in compute_vmemmap(riscv, R("6.12"), pool_bytes=1 << 30,
+                                                              hugepage_sizes=[2 << 20]).notes)
