@@ -205,7 +205,8 @@ MAP_STACK_NOHUGEPAGE = Rule(
 KHUGEPAGED_MTHP = Rule(
     "khugepaged collapses anonymous memory to mTHP sizes (max_ptes_none 0 or 511)",
     'patch series "khugepaged: add mTHP collapse support" (Nico Pache), v17 in mm-unstable (May 2026), '
-    'LWN "Automatic mTHP creation in 7.2" (in v7.2, release unconfirmed)',
+    'LWN "Automatic mTHP creation in 7.2" (in v7.2, release unconfirmed: only linux-next ids of "khugepaged: add '
+    'mTHP support" were found, which change as the tree is rebased; no mainline one)',
     spans=(Span((7, 2), confirmed=False),),
 )
 
