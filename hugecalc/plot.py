@@ -90,7 +90,9 @@ def terminal(chart: Chart, width: int) -> str:
             r = rows - 1 - round((fy(y) - y_lo) / (y_hi - y_lo) * (rows - 1))
             grid[r][c] = MARKERS[k % len(MARKERS)]
     fmt = (lambda v: fmt_bytes(round(v))) if chart.y_bytes else (lambda v: f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}")
-    lines = [chart.title[: label_w + 2 + cols]]
+    import textwrap
+
+    lines = textwrap.wrap(chart.title, label_w + 2 + cols, subsequent_indent="  ") or [""]  # wrapped, never cut
     for r in range(rows):
         value = y_hi - (y_hi - y_lo) * r / (rows - 1)
         label = fmt(10 ** value if log_y else value) if r in (0, rows // 2, rows - 1) else ""

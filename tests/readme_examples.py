@@ -3,7 +3,7 @@
     python tests/readme_examples.py --write    # `make readme`: refresh every block
 
 Blocks starting with `$ sudo` (verify, which needs root and changes the machine) are left alone.
-Commands run with COLUMNS=100 and NO_COLOR=1 through the shell, so `| jq` pipelines work.
+Commands run with COLUMNS=80 (a pipe's width and a default terminal's) and NO_COLOR=1 through the shell, so `| jq` pipelines work.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ BLOCK = re.compile(r"```console\n\$ (hugecalc [^\n]*)\n(.*?)```", re.S)
 
 def run(command: str) -> str:
     bindir = str(Path(sys.executable).parent)
-    env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1", "PATH": bindir + os.pathsep + os.environ["PATH"]}
+    env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1", "PATH": bindir + os.pathsep + os.environ["PATH"]}
     out = subprocess.run(f"{command} 2>&1", shell=True, capture_output=True, text=True, env=env,
                          cwd=README.parent).stdout
     return "\n".join(line.rstrip() for line in out.splitlines()) + "\n"

@@ -21,6 +21,8 @@ CASES = [
      lambda d: [r["tables"] for r in d["levels"]]),
     (["hgm", "--hugepage-size", "1G", "--path", "4K,2M,1G", "--guest-memory", "1T"],
      lambda d: [s["atomic_ops"] for s in d["schemes"] if s["atomic_ops"] is not None]),
+    (["mthp", "--trace", str(Path(__file__).parent / "data/records/sqlite3.record"), "--size", "64k"],
+     lambda d: [r[k] for r in d["runs"] for k in ("faults", "tlb_entries")]),
     (["hgm"],  # ten step columns: stacked where they do not fit
      lambda d: [st[k] for s in d["schemes"] for st in s["steps"] for k in ("entries_removed", "cache_lines")]),
 ]
@@ -37,7 +39,7 @@ def _pane(args: list[str], width: int, height: int) -> str:
         deadline = time.monotonic() + 30
         while not Path(done).exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        return subprocess.run(["tmux", "capture-pane", "-p", "-S", "-200", "-t", session],
+        return subprocess.run(["tmux", "capture-pane", "-p", "-S", f"-{max(200, height)}", "-t", session],
                               capture_output=True, text=True, check=True).stdout
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
@@ -53,3 +55,23 @@ def test_every_number_whole_in_a_real_terminal(args, numbers, width, height):
     assert "…" not in screen, screen
     for n in numbers(doc):
         assert f"{n:,}" in screen, f"{n:,} is not on the {width}-column screen:\n{screen}"
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+@pytest.mark.parametrize("width", [80, 120])  # 60 columns (a block per row) is held piped: tests/test_widths.py
+def test_a_grouped_fleet_table_whole_in_a_real_terminal(tmp_path_factory, width):
+    folder = tmp_path_factory.mktemp("tmuxfleet") / "hosts"
+    subprocess.run([HUGECALC, "fleet", "synth", "--hosts", "200", "--seed", "3", "--output", str(folder)], check=True,
+                   capture_output=True)
+    args = ["fleet", "mthp", str(folder), "--size", "64k", "--by", "arch", "--by", "kernel"]
+    doc = json.loads(subprocess.run([HUGECALC, *args, "--json"], capture_output=True, text=True, check=True).stdout)
+    screen = _pane(args, width, 500)
+    assert "…" not in screen, screen
+    from hugecalc.units import fmt_bytes
+
+    for g in doc["groups"]:
+        assert f"{g['hosts']:,}" in screen
+        for metric, stats in g["metrics"].items():
+            for v in stats.values():
+                shown = fmt_bytes(v) if metric.endswith("_bytes") else f"{v:,.0f}"
+                assert shown in screen, (metric, shown, screen)

@@ -114,10 +114,10 @@ def _draw(out: Console, result: AdviseResult, params: Params) -> None:
         out.print(Text("no setting meets the budget: nothing advised", style="bold red"))
         return
     out.print(Text(f"advised: {result.advised}", style="bold"))
-    if result.apply:
-        out.print(Text("to apply it (as root):\n  " + "\n  ".join(result.apply)), soft_wrap=True)  # copyable
+    if result.apply:  # copyable, and short enough for any terminal: the sysfs folder named once
+        out.print(Text("to apply it (as root):\n  " + "\n  ".join(_short(result.apply))), soft_wrap=True)
         out.print(Text("(the switches that change nothing for this workload are left as they are)"))
-        out.print(Text("to undo it:\n  " + "\n  ".join(result.undo)), soft_wrap=True)
+        out.print(Text("to undo it:\n  " + "\n  ".join(_short(result.undo))), soft_wrap=True)
     else:
         out.print(Text("it is the setting at the time of the record: nothing to change"))
 
@@ -144,3 +144,10 @@ def _plot(result: AdviseResult, params: Params) -> None:
 
 
 SPEC = Spec(name="advise", rank=6, compute=compute, after=_plot, documents={AdviseResult: _draw})
+
+
+def _short(writes: list[str]) -> list[str]:
+    """The writes with the THP sysfs folder as $T, set on the first line (they stay one paste)."""
+    from hugecalc.calc.switches import SYSFS
+
+    return [f"T={SYSFS}", *(w.replace(SYSFS, "$T") for w in writes)]
