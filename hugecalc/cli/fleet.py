@@ -119,7 +119,8 @@ def _run(spec: Spec, params: Params) -> None:
                          hosts=len(rows) - len(failed) - len(skipped), hosts_failed=len(failed), failed=failed,
                          hosts_skipped=len(skipped), skipped=skipped, groups=groups,
                          explain=engine.derivations(spec.fleet.figures, spec.fleet.rule, groups))
-    emit(result, v["as_json"], v["explain"], lambda out: _draw(out, spec.name, figures, result.model_dump(), v["by"]))
+    emit(result, v["as_json"], v["explain"],
+         lambda out: _draw(out, spec.name, figures, result.model_dump(), v["by"], spec.fleet.labels))
     if failed:
         raise click.exceptions.Exit(1)
 
@@ -142,7 +143,7 @@ def _shown(what_if: dict) -> dict:
     return {k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in what_if.items()}
 
 
-def _draw(out: Any, command: str, figures: list[str], doc: dict, by: tuple[str, ...]) -> None:
+def _draw(out: Any, command: str, figures: list[str], doc: dict, by: tuple[str, ...], labels: dict[str, str]) -> None:
     from hugecalc.fleet.engine import STATS
     from hugecalc.render import print_wrapped
 
@@ -158,8 +159,9 @@ def _draw(out: Any, command: str, figures: list[str], doc: dict, by: tuple[str, 
             if metric not in g["metrics"]:
                 continue
             m = g["metrics"][metric]
-            cell = (lambda v: fmt_bytes(v)) if metric.endswith(BYTES) else (lambda v: f"{v:,.0f}")
-            values = [metric.removesuffix("_bytes"), *(cell(m[s]) for s in STATS)]
+            in_bytes = metric.endswith(BYTES) or "_bytes_" in metric  # page_table_bytes_after too
+            cell = (lambda v: fmt_bytes(v)) if in_bytes else (lambda v: f"{v:,.0f}")
+            values = [labels.get(metric, metric), *(cell(m[s]) for s in STATS)]
             full.append([*label, f"{g['hosts']:,}", *values])
             rows.append([*(label if first else [""] * len(label)), f"{g['hosts']:,}" if first else "", *values])
             first = False
@@ -171,6 +173,8 @@ def _draw(out: Any, command: str, figures: list[str], doc: dict, by: tuple[str, 
     # terminal: the sums and means, then the percentiles; a part that still does not fit is printed
     # a block per row (Fitted).
     widths = [max([len(col)] + [len(r[k]) for r in rows]) for k, col in enumerate(columns)]
+    figure = columns.index("figure")  # a label may wrap at its spaces: its longest word is its least width
+    widths[figure] = max([len("figure")] + [len(w) for r in rows for w in r[figure].split()])
     keep = len(by) + 2  # group, hosts, figure: repeated when the table is cut in two
     parts = [list(range(len(columns)))]
     if sum(widths) + 3 * (len(columns) - 1) > out.width:
@@ -179,7 +183,8 @@ def _draw(out: Any, command: str, figures: list[str], doc: dict, by: tuple[str, 
         t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
         for k in part:
             text = columns[k] in by or columns[k] == "figure"
-            t.add_column(columns[k], justify="left" if text else "right", overflow="fold", min_width=widths[k])
+            t.add_column(columns[k], justify="left" if text else "right", overflow="fold", min_width=widths[k],
+                         no_wrap=not text)
         for r in rows:
             t.add_row(*(r[k] for k in part))
         out.print(Fitted(t, [[r[k] for k in part] for r in full]))

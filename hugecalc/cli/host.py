@@ -96,7 +96,8 @@ def _draw(out: Any, capture: Capture, explain: bool) -> None:
                   " ".join(f"{n}:{v['nr']}" for n, v in p.nodes.items()))
     out.print(t)
     th = capture.thp
-    out.print(f"THP enabled {th.enabled}, defrag {th.defrag}, shmem_enabled {th.shmem_enabled}; per size: "
+    out.print(f"THP enabled {th.enabled}, defrag {th.defrag}, shmem_enabled {th.shmem_enabled}; per size, "
+              "anon enabled/shmem_enabled ('-': the kernel has no such switch): "
               + ", ".join(f"{k} {v.get('enabled', '-')}/{v.get('shmem_enabled', '-')}" for k, v in th.sizes.items()))
     if th.boot_params:
         out.print("booted with " + " ".join(f"{k}={v}" for k, v in th.boot_params.items())

@@ -335,6 +335,10 @@ def _fleet_row(capture: Any, profile: Profile, release: Any, what_if: dict) -> d
 FLEET_FIGURES = ("faults_now", "faults_what_if", "populated_now_bytes", "populated_what_if_bytes",
                  "page_table_now_bytes", "page_table_what_if_bytes", "tlb_now", "tlb_what_if")
 
+#: the single-host table's label of each fleet figure
+FLEET_LABELS = {"faults": "Page faults", "populated": "Memory populated", "page_table": "Page tables",
+                "tlb": "Last-level TLB entries"}
+
 SPEC = Spec(
     name="mthp", rank=3, compute=compute, batch=True, after=_plot,
     documents={MthpResult: _draw_pass, MthpComparison: _draw_comparison, MthpNowWhatIf: _draw_now_and_what_if,
@@ -351,5 +355,7 @@ SPEC = Spec(
         rule="compute_now_and_what_if() (calc/replay.py), as `hugecalc mthp --host FILE`: the pass under the "
              "captured THP settings (now) and under the what-if",
         figures={m: f"{m.replace('_now', '').replace('_what_if', '').replace('_bytes', '')} of the pass "
-                    + ("now" if "_now" in m else "under the what-if") for m in FLEET_FIGURES}),
+                    + ("now" if "_now" in m else "under the what-if") for m in FLEET_FIGURES},
+        labels={m: FLEET_LABELS[m.split("_now")[0].split("_what_if")[0]] + (", now" if "_now" in m else ", what-if")
+                for m in FLEET_FIGURES}),
 )

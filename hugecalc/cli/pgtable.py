@@ -248,5 +248,7 @@ SPEC = Spec(
              "host's profile and release",
         figures={"page_table_bytes": "page tables of the mapping, as VmPTE counts",
                  "page_table_bytes_after": "what remains after the --after madvise",
-                 "populated_bytes": "memory the touches populate"}),
+                 "populated_bytes": "memory the touches populate"},
+        labels={"page_table_bytes": "Page tables (as VmPTE counts)", "page_table_bytes_after": "Page tables after madvise",
+                "populated_bytes": "Memory the touches populate"}),
 )

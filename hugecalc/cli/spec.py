@@ -59,6 +59,8 @@ class Fleet:
     options: Callable[[Callable], Callable]  # the fleet command's own options
     help: str  # fleet COMMAND --help
     walks: bool = False  # its rows run the numba fault walk: compile (or load) it once per task
+    #: figure -> its name in the table: the single-host table's label (the JSON keeps the figure)
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

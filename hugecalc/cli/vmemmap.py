@@ -167,5 +167,7 @@ SPEC = Spec(
         figures={"pool_bytes": "sum over pools of hugepage size x nr_hugepages", "hugepages": "sum of nr_hugepages",
                  "saved_now_bytes": "sum over pools of the net saving with the sysctl as captured",
                  "saved_what_if_bytes": "sum over pools of the net saving with HVO on",
-                 "gain_bytes": "saved_what_if_bytes - saved_now_bytes"}),
+                 "gain_bytes": "saved_what_if_bytes - saved_now_bytes"},
+        labels={"pool_bytes": "Pool size", "hugepages": "Hugepages in the pool now", "saved_now_bytes": "Net saving now",
+                "saved_what_if_bytes": "Net saving with HVO on", "gain_bytes": "Gain"}),
 )
