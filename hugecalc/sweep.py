@@ -113,8 +113,8 @@ def parse_sweep(spec: str, kinds: dict[str, str]) -> Sweep:
     (start, k1), (stop, k2) = _value(match["start"], option, kind), _value(match["stop"], option, kind)
     kind = _one_kind({k1, k2}, spec)
     whole = kind in ("size", "count")
-    if match["factor"] is not None:
-        factor = float(match["factor"])
+    if match["factor"] is not None or (kind == "size" and not match["step"]):  # sizes: x2 unless told
+        factor = float(match["factor"]) if match["factor"] is not None else 2.0
         if not math.isfinite(factor) or factor <= 1 or start <= 0:
             raise InputError(f"--sweep {spec!r}: xFACTOR needs a factor above 1 and a start above 0")
         values, v = [], float(start)
@@ -136,7 +136,7 @@ def parse_sweep(spec: str, kinds: dict[str, str]) -> Sweep:
     elif kind == "count":
         step = max(1, round((stop - start) / 10))
     if step is None:
-        raise InputError(f"--sweep {spec!r}: a range of sizes needs :STEP or xFACTOR")
+        raise InputError(f"--sweep {spec!r}: a range of {kind} values needs :STEP or xFACTOR")
     if step <= 0 or stop < start:
         raise InputError(f"--sweep {spec!r}: the step must be positive and STOP at least START")
     count = int((stop - start) / step + 1e-9) + 1

@@ -209,3 +209,10 @@ def test_mthp_sweeps_in_every_mode(run, args):
 def test_bad_sweep_values_name_the_option(run, spec, message):
     r = run("vmemmap", "--pages", "1T", "--sweep", spec)
     assert r.exit_code == 2 and r.stdout == "" and message in r.stderr, r.stderr
+
+
+def test_a_range_of_sizes_without_a_step_doubles(run):
+    """Newcomer review #21: START..STOP without :STEP is allowed, as the help writes it; sizes double."""
+    doc = run("pgtable", "--sweep", "vma-size=1G..4G", "--json").json
+    assert [p["values"]["vma-size"] for p in doc["points"]] == [1 << 30, 2 << 30, 4 << 30]
+    assert len(run("pgtable", "--vma-size", "1T", "--sweep", "touch-fraction=0.1..0.5", "--json").json["points"]) == 11
