@@ -27,7 +27,7 @@ def test_parse_sweeps():
 
 @pytest.mark.parametrize("spec,message", [
     ("bogus=1,2", "cannot be swept"), ("size", "use OPTION="), ("touch-fraction=1..0:0.1", "STOP at least START"),
-    ("touch-fraction=0..1x10", "start above 0"), ("vma-size=1M..1G", "needs :STEP"),
+    ("touch-fraction=0..1x10", "start above 0"), ("vma-size=4K..1T:1K", "at most 1000"),
     ("touch-fraction=0..1:0.0001", "at most 1000"), ("vma-size=4K..2M:x8", "START..STOPxFACTOR"),
 ])
 def test_bad_sweeps(spec, message):
