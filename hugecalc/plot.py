@@ -79,23 +79,28 @@ def terminal(chart: Chart, width: int) -> str:
     log_y = chart.log_y()
     fy = (lambda v: math.log10(v)) if log_y else float
     y_lo, y_hi = (fy(min(ys)), fy(max(ys))) if ys else (0.0, 1.0)
-    if y_hi == y_lo:
-        y_hi = y_lo + 1
+    flat = y_hi == y_lo  # every value the same: one row, one label
+    if flat:
+        y_lo, y_hi = y_lo - 1, y_lo + 1
     grid = [[" "] * cols for _ in range(rows)]
+    owner = [[-1] * cols for _ in range(rows)]
     for k, series in enumerate(chart.series.values()):
         for x, y in zip(xs, series):
             if y is None or (log_y and y <= 0):
                 continue
             c = 0 if x_hi == x_lo else round((fx(x) - x_lo) / (x_hi - x_lo) * (cols - 1))
             r = rows - 1 - round((fy(y) - y_lo) / (y_hi - y_lo) * (rows - 1))
-            grid[r][c] = MARKERS[k % len(MARKERS)]
+            grid[r][c], owner[r][c] = MARKERS[k % len(MARKERS)], k
+    shown = {k for row in owner for k in row}
     fmt = (lambda v: fmt_bytes(round(v))) if chart.y_bytes else (lambda v: f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}")
     import textwrap
 
-    lines = textwrap.wrap(chart.title, label_w + 2 + cols, subsequent_indent="  ") or [""]  # wrapped, never cut
+    lines = textwrap.wrap(chart.title, label_w + 2 + cols, subsequent_indent="  ", break_on_hyphens=False,
+                          break_long_words=False) or [""]  # wrapped at spaces, never cut
     for r in range(rows):
         value = y_hi - (y_hi - y_lo) * r / (rows - 1)
-        label = fmt(10 ** value if log_y else value) if r in (0, rows // 2, rows - 1) else ""
+        middle = rows - 1 - round((rows - 1) / 2)  # where a flat series' markers are
+        label = fmt(10 ** value if log_y else value) if r in ((middle,) if flat else (0, rows // 2, rows - 1)) else ""
         lines.append(f"{label:>{label_w}} │" + "".join(grid[r]))
     lines.append(" " * label_w + " └" + "─" * cols)
     ticks = [" "] * cols
@@ -106,8 +111,12 @@ def terminal(chart: Chart, width: int) -> str:
             ticks[c: c + len(label)] = list(label)
     lines.append(" " * (label_w + 2) + "".join(ticks))
     scales = ", ".join(n for n, on in (("x log", log_x), ("y log", log_y)) if on)
-    legend = "   ".join(f"{MARKERS[k % len(MARKERS)]} {name}" for k, name in enumerate(chart.series))
-    lines.append(" " * (label_w + 2) + f"{chart.x_label}" + (f" ({scales})" if scales else "") + "   " + legend)
+    last = max(shown, default=0)  # a series every point of which another drew over
+    legend = "   ".join(f"{MARKERS[k % len(MARKERS)]} {name}" + ("" if k in shown else f" (under {MARKERS[last]})")
+                       for k, name in enumerate(chart.series))
+    lines += textwrap.wrap(f"{chart.x_label}" + (f" ({scales})" if scales else "") + "   " + legend, cols,
+                           initial_indent=" " * (label_w + 2), subsequent_indent=" " * (label_w + 2),
+                           break_on_hyphens=False, break_long_words=False)
     return "\n".join(line.rstrip() for line in lines)
 
 

@@ -216,3 +216,14 @@ def test_a_range_of_sizes_without_a_step_doubles(run):
     doc = run("pgtable", "--sweep", "vma-size=1G..4G", "--json").json
     assert [p["values"]["vma-size"] for p in doc["points"]] == [1 << 30, 2 << 30, 4 << 30]
     assert len(run("pgtable", "--vma-size", "1T", "--sweep", "touch-fraction=0.1..0.5", "--json").json["points"]) == 11
+
+
+def test_a_flat_chart_has_one_label_and_says_which_series_are_hidden(run):
+    """Newcomer review #22: a constant series gets one y label (not 1 B, 0 B, 0 B), a series drawn
+    over by another says so in the legend, and a sweep whose charted figure is flat charts the one
+    that moves."""
+    out = run("vmemmap", "--pages", "1T", "--sweep", "kernel=5.14,5.18,6.3,7.1", "--profile", "arm64-4k").stdout
+    labels = [line.split("│")[0].strip() for line in out.splitlines() if "│" in line and line.split("│")[0].strip()]
+    assert labels == ["0 B"] and "saved 64K (under +)" in out and "saved 1G (under" not in out
+    out = run("pgtable", "--vma-size", "1G", "--sweep", "touch-fraction=0.1..0.5").stdout
+    assert "● populated" in out and "● page tables" not in out

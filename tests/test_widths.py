@@ -31,6 +31,7 @@ CASES = {
                         "--kernel", "6.1.50", "--explain"],
     "vmemmap host": ["vmemmap", "--host", X86],
     "vmemmap sweep": ["vmemmap", "--sweep", "pages=1G..1Tx4"],
+    "vmemmap flat sweep": ["vmemmap", "--pages", "1T", "--sweep", "kernel=5.14,5.18,6.3,7.1", "--profile", "arm64-4k"],
     "pgtable": ["pgtable", "--vma-size", "64G", "--touch-stride", "2M", "--after", "dontneed", "--explain"],
     "pgtable worst": ["pgtable", "--worst-case"],
     "pgtable pid": ["pgtable", "--host", X86, "--pid", _pid_in_capture(), "--after", "dontneed"],

@@ -143,6 +143,9 @@ def _chart(spec: Spec, sweeps: list, results: list, title: str) -> Any:
     x = sweeps[0]
     first = results[0].figures()
     charted = [n for n in first if spec.charted is None or n in spec.charted] or list(first)
+    varies = [n for n in first if len({r.figures().get(n, (None,))[0] for r in results}) > 1]
+    if varies and not set(charted) & set(varies):  # the figures charted stay flat: chart those that move
+        charted = [n for n in varies if first[n].unit == first[varies[0]].unit]
     y_bytes = first[charted[0]].unit == "bytes"
     chart = Chart(title=title, x_label=x.option, y_label=" / ".join(charted) + (" (bytes)" if y_bytes else ""),
                   x_kind="size" if x.kind == "size" else "number" if x.kind in ("number", "count") else "text",
