@@ -179,7 +179,9 @@ def print_explain(console: Console, result: Result, title: str = "How each figur
     print_derivations(console, result.explain, title)
 
 
-def print_derivations(console: Console, derivations: list[Any], title: str) -> None:
+def print_derivations(console: Console, derivations: list[Any], title: str, source: str = "rule") -> None:
+    """Each derivation: its figure and formula, then ``source`` (the kernel rule; for a capture, where
+    the value was read)."""
     from rich.text import Text
 
     console.print()
@@ -190,7 +192,7 @@ def print_derivations(console: Console, derivations: list[Any], title: str) -> N
             scope = d.scope
             console.print(Text(f"\n{scope}", style="bold"))
         print_wrapped(console, f"  {d.figure}: {d.formula}", 4, bold=len(d.figure) + 3)
-        print_wrapped(console, f"      rule: {d.rule}", 12, "dim")
+        print_wrapped(console, f"      {source}: {d.rule}", 12, "dim")
 
 
 def transposed_summary(result: BaseModel) -> Table:

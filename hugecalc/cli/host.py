@@ -111,7 +111,7 @@ def _draw(out: Any, capture: Capture, explain: bool) -> None:
     if explain:
         from hugecalc.render import print_derivations
 
-        print_derivations(out, _derivations(capture), "Where each value was read")
+        print_derivations(out, _derivations(capture), "Where each value was read", "read from")
 
 
 def _derivations(capture: Any) -> list[Any]:
@@ -119,6 +119,10 @@ def _derivations(capture: Any) -> list[Any]:
     from hugecalc.result import Derivation
 
     data = capture.model_dump(mode="json")
+    # the pools are a list: reach one by its sysfs name, hugepages-<size>kB, and its nodes by node<N>
+    data["pools"] = {f"hugepages-{p['size_bytes'] >> 10}kB": {**p, **{f"node{n}".replace("nodenode", "node"): v
+                                                                   for n, v in p["nodes"].items()}}
+                     for p in data["pools"]}
     out = []
     for key, source in capture.sources.items():
         value: Any = data
@@ -128,7 +132,8 @@ def _derivations(capture: Any) -> list[Any]:
                  else str(value))
         scope = key.split(".")[0] if "." in key else "machine"
         out.append(Derivation(scope=scope, figure=key, formula=shown, rule=source))
-    return out
+    first = {d.scope: i for i, d in reversed(list(enumerate(out)))}  # each scope once, where it first appears
+    return sorted(out, key=lambda d: first[d.scope])
 
 
 SPEC = Spec(name="host", rank=5, compute=compute, batch=True,

@@ -334,7 +334,7 @@ def _hotplugged(r: _Reader, page: int) -> dict:
         r.unknown.append({"what": "hugepages in hot-plugged memory", "source": "/proc/iomem, /proc/kpageflags",
                           "error": "needs root"})
         return {}
-    r.sources["hotplugged"] = "/proc/iomem 'System RAM (driver)' ranges, their hugepages from /proc/kpageflags"
+    r.sources["hotplugged_hugepages"] = "/proc/iomem 'System RAM (driver)' ranges, their hugepages from /proc/kpageflags"
     return {"hotplugged_ram_bytes": found[0], "hotplugged_hugepages": {str(s): n for s, n in found[1].items()}}
 
 
@@ -366,7 +366,8 @@ def capture_machine(pids: list[int] | None = None, option: str = "--pids", every
     meminfo = kernelfs.read_keyed(kernelfs.PROC / "meminfo")
     vmstat = kernelfs.read_keyed(kernelfs.PROC / "vmstat")
     r.sources.update({"mem_total_bytes": "/proc/meminfo MemTotal", "mem_available_bytes": "/proc/meminfo MemAvailable",
-                      "nr_memmap_pages": "/proc/vmstat"})
+                      "nr_memmap_pages": "/proc/vmstat",
+                      **({"nr_memmap_boot_pages": "/proc/vmstat"} if "nr_memmap_boot_pages" in vmstat else {})})
     mem_total = meminfo.get("MemTotal", 0) << 10 or None
     memmap = (vmstat["nr_memmap_pages"] + vmstat.get("nr_memmap_boot_pages", 0)) if "nr_memmap_pages" in vmstat else None
     if memmap is None:
