@@ -269,7 +269,8 @@ def _load(name_or_path: str) -> Profile:
         if not (path.suffix in (".yaml", ".yml", ".json") or "/" in name_or_path or is_record(name_or_path)):
             raise ProfileError(
                 f"profile {name_or_path!r} is neither a bundled profile "
-                f"({', '.join(sorted(bundled))}) nor a path to a .yaml file"
+                f"({', '.join(sorted(bundled))}), nor 'host' (this machine), nor a path to a .yaml profile, a "
+                "capture or a record"
             )
     from hugecalc.errors import InputError
     from hugecalc.files import read_text

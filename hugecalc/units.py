@@ -33,8 +33,8 @@ def parse_size(text: str, what: str = "size") -> int:
     match = _SIZE_RE.match(str(text))
     if not match:
         raise InputError(
-            f"{what} {text!r} is not a size: use a number with an optional binary suffix "
-            "K, M, G, T, P, E (e.g. 4096, 0x1000, 64K, 2M, 1.5T, 2MiB)"
+            f"{what} {text!r} is not a size: use a whole number (4096, 0x1000), or a number with a binary "
+            "suffix K, M, G, T, P, E (64K, 2M, 1.5T, 2MiB)"
         )
     shift = _SUFFIX_SHIFT[match["suffix"].lower()]
     if "." in match["num"]:

@@ -361,3 +361,22 @@ def test_a_capture_without_its_pools_is_damaged_not_empty(run, tmp_path):
     path.write_text(json.dumps(data))
     r = run("vmemmap", "--host", str(path))
     assert r.exit_code == 2 and "pools" in r.stderr
+
+
+def test_newcomer_polish_round_two(run):
+    """Newcomer review 2026-11-30: #24 profile sources, #27 split order, #33 whole summaries, #34 a
+    copyable batch example, #36 schema's argument name, #42 a tiny share, #46 the size message."""
+    r = run("profiles", "arm64-4k", "--profile", "x86-64")
+    assert r.exit_code == 2 and "not with --profile or --host too" in r.stderr
+    assert run("profiles", "host").exit_code == 0
+    assert "nor 'host' (this machine)" in run("vmemmap", "--profile", "x86", "--pages", "1G").stderr
+    assert "HGM split 1G->2M->4K" in run("hgm", "--operation", "split", "--path", "4K,2M,1G").stdout
+    for group in ("fleet", "verify"):
+        commands = run(group, "--help").stdout.split("Commands:")[1]
+        assert "..." not in commands, commands
+    assert '{"command": "mthp", "options": {"size": "64k", "vma-size": "1G"}}' in run("batch", "--help").stdout
+    assert "Invalid value for '[COMMAND]'" in run("schema", "bogus").stderr
+    assert "0.000405%" in run("pgtable", "--vma-size", "16G", "--backing", "hugetlb-2M", "--shared-by", "100").stdout
+    assert "use a whole number (4096, 0x1000), or a number with a binary suffix" in run(
+        "vmemmap", "--pages", "2.0").stderr
+    assert "Free memory needed to release one hugepage" in run("vmemmap", "--pages", "1G").stdout

@@ -56,8 +56,8 @@ class VmemmapRow(Model):
     saved_bytes: int = field("Net saving", "bytes")
     saved_share_of_pool: float = field("Net saving / pool", "share")
     saved_share_of_vmemmap: float = field("Net saving / vmemmap", "share")
-    restore_bytes_per_hugepage: int = field("Free memory to release one hugepage", "bytes")
-    restore_bytes: int = field("Free memory to release the pool at once", "bytes")
+    restore_bytes_per_hugepage: int = field("Free memory needed to release one hugepage", "bytes")
+    restore_bytes: int = field("Free memory needed to release the pool at once", "bytes")
     optimizable: bool = field("HVO applies")
     reason: str | None = field("Why not")
 
@@ -382,7 +382,7 @@ def _saving_derivation(row: VmemmapRow, page: int) -> Derivation:
 def _restore_derivation(row: VmemmapRow, page: int, release: Release) -> Derivation:
     batch = release.has(HVO_BATCHED)
     return Derivation(
-        scope=fmt_size(row.hugepage_size_bytes), figure="Free memory to release the pool",
+        scope=fmt_size(row.hugepage_size_bytes), figure="Free memory needed to release the pool",
         formula=f"{row.freed_pages_per_hugepage} x {fmt_bytes(page)} = {fmt_bytes(row.restore_bytes_per_hugepage)} "
                 f"per hugepage before it can go back to the buddy allocator; x {row.hugepages} = "
                 f"{fmt_bytes(row.restore_bytes)} when the pool is "

@@ -33,12 +33,6 @@ class LazyGroup(Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [spec.name for spec in specs()]
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """The commands in their order, each with its whole first sentence (not cut at 45 characters)."""
-        rows = [(name, self.get_command(ctx, name).get_short_help_str(limit=200)) for name in self.list_commands(ctx)]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
-
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         from hugecalc.cli.command import load
 

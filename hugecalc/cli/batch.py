@@ -146,8 +146,11 @@ def batch(jobs: int) -> None:
     prints). A bad line (blank, not UTF-8, not JSON, too long, an unknown key) gets an error object
     with its line number on its line and the run goes on; exit 1 if any line failed.
 
-    A request is {"command": "mthp", "args": ["--size", "64k"]} or the same with an options object,
-    {"command": "mthp", "options": {"size": "64k", "vma-size": "1G"}}; true is a flag.
+    A request gives the command's arguments, or its options as an object (true is a flag):
+
+    \b
+      {"command": "mthp", "args": ["--size", "64k"]}
+      {"command": "mthp", "options": {"size": "64k", "vma-size": "1G"}}
 
     \b
     Examples:

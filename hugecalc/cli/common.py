@@ -32,6 +32,14 @@ class UserError(click.ClickException):
 class Group(click.Group):
     """A command group whose HugecalcErrors become one-line messages with their exit code."""
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands in their order, each with its whole first sentence (not cut at 45 characters)."""
+        rows = [(name, command.get_short_help_str(limit=200)) for name in self.list_commands(ctx)
+                if (command := self.get_command(ctx, name)) is not None and not command.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

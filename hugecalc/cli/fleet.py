@@ -258,10 +258,12 @@ def fleet_synth(hosts: int, seed: int, output: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def fleet_advise(sources: tuple[str, ...], max_bloat: float | None, max_memory: int | None, profile_name: str | None,
                  kernel: str | None, scheduler: str | None, as_json: bool) -> None:
-    """The THP settings within a budget on every host: each host's record advised as 'hugecalc
-    advise --trace FILE' advises it (one Dask task a host), then the settings within the budget on all
-    of them, ranked by the TLB entries they leave in all, and the hosts whose own advice differs.
-    Exit 1 if any host's record failed.
+    """The THP settings within a budget on every host, from each host's record.
+
+    Each host's record is advised as 'hugecalc advise --trace FILE' advises it (one Dask task a
+    host), then the settings within the budget on all of them are ranked by the TLB entries they
+    leave in all, and the hosts whose own advice differs are named. Exit 1 if any host's record
+    failed.
 
     \b
     Example:

@@ -91,7 +91,8 @@ def _draw(out: Console, result: HgmResult, params: Params) -> None:
     from hugecalc.render import list_table, print_header, print_wrapped
 
     size, path = _path(params)
-    print_header(out, result, f"HGM {params.operation} {'->'.join(fmt_size(s) for s in path)} of a {fmt_size(size)} page")
+    steps = path[::-1] if params.operation in ("split", "unmap") else path  # in the order the steps run
+    print_header(out, result, f"HGM {params.operation} {'->'.join(fmt_size(s) for s in steps)} of a {fmt_size(size)} page")
     print_wrapped(out, "never merged upstream: these are models of proposals (" + result.series + ")", 4, "bold red")
     out.print(list_table(result.schemes, skip=("steps",) + (() if params.guest_memory else ("guest_seconds",))))
     for sch in result.schemes:

@@ -150,7 +150,7 @@ def _draw_mapping(out: Console, result: PgtableResult, params: Params) -> None:
     out.print(list_table(result.levels, skip=skip))
     out.print(f"page tables {fmt_bytes(result.page_table_bytes)} (as VmPTE counts; the top-level "
               f"{params.profile.levels[0].name} is not counted) for {fmt_bytes(result.populated_bytes)} populated: "
-              f"{result.overhead_share * 100:.3f}%")
+              f"{result.overhead_share * 100:.3g}%")  # three significant digits: a tiny share is not 0.000%
     if result.page_table_bytes_after is not None:
         out.print(f"after MADV_{after.upper()}: {fmt_bytes(result.page_table_bytes_after)}")
     if result.shared_page_table_bytes is not None:

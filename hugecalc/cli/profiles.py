@@ -18,7 +18,8 @@ from hugecalc.units import fmt_bytes, fmt_size
 @click.argument("name", required=False)
 @common_options
 def profiles(**values: Any) -> None:
-    """List the bundled machine profiles, or show one (NAME, or --profile PATH) in full.
+    """List the bundled machine profiles, or show one (NAME: a bundled name, host, a YAML file or a
+    capture; or --profile, --host) in full.
 
     \b
     Examples:
@@ -33,7 +34,13 @@ def compute(params: Params) -> ProfileList | ProfileShow:
     profile, name = params.profile, params.name
     if params.explain or "kernel" in params.given:
         raise InputError("profiles shows machine geometry: --kernel and --explain do not apply to it")
-    if name is not None:
+    if name is not None and ("profile_name" in params.given or params.capture is not None):
+        raise InputError(f"profiles {name} names the profile to show: not with --profile or --host too")
+    if name == "host":  # the running machine's profile, as --profile host reads it
+        from hugecalc.machine.snapshot import capture_machine
+
+        profile = capture_machine().profile
+    elif name is not None:
         profile = load_profile(name)
     if name is None and "profile_name" not in params.given and params.capture is None:
         loaded = [load_profile(n) for n in sorted(bundled_profiles())]

@@ -95,7 +95,7 @@ class _Documented(click.Choice):
 
 
 @click.command()
-@click.argument("command", required=False, type=_Documented())
+@click.argument("command", required=False, type=_Documented(), metavar="[COMMAND]")
 def schema(command: str | None) -> None:
     """Print the JSON Schema of what --json prints: of COMMAND, or of every command.
 
