@@ -202,3 +202,48 @@ def test_hidden_backup_and_result_files_are_not_hosts(fleet200, tmp_path):
     r = CliRunner().invoke(cli, ["fleet", "vmemmap", str(folder), "--json"])
     doc = json.loads(r.stdout)
     assert r.exit_code == 0 and doc["hosts"] + doc["hosts_skipped"] == 200 and doc["hosts_failed"] == 0
+
+
+def _hangs_or_dies(capture, profile, release, what_if):
+    """A host function for the cluster test: one host's worker hangs, another's dies."""
+    import os
+    import time
+
+    if capture.hostname.endswith("-hang"):
+        time.sleep(3600)
+    if capture.hostname.endswith("-die"):
+        os._exit(1)
+    return {"hugepages": 1}
+
+
+def test_a_hung_or_lost_worker_costs_only_its_hosts(tmp_path, monkeypatch):
+    """On a real LocalCluster (worker processes): a task whose worker dies every time it runs
+    (KilledWorker) and one that hangs past --timeout fail their hosts; the rest are computed."""
+    distributed = pytest.importorskip("distributed")
+    from hugecalc.fleet import engine
+
+    base = json.loads((CAPTURES / "x86-64-6.18.json").read_text())
+    for name in ("a", "b", "x-hang", "y-die"):
+        (tmp_path / f"{name}.json").write_text(json.dumps({**base, "hostname": name}))
+    sources = [str(tmp_path / f"{n}.json") for n in ("a", "b", "x-hang", "y-die")]
+    cut = engine.partitions
+    monkeypatch.setattr(engine, "partitions", lambda s: cut(s, 1))  # one host a task
+    with dask_config(distributed), distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=True,
+                                                            dashboard_address=":0") as cluster:
+        rows = engine.run(_hangs_or_dies, sources, {"what_if": {}}, [], cluster.scheduler_address, timeout=8)
+    by = {Path(r["source"]).stem: r for r in rows}
+    assert by["a"]["error"] is None and by["b"]["error"] is None and by["a"]["hugepages"] == 1
+    assert "no result within 8 s" in by["x-hang"]["error"]
+    assert "the cluster lost this task" in by["y-die"]["error"]
+
+
+def dask_config(distributed):
+    import dask
+
+    # a task whose worker dies is retried on another worker at most once before KilledWorker
+    return dask.config.set({"distributed.scheduler.allowed-failures": 1})
+
+
+def test_timeout_needs_a_cluster(run, synthetic):
+    r = run("fleet", "vmemmap", str(synthetic / "hosts"), "--timeout", "5s")
+    assert r.exit_code == 2 and "give --scheduler too" in r.stderr

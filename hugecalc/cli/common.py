@@ -7,6 +7,7 @@ Command modules import from here, never from each other's underscore names.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -115,6 +116,25 @@ class Real(click.FloatRange):
 
 
 PID_MAX_LIMIT = 4 << 20  # include/linux/threads.h: the most processes a 64-bit kernel can have
+
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$")
+_SECONDS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class Duration(click.ParamType):
+    """A time: 30s, 500ms, 2m, 1h, or a number of seconds; more than 0, at most a day."""
+
+    name = "DURATION"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, float):
+            return value
+        m = _DURATION.match(str(value).strip()) if str(value).isascii() else None
+        seconds = float(m[1]) * _SECONDS[m[2]] if m else 0.0
+        if not 0 < seconds <= 86400:
+            self.fail(f"{value!r} is not a duration of more than 0 and at most a day (30s, 500ms, 2m, 1h)", param, ctx)
+        return seconds
+
 
 SIZE = Size()
 ADDR = Size("ADDR", positive=False)  # hex (0x7f0000000000), decimal, or a size spelling (1G)

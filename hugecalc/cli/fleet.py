@@ -10,7 +10,7 @@ import click
 from hugecalc.cli.command import Command, given_params
 from hugecalc.cli.spec import Params, Spec
 from hugecalc.cli.advise import Percent
-from hugecalc.cli.common import SIZE, Group, Table, Text, console, emit, options
+from hugecalc.cli.common import SIZE, Duration, Group, Table, Text, console, emit, options
 from hugecalc.errors import InputError
 from hugecalc.fleet.advise import FleetAdviseResult
 from hugecalc.fleet.engine import FleetResult
@@ -63,6 +63,9 @@ def fleet_options(fn: Callable) -> Callable:
         click.option("--kernel", default=None, metavar="X.Y[.Z]", help="What-if: every host on this release."),
         click.option("--scheduler", default=None, metavar="ADDRESS",
                      help="A dask.distributed scheduler (tcp://host:8786); default: in-process."),
+        click.option("--timeout", type=Duration(), default=None,
+                     help="With --scheduler: the hosts without a result by then fail (a hung or lost worker); "
+                          "default 10m."),
         click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
                      help="Also write one row per host to a Parquet file (pyarrow)."),
         click.option("--force", is_flag=True, help="Write --output over a symbolic link or another user's file."),
@@ -73,6 +76,9 @@ def fleet_options(fn: Callable) -> Callable:
 
 def _run(spec: Spec, params: Params) -> None:
     from hugecalc.fleet import engine
+
+    if params.values["timeout"] is not None and params.values["scheduler"] is None:
+        raise InputError("--timeout bounds a cluster run: give --scheduler too (in-process, a run is yours to stop)")
 
     v = params.values
     if v["kernel"] is not None:
@@ -97,7 +103,8 @@ def _run(spec: Spec, params: Params) -> None:
         bar.start()
         progress = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
     try:
-        rows = engine.run(spec.fleet.row, list(v["sources"]), options, list(v["by"]), v["scheduler"], progress)
+        rows = engine.run(spec.fleet.row, list(v["sources"]), options, list(v["by"]), v["scheduler"], progress,
+                          v["timeout"])
     finally:
         if progress:
             bar.stop()
@@ -255,9 +262,11 @@ def fleet_synth(hosts: int, seed: int, output: str) -> None:
 @click.option("--kernel", default=None, metavar="X.Y[.Z]", help="Every host on this release.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="A dask.distributed scheduler (tcp://host:8786); default: in-process.")
+@click.option("--timeout", type=Duration(), default=None,
+              help="With --scheduler: the hosts without a result by then fail (a hung or lost worker); default 10m.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def fleet_advise(sources: tuple[str, ...], max_bloat: float | None, max_memory: int | None, profile_name: str | None,
-                 kernel: str | None, scheduler: str | None, as_json: bool) -> None:
+                 kernel: str | None, scheduler: str | None, timeout: float | None, as_json: bool) -> None:
     """The THP settings within a budget on every host, from each host's record.
 
     Each host's record is advised as 'hugecalc advise --trace FILE' advises it (one Dask task a
@@ -278,7 +287,9 @@ def fleet_advise(sources: tuple[str, ...], max_bloat: float | None, max_memory: 
     if kernel:
         parse_release(kernel)
     options = {"max_bloat": max_bloat, "max_memory": max_memory, "profile": profile_name, "kernel": kernel}
-    result = fleet_advice(run_advice(record_sources(list(sources)), options, scheduler), options)
+    if timeout is not None and scheduler is None:
+        raise InputError("--timeout bounds a cluster run: give --scheduler too (in-process, a run is yours to stop)")
+    result = fleet_advice(run_advice(record_sources(list(sources)), options, scheduler, timeout), options)
     emit(result, as_json, False, lambda out: _draw_advice(out, result))
     if result.hosts_failed:
         raise click.exceptions.Exit(1)

@@ -3,34 +3,14 @@ sequence, for replay under any what-if (``mthp --trace FILE``, ``pgtable --trace
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import click
 
 from hugecalc.cli.command import Command
-from hugecalc.cli.common import PID_MAX_LIMIT
+from hugecalc.cli.common import PID_MAX_LIMIT, Duration
 from hugecalc.cli.spec import Spec
 from hugecalc.errors import InputError
-
-_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$")
-_SECONDS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-class Duration(click.ParamType):
-    """A time: 30s, 500ms, 2m, 1h, or a number of seconds; more than 0, at most a day."""
-
-    name = "DURATION"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> float:
-        if isinstance(value, float):
-            return value
-        m = _DURATION.match(str(value).strip()) if str(value).isascii() else None
-        seconds = float(m[1]) * _SECONDS[m[2]] if m else 0.0
-        if not 0 < seconds <= 86400:
-            self.fail(f"{value!r} is not a duration of more than 0 and at most a day (30s, 500ms, 2m, 1h)", param, ctx)
-        return seconds
-
 
 @click.command(cls=Command, context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="hugecalc.record", show_default=True,

@@ -86,21 +86,18 @@ def advise_host(path: str, options: dict) -> dict:
     return {"source": path, "advised": result.advised, "error": None, "within": within}
 
 
-def run(sources: list[str], options: dict, scheduler: str | None) -> list[dict]:
-    """Every host advised: in-process (Dask's synchronous scheduler), or on the cluster."""
+def run(sources: list[str], options: dict, scheduler: str | None, timeout: float | None = None) -> list[dict]:
+    """Every host advised: in-process (Dask's synchronous scheduler), or on the cluster (a host whose
+    task is lost or late fails alone: ``engine.on_cluster``)."""
     import dask
+
+    from hugecalc.fleet.engine import on_cluster
 
     tasks = [dask.delayed(advise_host, pure=True)(path, options) for path in sources]
     if scheduler is None:
         return list(dask.compute(*tasks, scheduler="synchronous"))
-    from distributed import Client
-
-    try:
-        client = Client(scheduler, timeout="10s")
-    except (OSError, TimeoutError) as e:
-        raise InputError(f"--scheduler {scheduler}: cannot reach a dask scheduler there ({e})") from None
-    with client:
-        return list(client.gather(client.compute(tasks)))
+    return on_cluster(scheduler, tasks, timeout,
+                      lambda i, why: {"source": sources[i], "advised": None, "error": why, "within": {}})
 
 
 def fleet_advice(rows: list[dict], options: dict) -> FleetAdviseResult:

@@ -257,8 +257,9 @@ def run_partition(host_figures: HostRow, items: list[tuple[str, str, int, int]],
 
 
 def run(host_figures: HostRow, sources: list[str], options: dict, by: list[str], scheduler: str | None,
-        progress: Callable[[int, int], None] | None = None) -> list[dict]:
-    """Every host's row, in source order: in-process, or on the cluster at ``scheduler``."""
+        progress: Callable[[int, int], None] | None = None, timeout: float | None = None) -> list[dict]:
+    """Every host's row, in source order: in-process, or on the cluster at ``scheduler`` (hosts whose
+    task is lost or late, past ``timeout`` seconds, become failed rows: :func:`on_cluster`)."""
     import dask
 
     parts = partitions(sources)
@@ -270,21 +271,64 @@ def run(host_figures: HostRow, sources: list[str], options: dict, by: list[str],
             if progress:
                 progress(i + 1, len(tasks))
         return [row for part in done for row in part]
+    results = on_cluster(scheduler, tasks, timeout, lambda i, why: failed_rows(parts[i], why), progress)
+    return [row for part in results for row in part]
+
+
+#: How long a cluster run waits for its tasks, unless told (--timeout).
+CLUSTER_TIMEOUT = 600.0
+
+
+def on_cluster(scheduler: str, tasks: list, timeout: float | None, failed: Callable[[int, str], Any],
+               progress: Callable[[int, int], None] | None = None) -> list:
+    """The tasks computed on the dask.distributed cluster at ``scheduler``, in order. A task the
+    cluster loses (its worker died, again and again: KilledWorker), or one without a result within
+    ``timeout`` seconds of the start (a hung worker), becomes ``failed(index, why)``; the others are
+    kept and the run goes on."""
+    import asyncio
+
     from distributed import Client, as_completed
 
     try:
         client = Client(scheduler, timeout="10s")
     except (OSError, TimeoutError) as e:
         raise InputError(f"--scheduler {scheduler}: cannot reach a dask scheduler there ({e})") from None
+    timeout = CLUSTER_TIMEOUT if timeout is None else timeout
     with client:
         futures = client.compute(tasks)
         index = {f.key: i for i, f in enumerate(futures)}
         results: list = [None] * len(futures)
-        for n, future in enumerate(as_completed(futures), 1):
-            results[index[future.key]] = future.result()
-            if progress:
-                progress(n, len(futures))
-    return [row for part in results for row in part]
+        done = 0
+        try:
+            for future in as_completed(futures, timeout=timeout):
+                i = index[future.key]
+                try:
+                    results[i] = future.result()
+                except Exception as e:  # noqa: BLE001 - whatever the cluster raises costs only this task
+                    results[i] = failed(i, f"the cluster lost this task ({type(e).__name__}: {e})")
+                done += 1
+                if progress:
+                    progress(done, len(futures))
+        except (TimeoutError, asyncio.TimeoutError):
+            late = [f for f in futures if results[index[f.key]] is None]
+            client.cancel(late)
+            for f in late:
+                results[index[f.key]] = failed(index[f.key], f"no result within {timeout:g} s (--timeout): a worker "
+                                                             "hung or was lost")
+    return results
+
+
+def failed_rows(part: list[tuple[str, str, int, int]], why: str) -> list[dict]:
+    """The rows of a partition the cluster did not compute: each of its hosts failed with ``why``."""
+    sources = []
+    for kind, path, a, b in part:
+        if kind == "file":
+            sources.append(path)
+        elif kind == "jsonl":
+            sources += [f"{path} (line {k + 1} of the {b} from byte {a})" for k in range(b)]
+        else:
+            sources += [f"{path} (row {k})" for k in range(a, b)]
+    return [{"source": src, "error": why, "skipped": None, "group": None} for src in sources]
 
 
 def aggregate(figures: list[str], rows: list[dict], by: list[str]) -> list[dict]:
