@@ -118,3 +118,64 @@ def test_any_option_values(command, data):
     else:
         assert result.stdout == "", note
         assert 0 < len(result.stderr.strip().splitlines()) <= 4, note
+
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+RECORD = os.path.join(DATA, "records", "sqlite3.record")
+CAPTURE = os.path.join(DATA, "captures", "x86-64-6.18.json")
+path = st.sampled_from([RECORD, CAPTURE, "/nonexistent/x", "/dev/null", DATA, ""]) | text
+percent = st.one_of(st.sampled_from(["5%", "0", "0%", "2.5", "100%", "-1", "nan", "inf", "1e9", "５%"]), text)
+#: The commands over recorded programs and fleets: fewer examples each (a replay takes a second).
+OTHERS = {
+    "advise": {"--trace": path, "--pid": number, "--host": path, "--max-bloat": percent, "--max-memory": size,
+               "--all": None, "--explain": None, "--profile": profile, "--kernel": kernel},
+    "mthp --trace": {"--trace": path, "--pid": number, "--size": size, "--top-level": choice("always", "never"),
+                     "--khugepaged": None, "--max-ptes-none": number, "--profile": profile, "--kernel": kernel},
+    "pgtable --trace": {"--trace": path, "--pid": number, "--after": choice("dontneed", "free"), "--vma-size": size},
+    "fleet vmemmap": {"--by": choice("arch", "kernel", "profile", "thp.enabled", "config.X", "bogus"),
+                      "--kernel": kernel, "--zones": number, "--timeout": choice("5s", "0", "1h", "2d")},
+    "fleet mthp": {"--by": choice("arch", "profile"), "--size": size, "--top-level": choice("always", "never"),
+                   "--kernel": kernel},
+    "fleet advise": {"--max-bloat": percent, "--max-memory": size, "--profile": profile, "--kernel": kernel,
+                     "--timeout": choice("5s", "0")},
+    "record": {"--pid": number, "--duration": st.one_of(st.sampled_from(["30s", "500ms", "0", "2d", "nan", "1h"]), text),
+               "--fault-source": choice("auto", "tracepoint", "perf"), "--output": path},
+}
+#: what most examples start from (a source, the record), so that good runs are drawn too
+SOURCES = {"fleet vmemmap": [CAPTURE], "fleet mthp": [CAPTURE], "fleet advise": [RECORD],
+           "advise": ["--trace", RECORD], "mthp --trace": ["--trace", RECORD], "pgtable --trace": ["--trace", RECORD]}
+
+
+@pytest.mark.parametrize("command", sorted(OTHERS))
+@settings(max_examples=int(os.environ.get("HUGECALC_PROPERTY_EXAMPLES", 25)), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_option_values_of_the_record_advise_and_fleet_commands(command, data, monkeypatch):
+    """As above for advise, replays, fleet and record. record runs as if not root: its checks of the
+    options come first, and no test records anything."""
+    from hugecalc.machine import kernelfs
+
+    monkeypatch.setattr(kernelfs, "is_root", lambda: False)
+    spec = OTHERS[command]
+    base = SOURCES.get(command, [])
+    args = command.split()[:1] + [*data.draw(st.sampled_from([[], base, base, base]))]
+    if command.startswith("fleet"):
+        args = command.split() + [*data.draw(st.sampled_from([[], base, base, base]))]
+    for option in data.draw(st.lists(st.sampled_from(sorted(spec)), max_size=4, unique=True)):
+        args += [option] if spec[option] is None else [option, data.draw(spec[option])]
+    if command == "record" and data.draw(st.booleans()):
+        args += ["--", "true"]
+    elif command != "record":
+        args.append("--json")
+    result = CliRunner().invoke(cli, args)
+    event(f"exit {result.exit_code}")
+    note = f"hugecalc {' '.join(map(repr, args))}: exit {result.exit_code}\n{result.stderr}"
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        note + f"raised {type(result.exception).__name__}: {result.exception}"
+    assert result.exit_code in (0, 1, 2), note
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, note
+    if result.exit_code == 0 and command != "record":
+        _check_counts(json.loads(result.stdout))
+    elif result.exit_code == 2:
+        assert result.stdout == "", note
+        assert 0 < len(result.stderr.strip().splitlines()) <= 4, note

@@ -23,6 +23,10 @@ class Command(click.Command):
         numeric = {opt for p in self.params if isinstance(p, click.Option)
                    and isinstance(p.type, (click.types.IntParamType, click.types.FloatParamType)) for opt in p.opts}
         for i, arg in enumerate(args):
+            if "\x00" in arg:  # no path, number or name holds one (os.stat() would raise ValueError)
+                from hugecalc.cli.common import UserError
+
+                raise UserError(InputError(f"{arg!r} holds a NUL byte: no path, number or name can"))
             flag, eq, value = arg.partition("=")
             if eq and flag in numeric:
                 name, raw = flag, value
@@ -162,6 +166,8 @@ def quick_values(command: click.Command, argv: list[str]) -> tuple[dict[str, Any
     """``argv`` read as click would read it, each value converted by its parameter's type: the
     values and the names given; None for anything but plain ``--option value``, ``--option=value``,
     flags and positional arguments (click then reads it, and says what is wrong)."""
+    if any("\x00" in a for a in argv):
+        return None  # click reads it, and parse_args says what is wrong
     names, defaults, arguments = _parameters(command)
     values, given, positional, i = dict(defaults), set(), [], 0
     numeric = (click.types.IntParamType, click.types.FloatParamType)
