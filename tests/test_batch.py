@@ -145,3 +145,27 @@ def test_jobs_read_the_input_only_a_few_chunks_ahead():
         first = next(out)
         assert first == [0] and len(pulled) <= 4
         assert [first, *out] == [[2 * i] for i in range(100)]
+
+
+def test_a_repeated_pure_request_is_answered_once_and_an_impure_one_every_time(tmp_path):
+    """A request whose answer depends on its text alone is computed once (its later copies are the
+    same bytes); one that reads a file or the machine (--host, --pid, --trace, a --profile that is a
+    file) is computed each time: the file may have changed."""
+    import json
+
+    from hugecalc.cli import batch
+
+    pure = b'{"command":"vmemmap","args":["--pages","7G","--kernel","6.1"]}'
+    first, ok = batch.run_one(pure, 1)
+    assert ok and pure in batch._answers and batch.run_one(pure, 2) == (first, True)
+    capture = json.loads((Path(__file__).parent / "data/captures/x86-64-6.18.json").read_text())
+    path = tmp_path / "cap.json"
+    path.write_text(json.dumps(capture))
+    impure = json.dumps({"command": "vmemmap", "args": ["--host", str(path)]}).encode()
+    before, _ = batch.run_one(impure, 3)
+    capture["pools"][0]["nr"] += 64
+    path.write_text(json.dumps(capture))
+    after, _ = batch.run_one(impure, 4)
+    assert impure not in batch._answers and before != after
+    assert not batch.pure(["vmemmap", "--profile", "host"]) and batch.pure(["mthp", "--profile", "arm64-4k"])
+    assert not batch.pure(["mthp", "--profile=./my.yaml"]) and not batch.pure(["host"])

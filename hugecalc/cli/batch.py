@@ -15,6 +15,14 @@ from hugecalc.errors import HugecalcError, InputError
 
 MAX_LINE_BYTES = 1 << 20  # a request longer than this is refused on its line, unread
 KEYS = {"command", "args", "options"}
+#: Options that read something outside the request (the live machine, a process, a file): a request
+#: with one is computed every time; any other is a pure function of its text, answered once.
+IMPURE = ("--host", "--pid", "--trace", "--touch-file", "--occupancy-file", "--profile")
+CACHE_BYTES = 64 << 20  # results kept for identical requests, at most
+_answers: dict[bytes, str] = {}
+_kept = [0]
+WALKS_BEFORE_COMPILED = 64  # distinct mthp requests after which the compiled walk pays for its loading
+_walks = [0]
 
 
 def error_line(message: str, code: int, command: str | None = None, line: int | None = None) -> str:
@@ -49,15 +57,50 @@ def request_args(request: Any) -> list[str]:
     return argv
 
 
+def pure(argv: list[str]) -> bool:
+    """Whether a request's answer depends on its text alone (a bundled --profile is pure)."""
+    from hugecalc.profiles import bundled_profiles
+
+    if argv[0] == "host":
+        return False
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if flag in IMPURE:
+            if flag != "--profile":
+                return False
+            name = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+            if name not in bundled_profiles():
+                return False
+    return True
+
+
 def run_one(raw: bytes, number: int) -> tuple[str, bool]:
     """Input line ``number`` -> (one result line, ok): the command's own ``compute``, its result as
-    the compact document ``--json`` prints; any failure costs only this line."""
+    the compact document ``--json`` prints; any failure costs only this line. A request seen before,
+    byte for byte, whose answer depends on its text alone (:func:`pure`) is answered from then on."""
+    known = _answers.get(raw)
+    if known is not None:
+        return known, True
+    if b'"mthp"' in raw:
+        _walks[0] += 1
+        if _walks[0] == WALKS_BEFORE_COMPILED:  # many distinct walks: load the compiled walk once
+            from hugecalc.calc import faults
+
+            faults.kernels()
+    out, ok, argv = _run_one(raw, number)
+    if ok and argv and pure(argv) and _kept[0] + len(out) <= CACHE_BYTES:
+        _answers[raw] = out
+        _kept[0] += len(raw) + len(out)
+    return out, ok
+
+
+def _run_one(raw: bytes, number: int) -> tuple[str, bool, list[str] | None]:
     from hugecalc.calc import EXPLAINING
     from hugecalc.cli.command import compute_argv, load
     from hugecalc.render import to_json
 
     if len(raw) > MAX_LINE_BYTES:
-        return error_line(f"the request is {len(raw):,} bytes, more than {MAX_LINE_BYTES:,}", 2, line=number), False
+        return error_line(f"the request is {len(raw):,} bytes, more than {MAX_LINE_BYTES:,}", 2, line=number), False, None
     try:
         text = raw.decode("utf-8")
         if not text.strip():
@@ -65,8 +108,8 @@ def run_one(raw: bytes, number: int) -> tuple[str, bool]:
         request = json.loads(text)
     except (ValueError, RecursionError) as e:
         message = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else f"not a JSON object: {str(e)[:200]}"
-        return error_line(message, 2, line=number), False
-    command = None
+        return error_line(message, 2, line=number), False, None
+    command, argv = None, None
     try:
         argv = request_args(request)
         command = argv[0]
@@ -76,7 +119,7 @@ def run_one(raw: bytes, number: int) -> tuple[str, bool]:
         rest = [a for a in argv[1:] if a != "--json"]
         wanted = EXPLAINING.set("--explain" in rest)  # derivations are built only to be printed
         try:
-            return to_json(compute_argv(*found, rest), "--explain" in rest), True
+            return to_json(compute_argv(*found, rest), "--explain" in rest), True, argv
         finally:
             EXPLAINING.reset(wanted)
     except HugecalcError as e:
@@ -87,17 +130,13 @@ def run_one(raw: bytes, number: int) -> tuple[str, bool]:
         code, message = 2, "the request is nested too deeply"
     except Exception as e:  # a bug: reported on its line, the batch goes on
         code, message = 1, f"internal error: {type(e).__name__}: {e}"
-    return error_line(message, code, command, number), False
+    return error_line(message, code, command, number), False, None
 
 
 def _run_chunk(lines: list[tuple[int, bytes]]) -> list[tuple[str, bool]]:
     from hugecalc import render
 
     render.JSON_INDENT = None
-    if any(b'"mthp"' in raw for _, raw in lines):
-        from hugecalc.calc import faults
-
-        faults.kernels()  # many walks: compile (or load) them once
     return [run_one(raw, number) for number, raw in lines]
 
 
