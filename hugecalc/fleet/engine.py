@@ -213,6 +213,17 @@ def derivations(figures: dict[str, str], rule: str, groups: list[dict]) -> list[
 
 def run_partition(host_figures: HostRow, items: list[tuple[str, str, int, int]], options: dict, by: list[str]) -> list[dict]:
     """One Dask task: every host of the partition, as rows (errors as rows too)."""
+    from hugecalc.calc import EXPLAINING
+
+    token = EXPLAINING.set(False)  # a host's derivations are never printed: not built
+    try:
+        return _run_partition(host_figures, items, options, by)
+    finally:
+        EXPLAINING.reset(token)
+
+
+def _run_partition(host_figures: HostRow, items: list[tuple[str, str, int, int]], options: dict,
+                   by: list[str]) -> list[dict]:
     from pydantic import ValidationError
 
     from hugecalc.machine.capture import CAPTURE_SCHEMA_VERSION, Capture
