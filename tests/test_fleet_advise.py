@@ -62,7 +62,7 @@ def test_a_bad_record_costs_only_its_host(run, records, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["/nonexistent"], "no such file"),
-    (["tests/data/captures"], "holds no record"),
+    (["tests/data/bad_profiles"], "holds no record"),
     (["tests/data/records", "--max-bloat", "lots"], "is not a percentage"),
     (["tests/data/records", "--kernel", "6.99"], "no Linux 6.99"),
 ])
@@ -78,3 +78,30 @@ def test_local_cluster_equals_in_process(run, records):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         remote = run(*args, "--scheduler", cluster.scheduler_address).json
     assert local == remote and local["hosts"] == 3
+
+
+def test_captures_are_fleet_sources_too(run, tmp_path):
+    """A capture's processes are advised from their snapshots, each as 'advise --host FILE --pid PID'
+    advises it; a folder's records and captures are both sources; a capture without processes fails
+    its host alone."""
+    import json
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data"
+    folder = tmp_path / "fleet"
+    folder.mkdir()
+    shutil.copy(data / "records" / "sqlite3.record", folder / "db.record")
+    capture = json.loads((data / "captures" / "x86-64-6.18.json").read_text())
+    (folder / "app.json").write_text(json.dumps(capture))
+    (folder / "bare.json").write_text(json.dumps({**capture, "processes": []}))
+    doc = run("fleet", "advise", str(folder), "--max-bloat", "5%", "--json").json
+    by = {h["source"]: h for h in doc["hosts_advice"]}
+    assert doc["hosts"] == 2 + len(capture["processes"]) and doc["hosts_failed"] == 1
+    assert "holds no process" in by[str(folder / "bare.json")]["error"]
+    for p in capture["processes"]:
+        one = run("advise", "--host", str(folder / "app.json"), "--pid", str(p["pid"]), "--max-bloat", "5%",
+                  "--json").json
+        assert by[f"{folder / 'app.json'}: pid {p['pid']} ({p['comm']})"]["advised"] == one["advised"]
+    assert by[str(folder / "db.record")]["advised"] == run(
+        "advise", "--trace", str(folder / "db.record"), "--max-bloat", "5%", "--json").json["advised"]
+    assert any("snapshot of its present pages" in n for n in doc["notes"])
