@@ -111,8 +111,9 @@ def compute_advise(profile: Profile, release: Release, record, now: ThpSettings,
     def replayed_all(tried: list) -> tuple[list[dict], np.ndarray, int]:
         allowed = np.array([masks(s) for _, s in tried], dtype=np.int64).reshape(len(tried), len(vmas))
         if table is not None:  # all at once: settings share each block's replay until they part
-            figures, count = search(allowed, lambda batch: _simulated(profile, release, table, allowed[batch]),
-                                    len(allowed))
+            distinct, inverse = np.unique(allowed, axis=0, return_inverse=True)  # same orders: one setting
+            simulated = _simulated(profile, release, table, distinct)
+            figures, count = [simulated[i] for i in inverse.reshape(-1).tolist()], len(distinct)
         else:
             figures, count = search(allowed, lambda batch: _replayed(profile, release, ops, target, events,
                                                                      allowed[batch]), os.cpu_count() or 1)
