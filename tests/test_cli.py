@@ -380,3 +380,28 @@ def test_newcomer_polish_round_two(run):
     assert "use a whole number (4096, 0x1000), or a number with a binary suffix" in run(
         "vmemmap", "--pages", "2.0").stderr
     assert "Free memory needed to release one hugepage" in run("vmemmap", "--pages", "1G").stdout
+
+
+def test_newcomer_polish_round_two_b(run, tmp_path):
+    """#37 plurals and the byte count, #39 fleet's JSON error as --host says it, #43 no trailing
+    spaces, #44 synthetic captures have a config and a missing field groups as '(not captured)'."""
+    import json
+
+    out = tmp_path / "c.json"
+    r = run("host", "--output", str(out))
+    assert f"({out.stat().st_size:,} bytes, 0 processes)" in r.stderr
+    assert "of 1 PMD range," in run("mthp", "--size", "64k", "--prepopulated-stride", "1M", "--khugepaged",
+                                    "--vma-size", "2M", "--profile", "arm64-4k").stdout
+    fleet = tmp_path / "fleet"
+    fleet.mkdir()
+    (fleet / "bad.json").write_text("garbage\n")
+    r = run("fleet", "synth", "--hosts", "3", "--seed", "1", "--output", str(tmp_path / "synth"))
+    assert r.exit_code == 0
+    doc = json.loads(next((tmp_path / "synth").glob("*.json")).read_text())
+    assert doc["config"]["CONFIG_TRANSPARENT_HUGEPAGE"] == "y" and "CONFIG_PT_RECLAIM" in doc["config"]
+    (fleet / "good.json").write_text(json.dumps(doc))
+    r = run("fleet", "vmemmap", str(fleet), "--by", "config.CONFIG_BOGUS")
+    assert "not a capture: not valid JSON" in r.stdout and "(not captured)" in r.stdout
+    assert "fleet vmemmap: 1 host," in r.stdout
+    for args in (["profiles"], ["vmemmap", "--pages", "1G"], ["mthp", "--size", "64k"]):
+        assert not [line for line in run(*args).stdout.splitlines() if line.endswith(" ")], args

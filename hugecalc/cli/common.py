@@ -184,6 +184,9 @@ def console() -> Console:
         def on_broken_pipe(self) -> None:  # `| head` took what it wanted: exit 0, no message
             quiet_exit()
 
+        def _render_buffer(self, buffer: Any) -> str:  # no line ends in the padding of a table or title
+            return "\n".join(line.rstrip(" ") for line in super()._render_buffer(buffer).split("\n"))
+
     plain = bool(os.environ.get("NO_COLOR"))  # no-color.org: no escapes at all, bold included
     return Quiet(width=terminal_width(), highlight=False, color_system=None if plain else "auto")
 

@@ -154,7 +154,7 @@ def _draw(out: Any, command: str, figures: list[str], doc: dict, by: tuple[str, 
     from hugecalc.fleet.engine import STATS
     from hugecalc.render import print_wrapped
 
-    out.print(Text(f"fleet {command}: {doc['hosts']:,} hosts"
+    out.print(Text(f"fleet {command}: {doc['hosts']:,} host{'' if doc['hosts'] == 1 else 's'}"
                    + (f", {doc['hosts_skipped']:,} not applicable" if doc["skipped"] else "")
                    + (f", {doc['hosts_failed']:,} failed" if doc["failed"] else ""), style="bold"))
     columns = [*by, "hosts", "figure", *STATS]

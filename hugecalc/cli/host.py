@@ -61,8 +61,10 @@ def host(pids_text: str | None, output: str | None, force: bool, as_json: bool, 
     capture = capture_machine(_pids(pids_text), every=(pids_text or "").strip() == "all")
     text = capture.model_dump_json(indent=1)
     if output:
-        write_whole(output, text + "\n", "--output", force)
-        click.echo(f"hugecalc: wrote {output} ({len(text):,} bytes, {len(capture.processes)} processes)", err=True)
+        data = (text + "\n").encode()
+        write_whole(output, data, "--output", force)
+        n = len(capture.processes)
+        click.echo(f"hugecalc: wrote {output} ({len(data):,} bytes, {n} process{'' if n == 1 else 'es'})", err=True)
         return
     if as_json:
         click.echo(text)

@@ -250,7 +250,7 @@ def _print_collapses(out: Console, designs: list | None, title: str) -> None:
     out.print(Text(title, style="bold"))
     for d in designs:
         collapsed = ", ".join(f"{c.count:,} x {fmt_size(c.size_bytes)}" for c in d.collapses) or "nothing"
-        print_wrapped(out, f"  {d.design}: of {d.pmd_ranges:,} PMD ranges, {collapsed}; "
+        print_wrapped(out, f"  {d.design}: of {d.pmd_ranges:,} PMD range{'' if d.pmd_ranges == 1 else 's'}, {collapsed}; "
                            f"{d.untouched_ranges:,} left as they are" + (f" ({d.note})" if d.note else ""), 4)
 
 

@@ -177,7 +177,7 @@ def _field(data: dict, key: str) -> str:
     value: Any = data
     for part in {"profile": "profile.name"}.get(key, key).split("."):
         value = value.get(part) if isinstance(value, dict) else None
-    return str(value)
+    return "(not captured)" if value is None else str(value)  # a group of its own, named so
 
 
 def host_row(row: HostRow, capture: Any, options: dict) -> dict:
@@ -249,8 +249,12 @@ def _run_partition(host_figures: HostRow, items: list[tuple[str, str, int, int]]
                     row.update(host=capture.hostname, arch=capture.arch, kernel=capture.kernel,
                                profile=capture.profile.name, group=[_field(data, k) for k in by])
                 except ValueError as e:
-                    msg = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
-                    row["error"] = f"damaged capture: {msg}" if isinstance(e, ValidationError) else str(e)
+                    if isinstance(e, ValidationError):
+                        row["error"] = f"damaged capture: {e.errors()[0]['msg']}"
+                    elif isinstance(e, json.JSONDecodeError):  # as --host FILE says it
+                        row["error"] = f"not a capture: not valid JSON ({e}; truncated?)"
+                    else:
+                        row["error"] = str(e)
                 except HugecalcError as e:
                     row["error"] = str(e)
                 if row["error"] is None:

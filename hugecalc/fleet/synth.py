@@ -57,7 +57,7 @@ def synth_capture(rng: random.Random, index: int, profiles: dict) -> dict:
             start += size + (2 << 20)
         processes.append({"pid": 1000 + p, "comm": rng.choice(["postgres", "java", "redis-server", "nginx"]),
                           "vm_pte_bytes": 4096 * rng.randint(4, 400), "vmas": vmas})
-    return {
+    doc = {
         "kind": CAPTURE_KIND, "schema_version": CAPTURE_SCHEMA_VERSION, "captured_at": "2026-11-23T00:00:00Z",
         "hostname": f"synth-{index:06d}", "arch": arch, "page_size": page,
         "kernel": rng.choice(KERNELS).replace("amd64", "arm64" if arch == "aarch64" else "amd64").replace(
@@ -73,6 +73,20 @@ def synth_capture(rng: random.Random, index: int, profiles: dict) -> dict:
         "processes": processes, "sources": {"all": "synthetic (hugecalc fleet synth)"}, "unknown": [],
         "profile": {**profiles[name + ":json"], "name": f"synth:{name}"},
     }
+    doc["config"] = _config(profile, doc["kernel"])
+    return doc
+
+
+def _config(profile, kernel: str) -> dict[str, str]:
+    """The kernel config a capture reads, as this release and architecture would have it (what
+    ``--by config.CONFIG_PT_RECLAIM`` groups by); drawn from nothing random."""
+    from hugecalc.releases import HVO_ARCH, PT_RECLAIM, parse_release
+
+    release, arch = parse_release(kernel), profile.arch.value
+    yes = {True: "y", False: "n"}
+    return {"CONFIG_PGTABLE_LEVELS": str(len(profile.levels)), "CONFIG_TRANSPARENT_HUGEPAGE": "y",
+            "CONFIG_PT_RECLAIM": yes[release.has(PT_RECLAIM, arch)],
+            "CONFIG_HUGETLB_PAGE_OPTIMIZE_VMEMMAP": yes[release.has(HVO_ARCH, arch)]}
 
 
 def write_synthetic(hosts: int, seed: int, output: str) -> int:
