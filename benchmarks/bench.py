@@ -185,7 +185,45 @@ def sweeps(failed: int) -> int:
     return failed
 
 
+def json_encoders() -> None:
+    """The JSON encoder for --json, batch and fleet, chosen by measurement: pydantic-core's (Rust)
+    serializer of the result model, against the model's dict through the standard json module and
+    through orjson where it is installed."""
+    import json
+
+    sys.path.insert(0, str(HERE.parent))
+    from hugecalc.calc import EXPLAINING
+    from hugecalc.calc.vmemmap import compute_vmemmap
+    from hugecalc.profiles import load_profile
+    from hugecalc.releases import parse_release
+
+    EXPLAINING.set(False)
+    profile, release = load_profile("x86-64"), parse_release("6.8")
+    results = [compute_vmemmap(profile, release, pool_bytes=(i + 1) << 30) for i in range(2000)]
+
+    def each(fn) -> float:
+        start = time.perf_counter()
+        for r in results:
+            fn(r)
+        return (time.perf_counter() - start) / len(results) * 1e6
+
+    lines = [("pydantic-core model_dump_json() (used)", each(lambda r: r.model_dump_json())),
+             ("model_dump() + json.dumps()", each(lambda r: json.dumps(r.model_dump(mode="json"),
+                                                                         separators=(",", ":"))))]
+    try:
+        import orjson
+
+        lines.append(("model_dump() + orjson.dumps()", each(lambda r: orjson.dumps(r.model_dump(mode="json")))))
+    except ImportError:
+        lines.append(("model_dump() + orjson.dumps()", float("nan")))
+    print("JSON encoder, one vmemmap result (2,000 timed)")
+    for name, us in lines:
+        print(f"  {us:>8.1f} us  {name}" + ("  (orjson not installed)" if us != us else ""))
+    print()
+
+
 def main() -> int:
+    json_encoders()
     failed = sweeps(limits(absolute(0)))
     for name, cmd, ref_name, ref_cmd, target in BENCHMARKS:
         wall(cmd), wall(ref_cmd)  # warm the page cache and the numba cache
