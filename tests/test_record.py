@@ -281,10 +281,11 @@ def _hold_to_the_kernel(program, name, doc, unknown_pages=0):
     page = 4096
     # Threads that race make two runs of one program differ a little: for them the program's own
     # spread, two runs of it measured, is allowed beside the 2 %.
-    spread = {}
+    spread, pte_spread = {}, 0
     if program in RACING:
-        again, _, _ = _measure(program, switches)
+        again, _, pte_again = _measure(program, switches)
         spread = {s: abs(kernel.get(s, 0) - again.get(s, 0)) for s in set(kernel) | set(again)}
+        pte_spread = abs(vm_pte - pte_again)
     # kpageflags reads 0 for some mapped pages on some machines: those pages' folios are unseen,
     # so the kernel's count may fall short of the replay by exactly them, never exceed it.
     unseen = sum(max(predicted.get(s, 0) - kernel.get(s, 0) - spread.get(s, 0), 0) * (s // page) for s in predicted)
@@ -297,8 +298,9 @@ def _hold_to_the_kernel(program, name, doc, unknown_pages=0):
         assert want - got <= 0.02 * want + 1 + off + unclassified // (size // page), (program, name, size, predicted,
                                                                                       kernel, spread)
     # VmPTE within one table; threads that race place their arenas and stacks differently from run to
-    # run (two runs of the same program differ by a table or two), so for them within 2 % and 2 tables.
-    slack = page if program not in RACING else max(2 * page, 0.02 * vm_pte)
+    # run (two runs of the same program differ by a table or two; a JVM by more), so for them within
+    # 2 % and 2 tables, plus the spread of two measured runs (the record is a third run).
+    slack = page if program not in RACING else max(2 * page, 0.02 * vm_pte) + 2 * pte_spread
     assert abs(doc["runs"][-1]["page_table_bytes"] - vm_pte) <= slack, (doc["runs"][-1]["tables"], vm_pte)
 
 
@@ -320,12 +322,15 @@ def test_the_snapshot_replay_is_a_bound_on_large_folios_as_it_says(tmp_path, pro
         predicted = {f["size_bytes"]: f["count"] for f in doc["runs"][-1]["folios"]}
         assert any("hugecalc record" in n and "that size or larger is at most what is shown" in n for n in doc["notes"])
         kernel, _, _ = measure(program, switches)
+        # threads that race: the snapshot is one run and the kernel's another; their own spread (two
+        # measured runs) is allowed on top of the bound
+        again = _measure(program, switches)[0] if program in RACING else kernel
         for size in sorted(set(kernel) | set(predicted)):
             if size > 4096:
-                at_least = {s: n for s, n in kernel.items() if s >= size}
-                shown = {s: n for s, n in predicted.items() if s >= size}
-                assert sum(s * n for s, n in at_least.items()) <= sum(s * n for s, n in shown.items()), \
-                    (program, name, size, predicted, kernel)
+                at_least = sum(s * n for s, n in kernel.items() if s >= size)
+                shown = sum(s * n for s, n in predicted.items() if s >= size)
+                off = abs(at_least - sum(s * n for s, n in again.items() if s >= size))
+                assert at_least <= shown + 2 * off, (program, name, size, predicted, kernel)
 
 
 @pytest.mark.root
