@@ -66,6 +66,9 @@ PROGRAMS = {
 ATTACHED = {"sqlite3-attached": (["sqlite3", ":memory:"], ".print idle\n" + SQL)}
 #: Programs whose threads race: two runs of one differ a little (measured: VmPTE by up to two tables).
 RACING = {"python-threads", "java", "uffd-probe"}
+#: Folios by size that runs of a program were seen to differ by beyond the spread of two runs: the
+#: JVM's 2M folios came out 35, 36 and 37 in runs of the same program with ASLR off.
+KNOWN_SPREAD = {"java": {2 << 20: 2}}
 #: what-if -> (sysfs switches set for the measured run, the same as mthp options)
 WHAT_IFS = {
     "64K": ({"hugepages-64kB/enabled": "always"}, ["--size", "64k"]),
@@ -284,7 +287,8 @@ def _hold_to_the_kernel(program, name, doc, unknown_pages=0):
     spread, pte_spread = {}, 0
     if program in RACING:
         again, _, pte_again = _measure(program, switches)
-        spread = {s: abs(kernel.get(s, 0) - again.get(s, 0)) for s in set(kernel) | set(again)}
+        spread = {s: abs(kernel.get(s, 0) - again.get(s, 0)) + KNOWN_SPREAD.get(program, {}).get(s, 0)
+                  for s in set(kernel) | set(again) | set(KNOWN_SPREAD.get(program, {}))}
         pte_spread = abs(vm_pte - pte_again)
     # kpageflags reads 0 for some mapped pages on some machines: those pages' folios are unseen,
     # so the kernel's count may fall short of the replay by exactly them, never exceed it.
@@ -329,7 +333,8 @@ def test_the_snapshot_replay_is_a_bound_on_large_folios_as_it_says(tmp_path, pro
             if size > 4096:
                 at_least = sum(s * n for s, n in kernel.items() if s >= size)
                 shown = sum(s * n for s, n in predicted.items() if s >= size)
-                off = abs(at_least - sum(s * n for s, n in again.items() if s >= size))
+                off = abs(at_least - sum(s * n for s, n in again.items() if s >= size)) + sum(
+                    s * n for s, n in KNOWN_SPREAD.get(program, {}).items() if s >= size)
                 assert at_least <= shown + 2 * off, (program, name, size, predicted, kernel)
 
 
