@@ -147,7 +147,7 @@ SOURCES = {"fleet vmemmap": [CAPTURE], "fleet mthp": [CAPTURE], "fleet advise": 
 
 
 @pytest.mark.parametrize("command", sorted(OTHERS))
-@settings(max_examples=int(os.environ.get("HUGECALC_PROPERTY_EXAMPLES", 25)), deadline=None,
+@settings(max_examples=int(os.environ.get("HUGECALC_PROPERTY_EXAMPLES", 15)), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_option_values_of_the_record_advise_and_fleet_commands(command, data, monkeypatch):

@@ -230,10 +230,10 @@ def test_a_hung_or_lost_worker_costs_only_its_hosts(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "partitions", lambda s: cut(s, 1))  # one host a task
     with dask_config(distributed), distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=True,
                                                             dashboard_address=":0") as cluster:
-        rows = engine.run(_hangs_or_dies, sources, {"what_if": {}}, [], cluster.scheduler_address, timeout=8)
+        rows = engine.run(_hangs_or_dies, sources, {"what_if": {}}, [], cluster.scheduler_address, timeout=5)
     by = {Path(r["source"]).stem: r for r in rows}
     assert by["a"]["error"] is None and by["b"]["error"] is None and by["a"]["hugepages"] == 1
-    assert "no result within 8 s" in by["x-hang"]["error"]
+    assert "no result within 5 s" in by["x-hang"]["error"]
     assert "the cluster lost this task" in by["y-die"]["error"]
 
 

@@ -6,7 +6,6 @@ whole too. Charts draw as many ticks as fit, so their axis lines are left out of
 Piped (``COLUMNS``, in-process); ``tests/test_terminal.py`` shows the same in a real terminal (tmux)."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -48,7 +47,7 @@ CASES = {
     "hgm": ["hgm"],
     "hgm guest": ["hgm", "--hugepage-size", "1G", "--path", "4K,2M,1G", "--guest-memory", "1T", "--explain"],
     "advise": ["advise", "--trace", RECORD, "--max-bloat", "2%", "--explain"],
-    "host": ["host", "--pids", str(os.getpid())],
+    "host": ["host"],
     "profiles": ["profiles"],
     "profile": ["profiles", "arm64-16k"],
 }
