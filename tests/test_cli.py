@@ -405,3 +405,16 @@ def test_newcomer_polish_round_two_b(run, tmp_path):
     assert "fleet vmemmap: 1 host," in r.stdout
     for args in (["profiles"], ["vmemmap", "--pages", "1G"], ["mthp", "--size", "64k"]):
         assert not [line for line in run(*args).stdout.splitlines() if line.endswith(" ")], args
+
+
+def test_every_input_error_ends_with_the_help_hint(run):
+    """Newcomer review #38: bad input a command finds (not only the ones click finds) ends with the
+    command's help hint; a host error (exit 1) does not."""
+    for args, command in ((["pgtable"], "pgtable"), (["vmemmap", "--pages", "1x"], "vmemmap"),
+                          (["fleet", "vmemmap", "/nonexistent"], "fleet vmemmap")):
+        p = subprocess.run([sys.executable, "-m", "hugecalc", *args], capture_output=True, text=True)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and p.stdout == "" and len(lines) == 2 and lines[0].startswith("Error: ")
+        assert lines[1] == f"Try 'hugecalc {command} --help' for help."
+    r = run("mthp", "--trace", "/nonexistent/x")
+    assert r.exit_code == 2 and "Try" in r.stderr

@@ -91,7 +91,7 @@ def test_pid_missing(run):
     r = run("pgtable", "--pid", "999999999")
     assert r.exit_code == 2 and "--pid" in r.stderr and "4194304" in r.stderr  # beyond PID_MAX_LIMIT
     r = run("pgtable", "--pid", "4194303")  # a pid that can exist but (here) does not
-    assert r.exit_code == 2 and r.stderr.strip() == "Error: --pid 4194303: no such process" and r.stdout == ""
+    assert r.exit_code == 2 and r.stderr.splitlines()[0] == "Error: --pid 4194303: no such process" and r.stdout == ""
 
 
 @pytest.mark.root

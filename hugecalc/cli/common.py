@@ -23,11 +23,18 @@ if TYPE_CHECKING:
 
 
 class UserError(click.ClickException):
-    """A HugecalcError on its way out: message to stderr, its own exit code."""
+    """A HugecalcError on its way out: message to stderr, its own exit code; bad input (exit 2) ends
+    with the command's help hint, as click's own usage errors do."""
 
-    def __init__(self, error: HugecalcError) -> None:
+    def __init__(self, error: HugecalcError, command: str | None = None) -> None:
         super().__init__(str(error))
         self.exit_code = error.exit_code
+        self.command = command
+
+    def show(self, file: Any = None) -> None:
+        super().show(file)
+        if self.exit_code == 2 and self.command:
+            click.echo(f"Try '{self.command} --help' for help.", err=True)
 
 
 class Group(click.Group):
@@ -45,7 +52,8 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except HugecalcError as e:
-            raise UserError(e) from e
+            sub = ctx.invoked_subcommand
+            raise UserError(e, f"{ctx.command_path} {sub}" if sub else ctx.command_path) from e
 
 
 class Size(click.ParamType):
