@@ -240,8 +240,11 @@ def test_a_hung_or_lost_worker_costs_only_its_hosts(tmp_path, monkeypatch):
 def dask_config(distributed):
     import dask
 
-    # a task whose worker dies is retried on another worker at most once before KilledWorker
-    return dask.config.set({"distributed.scheduler.allowed-failures": 1})
+    # a task whose worker dies is retried on another worker at most once before KilledWorker; a
+    # worker is given one task at a time, so a good task never sits queued on a worker that dies
+    # (dask counts the tasks assigned to a dying worker as suspects too)
+    return dask.config.set({"distributed.scheduler.allowed-failures": 1,
+                            "distributed.scheduler.worker-saturation": 1.0})
 
 
 def test_timeout_needs_a_cluster(run, synthetic):
