@@ -69,6 +69,9 @@ RACING = {"python-threads", "java", "uffd-probe"}
 #: Folios by size that runs of a program were seen to differ by beyond the spread of two runs: the
 #: JVM's 2M folios came out 35, 36 and 37 in runs of the same program with ASLR off.
 KNOWN_SPREAD = {"java": {2 << 20: 2}}
+#: Page tables the same way: the JVM's recorded run (slower, traced) had up to 3 PTE tables more than
+#: its measured runs (more of its threads' stacks touched), 85 against 88.
+KNOWN_PTE_SPREAD = {"java": 4 * 4096}
 #: what-if -> (sysfs switches set for the measured run, the same as mthp options)
 WHAT_IFS = {
     "64K": ({"hugepages-64kB/enabled": "always"}, ["--size", "64k"]),
@@ -304,7 +307,8 @@ def _hold_to_the_kernel(program, name, doc, unknown_pages=0):
     # VmPTE within one table; threads that race place their arenas and stacks differently from run to
     # run (two runs of the same program differ by a table or two; a JVM by more), so for them within
     # 2 % and 2 tables, plus the spread of two measured runs (the record is a third run).
-    slack = page if program not in RACING else max(2 * page, 0.02 * vm_pte) + 2 * pte_spread
+    slack = (page if program not in RACING else max(2 * page, 0.02 * vm_pte) + 2 * pte_spread) \
+        + KNOWN_PTE_SPREAD.get(program, 0)
     assert abs(doc["runs"][-1]["page_table_bytes"] - vm_pte) <= slack, (doc["runs"][-1]["tables"], vm_pte)
 
 
