@@ -153,6 +153,9 @@ def sublevel_notes(release: Release, rules: list[tuple[Rule, str | None]]) -> li
 _RELEASE_RE = re.compile(r"^[ \t]*v?([0-9]+)\.([0-9]+)(?:\.([0-9]+))?(?P<rest>[-+~_].*)?[ \t]*$")
 
 
+MAX_SUBLEVEL = 500  # no stable branch reached it: 4.9.y ended at .337, 4.14.y at .336, 4.19.y at .325
+
+
 def parse_release(text: str | None) -> Release:
     """``6.18``, ``v6.8``, ``6.1.100``, ``6.18.44-foo``, ``6.1.0-18-amd64`` -> Release; the newest
     modelled when None.  Releases that never existed (``5.25``, ``4.99``) are refused."""
@@ -171,6 +174,9 @@ def parse_release(text: str | None) -> Release:
             f"{NEWEST[0]}.{NEWEST[1]}; use a release in that range"
         )
     sublevel = int(match[3]) if match[3] is not None else None
+    if sublevel is not None and sublevel >= MAX_SUBLEVEL:
+        raise InputError(f"--kernel {text}: there is no Linux {major}.{minor}.{sublevel} (no stable branch has had "
+                         f"{MAX_SUBLEVEL} releases; the longest, 4.9.y, ended at 4.9.337)")
     if sublevel == 0 and match["rest"]:
         sublevel = None  # a distribution ABI string (6.1.0-18-amd64): its .0 is not the stable sublevel
     return Release(major, minor, sublevel, text.strip())

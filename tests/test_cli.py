@@ -418,3 +418,10 @@ def test_every_input_error_ends_with_the_help_hint(run):
         assert lines[1] == f"Try 'hugecalc {command} --help' for help."
     r = run("mthp", "--trace", "/nonexistent/x")
     assert r.exit_code == 2 and "Try" in r.stderr
+
+
+def test_an_impossible_stable_sublevel_is_refused(run):
+    """Newcomer review #47: 6.1.999 never existed (no stable branch has had 500 releases), as 5.25 did not."""
+    r = run("vmemmap", "--pages", "1G", "--kernel", "6.1.999")
+    assert r.exit_code == 2 and r.stdout == "" and "there is no Linux 6.1.999" in r.stderr
+    assert run("vmemmap", "--pages", "1G", "--kernel", "4.9.337").exit_code == 0
