@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -89,3 +91,13 @@ def private_state(tmp_path, monkeypatch):
     path = tmp_path / "state"
     monkeypatch.setenv("HUGECALC_STATE_DIR", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def fleet200(tmp_path_factory):
+    """A synthetic fleet of 200 hosts (seed 3), written once per test process: the grouped tables'
+    realistic data (tests/test_fleet.py, test_widths.py, test_terminal.py)."""
+    folder = tmp_path_factory.mktemp("fleet200") / "hosts"
+    subprocess.run([sys.executable, "-m", "hugecalc", "fleet", "synth", "--hosts", "200", "--seed", "3", "--output",
+                    str(folder)], check=True, capture_output=True)
+    return folder

@@ -2,8 +2,6 @@
 LocalCluster with worker processes: the two must agree exactly."""
 
 import json
-import subprocess
-import sys
 import shutil
 from pathlib import Path
 
@@ -145,14 +143,6 @@ def test_fleet_explains_per_host_and_over_hosts(run):
     assert f"sum of {total['hosts']:,} hosts = {s['sum']:,}" in over["formula"]
     r = run("fleet", "vmemmap", str(CAPTURES), "--explain")
     assert "How each figure was derived" in r.stdout and "numpy.percentile" in r.stdout
-
-
-@pytest.fixture(scope="module")
-def fleet200(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fleet200") / "hosts"
-    subprocess.run([sys.executable, "-m", "hugecalc", "fleet", "synth", "--hosts", "200", "--seed", "3", "--output",
-                    str(folder)], check=True, capture_output=True)
-    return folder
 
 
 @pytest.mark.parametrize("args", [["vmemmap"], ["mthp", "--size", "64k"], ["pgtable", "--vma-size", "1G"]])

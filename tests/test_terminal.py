@@ -59,11 +59,8 @@ def test_every_number_whole_in_a_real_terminal(args, numbers, width, height):
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 @pytest.mark.parametrize("width", [80, 120])  # 60 columns (a block per row) is held piped: tests/test_widths.py
-def test_a_grouped_fleet_table_whole_in_a_real_terminal(tmp_path_factory, width):
-    folder = tmp_path_factory.mktemp("tmuxfleet") / "hosts"
-    subprocess.run([HUGECALC, "fleet", "synth", "--hosts", "200", "--seed", "3", "--output", str(folder)], check=True,
-                   capture_output=True)
-    args = ["fleet", "mthp", str(folder), "--size", "64k", "--by", "arch", "--by", "kernel"]
+def test_a_grouped_fleet_table_whole_in_a_real_terminal(fleet200, width):
+    args = ["fleet", "mthp", str(fleet200), "--size", "64k", "--by", "arch", "--by", "kernel"]
     doc = json.loads(subprocess.run([HUGECALC, *args, "--json"], capture_output=True, text=True, check=True).stdout)
     screen = _pane(args, width, 500)
     assert "…" not in screen, screen

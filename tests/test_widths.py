@@ -7,8 +7,6 @@ Piped (``COLUMNS``, in-process); ``tests/test_terminal.py`` shows the same in a 
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -104,14 +102,6 @@ def _check(args, widths=WIDTHS):
 @pytest.mark.parametrize("name", list(CASES))
 def test_every_view_holds_at_every_width(name):
     _check(CASES[name])
-
-
-@pytest.fixture(scope="module")
-def fleet200(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("widths") / "hosts"
-    subprocess.run([sys.executable, "-m", "hugecalc", "fleet", "synth", "--hosts", "200", "--seed", "3", "--output",
-                    str(folder)], check=True, capture_output=True)
-    return folder
 
 
 @pytest.mark.parametrize("name", list(FLEET))
