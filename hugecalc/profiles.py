@@ -258,15 +258,17 @@ def _bundled(name: str) -> Profile:
 def _load(name_or_path: str) -> Profile:
     import yaml  # here, not at the top: the calculations import this module for its models only
 
+    from hugecalc.machine.trace import is_record, read_meta
+
     name_or_path = name_or_path or DEFAULT_PROFILE
     bundled = bundled_profiles()
+    record = False  # a record file: its machine's capture is read from its footer
     if name_or_path in bundled:
         path = bundled[name_or_path]
     else:
         path = Path(name_or_path)
-        from hugecalc.machine.trace import is_record
-
-        if not (path.suffix in (".yaml", ".yml", ".json") or "/" in name_or_path or is_record(name_or_path)):
+        record = is_record(name_or_path)
+        if not (path.suffix in (".yaml", ".yml", ".json") or "/" in name_or_path or record):
             raise ProfileError(
                 f"profile {name_or_path!r} is neither a bundled profile "
                 f"({', '.join(sorted(bundled))}), nor 'host' (this machine), nor a path to a .yaml profile, a "
@@ -275,10 +277,8 @@ def _load(name_or_path: str) -> Profile:
     from hugecalc.errors import InputError
     from hugecalc.files import read_text
 
-    from hugecalc.machine.trace import is_record, read_meta
-
     try:
-        if name_or_path not in bundled and is_record(str(path)):  # a record holds its machine's capture
+        if record:
             data = read_meta(str(path), "--profile").get("capture")
         else:
             text = path.read_text() if name_or_path in bundled else read_text(str(path), "--profile", 1 << 20)

@@ -107,7 +107,7 @@ def run_attached(pid: int, seconds: float, instance, on_start, parser, source: s
         time.sleep(0.05)  # the last events reach the buffer
         collect(perf, parser, USER_TOP, FAULT)
     finally:
-        if perf is not None and perf.fds:
+        if perf is not None:  # closed already after a normal stop: close() is then a no-op
             perf.close()
     held = {"command": command, "attached": True, "exited": exited,
             "present_at_start_pages": sum(v.present_pages for v in proc.vmas if KIND.get(v.kind)

@@ -303,7 +303,7 @@ def _run_traced(argv: list[str], instance: Instance, on_start, parser: Parser,
             pass
         raise
     finally:
-        if perf is not None and perf.fds:
+        if perf is not None:  # closed already after a normal stop: close() is then a no-op
             perf.close()
 
 
