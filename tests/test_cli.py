@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from hugecalc import __version__
 
 BAD = Path(__file__).parent / "data" / "bad_profiles"
+CAPTURES = Path(__file__).parent / "data" / "captures"
 ROW_KEYS = {
     "hugepage_size_bytes", "hugepages", "vmemmap_pages_per_hugepage", "vmemmap_bytes_per_hugepage",
     "reserved_pages_per_hugepage", "freed_pages_per_hugepage", "split_pte_tables", "saved_bytes",
@@ -287,7 +289,7 @@ def test_wrapped_notes_and_derivations_keep_their_indent():
     # after the table every line is a heading, a first line (note:, why not, a figure, rule:) or indented
     firsts = ("why not", "note:", "How each", "1G")
     assert all(line == "" or line.startswith(firsts) or line.startswith("  ") for line in block)
-    figure = out.index("  HVO applies: no: arm64 has no HVO in 6.1.50")
+    figure = out.index("  HVO optimizable: no: arm64 has no HVO in 6.1.50")
     assert out[figure + 1].startswith("    (ARCH_WANT")
 
 
@@ -407,10 +409,25 @@ def test_newcomer_polish_round_two_b(run, tmp_path):
         assert not [line for line in run(*args).stdout.splitlines() if line.endswith(" ")], args
 
 
+def test_vma_size_defaults_alike(run):
+    """Newcomer review #45: pgtable (and fleet pgtable) default --vma-size to 1G as mthp and verify
+    pgtable do, and their help says so."""
+    def doc(*args):
+        return run(*args, "--json").json
+
+    assert doc("pgtable")["inputs"] == doc("pgtable", "--vma-size", "1G")["inputs"]
+    assert doc("pgtable")["inputs"]["vma_size_bytes"] == doc("mthp", "--size", "64k")["inputs"]["vma_size_bytes"] == 1 << 30
+    for command in (["pgtable"], ["mthp"], ["verify", "pgtable"], ["fleet", "pgtable"]):
+        assert re.search(r"--vma-size SIZE\s+Size of the (mapping|VMA)\.\s+\[default:\s+1G\]",
+                         run(*command, "--help").stdout), command
+    fleet = run("fleet", "pgtable", str(CAPTURES), "--json").json
+    assert fleet["inputs"]["what_if"]["vma_size"] == 1 << 30
+
+
 def test_every_input_error_ends_with_the_help_hint(run):
     """Newcomer review #38: bad input a command finds (not only the ones click finds) ends with the
     command's help hint; a host error (exit 1) does not."""
-    for args, command in ((["pgtable"], "pgtable"), (["vmemmap", "--pages", "1x"], "vmemmap"),
+    for args, command in ((["pgtable", "--vma-size", "0"], "pgtable"), (["vmemmap", "--pages", "1x"], "vmemmap"),
                           (["fleet", "vmemmap", "/nonexistent"], "fleet vmemmap")):
         p = subprocess.run([sys.executable, "-m", "hugecalc", *args], capture_output=True, text=True)
         lines = p.stderr.strip().splitlines()

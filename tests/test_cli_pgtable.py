@@ -52,7 +52,6 @@ def test_worst_case_cli(run):
     [
         (["pgtable", "--vma-size", "0"], "must be greater than zero"),
         (["pgtable", "--vma-size", "128T"], "does not fit in x86-64's user address space"),
-        (["pgtable"], "--vma-size is required"),
         (["pgtable", "--vma-size", "1G", "--touch-stride", "4K", "--touch-fraction", "0.1"], "use one of"),
         (["pgtable", "--vma-size", "1G", "--touch-fraction", "2"], "not in the range"),
         (["pgtable", "--vma-size", "1G", "--backing", "hugetlb-3M"], "3M is not supported"),

@@ -170,7 +170,7 @@ def test_replay_gives_back_a_real_process(run, tmp_path):
     assert len(doc["runs"]) == 1  # what-if = the settings now
     now = doc["runs"][0]
     assert now["page_table_bytes"] == proc.vm_pte_bytes == doc["vm_pte_bytes"]  # VmPTE exactly
-    replayed = {v["start"]: v["folios"] for v in now["vmas"]}
+    replayed = {v["start"]: {str(f["size_bytes"]): f["count"] for f in v["folios"]} for v in now["vmas"]}
     mixed = set()
     for addr, *_ in REGIONS:
         vma = next(v for v in proc.vmas if v.start == addr)
@@ -247,6 +247,45 @@ def test_a_userfaultfd_registered_mapping_gets_no_mthp():
     assert replay(x86, release, [vma(())], settings, "x").folios[0].size_bytes == 64 << 10
     armed = replay(x86, release, [vma(("um",))], settings, "x")
     assert [(f.size_bytes, f.count) for f in armed.folios] == [(4096, 256)]
+
+
+ZERO_PAGE_CHILD = """
+import ctypes, mmap, sys
+ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: every folio a base page, now and in the replay
+m = mmap.mmap(-1, 1 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for i in range(200):
+    m[i * 4096] = 1
+read = sum(m[i * 4096] for i in range(200, 256))  # 56 pages read, never written: the zero page
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.root
+@needs_root_and("/proc/kpageflags")
+def test_the_replay_names_every_present_page_without_a_counted_folio(run, tmp_path):
+    """Newcomer review #25: 'present now 6,821, now 6,822' with nothing to say which page the replay
+    adds.  Pages read and never written map the zero page (KPF_ZERO_PAGE), and pages kpageflags cannot
+    classify hide their folios: the note counts them, and they are exactly the difference."""
+    from hugecalc.machine.capture import REPLAYED_KINDS
+
+    out = tmp_path / "cap.json"
+    with subprocess.Popen([sys.executable, "-c", ZERO_PAGE_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          text=True) as child:
+        try:
+            assert child.stdout.readline().strip() == "ready"
+            assert run("host", "--pids", str(child.pid), "--output", str(out)).exit_code == 0
+        finally:
+            child.kill()
+    vmas = [v for v in load_capture(out).processes[0].vmas if v.kind in REPLAYED_KINDS]
+    assert sum(v.zero_pages for v in vmas) >= 56
+    missing = sum(v.zero_pages + v.swapped_pages + v.unclassified_pages for v in vmas)
+    doc = run("mthp", "--host", str(out), "--pid", str(child.pid), "--json").json
+    replayed_4k = {f["size_bytes"]: f["count"] for f in doc["runs"][0]["folios"]}
+    assert set(replayed_4k) == {4096} and [f["size_bytes"] for f in doc["present_folios"]] == [4096]
+    assert replayed_4k[4096] - doc["present_folios"][0]["count"] == missing
+    assert any(n.startswith(f"{missing:,} present pages of the replayed mappings are in no folio counted now")
+               and "zero page" in n for n in doc["notes"])
 
 
 def test_pids_all_captures_the_readable_and_lists_the_rest(run):

@@ -122,6 +122,26 @@ def test_schema_command_prints_one_schema_per_command(run):
     assert r.exit_code == 2 and r.stdout == "" and "nosuch" in r.stderr
 
 
+def test_folio_counts_have_one_shape_in_every_document():
+    """Newcomer review #19: folio counts by size came as a list in one place and as an object by size
+    in another of the same document.  Every folio-count field is a list of FolioCount now; the old
+    object survives only as a field marked deprecated."""
+    seen = 0
+    for command in set(documented()) - {"host"}:  # a capture is an input file, its own format (README: host)
+        for name, model in _schema(command).get("$defs", {}).items():
+            for key, prop in model.get("properties", {}).items():
+                if not key.endswith("folios") or prop.get("type") == "integer":  # a count of folios
+                    continue
+                shapes = prop.get("anyOf", [prop])
+                if prop.get("deprecated"):
+                    assert key == "captured_folios", (command, name, key)
+                    continue
+                seen += 1
+                assert all(s.get("type") == "null" or s.get("items") == {"$ref": "#/$defs/FolioCount"} for s in shapes), \
+                    (command, name, key)
+    assert seen >= 5
+
+
 def test_every_command_and_mode_is_covered():
     """A new command (or a new result model) must be added here: every declared document is tested."""
     assert set(documented()) | {"batch", "schema", "record"} == {spec.name for spec in specs()}

@@ -67,8 +67,8 @@ class SchemeRow(Model):
     estimated_seconds: float | None = field("Estimated time per hugepage", "seconds")
     blocked_seconds: float | None = field("vCPUs blocked per hugepage", "seconds")
     guest_seconds: float | None = field("Whole guest", "seconds")
-    optimizable: bool = field("HVO usable")  # as vmemmap's rows: HVO can free this page's vmemmap
-    freed_bytes_lost: int = field("vmemmap HVO would free, lost", "bytes")  # vmemmap's freed_bytes, kept
+    optimizable: bool = field("HVO optimizable")  # as vmemmap's rows: HVO can free this page's vmemmap
+    freed_bytes_lost: int = field("vmemmap freed by HVO, lost", "bytes")  # vmemmap's freed_bytes, kept
     steps: list[Step]
 
 

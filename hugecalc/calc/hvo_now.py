@@ -33,7 +33,7 @@ class PoolRow(Model):
     gain_bytes: int = field("Gain", "bytes")
     realloc_step_bytes: int = field("Free memory needed to reallocate one hugepage", "bytes")
     realloc_pool_bytes: int = field("Free memory needed to reallocate the pool at once", "bytes")
-    optimizable: bool = field("HVO applies")
+    optimizable: bool = field("HVO optimizable")
     reason: str | None = field("Why not", default=None)
     self_hosted_hugepages: int = field("Hugepages in hot-plugged memory (HVO skips them)", "count", default=0)
 

@@ -31,11 +31,11 @@ from hugecalc.units import fmt_bytes
 class ReplayVma(Model):
     start: int = field("Start", "address")
     kind: str = field("Kind")
-    touched_bytes: int = field("Present now", "bytes")
+    touched_bytes: int = field("Touched (present now)", "bytes")
     faults: int = field("Faults", "count")
     populated_bytes: int = field("Populated", "bytes")
     tlb_entries: int = field("TLB entries", "count")
-    folios: dict[str, int] = field("Folios by size")
+    folios: list[FolioCount] = field("Folios by size")
 
 
 class ReplayRun(Model):
@@ -45,7 +45,7 @@ class ReplayRun(Model):
     settings: dict = field("THP settings")
     faults: int = field("Page faults", "count")
     folios: list[FolioCount]
-    touched_bytes: int = field("Memory present now (replayed mappings)", "bytes")
+    touched_bytes: int = field("Memory touched (present now, replayed mappings)", "bytes")
     populated_bytes: int = field("Memory populated (replayed mappings)", "bytes")
     bloat: float = field("Populated / present")
     tlb_entries: int = field("Last-level TLB entries (replayed)", "count")
@@ -59,7 +59,10 @@ class ReplayResult(Result):
     pid: int = field("Process")
     comm: str = field("Command")
     vm_pte_bytes: int = field("VmPTE now", "bytes")
-    captured_folios: dict[str, int] | None = field("Folios by size now (kpageflags)", default=None)
+    present_folios: list[FolioCount] | None = field("Folios by size present now (kpageflags)", default=None)
+    #: Deprecated: present_folios in the shape every other folio count has; removed in schema_version 2.
+    captured_folios: dict[str, int] | None = field("Folios by size now (kpageflags), deprecated: use present_folios",
+                                                   default=None, deprecated=True)
     runs: list[ReplayRun]
 
     def figures(self) -> dict[str, Figure]:
@@ -105,7 +108,7 @@ def replay(profile: Profile, release: Release, vmas: list[PresentVma], settings:
         folios += vf
         rows.append(ReplayVma(start=v.start, kind=v.kind, touched_bytes=pages.shape[0] * page,
                               faults=int(out[0]), populated_bytes=int(out[1]), tlb_entries=int(out[2]),
-                              folios={str(page << o): int(c) for o, c in enumerate(vf) if c}))
+                              folios=[FolioCount(size_bytes=page << o, count=int(c)) for o, c in enumerate(vf) if c]))
     # Upper tables from the present pages (a folio never leaves the PMD block of the page that
     # faulted it in); PTE tables from the walk for the replayed mappings, as present for the rest.
     counts = level_counts(profile, present, np.concatenate(pte_blocks) if pte_blocks else None, kept)
@@ -133,9 +136,24 @@ def snapshot_bound(vmas: list, page: int) -> str:
             + "; for the exact answer record the program: hugecalc record -- CMD, then mthp --trace FILE")
 
 
+def _no_folio_note(zero_pages: int, swapped_pages: int, unclassified_pages: int) -> str:
+    """Why the replay's base-page folios exceed the folios counted now: present pages with no folio
+    now, or whose folio kpageflags could not show."""
+    why = [f"{zero_pages:,} map{'s' if zero_pages == 1 else ''} the shared zero page (read, never written: "
+           "do_anonymous_page() maps the zero page for a read fault)"] if zero_pages else []
+    why += [f"{swapped_pages:,} {'is' if swapped_pages == 1 else 'are'} swapped out"] if swapped_pages else []
+    why += [f"{unclassified_pages:,} could not be classified (/proc/kpageflags reads 0 for them, or they cut a "
+            "folio seen only in part): their folios are not in 'present now'"] if unclassified_pages else []
+    n = zero_pages + swapped_pages + unclassified_pages
+    return (f"{n:,} present page{'s' if n != 1 else ''} of the replayed mappings {'are' if n != 1 else 'is'} in no "
+            "folio counted now: " + "; ".join(why) + "; the replay writes every present page, so it counts a folio "
+            "for each")
+
+
 def compute_replay(profile: Profile, release: Release, pid: int, comm: str, vm_pte_bytes: int, vmas: list[PresentVma],
                    runs: dict[str, ThpSettings], captured_folios: dict[str, int] | None,
-                   thp_disabled: bool = False) -> ReplayResult:
+                   thp_disabled: bool = False, zero_pages: int = 0, swapped_pages: int = 0,
+                   unclassified_pages: int = 0) -> ReplayResult:
     """The process replayed under each named set of settings (``now``, ``what-if``).
 
     Kernel reference
@@ -150,6 +168,8 @@ def compute_replay(profile: Profile, release: Release, pid: int, comm: str, vm_p
     if thp_disabled:
         notes.append("the process set PR_SET_THP_DISABLE (THP_enabled: 0 in /proc/PID/status): vma_thp_disabled() "
                      "gives every fault base pages, whatever the settings")
+    if zero_pages or swapped_pages or unclassified_pages:
+        notes.append(_no_folio_note(zero_pages, swapped_pages, unclassified_pages))
     uffd = sum(1 for v in vmas if UFFD_FLAGS & set(v.flags))
     if uffd:
         notes.append(f"{uffd} mapping(s) registered with userfaultfd: alloc_anon_folio() falls back to base pages there")
@@ -160,6 +180,9 @@ def compute_replay(profile: Profile, release: Release, pid: int, comm: str, vm_p
     explain = [d for r in results for d in _derivations(profile, release, r, len(vmas) - len(r.vmas))]
     return ReplayResult(profile=profile.name, kernel=str(release), inputs={"pid": pid, "runs": list(runs), "mappings": len(vmas)},
                         pid=pid, comm=comm, vm_pte_bytes=vm_pte_bytes, captured_folios=captured_folios,
+                        present_folios=None if captured_folios is None else sorted(
+                            (FolioCount(size_bytes=int(s), count=n) for s, n in captured_folios.items()),
+                            key=lambda f: f.size_bytes),
                         runs=results, notes=notes, explain=explain)
 
 

@@ -46,7 +46,7 @@ class VmemmapRow(Model):
     struct_pages_per_hugepage: int = field("struct pages per hugepage", "count")
     vmemmap_bytes_per_hugepage: int = field("vmemmap per hugepage", "bytes")
     vmemmap_pages_per_hugepage: int | float = field("vmemmap pages per hugepage", "pages")
-    reserved_pages_per_hugepage: int | float = field("vmemmap pages kept per hugepage", "pages")
+    reserved_pages_per_hugepage: int | float = field("vmemmap pages reserved per hugepage", "pages")
     freed_pages_per_hugepage: int = field("vmemmap pages freed per hugepage", "pages")
     vmemmap_bytes: int = field("vmemmap of the pool", "bytes")
     freed_bytes: int = field("vmemmap freed", "bytes")
@@ -58,7 +58,7 @@ class VmemmapRow(Model):
     saved_share_of_vmemmap: float = field("Net saving / vmemmap", "share")
     restore_bytes_per_hugepage: int = field("Free memory needed to release one hugepage", "bytes")
     restore_bytes: int = field("Free memory needed to release the pool at once", "bytes")
-    optimizable: bool = field("HVO applies")
+    optimizable: bool = field("HVO optimizable")
     reason: str | None = field("Why not")
 
 
@@ -139,7 +139,7 @@ class _Rules:
     """What one run's release, architecture and struct page decide for every size."""
 
     struct_page_bytes: int
-    reserve: int  # vmemmap pages kept per hugepage
+    reserve: int  # vmemmap pages reserved per hugepage
     reserve_rule: str
     refusal: str | None  # why no size can be optimized at all
     layout: Layout
@@ -335,7 +335,7 @@ def derivations(row: VmemmapRow, profile: Profile, release: Release, rules: _Rul
                               f"{_pages(Fraction(row.vmemmap_bytes_per_hugepage, page))} pages of {fmt_bytes(page)}",
                       rule="hugetlb_vmemmap_size() in mm/hugetlb_vmemmap.h; Documentation/mm/vmemmap_dedup.rst")]
     if not row.optimizable:
-        return out + [Derivation(scope=scope, figure="HVO applies", formula=f"no: {row.reason}",
+        return out + [Derivation(scope=scope, figure="HVO optimizable", formula=f"no: {row.reason}",
                                  rule="hugetlb_vmemmap_optimizable_size() in mm/hugetlb_vmemmap.h")]
     out.append(Derivation(scope=scope, figure="vmemmap pages freed per hugepage",
                           formula=f"{_pages(Fraction(row.vmemmap_bytes_per_hugepage, page))} - {rules.reserve} kept = "

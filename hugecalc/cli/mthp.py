@@ -208,7 +208,10 @@ def _replay(params: Params, what_if: ThpSettings) -> ReplayResult:
             for size, n in (v.folios or {}).items():
                 captured[size] = captured.get(size, 0) + n
     result = compute_replay(profile, release, params.pid, proc.comm, proc.vm_pte_bytes,
-                            proc.present_vmas(capture.page_size), runs, captured, proc.thp_enabled is False)
+                            proc.present_vmas(capture.page_size), runs, captured, proc.thp_enabled is False,
+                            zero_pages=sum(v.zero_pages for v in replayed),
+                            swapped_pages=sum(v.swapped_pages for v in replayed),
+                            unclassified_pages=sum(v.unclassified_pages for v in replayed))
     result.notes[:0] = notes
     return result
 
@@ -289,7 +292,6 @@ def _draw_now_and_what_if(out: Console, result: MthpNowWhatIf, params: Params) -
 
 
 def _draw_replay(out: Console, result: ReplayResult, params: Params) -> None:
-    from hugecalc.calc.mthp import FolioCount
     from hugecalc.render import folio_table, list_table, print_header, side_by_side
 
     print_header(out, result, f"process {result.pid} ({result.comm}) replayed: {result.inputs['mappings']} mappings")
@@ -297,9 +299,8 @@ def _draw_replay(out: Console, result: ReplayResult, params: Params) -> None:
     out.print(side_by_side(columns))
     out.print(f"VmPTE now {fmt_bytes(result.vm_pte_bytes)}")
     folios = [(r.label, r.folios) for r in result.runs]
-    if result.captured_folios is not None:
-        folios.insert(0, ("present now", [FolioCount(size_bytes=int(s), count=n)
-                                          for s, n in result.captured_folios.items()]))
+    if result.present_folios is not None:
+        folios.insert(0, ("present now", result.present_folios))
     out.print(folio_table(folios))
     last = result.runs[-1]
     busiest = sorted(last.vmas, key=lambda v: -v.touched_bytes)[:8]

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 #: The mapping and touch options ``pgtable`` and ``verify pgtable`` share.
 pgtable_options = options(
     click.option("--vma-size", "--vsize", "vma_size", cls=AliasOption, type=SIZE, default=None,
-                 help="Size of the mapping."),
+                 help="Size of the mapping.  [default: 1G]"),
     click.option("--vma-start", type=ADDR, default=None,
                  help="Start address (default: aligned to the span of the smallest table holding it)."),
     click.option("--touch-stride", type=SIZE, default=None,
@@ -43,6 +43,11 @@ pgtable_options = options(
 )
 
 
+#: The mapping ``pgtable``, ``mthp`` and ``verify pgtable`` take when ``--vma-size`` is not given.  (The option's
+#: default stays None so that ``--vma-size`` given with ``--pid``/``--trace``/``--worst-case`` is refused.)
+DEFAULT_VMA_BYTES = 1 << 30
+
+
 def touches_from_options(profile: Profile, vma_size: int | None, vma_start: int | None, backing: str,
                          touch_stride: int | None, touch_fraction: float | None, seed: int, touch_file: Any) -> tuple[Any, int | None]:
     """The touch pattern, and the mapping's start (a touch file's addresses are absolute)."""
@@ -51,8 +56,7 @@ def touches_from_options(profile: Profile, vma_size: int | None, vma_start: int 
 
     if sum(x is not None for x in (touch_stride, touch_fraction, touch_file)) > 1:
         raise InputError("use one of --touch-stride, --touch-fraction and --touch-file")
-    if vma_size is None:
-        raise InputError("--vma-size is required (or use --worst-case or --pid)")
+    vma_size = DEFAULT_VMA_BYTES if vma_size is None else vma_size
     if touch_file is None:
         return Touches(stride=touch_stride, fraction=touch_fraction, seed=seed), vma_start
     start = mapping_bounds(profile, vma_size, vma_start, Backing(profile, backing))
@@ -128,7 +132,8 @@ def compute(params: Params) -> PgtableResult | WorstCaseResult | ProcessResult |
 
     touches, vma_start = touches_from_options(params.profile, v["vma_size"], v["vma_start"], v["backing"],
                                               v["touch_stride"], v["touch_fraction"], v["seed"], v["touch_file"])
-    return compute_pgtable(params.profile, params.release, vma_size=v["vma_size"], vma_start=vma_start,
+    vma_size = DEFAULT_VMA_BYTES if v["vma_size"] is None else v["vma_size"]
+    return compute_pgtable(params.profile, params.release, vma_size=vma_size, vma_start=vma_start,
                            touches=touches, backing=v["backing"], after=v["after"], shared_by=v["shared_by"])
 
 
@@ -226,12 +231,10 @@ def _fleet_row(capture: Any, profile: Profile, release: Any, o: dict) -> dict:
 
 
 def _fleet_what_if(params: Params) -> dict:
-    if params.vma_size is None:
-        raise InputError("--vma-size is required")
     if params.touch_file is not None:
         raise InputError("--touch-file: addresses are per host; use --touch-stride or --touch-fraction")
-    return {k: params.values[k] for k in ("vma_size", "vma_start", "backing", "after", "touch_stride",
-                                          "touch_fraction", "seed")}
+    what_if = {k: params.values[k] for k in ("vma_start", "backing", "after", "touch_stride", "touch_fraction", "seed")}
+    return what_if | {"vma_size": DEFAULT_VMA_BYTES if params.vma_size is None else params.vma_size}
 
 
 SPEC = Spec(

@@ -11,7 +11,7 @@ from hugecalc.cli.command import Command, given_params, resolve
 from hugecalc.cli.spec import Params, Spec
 from hugecalc.cli.common import SIZE, Group, common_options, emit
 from hugecalc.cli.mthp import mthp_options, pass_shape, thp_settings
-from hugecalc.cli.pgtable import pgtable_options, touches_from_options
+from hugecalc.cli.pgtable import DEFAULT_VMA_BYTES, pgtable_options, touches_from_options
 from hugecalc.errors import HostError, InputError, VerifyMismatch
 from hugecalc.releases import parse_release
 from hugecalc.units import fmt_size
@@ -74,9 +74,6 @@ def verify_vmemmap_cmd(**values: Any) -> None:
     _emit_verify(result, params, "vmemmap", "vmemmap differs")
 
 
-DEFAULT_VERIFY_VMA_BYTES = 1 << 30
-
-
 @verify.command("pgtable", cls=Command)
 @pgtable_options
 @common_options
@@ -97,7 +94,7 @@ def verify_pgtable_cmd(**values: Any) -> None:
 
     params, notes = _running()
     v = params.values
-    vma_size = DEFAULT_VERIFY_VMA_BYTES if v["vma_size"] is None else v["vma_size"]
+    vma_size = DEFAULT_VMA_BYTES if v["vma_size"] is None else v["vma_size"]
     touches, vma_start = touches_from_options(params.profile, vma_size, v["vma_start"], v["backing"],
                                               v["touch_stride"], v["touch_fraction"], v["seed"], v["touch_file"])
     result = verify_pgtable(params.profile, params.release, vma_size=vma_size, vma_start=vma_start, touches=touches,

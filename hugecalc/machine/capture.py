@@ -76,6 +76,8 @@ class Vma(_Model):
     present_runs: str = ""  # base64(zlib(int64 [gap, length] pairs in pages, from start))
     folios: dict[str, int] | None = None  # folio size in bytes (as text) -> count, where kpageflags was readable
     unclassified_pages: int = 0
+    zero_pages: int = 0  # present pages mapping the shared (huge) zero page: read, never written; no folio of theirs
+    swapped_pages: int = 0  # counted in present_pages (pagemap's swap bit): no folio now
 
 
 class Process(_Model):

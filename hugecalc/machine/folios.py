@@ -42,18 +42,19 @@ def kpageflags(pfns: np.ndarray) -> np.ndarray | None:
     return out
 
 
-def folio_counts(entries: np.ndarray, page: int) -> tuple[dict[str, int] | None, int]:
+def folio_counts(entries: np.ndarray, page: int) -> tuple[dict[str, int] | None, int, int]:
     """Folios mapped in one VMA by size, from its pagemap entries (in address order): a compound
     head and the tails that follow at consecutive PFNs, or a lone page; the zero page is none.
     Vectorized; None where kpageflags is unreadable.  Also the pages that cannot be classified:
-    those kpageflags reads as 0, and the pages of a folio such a page cuts (seen only in part)."""
+    those kpageflags reads as 0, and the pages of a folio such a page cuts (seen only in part);
+    and the present pages that map the shared (huge) zero page (KPF_ZERO_PAGE: read, never written)."""
     present = (entries & np.uint64(kernelfs.PAGEMAP_PRESENT)) != 0
     pfns = (entries & np.uint64(kernelfs.PAGEMAP_PFN_MASK)).astype(np.int64)
     flags = np.zeros(entries.shape[0], dtype=np.uint64)
     idx = np.flatnonzero(present)
     read = kpageflags(pfns[idx])
     if read is None:
-        return None, 0
+        return None, 0, 0
     flags[idx] = read
     unknown = present & (flags == 0)
     zero = (flags & np.uint64(kernelfs.KPF_ZERO_PAGE)) != 0
@@ -78,13 +79,13 @@ def folio_counts(entries: np.ndarray, page: int) -> tuple[dict[str, int] | None,
     whole = np.where(compound, ((lengths & (lengths - 1)) == 0) & (lengths > 1), (lengths == 1) & ~tail[first]) & ~more
     sizes, counts = np.unique(lengths[whole], return_counts=True)
     unseen = int(unknown.sum()) + int(lengths[~whole].sum())
-    return {str(int(n) * page): int(c) for n, c in zip(sizes, counts) if n}, unseen
+    return {str(int(n) * page): int(c) for n, c in zip(sizes, counts) if n}, unseen, int(zero.sum())
 
 
 def mapped_folios(pid: int, start: int, end: int, page: int) -> tuple[dict[int, int], int]:
     """Folios mapped in ``[start, end)`` of ``pid`` by size in bytes, and the mapped pages whose
     kpageflags read as 0 (``verify mthp``); a HostError where kpageflags cannot be read (root)."""
-    folios, unknown = folio_counts(kernelfs.pagemap(pid, start, end, page), page)
+    folios, unknown, _ = folio_counts(kernelfs.pagemap(pid, start, end, page), page)
     if folios is None:
         raise HostError(f"cannot read {kernelfs.PROC / 'kpageflags'} (root only)")
     return {int(size): n for size, n in folios.items()}, unknown

@@ -282,11 +282,12 @@ def capture_process(pid: int, page: int, user_va: int, option: str = "--pids") -
         edges = np.diff(np.concatenate(([0], used.astype(np.int8), [0])))
         starts = v["start"] + np.flatnonzero(edges == 1).astype(np.int64) * page
         ends = v["start"] + np.flatnonzero(edges == -1).astype(np.int64) * page
-        folios, unknown = folio_counts(entries, page) if kind != "hugetlb" else (None, 0)
+        folios, unknown, zero = folio_counts(entries, page) if kind != "hugetlb" else (None, 0, 0)
+        swapped = int(((entries & np.uint64(kernelfs.PAGEMAP_SWAPPED)) != 0).sum())
         vmas.append(Vma(start=v["start"], end=v["end"], kind=kind, name=v["name"],
                         flags=[f for f in v["flags"] if f in KEPT_FLAGS], kernel_page_bytes=v["kps"],
                         present_pages=int(used.sum()), present_runs=encode_runs(starts, ends, v["start"], page),
-                        folios=folios, unclassified_pages=unknown))
+                        folios=folios, unclassified_pages=unknown, zero_pages=zero, swapped_pages=swapped))
     try:
         comm = kernelfs.read(kernelfs.PROC / str(pid) / "comm").strip()
         vm_pte = kernelfs.vm_pte_bytes(pid)
