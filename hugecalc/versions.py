@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 from hugecalc.errors import InputError
@@ -156,6 +157,7 @@ _RELEASE_RE = re.compile(r"^[ \t]*v?([0-9]+)\.([0-9]+)(?:\.([0-9]+))?(?P<rest>[-
 MAX_SUBLEVEL = 500  # no stable branch reached it: 4.9.y ended at .337, 4.14.y at .336, 4.19.y at .325
 
 
+@lru_cache(maxsize=1024)  # a fleet's hosts run a few kernels: each string parsed once (a Release is frozen)
 def parse_release(text: str | None) -> Release:
     """``6.18``, ``v6.8``, ``6.1.100``, ``6.18.44-foo``, ``6.1.0-18-amd64`` -> Release; the newest
     modelled when None.  Releases that never existed (``5.25``, ``4.99``) are refused."""

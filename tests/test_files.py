@@ -101,7 +101,10 @@ def test_a_binary_capture_is_refused(tmp_path):
     assert r.returncode == 2 and "not UTF-8" in r.stderr
 
 
-def test_text_from_a_capture_never_reaches_the_terminal_as_escapes(tmp_path):
+@pytest.mark.parametrize("encoding", ["ascii", "utf-8", "upper-hex"])
+def test_text_from_a_capture_never_reaches_the_terminal_as_escapes(tmp_path, encoding):
+    """However the JSON text carries a control character (escaped in either case of hex, or raw: a C1
+    character), it is written out; the fleet's groups (--by hostname) too."""
     import json
 
     from pathlib import Path
@@ -109,9 +112,11 @@ def test_text_from_a_capture_never_reaches_the_terminal_as_escapes(tmp_path):
     data = json.loads(Path(CAPTURE).read_text())
     data["hostname"] = "evil\x1b]0;pwned\x07\x1b[31m"
     data["kernel"] = data["kernel"] + "\x9b2J"
+    text = json.dumps(data, ensure_ascii=encoding == "ascii")
     path = tmp_path / "evil.json"
-    path.write_text(json.dumps(data))
-    for args in (["vmemmap", "--host", str(path)], ["mthp", "--host", str(path), "--size", "64k"]):
+    path.write_text(text.replace("\\u001b", "\\u001B") if encoding == "upper-hex" else text, encoding="utf-8")
+    for args in (["vmemmap", "--host", str(path)], ["mthp", "--host", str(path), "--size", "64k"],
+                 ["fleet", "vmemmap", str(path), "--by", "hostname", "--by", "kernel"]):
         r = hugecalc(*args)
         assert r.returncode == 0, r.stderr
         assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "\x9b" not in r.stdout

@@ -239,3 +239,40 @@ def dask_config(distributed):
 def test_timeout_needs_a_cluster(run, synthetic):
     r = run("fleet", "vmemmap", str(synthetic / "hosts"), "--timeout", "5s")
     assert r.exit_code == 2 and "give --scheduler too" in r.stderr
+
+
+def test_sums_are_exact_beyond_a_float64s_integers():
+    """A fleet's bytes add up past 2^53: the sum is an exact integer, not a float64's rounding."""
+    from hugecalc.fleet.engine import aggregate
+
+    rows = [{"error": None, "skipped": None, "group": None, "saved_bytes": v} for v in (1 << 60, 1, None, 3)]
+    [total] = aggregate(["saved_bytes"], rows, [])
+    assert total["hosts"] == 4 and total["metrics"]["saved_bytes"]["sum"] == (1 << 60) + 4
+    assert total["metrics"]["saved_bytes"]["p50"] == 3.0
+
+
+def test_vmemmap_figures_per_host_are_the_host_files_sums(fleet200):
+    """fleet vmemmap's lean per-host figures (hvo_now_figures: no rows, notes or derivations) are
+    the sums over pools of what `vmemmap --host FILE` computes (compute_hvo_now), host by host, on the
+    captured release and on 7.1, with two zones, and with memory hot-plugged under memmap_on_memory."""
+    from hugecalc.calc.hvo_now import compute_hvo_now, hvo_now_figures
+    from hugecalc.machine.capture import captured_release, load_capture
+    from hugecalc.releases import parse_release
+
+    checked = 0
+    for path in sorted(fleet200.glob("*.json")):
+        capture = load_capture(path)
+        pools = [(p.size_bytes, p.nr) for p in capture.pools]
+        hotplugged = (1 << 30, {size: nr // 2 for size, nr in pools})
+        for release in (captured_release(capture), parse_release("7.1")):
+            for zones, memmap_on_memory, plugged in ((1, None, None), (2, True, hotplugged)):
+                args = (capture.profile, release, pools, capture.hugetlb_optimize_vmemmap)
+                full = compute_hvo_now(*args, None, zones, memmap_on_memory, plugged)
+                lean = hvo_now_figures(*args, zones, memmap_on_memory, plugged)
+                assert lean == {"pool_bytes": sum(r.hugepage_size_bytes * r.hugepages for r in full.rows),
+                                "hugepages": sum(r.hugepages for r in full.rows),
+                                "saved_now_bytes": sum(r.saved_now_bytes for r in full.rows),
+                                "saved_what_if_bytes": sum(r.saved_what_if_bytes for r in full.rows),
+                                "gain_bytes": sum(r.gain_bytes for r in full.rows)}, (path.name, str(release))
+                checked += bool(lean["saved_what_if_bytes"])
+    assert checked > 50

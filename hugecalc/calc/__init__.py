@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Callable
+from typing import Any, Callable
 
 #: Called with a message when a numba kernel's first call in this process is still compiling
 #: after a second (see ``_jit.call``).  The CLI points it at stderr; None keeps the library silent.
@@ -17,3 +17,19 @@ EXPLAINING: ContextVar[bool] = ContextVar("explaining", default=True)
 
 def explaining() -> bool:
     return EXPLAINING.get()
+
+
+_BY_PROFILE: dict = {}
+
+
+def per_profile(profile: object, key: object, make: Callable[[], Any]) -> Any:
+    """``make()``, computed once per profile object and ``key`` (figures that depend on nothing else).
+    Keyed by the object's identity and holding it, so its id is not reused while cached; bounded.
+    A fleet reads many captures with equal profiles as one object (``fleet.engine``), so they share it."""
+    k = (id(profile), key)
+    hit = _BY_PROFILE.get(k)
+    if hit is None:
+        if len(_BY_PROFILE) >= 4096:
+            _BY_PROFILE.clear()
+        hit = _BY_PROFILE[k] = (profile, make())
+    return hit[1]

@@ -16,6 +16,10 @@ Kernel reference
 
 from __future__ import annotations
 
+from typing import Iterator
+
+from hugecalc.calc import explaining, per_profile
+from hugecalc.calc.hvo import SizeRule, size_rule
 from hugecalc.calc.vmemmap import compute_vmemmap
 from hugecalc.profiles import Profile
 from hugecalc.releases import Release
@@ -64,26 +68,22 @@ def compute_hvo_now(profile: Profile, release: Release, pools: list[tuple[int, i
     a hugepage in hot-plugged memory hosts its own vmemmap and is skipped (``PageVmemmapSelfHosted()``, 6.1+).
     """
     rows, notes, explain = [], [], []
-    skipped = hotplugged[1] if hotplugged and memmap_on_memory and release.version >= (6, 1) else {}
-    for size, count in pools:
-        if not any(h.size == size for h in profile.hugetlb):
+    for size, count, self_hosted, rule in _pools(profile, release, pools, zones, memmap_on_memory, hotplugged):
+        if rule is None:
             notes.append(f"{fmt_size(size)} pool: not a hugetlb size of profile {profile.name}; left out")
             continue
-        # A pool of 0 hugepages saves nothing; its rules are still those of one hugepage. The hugepages
-        # in hot-plugged memory keep their vmemmap: the saving is that of the others.
-        self_hosted = min(skipped.get(size, 0), count)
-        pool = compute_vmemmap(profile, release, hugepage_count=max(count - self_hosted, 1), hugepage_sizes=[size],
-                               zones=zones)
-        what_if = pool.rows[0]
-        saved_if = what_if.saved_bytes if count - self_hosted else 0
-        on = hvo_now == 1 and what_if.optimizable
+        saved_if = rule.saved_bytes(count - self_hosted)
+        on = hvo_now == 1 and rule.optimizable
         rows.append(PoolRow(
-            hugepage_size_bytes=size, hugepages=count, hvo_now=on, vmemmap_bytes=what_if.vmemmap_bytes_per_hugepage * count,
+            hugepage_size_bytes=size, hugepages=count, hvo_now=on, vmemmap_bytes=rule.vmemmap_bytes * count,
             saved_now_bytes=saved_if if on else 0, saved_what_if_bytes=saved_if, gain_bytes=0 if on else saved_if,
-            realloc_step_bytes=size if count and not on and what_if.optimizable else 0,
-            realloc_pool_bytes=size * count if not on and what_if.optimizable else 0,
-            optimizable=what_if.optimizable, reason=what_if.reason, self_hosted_hugepages=self_hosted))
-        explain += _derivations(fmt_size(size), count, hvo_now, on, saved_if, pool.explain)
+            realloc_step_bytes=size if count and not on and rule.optimizable else 0,
+            realloc_pool_bytes=size * count if not on and rule.optimizable else 0,
+            optimizable=rule.optimizable, reason=rule.reason, self_hosted_hugepages=self_hosted))
+        if explaining():  # the what-if's own derivations: the pool (at least one hugepage) as if allocated with HVO on
+            pool = compute_vmemmap(profile, release, hugepage_count=max(count - self_hosted, 1), hugepage_sizes=[size],
+                                   zones=zones)
+            explain += _derivations(fmt_size(size), count, hvo_now, on, saved_if, pool.explain)
     notes += _notes(release, rows, hvo_now, mem_available, memmap_on_memory, hotplugged)
     if not any(count for _, count in pools):
         notes.append("no hugetlb pool on this machine: give --pages for a what-if pool")
@@ -92,6 +92,34 @@ def compute_hvo_now(profile: Profile, release: Release, pools: list[tuple[int, i
                                      "hugetlb_optimize_vmemmap": hvo_now, "zones": zones,
                                      "memmap_on_memory": memmap_on_memory},
                              rows=rows, mem_available_bytes=mem_available, notes=notes, explain=explain)
+
+
+def _pools(profile: Profile, release: Release, pools: list[tuple[int, int]], zones: int, memmap_on_memory: bool | None,
+           hotplugged: tuple[int, dict[int, int]] | None) -> Iterator[tuple[int, int, int, SizeRule | None]]:
+    """Each pool: (size, hugepages, those in hot-plugged memory, its size's rule; None: not a size of the profile)."""
+    skipped = hotplugged[1] if hotplugged and memmap_on_memory and release.version >= (6, 1) else None
+    rules = per_profile(profile, (_pools, release, zones), dict)  # size -> its rule, for this release and zones
+    for size, count in pools:
+        rule = rules[size] if size in rules else rules.setdefault(size, size_rule(profile, release, size, zones))
+        # The hugepages in hot-plugged memory keep their vmemmap: the saving is that of the others.
+        yield size, count, min(skipped.get(size, 0), count) if skipped else 0, rule
+
+
+def hvo_now_figures(profile: Profile, release: Release, pools: list[tuple[int, int]], hvo_now: int | None,
+                    zones: int = 1, memmap_on_memory: bool | None = None,
+                    hotplugged: tuple[int, dict[int, int]] | None = None) -> dict[str, int]:
+    """The sums over pools of ``compute_hvo_now``'s figures, without its rows, notes and derivations
+    (``fleet vmemmap``: a host's figures in microseconds)."""
+    pool_bytes = hugepages = now = what_if = 0
+    for size, count, self_hosted, rule in _pools(profile, release, pools, zones, memmap_on_memory, hotplugged):
+        if rule is not None:
+            pool_bytes += size * count
+            hugepages += count
+            saved_if = rule.saved_bytes(count - self_hosted)
+            what_if += saved_if
+            now += saved_if if hvo_now == 1 and rule.optimizable else 0
+    return {"pool_bytes": pool_bytes, "hugepages": hugepages, "saved_now_bytes": now,
+            "saved_what_if_bytes": what_if, "gain_bytes": what_if - now}
 
 
 def _notes(release: Release, rows: list[PoolRow], hvo_now: int | None, mem_available: int | None,

@@ -18,23 +18,16 @@ Kernel reference
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
 
 from hugecalc.calc import explaining
+from hugecalc.calc.hvo import Layout, Rules, fraction_text, hvo_reserve_pages, refusal, rule_of_size, struct_page_bytes_of
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
-from hugecalc.releases import (DAX_VMEMMAP, HVO, HVO_ARCH, HVO_BATCHED, HVO_RESERVE_ONE, HVO_SHARED_TAIL, Release,
+from hugecalc.releases import (DAX_VMEMMAP, HVO_ARCH, HVO_BATCHED, HVO_RESERVE_ONE, HVO_SHARED_TAIL, Release,
                                sublevel_notes, unconfirmed_notes)
 from hugecalc.result import Figure, Derivation, Model, Result, field
-from hugecalc.units import ceil_div, fmt_bytes, fmt_size, is_power_of_2
-
-Layout = Literal["packed", "scattered"]
-
-# Hugetlb uses the head and 3 tail struct pages (__NR_USED_SUBPAGE in include/linux/hugetlb.h);
-# device-DAX compound pages use 3 and keep page 1 too: VMEMMAP_RESERVE_NR = 2 (include/linux/mm.h).
-DAX_VMEMMAP_RESERVE_NR = 2
+from hugecalc.units import fmt_bytes, fmt_size
 
 
 class VmemmapRow(Model):
@@ -70,83 +63,6 @@ class VmemmapResult(Result):
         return {f"saved {fmt_size(r.hugepage_size_bytes)}": Figure(r.saved_bytes, "bytes") for r in self.rows}
 
 
-def hugetlb_vmemmap_size(pages_per_huge_page: int, struct_page_bytes: int) -> int:
-    """``hugetlb_vmemmap_size()``: bytes of struct pages describing one hugepage."""
-    return pages_per_huge_page * struct_page_bytes
-
-
-def hvo_reserve_pages(release: Release, devdax: bool) -> int:
-    """vmemmap pages HVO keeps mapped per hugepage (the rest map onto them read-only)."""
-    if devdax:
-        return DAX_VMEMMAP_RESERVE_NR
-    return 1 if release.has(HVO_RESERVE_ONE) else 2
-
-
-def _refusal(profile: Profile, release: Release, struct_page_bytes: int, devdax: bool) -> str | None:
-    """Why the architecture/release/config cannot optimize any size at all, or None."""
-    arch = profile.arch.value
-    if profile.bits != 64:
-        return (
-            f"{profile.name} is a {profile.bits}-bit kernel: HVO needs SPARSEMEM_VMEMMAP, which "
-            "only 64-bit kernels have"
-        )
-    if devdax:
-        if not release.has(DAX_VMEMMAP, arch):
-            return (
-                f"device-DAX vmemmap deduplication is not in {arch} {release} "
-                f"(ARCH_WANT_OPTIMIZE_DAX_VMEMMAP: {DAX_VMEMMAP.spans_for(arch)})"
-            )
-    else:
-        if not release.has(HVO):
-            return f"HVO does not exist in {release}: it was added in 5.14"
-        if not release.has(HVO_ARCH, arch):
-            return (
-                f"{arch} has no HVO in {release} (ARCH_WANT_OPTIMIZE_HUGETLB_VMEMMAP on {arch}: "
-                f"{HVO_ARCH.spans_for(arch)}; see {_arch_cite(arch)})"
-            )
-    if not is_power_of_2(struct_page_bytes):
-        return (
-            f"sizeof(struct page) = {struct_page_bytes} is not a power of two, so a struct page "
-            "can cross a page boundary and hugetlb_vmemmap_optimizable_size() returns 0 "
-            "(the vm.hugetlb_optimize_vmemmap sysctl is not even registered)"
-        )
-    return None
-
-
-def _arch_cite(arch: str) -> str:
-    for part in HVO_ARCH.cite.split("; "):
-        if part.startswith(f"{arch}:"):
-            return part.removeprefix(f"{arch}: ")
-    return HVO_ARCH.cite
-
-
-def split_pte_tables(
-    hugepages: int, vmemmap_bytes_per_hugepage: int, vmemmap_pmd_bytes: int, layout: Layout
-) -> int:
-    """PTE tables ``vmemmap_remap_split()`` allocates for a pool, PMD-mapped vmemmap assumed.
-
-    ``packed``: the hugepages are physically contiguous from a vmemmap-PMD boundary, so their
-    vmemmap ranges are contiguous and each PMD block is split once.  ``scattered``: every
-    hugepage's vmemmap lies in PMD blocks of its own (the worst case).
-    """
-    if layout == "packed":
-        return ceil_div(hugepages * vmemmap_bytes_per_hugepage, vmemmap_pmd_bytes)
-    return hugepages * ceil_div(vmemmap_bytes_per_hugepage, vmemmap_pmd_bytes)
-
-
-@dataclass(frozen=True)
-class _Rules:
-    """What one run's release, architecture and struct page decide for every size."""
-
-    struct_page_bytes: int
-    reserve: int  # vmemmap pages reserved per hugepage
-    reserve_rule: str
-    refusal: str | None  # why no size can be optimized at all
-    layout: Layout
-    devdax: bool
-    zones: int
-
-
 def _check_pool(profile: Profile, pool_bytes: int | None, hugepage_count: int | None, zones: int) -> None:
     if zones < 1:
         raise InputError(f"{zones}: a pool lies in at least one zone", field="zones")
@@ -161,15 +77,6 @@ def check_addressable(profile: Profile, size: int, what: str, field: str) -> Non
     if size > profile.max_phys_bytes:
         raise InputError(f"{what} is more than {profile.name} can address ({fmt_bytes(profile.max_phys_bytes)}, "
                          f"MAX_PHYSMEM_BITS {profile.max_phys_bytes.bit_length() - 1})", field=field)
-
-
-def _struct_page_bytes(profile: Profile, struct_page_bytes: int | None) -> int:
-    sp = struct_page_bytes or profile.struct_page_bytes
-    word = profile.bits // 8
-    if sp <= 0 or sp % word or sp > profile.page_size:
-        raise InputError(f"{sp}: a struct page is a whole number of {word}-byte words, at most a "
-                         f"{fmt_size(profile.page_size)} page", field="struct_page_size")
-    return sp
 
 
 def _sizes(profile: Profile, hugepage_sizes: list[int], devdax: bool) -> list[tuple[int, str]]:
@@ -212,54 +119,28 @@ def _hugepages_in_pool(profile: Profile, size: int, pool_bytes: int | None, huge
     return hugepages
 
 
-def _why_nothing_to_free(size: int, vmemmap_bytes: int, page: int, rules: _Rules) -> str:
-    kind = "device-DAX" if rules.devdax else "HVO"
-    return (f"the vmemmap of one {fmt_size(size)} hugepage is {fmt_bytes(vmemmap_bytes)} "
-            f"({_pages(Fraction(vmemmap_bytes, page))} pages), not more than the {rules.reserve} page"
-            f"{'s' if rules.reserve > 1 else ''} {kind} keeps, so there is nothing to free "
-            "(hugetlb_vmemmap_optimizable_size() = 0)")
-
-
-def _row(profile: Profile, release: Release, size: int, mapping: str, hugepages: int, rules: _Rules) -> VmemmapRow:
+def _row(profile: Profile, release: Release, size: int, mapping: str, hugepages: int, rules: Rules) -> VmemmapRow:
     """The HVO figures of one hugepage size, the whole pool being of that size."""
-    page = profile.page_size
-    nr_pages = size // page
-    vmemmap_bytes = hugetlb_vmemmap_size(nr_pages, rules.struct_page_bytes)
-    vmemmap_pages = Fraction(vmemmap_bytes, page)
-    # v5.14-v5.17 computed vmemmap pages with a shift (a partial page counts as none);
-    # v5.18+ compares bytes: hugetlb_vmemmap_optimizable_size() = size - PAGE_SIZE, 0 if <= 0.
-    optimizable_bytes = max(vmemmap_bytes - rules.reserve * page, 0)
-    reason = rules.refusal
-    if reason is None and (vmemmap_bytes // page) <= rules.reserve:
-        reason = _why_nothing_to_free(size, vmemmap_bytes, page, rules)
-    optimizable = reason is None
-    freed_per = optimizable_bytes // page if optimizable else 0
-    split = 0
-    if optimizable and profile.vmemmap_pmd_mapped:
-        # HVO splits the PMD-mapped vmemmap; device-DAX populates it with base pages: the same tables.
-        split = split_pte_tables(hugepages, vmemmap_bytes, profile.pmd_size, rules.layout)
-    # v7.1: the tail vmemmap maps one read-only page shared per zone and order, allocated once.
-    tails = None
-    if release.has(HVO_SHARED_TAIL) and not rules.devdax:
-        tails = rules.zones if optimizable and hugepages else 0
-    freed_bytes = hugepages * freed_per * page
-    split_bytes = split * profile.level("pte").bytes_per_table
-    saved = freed_bytes - split_bytes - (tails or 0) * page
+    r = rule_of_size(profile, release, size, rules)
+    page, freed_per = r.page, r.freed_pages
+    split = r.split_pte_tables(hugepages)
+    saved = r.saved_bytes(hugepages)
     restore_per = 0 if rules.devdax else freed_per * page
     return VmemmapRow(
-        hugepage_size_bytes=size, mapping=mapping, hugepages=hugepages, struct_pages_per_hugepage=nr_pages,
-        vmemmap_bytes_per_hugepage=vmemmap_bytes, vmemmap_pages_per_hugepage=_number(vmemmap_pages),
-        reserved_pages_per_hugepage=_number(vmemmap_pages - freed_per), freed_pages_per_hugepage=freed_per,
-        vmemmap_bytes=hugepages * vmemmap_bytes, freed_bytes=freed_bytes, split_pte_tables=split,
-        split_pte_table_bytes=split_bytes, shared_tail_pages=tails, saved_bytes=saved,
+        hugepage_size_bytes=size, mapping=mapping, hugepages=hugepages, struct_pages_per_hugepage=size // page,
+        vmemmap_bytes_per_hugepage=r.vmemmap_bytes, vmemmap_pages_per_hugepage=_number(Fraction(r.vmemmap_bytes, page)),
+        reserved_pages_per_hugepage=_number(Fraction(r.vmemmap_bytes, page) - freed_per), freed_pages_per_hugepage=freed_per,
+        vmemmap_bytes=hugepages * r.vmemmap_bytes, freed_bytes=hugepages * freed_per * page, split_pte_tables=split,
+        split_pte_table_bytes=split * r.pte_table_bytes,
+        shared_tail_pages=r.shared_tail_pages(hugepages) if r.shared_tail else None, saved_bytes=saved,
         saved_share_of_pool=saved / (hugepages * size) if hugepages else 0.0,
-        saved_share_of_vmemmap=saved / (hugepages * vmemmap_bytes) if hugepages else 0.0,
+        saved_share_of_vmemmap=saved / (hugepages * r.vmemmap_bytes) if hugepages else 0.0,
         restore_bytes_per_hugepage=restore_per, restore_bytes=restore_per * hugepages,
-        optimizable=optimizable, reason=reason,
+        optimizable=r.optimizable, reason=r.reason,
     )
 
 
-def _notes(profile: Profile, release: Release, rows: list[VmemmapRow], rules: _Rules) -> list[str]:
+def _notes(profile: Profile, release: Release, rows: list[VmemmapRow], rules: Rules) -> list[str]:
     notes = []
     if any(r.shared_tail_pages for r in rows):
         notes.append(f"since 7.1 the tail vmemmap of every hugepage maps one read-only page shared per zone "
@@ -298,12 +179,12 @@ def compute_vmemmap(profile: Profile, release: Release, *, pool_bytes: int | Non
     (v7.1); Documentation/mm/vmemmap_dedup.rst.
     """
     _check_pool(profile, pool_bytes, hugepage_count, zones)
-    sp = _struct_page_bytes(profile, struct_page_bytes)
+    sp = struct_page_bytes_of(profile, struct_page_bytes)
     asked = list(dict.fromkeys(hugepage_sizes or []))  # a size named twice is one row
     sizes = _sizes(profile, asked, devdax)
-    rules = _Rules(struct_page_bytes=sp, reserve=hvo_reserve_pages(release, devdax),
+    rules = Rules(struct_page_bytes=sp, reserve=hvo_reserve_pages(release, devdax),
                    reserve_rule="VMEMMAP_RESERVE_NR in __vmemmap_can_optimize(), include/linux/mm.h" if devdax
-                   else HVO_RESERVE_ONE.cite, refusal=_refusal(profile, release, sp, devdax), layout=layout,
+                   else HVO_RESERVE_ONE.cite, refusal=refusal(profile, release, sp, devdax), layout=layout,
                    devdax=devdax, zones=zones)
     rows, notes = [], []
     for size, mapping in sizes:
@@ -322,23 +203,19 @@ def _number(x: Fraction) -> int | float:
     return int(x) if x.denominator == 1 else float(x)
 
 
-def _pages(x: Fraction) -> str:
-    return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
-
-
-def derivations(row: VmemmapRow, profile: Profile, release: Release, rules: _Rules) -> list[Derivation]:
+def derivations(row: VmemmapRow, profile: Profile, release: Release, rules: Rules) -> list[Derivation]:
     """How each figure of one size's row was derived, and the kernel rule."""
     scope, page = fmt_size(row.hugepage_size_bytes), profile.page_size
     out = [Derivation(scope=scope, figure="vmemmap per hugepage",
                       formula=f"{row.struct_pages_per_hugepage} struct pages x {rules.struct_page_bytes} B = "
                               f"{fmt_bytes(row.vmemmap_bytes_per_hugepage)} = "
-                              f"{_pages(Fraction(row.vmemmap_bytes_per_hugepage, page))} pages of {fmt_bytes(page)}",
+                              f"{fraction_text(Fraction(row.vmemmap_bytes_per_hugepage, page))} pages of {fmt_bytes(page)}",
                       rule="hugetlb_vmemmap_size() in mm/hugetlb_vmemmap.h; Documentation/mm/vmemmap_dedup.rst")]
     if not row.optimizable:
         return out + [Derivation(scope=scope, figure="HVO optimizable", formula=f"no: {row.reason}",
                                  rule="hugetlb_vmemmap_optimizable_size() in mm/hugetlb_vmemmap.h")]
     out.append(Derivation(scope=scope, figure="vmemmap pages freed per hugepage",
-                          formula=f"{_pages(Fraction(row.vmemmap_bytes_per_hugepage, page))} - {rules.reserve} kept = "
+                          formula=f"{fraction_text(Fraction(row.vmemmap_bytes_per_hugepage, page))} - {rules.reserve} kept = "
                                   f"{row.freed_pages_per_hugepage}", rule=f"kernel {release}: {rules.reserve_rule}"))
     out.append(_split_derivation(row, profile, rules))
     out.append(_saving_derivation(row, page))
@@ -347,7 +224,7 @@ def derivations(row: VmemmapRow, profile: Profile, release: Release, rules: _Rul
     return out
 
 
-def _split_derivation(row: VmemmapRow, profile: Profile, rules: _Rules) -> Derivation:
+def _split_derivation(row: VmemmapRow, profile: Profile, rules: Rules) -> Derivation:
     scope, n, sp = fmt_size(row.hugepage_size_bytes), row.hugepages, rules.struct_page_bytes
     if not profile.vmemmap_pmd_mapped:
         return Derivation(scope=scope, figure="PTE tables to split vmemmap PMDs",

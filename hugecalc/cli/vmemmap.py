@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from hugecalc.calc.hvo_now import HostVmemmapResult
+from hugecalc.calc.hvo_now import HostVmemmapResult, hvo_now_figures
 from hugecalc.calc.vmemmap import VmemmapResult
 from hugecalc.cli.command import Command, run
 from hugecalc.cli.spec import Fleet, Params, Spec
@@ -109,15 +109,20 @@ def compute(params: Params) -> VmemmapResult | HostVmemmapResult:
     )
 
 
+def _hvo_now_args(capture: Any, what_if: dict) -> tuple:
+    """What of a capture HVO now depends on: pools, the sysctl, zones, memmap_on_memory, hot-plugged hugepages."""
+    return ([(p.size_bytes, p.nr) for p in capture.pools], capture.hugetlb_optimize_vmemmap, what_if.get("zones", 1),
+            capture.memmap_on_memory,
+            None if capture.hotplugged_hugepages is None else
+            (capture.hotplugged_ram_bytes or 0, {int(s): n for s, n in capture.hotplugged_hugepages.items()}))
+
+
 def _pools_now(capture: Any, profile: Any, release: Any, what_if: dict) -> HostVmemmapResult:
     from hugecalc.calc.hvo_now import compute_hvo_now
 
-    return compute_hvo_now(profile, release, [(p.size_bytes, p.nr) for p in capture.pools],
-                           capture.hugetlb_optimize_vmemmap, capture.mem_available_bytes, what_if.get("zones", 1),
-                           capture.memmap_on_memory,
-                           None if capture.hotplugged_hugepages is None else
-                           (capture.hotplugged_ram_bytes or 0,
-                            {int(s): n for s, n in capture.hotplugged_hugepages.items()}))
+    pools, hvo_now, zones, memmap_on_memory, hotplugged = _hvo_now_args(capture, what_if)
+    return compute_hvo_now(profile, release, pools, hvo_now, capture.mem_available_bytes, zones, memmap_on_memory,
+                           hotplugged)
 
 
 def _draw_pool(out: Console, result: VmemmapResult, params: Params) -> None:
@@ -146,12 +151,7 @@ def _draw_pools_now(out: Console, result: HostVmemmapResult, params: Params) -> 
 
 
 def _fleet_row(capture: Any, profile: Any, release: Any, what_if: dict) -> dict:
-    r = _pools_now(capture, profile, release, what_if)
-    return {"pool_bytes": sum(x.hugepage_size_bytes * x.hugepages for x in r.rows),
-            "hugepages": sum(x.hugepages for x in r.rows),
-            "saved_now_bytes": sum(x.saved_now_bytes for x in r.rows),
-            "saved_what_if_bytes": sum(x.saved_what_if_bytes for x in r.rows),
-            "gain_bytes": sum(x.gain_bytes for x in r.rows)}
+    return hvo_now_figures(profile, release, *_hvo_now_args(capture, what_if))
 
 
 SPEC = Spec(

@@ -46,7 +46,7 @@ class FleetAdviseResult(Result):
 def record_sources(sources: list[str]) -> list[str]:
     """Records and captures, from files, folders (their ``*.record`` and capture ``*.json``) and
     patterns."""
-    from hugecalc.fleet.engine import is_capture_name
+    from hugecalc.fleet.sources import is_capture_name
 
     out: list[str] = []
     for source in sources:

@@ -10,18 +10,19 @@ totals are the same wherever they were computed.
 
 from __future__ import annotations
 
-import glob
+import gc
 import json
-import os
-from pathlib import Path
+from operator import methodcaller
 from typing import Any, Callable
 
 import numpy as np
 
 from hugecalc.errors import HugecalcError, InputError
+from hugecalc.machine.capture import captured_release
+from hugecalc.fleet.sources import captures, partitions
 from hugecalc.result import Derivation, Model, Result
+from hugecalc.versions import parse_release
 
-PARTITION_HOSTS = 500
 #: One host's figures: (capture, profile, release, the what-if) -> {figure: value}, as the command
 #: computes them for ``--host FILE`` (each command declares its own: ``Spec.fleet``).
 HostRow = Callable[[Any, Any, Any, dict], dict]
@@ -67,107 +68,6 @@ class FleetResult(Result):
     groups: list[FleetGroup]
 
 
-# --- sources --------------------------------------------------------------------------------------
-
-
-def partitions(sources: list[str], size: int = PARTITION_HOSTS) -> list[list[tuple[str, str, int, int]]]:
-    """Cut the sources into partitions of at most ``size`` hosts: items ``(kind, path, a, b)``:
-    a JSON file (``file``), a byte range of a JSON Lines file holding ``b`` lines from offset ``a``
-    (``jsonl``), or rows ``[a, b)`` of a Parquet table (``parquet``)."""
-    items: list[tuple[str, str, int, int]] = []
-    for source in sources:
-        if any(c in source for c in "*?["):
-            paths = sorted(glob.glob(source))
-            if not paths:
-                raise InputError(f"{source}: the pattern matches no file")
-        elif os.path.isdir(source):
-            paths = [str(p) for p in sorted(Path(source).glob("*.json*")) + sorted(Path(source).glob("*.parquet"))
-                     if is_capture_name(p.name) and (p.suffix != ".parquet" or _holds_captures(str(p)))]
-            if not paths:
-                raise InputError(f"{source}: the directory holds no capture (*.json, *.jsonl, *.parquet)")
-        elif os.path.exists(source):
-            paths = [source]
-        else:
-            raise InputError(f"{source}: no such file, directory or pattern")
-        for path in paths:
-            items += _items(path, size)
-    out, current, hosts = [], [], 0
-    for item in items:
-        n = 1 if item[0] == "file" else item[3] if item[0] == "jsonl" else item[3] - item[2]
-        if current and hosts + n > size:
-            out.append(current)
-            current, hosts = [], 0
-        current.append(item)
-        hosts += n
-    if current:
-        out.append(current)
-    return out
-
-
-def is_capture_name(name: str) -> bool:
-    """A file a folder of captures holds as a host: not hidden, not a backup or an editor's copy."""
-    return not name.startswith(".") and not name.endswith(("~", ".bak", ".orig", ".swp", ".tmp"))
-
-
-def _holds_captures(path: str) -> bool:
-    """A Parquet table of captures (a 'capture' column), not hugecalc's own per-host results."""
-    import pyarrow.parquet as pq
-
-    try:
-        return "capture" in pq.read_schema(path).names
-    except Exception:  # noqa: BLE001 - not Parquet at all: read it as a host, which fails on its own
-        return True
-
-
-def _items(path: str, size: int) -> list[tuple[str, str, int, int]]:
-    if path.endswith((".jsonl", ".ndjson")):
-        items, offset, lines, start = [], 0, 0, 0
-        with open(path, "rb") as f:
-            for line in f:
-                if lines == size:
-                    items.append(("jsonl", path, start, lines))
-                    start, lines = offset, 0
-                offset += len(line)
-                lines += bool(line.strip())
-        if lines:
-            items.append(("jsonl", path, start, lines))
-        return items
-    if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        rows = pq.ParquetFile(path).metadata.num_rows
-        return [("parquet", path, a, min(a + size, rows)) for a in range(0, rows, size)]
-    return [("file", path, 0, 1)]
-
-
-def _captures(item: tuple[str, str, int, int]):
-    """(locator, capture text) for each host of an item; unreadable ones give (locator, None, error)."""
-    from hugecalc.files import read_text
-
-    kind, path, a, b = item
-    if kind == "file":
-        try:
-            yield path, read_text(path, "source"), None
-        except InputError as e:
-            yield path, None, str(e).removeprefix(f"source {path}").lstrip(": ")
-    elif kind == "jsonl":
-        with open(path, "rb") as f:
-            f.seek(a)
-            n = 0
-            for number, line in enumerate(f):
-                if n == b:
-                    break
-                if line.strip():
-                    n += 1
-                    yield f"{path}:{a}+{number}", line.decode(errors="replace"), None
-    else:
-        import pyarrow.parquet as pq
-
-        column = pq.read_table(path, columns=["capture"]).column("capture").slice(a, b - a).to_pylist()
-        for i, text in enumerate(column):
-            yield f"{path}[{a + i}]", text, None
-
-
 # --- one host ---------------------------------------------------------------------------------------
 
 
@@ -177,14 +77,13 @@ def _field(data: dict, key: str) -> str:
     value: Any = data
     for part in {"profile": "profile.name"}.get(key, key).split("."):
         value = value.get(part) if isinstance(value, dict) else None
-    return "(not captured)" if value is None else str(value)  # a group of its own, named so
+    from hugecalc.machine.capture import printable
+
+    return "(not captured)" if value is None else printable(str(value))  # a group of its own, named so
 
 
 def host_row(row: HostRow, capture: Any, options: dict) -> dict:
     """One host's figures under the what-if, on its captured release or the one --kernel names."""
-    from hugecalc.machine.capture import captured_release
-    from hugecalc.releases import parse_release
-
     release = parse_release(options["kernel"]) if options.get("kernel") else captured_release(capture)
     return row(capture, capture.profile, release, options["what_if"])
 
@@ -216,56 +115,91 @@ def run_partition(host_figures: HostRow, items: list[tuple[str, str, int, int]],
     from hugecalc.calc import EXPLAINING
 
     token = EXPLAINING.set(False)  # a host's derivations are never printed: not built
+    # A partition's objects (parsed captures, models, rows) hold no reference cycles: reference counting
+    # frees them, and the cyclic collector's passes over the rows kept would cost a third of a host's time.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         return _run_partition(host_figures, items, options, by)
     finally:
         EXPLAINING.reset(token)
+        if collecting:
+            gc.enable()
 
 
 def _run_partition(host_figures: HostRow, items: list[tuple[str, str, int, int]], options: dict,
                    by: list[str]) -> list[dict]:
-    from pydantic import ValidationError
-
-    from hugecalc.machine.capture import CAPTURE_SCHEMA_VERSION, Capture
-
     if options.get("walks"):
         from hugecalc.calc import faults
 
         faults.kernels()  # hundreds of walks: compile (or load) them once for the whole task
     rows = []
+    profiles: list[tuple[dict, Any]] = []  # equal profiles read as one object: its figures are computed once
     for item in items:
-        for source, text, error in _captures(item):
-            row: dict = {"source": source, "host": None, "arch": None, "kernel": None, "profile": None,
-                         "error": error, "skipped": None, "group": None}
-            if text is not None:
-                try:
-                    data = json.loads(text)
-                    if not isinstance(data, dict) or data.get("kind") != "hugecalc-capture":
-                        raise InputError("not a hugecalc capture")
-                    if not isinstance(data.get("schema_version"), int) or data["schema_version"] > CAPTURE_SCHEMA_VERSION:
-                        raise InputError(f"capture schema_version {data.get('schema_version')!r} is newer than "
-                                         f"{CAPTURE_SCHEMA_VERSION}")
-                    capture = Capture.model_validate(data)
-                    row.update(host=capture.hostname, arch=capture.arch, kernel=capture.kernel,
-                               profile=capture.profile.name, group=[_field(data, k) for k in by])
-                except ValueError as e:
-                    if isinstance(e, ValidationError):
-                        row["error"] = f"damaged capture: {e.errors()[0]['msg']}"
-                    elif isinstance(e, json.JSONDecodeError):  # as --host FILE says it
-                        row["error"] = f"not a capture: not valid JSON ({e}; truncated?)"
-                    else:
-                        row["error"] = str(e)
-                except HugecalcError as e:
-                    row["error"] = str(e)
-                if row["error"] is None:
-                    try:
-                        row.update(host_row(host_figures, capture, options))
-                    except InputError as e:  # the what-if does not apply to this host (64K mTHP on 64K pages)
-                        row["skipped"] = str(e)
-                    except HugecalcError as e:
-                        row["error"] = str(e)
+        for source, text, error in captures(item):
+            row, capture = read_host(source, text, error, by, profiles)
+            if capture is not None:
+                figure_host(row, capture, host_figures, options)
             rows.append(row)
     return rows
+
+
+def read_host(source: str, text: str | None, error: str | None, by: list[str],
+              profiles: list[tuple[dict, Any]]) -> tuple[dict, Any]:
+    """One host's row as read (its error, if its capture is unreadable or damaged), and its capture."""
+    from pydantic import ValidationError
+
+    from hugecalc.machine.capture import CAPTURE_SCHEMA_VERSION
+
+    row: dict = {"source": source, "host": None, "arch": None, "kernel": None, "profile": None,
+                 "error": error, "skipped": None, "group": None}
+    if text is None:
+        return row, None
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("kind") != "hugecalc-capture":
+            raise InputError("not a hugecalc capture")
+        if not isinstance(data.get("schema_version"), int) or data["schema_version"] > CAPTURE_SCHEMA_VERSION:
+            raise InputError(f"capture schema_version {data.get('schema_version')!r} is newer than "
+                             f"{CAPTURE_SCHEMA_VERSION}")
+        capture = _validated(data, text, profiles)
+        row.update(host=capture.hostname, arch=capture.arch, kernel=capture.kernel,
+                   profile=capture.profile.name, group=[_field(data, k) for k in by])
+        return row, capture
+    except ValueError as e:
+        if isinstance(e, ValidationError):
+            row["error"] = f"damaged capture: {e.errors()[0]['msg']}"
+        elif isinstance(e, json.JSONDecodeError):  # as --host FILE says it
+            row["error"] = f"not a capture: not valid JSON ({e}; truncated?)"
+        else:
+            row["error"] = str(e)
+    except HugecalcError as e:
+        row["error"] = str(e)
+    return row, None
+
+
+def figure_host(row: dict, capture: Any, host_figures: HostRow, options: dict) -> None:
+    """A host's figures into its row: hugecalc's own work per host once the capture is read."""
+    try:
+        row.update(host_row(host_figures, capture, options))
+    except InputError as e:  # the what-if does not apply to this host (64K mTHP on 64K pages)
+        row["skipped"] = str(e)
+    except HugecalcError as e:
+        row["error"] = str(e)
+
+
+def _validated(data: dict, text: str, profiles: list[tuple[dict, Any]]) -> Any:
+    """The capture, its profile the object an earlier capture of the task with an equal one got."""
+    from hugecalc.machine.capture import Capture
+
+    raw = data.get("profile")
+    for seen, profile in profiles:
+        if raw == seen:
+            return Capture.model_validate({**data, "profile": profile}, context={"text": text})
+    capture = Capture.model_validate(data, context={"text": text})
+    if len(profiles) < 64:
+        profiles.append((raw, capture.profile))
+    return capture
 
 
 # --- many hosts ----------------------------------------------------------------------------------------
@@ -350,19 +284,22 @@ def aggregate(figures: list[str], rows: list[dict], by: list[str]) -> list[dict]
     """Per group (and in total): hosts, and sum, mean, p50, p95, p99 of each figure."""
     ok = [r for r in rows if r["error"] is None and r["skipped"] is None]
     groups: dict[tuple, list[dict]] = {}
-    for r in ok:
+    for r in ok if by else ():
         groups.setdefault(tuple(r["group"] or ()), []).append(r)
     keyed = sorted(groups.items()) if by else []
     out = []
     for key, members in keyed + [((), ok)]:
         metrics = {}
         for m in figures:
-            values = np.array([r[m] for r in members if r.get(m) is not None], dtype=np.float64)
-            if values.size == 0:
+            column = list(map(methodcaller("get", m), members))
+            if None in column:
+                column = [x for x in column if x is not None]
+            if not column:
                 continue
-            p50, p95, p99 = np.percentile(values, [50, 95, 99])
-            metrics[m] = {"sum": int(values.sum()), "mean": float(values.mean()), "p50": float(p50),
-                          "p95": float(p95), "p99": float(p99)}
+            total = sum(column)  # exact: a fleet's bytes overflow a float64's integers (2^53)
+            p50, p95, p99 = np.percentile(np.array(column, dtype=np.float64), [50, 95, 99])
+            metrics[m] = {"sum": int(total), "mean": total / len(column), "p50": float(p50), "p95": float(p95),
+                          "p99": float(p99)}
         out.append({"group": dict(zip(by, key)) if key else ({"all": "all"} if by else {}), "hosts": len(members),
                     "metrics": metrics})
     return out

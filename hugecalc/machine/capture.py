@@ -21,7 +21,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
@@ -118,10 +118,20 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _DUMPED_CONTROL = re.compile(r"\\(u00(0[0-8bcdef]|1[0-9a-f]|7f|[89][0-9a-f])|[bfr])")
 
 
-def printable(value: Any) -> Any:
+#: A control character of _CONTROL in a JSON text as read: escaped (hex in either case) or raw.
+_TEXT_CONTROL = re.compile(r"\\(u00(0[0-8bcdef]|1[0-9a-f]|7f|[89][0-9a-f])|[bfr])|[\x00-\x08\x0b-\x1f\x7f-\x9f]", re.I)
+
+
+def printable(value: Any, text: str | None = None) -> Any:
     """Every string in ``value`` with its control characters written out (``\\x1b``): text from a
-    machine (hostnames, kernel strings, process and file names) never reaches a terminal as escapes."""
-    if isinstance(value, dict):
+    machine (hostnames, kernel strings, process and file names) never reaches a terminal as escapes.
+    ``text``: the JSON text ``value`` was parsed from, searched instead of a dump of ``value``."""
+    if isinstance(value, dict) and text is not None:
+        # A JSON text escapes with a backslash; raw, only C1 characters (C0 ones are not valid JSON
+        # strings): a text with neither is clean without the (slower) search.
+        if ("\\" not in text and text.isascii()) or not _TEXT_CONTROL.search(text):
+            return value
+    elif isinstance(value, dict):
         try:
             if not _DUMPED_CONTROL.search(json.dumps(value)):
                 return value
@@ -172,8 +182,8 @@ class Capture(_Model):
 
     @model_validator(mode="before")
     @classmethod
-    def _printable(cls, data: Any) -> Any:
-        return printable(data)
+    def _printable(cls, data: Any, info: ValidationInfo) -> Any:
+        return printable(data, (info.context or {}).get("text"))
 
     def process(self, pid: int) -> Process:
         for p in self.processes:
@@ -239,6 +249,7 @@ def load_capture(path: str | os.PathLike) -> Capture:
     from hugecalc.machine.trace import is_record, read_meta
 
     path = Path(path)
+    text = None
     if is_record(str(path)):  # a record holds the machine as it was when it was made
         data = read_meta(str(path), "--host").get("capture")
     else:
@@ -254,7 +265,7 @@ def load_capture(path: str | os.PathLike) -> Capture:
         raise InputError(f"--host {path}: capture schema_version {version!r} is newer than this hugecalc reads "
                          f"({CAPTURE_SCHEMA_VERSION}): upgrade hugecalc")
     try:
-        capture = Capture.model_validate(data)
+        capture = Capture.model_validate(data, context={"text": text})
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(x) for x in err["loc"]) or "(top level)"

@@ -1,0 +1,110 @@
+"""Where a fleet's captures come from: files, folders, globs, JSON Lines and Parquet tables of
+captures, cut into partitions of a few hundred hosts (one Dask task each) and read lazily."""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+from hugecalc.errors import InputError
+
+PARTITION_HOSTS = 500
+
+
+def partitions(sources: list[str], size: int = PARTITION_HOSTS) -> list[list[tuple[str, str, int, int]]]:
+    """Cut the sources into partitions of at most ``size`` hosts: items ``(kind, path, a, b)``:
+    a JSON file (``file``), a byte range of a JSON Lines file holding ``b`` lines from offset ``a``
+    (``jsonl``), or rows ``[a, b)`` of a Parquet table (``parquet``)."""
+    items: list[tuple[str, str, int, int]] = []
+    for source in sources:
+        if any(c in source for c in "*?["):
+            paths = sorted(glob.glob(source))
+            if not paths:
+                raise InputError(f"{source}: the pattern matches no file")
+        elif os.path.isdir(source):
+            paths = [str(p) for p in sorted(Path(source).glob("*.json*")) + sorted(Path(source).glob("*.parquet"))
+                     if is_capture_name(p.name) and (p.suffix != ".parquet" or _holds_captures(str(p)))]
+            if not paths:
+                raise InputError(f"{source}: the directory holds no capture (*.json, *.jsonl, *.parquet)")
+        elif os.path.exists(source):
+            paths = [source]
+        else:
+            raise InputError(f"{source}: no such file, directory or pattern")
+        for path in paths:
+            items += _items(path, size)
+    out, current, hosts = [], [], 0
+    for item in items:
+        n = 1 if item[0] == "file" else item[3] if item[0] == "jsonl" else item[3] - item[2]
+        if current and hosts + n > size:
+            out.append(current)
+            current, hosts = [], 0
+        current.append(item)
+        hosts += n
+    if current:
+        out.append(current)
+    return out
+
+
+def is_capture_name(name: str) -> bool:
+    """A file a folder of captures holds as a host: not hidden, not a backup or an editor's copy."""
+    return not name.startswith(".") and not name.endswith(("~", ".bak", ".orig", ".swp", ".tmp"))
+
+
+def _holds_captures(path: str) -> bool:
+    """A Parquet table of captures (a 'capture' column), not hugecalc's own per-host results."""
+    import pyarrow.parquet as pq
+
+    try:
+        return "capture" in pq.read_schema(path).names
+    except Exception:  # noqa: BLE001 - not Parquet at all: read it as a host, which fails on its own
+        return True
+
+
+def _items(path: str, size: int) -> list[tuple[str, str, int, int]]:
+    if path.endswith((".jsonl", ".ndjson")):
+        items, offset, lines, start = [], 0, 0, 0
+        with open(path, "rb") as f:
+            for line in f:
+                if lines == size:
+                    items.append(("jsonl", path, start, lines))
+                    start, lines = offset, 0
+                offset += len(line)
+                lines += bool(line.strip())
+        if lines:
+            items.append(("jsonl", path, start, lines))
+        return items
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        rows = pq.ParquetFile(path).metadata.num_rows
+        return [("parquet", path, a, min(a + size, rows)) for a in range(0, rows, size)]
+    return [("file", path, 0, 1)]
+
+
+def captures(item: tuple[str, str, int, int]):
+    """(locator, capture text) for each host of an item; unreadable ones give (locator, None, error)."""
+    from hugecalc.files import read_text
+
+    kind, path, a, b = item
+    if kind == "file":
+        try:
+            yield path, read_text(path, "source"), None
+        except InputError as e:
+            yield path, None, str(e).removeprefix(f"source {path}").lstrip(": ")
+    elif kind == "jsonl":
+        with open(path, "rb") as f:
+            f.seek(a)
+            n = 0
+            for number, line in enumerate(f):
+                if n == b:
+                    break
+                if line.strip():
+                    n += 1
+                    yield f"{path}:{a}+{number}", line.decode(errors="replace"), None
+    else:
+        import pyarrow.parquet as pq
+
+        column = pq.read_table(path, columns=["capture"]).column("capture").slice(a, b - a).to_pylist()
+        for i, text in enumerate(column):
+            yield f"{path}[{a + i}]", text, None
