@@ -183,12 +183,16 @@ class Profile(Model):
 
     def span_bytes(self, name: str) -> int:
         """Bytes of address space one *entry* at level ``name`` maps."""
-        span = self.page_size
+        return self._spans[name]
+
+    @functools.cached_property
+    def _spans(self) -> dict[str, int]:
+        """Each level's entry span, computed once (a frozen profile: the calculations ask it often)."""
+        spans, span = {}, self.page_size
         for lvl in reversed(self.levels):
-            if lvl.name == name:
-                return span
+            spans[lvl.name] = span
             span *= lvl.entries
-        raise KeyError(name)
+        return spans
 
     def table_span_bytes(self, name: str) -> int:
         """Bytes of address space one *table* at level ``name`` maps."""
@@ -199,7 +203,7 @@ class Profile(Model):
         """The most physical memory this machine can have: 2^MAX_PHYSMEM_BITS."""
         return 1 << (self.phys_bits or self.bits)
 
-    @property
+    @functools.cached_property
     def pmd_size(self) -> int:
         """The kernel's PMD_SIZE: what one entry of the level above the PTE maps."""
         return self.span_bytes(self.levels[-2].name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from hugecalc.errors import InputError
 
@@ -24,6 +25,7 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+@lru_cache(maxsize=4096)  # pure: the same few sizes are parsed again and again (switch names, profiles)
 def parse_size(text: str, what: str = "size") -> int:
     """Parse a size the way the kernel's ``memparse()`` does, in bytes.
 
@@ -78,6 +80,7 @@ def fmt_bytes(n: float) -> str:
     return f"{sign}{text} {_UNITS[unit]}"
 
 
+@lru_cache(maxsize=4096)
 def fmt_size(n: int) -> str:
     """A size the way the kernel and users spell it: ``2M``, ``1G``, ``64K``, or bytes.
 

@@ -28,6 +28,9 @@ def _fmt(v: tuple[int, ...]) -> str:
     return ".".join(str(x) for x in (v if len(v) > 2 and v[2] else v[:2]))
 
 
+_HAS: dict = {}  # (release, id(rule), arch) -> (rule, whether it holds)
+
+
 @dataclass(frozen=True)
 class Release:
     """A kernel release: ``X.Y``, or a stable one ``X.Y.Z``; ``text`` is how the user gave it.
@@ -54,8 +57,15 @@ class Release:
         return self.text or _fmt(self.full if self.sublevel else self.version)
 
     def has(self, rule: Rule, arch: str | None = None) -> bool:
-        """Whether ``rule`` holds in this release (on ``arch``, for per-arch rules)."""
-        return rule.spans_for(arch).contains(self.full)
+        """Whether ``rule`` holds in this release (on ``arch``, for per-arch rules); each answer once
+        (the rule is held with it, so its id is not reused while cached)."""
+        key = (self, id(rule), arch)
+        hit = _HAS.get(key)
+        if hit is None:
+            if len(_HAS) >= 65536:
+                _HAS.clear()
+            hit = _HAS[key] = (rule, rule.spans_for(arch).contains(self.full))
+        return hit[1]
 
     def sublevel_matters(self, rule: Rule, arch: str | None = None) -> Full | None:
         """Where the sublevel is unknown and ``rule`` changed inside this stable branch: the first

@@ -276,3 +276,28 @@ def test_vmemmap_figures_per_host_are_the_host_files_sums(fleet200):
                                 "gain_bytes": sum(r.gain_bytes for r in full.rows)}, (path.name, str(release))
                 checked += bool(lean["saved_what_if_bytes"])
     assert checked > 50
+
+
+def test_mthp_figures_computed_once_for_alike_hosts_are_each_hosts_own(fleet200):
+    """fleet mthp computes the figures once for hosts alike in profile, release and THP switches: on
+    200 hosts read twice (the second time every host a hit), each row is the host's own computation."""
+    from hugecalc.cli import mthp
+    from hugecalc.calc.orders import PassShape, ThpSettings
+    from hugecalc.errors import InputError
+    from hugecalc.fleet.engine import read_host
+    from hugecalc.machine.capture import captured_release
+
+    what_if = {"shape": PassShape(), "settings": ThpSettings(enabled={64 << 10: "always"})}
+    profiles: list = []
+    hosts = [read_host(str(p), p.read_text(), None, [], profiles)[1] for p in sorted(fleet200.glob("*.json"))]
+    hosts += [read_host(str(p), p.read_text(), None, [], profiles)[1] for p in sorted(fleet200.glob("*.json"))]
+    compared = 0
+    for capture in hosts:
+        release = captured_release(capture)
+        try:
+            row = mthp._fleet_row(capture, capture.profile, release, what_if)
+        except InputError:
+            continue
+        assert row == mthp._fleet_figures(capture, capture.profile, release, what_if), capture.hostname
+        compared += 1
+    assert compared > 100  # the others' kernels have no per-size switch, or 64K is their base page

@@ -22,10 +22,11 @@ Kernel reference
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
-from hugecalc.calc import explaining
+from hugecalc.calc import explaining, per_profile
 from hugecalc.calc._jit import call
 from hugecalc.calc import faults
 from hugecalc.calc.khugepaged import KhugepagedDesign, compute_khugepaged, prepopulated_bitmaps
@@ -132,13 +133,19 @@ class Walk:
     populated_bytes: int
     tlb_entries: int
     largest_folio_bytes: int
-    folios: list[int]  # count per order
-    tables: dict[str, int]  # per counted level, top down
+    folios: tuple[int, ...]  # count per order
+    tables: MappingProxyType  # per counted level, top down (read-only: a walk is shared by the passes that repeat it)
     cont_pages: int  # the TLB's contiguous block, in pages (1: none)
 
 
 def walk(profile: Profile, release: Release, p: Pass, allowed: set[int]) -> Walk:
-    """Stage 3: run the fault walk and count the page tables the pass needs."""
+    """Stage 3: run the fault walk and count the page tables the pass needs; once per profile object,
+    release, the pass's range and touches, and the orders allowed (a sweep's or a fleet's passes repeat)."""
+    key = (walk, release, p.start, p.end, p.touch_stride, p.prepopulated_stride, p.shmem, p.access, frozenset(allowed))
+    return per_profile(profile, key, lambda: _walk(profile, release, p, allowed))
+
+
+def _walk(profile: Profile, release: Release, p: Pass, allowed: set[int]) -> Walk:
     P = pmd_order(profile)
     out_folios = np.zeros(P + 1, dtype=np.int64)
     out = np.zeros(6, dtype=np.int64)
@@ -160,8 +167,8 @@ def walk(profile: Profile, release: Release, p: Pass, allowed: set[int]) -> Walk
     for name in profile.preallocated_levels:
         tables[name] = 0  # every process has them already (preallocated_note())
     return Walk(read_faults=int(out[0]), write_faults=int(out[1]), populated_bytes=int(out[2]),
-                tlb_entries=int(out[3]), largest_folio_bytes=int(out[4]), folios=[int(c) for c in out_folios],
-                tables=tables, cont_pages=cont)
+                tlb_entries=int(out[3]), largest_folio_bytes=int(out[4]), folios=tuple(int(c) for c in out_folios),
+                tables=MappingProxyType(tables), cont_pages=cont)
 
 
 def tlb_derivation(profile: Profile, release: Release, cont: int, scope: str, where: str) -> Derivation:

@@ -266,17 +266,16 @@ def _placement_notes(profile: Profile, release: Release, shape: PassShape) -> li
 def per_size_modes(profile: Profile, settings: ThpSettings) -> tuple[dict[int, str], dict[int, str]]:
     """Every anon and shmem order's mode: as booted (the PMD size inherit, the others never), then
     the sizes ``settings`` names (transhuge.rst)."""
-    P = pmd_order(profile)
-    anon_modes = {o: "never" for o in anon_orders(profile)}
+    P, anon, files = pmd_order(profile), anon_orders(profile), file_orders(profile)
+    anon_modes = {o: "never" for o in anon}
     anon_modes[P] = "inherit"
     for size, mode in settings.enabled.items():
-        anon_modes[check_order(profile, size, anon_orders(profile), "enabled",
-                               "THP_ORDERS_ALL_ANON excludes order 1")] = mode
-    shm_modes = {o: "never" for o in file_orders(profile)}
+        anon_modes[check_order(profile, size, anon, "enabled", "THP_ORDERS_ALL_ANON excludes order 1")] = mode
+    shm_modes = {o: "never" for o in files}
     if P in shm_modes:
         shm_modes[P] = "inherit"
     for size, mode in settings.shmem_enabled.items():
-        shm_modes[check_order(profile, size, file_orders(profile), "shmem_enabled",
+        shm_modes[check_order(profile, size, files, "shmem_enabled",
                               "THP_ORDERS_ALL_FILE_DEFAULT: orders 1..MAX_PAGECACHE_ORDER")] = mode
     return anon_modes, shm_modes
 

@@ -320,11 +320,23 @@ def _plot(result: Any, params: Params) -> None:
 
 
 def _fleet_row(capture: Any, profile: Profile, release: Any, what_if: dict) -> dict:
+    from hugecalc.calc import per_profile
     from hugecalc.calc.orders import check_release_has_switches
-    from hugecalc.calc.replay import compute_now_and_what_if
 
     # A host whose kernel has no per-size switch: the what-if does not apply to it (as --host FILE says).
     check_release_has_switches(release, what_if["settings"], {"enabled": "enabled", "shmem_enabled": "shmem_enabled"})
+    # Hosts alike in what the figures read (profile, release, the THP switches; the what-if is the run's)
+    # have the same figures: computed once (settings_from_capture() reads no other capture field).
+    s, th = what_if["settings"], capture.thp
+    key = (_fleet_row, release, what_if["shape"], s.top_level, s.huge, tuple(s.enabled.items()),
+           tuple(s.shmem_enabled.items()), th.enabled, th.shmem_enabled,
+           tuple((size, modes.get("enabled"), modes.get("shmem_enabled")) for size, modes in th.sizes.items()))
+    return per_profile(profile, key, lambda: _fleet_figures(capture, profile, release, what_if)).copy()
+
+
+def _fleet_figures(capture: Any, profile: Profile, release: Any, what_if: dict) -> dict:
+    from hugecalc.calc.replay import compute_now_and_what_if
+
     r = compute_now_and_what_if(profile, release, capture, what_if["shape"], what_if["settings"])
     now, what_if = r.now, r.what_if or r.now  # no what-if: the settings now are the what-if
     return {"faults_now": now.faults, "faults_what_if": what_if.faults,
