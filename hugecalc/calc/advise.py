@@ -27,7 +27,7 @@ from functools import partial
 
 from hugecalc.calc import blocksim, oplog
 from hugecalc.calc.mthp import FolioCount, tlb_block_pages
-from hugecalc.calc.orders import ThpSettings, anon_orders, pmd_order
+from hugecalc.calc.orders import ThpSettings, anon_orders, file_orders, pmd_order
 from hugecalc.calc.switches import fewest_switches, settings_to_try, shmem_settings_to_try, sysfs_writes
 from hugecalc.calc.tables import level_row, vmpte_bytes
 from hugecalc.calc.trace import allowed_mask
@@ -121,15 +121,14 @@ def compute_advise(profile: Profile, release: Release, record, now: ThpSettings,
 
     tried = settings_to_try(profile, release, now) + [("now", now)]
     figures, allowed, replayed = replayed_all(tried)
-    shmem_note = None
+    shmem_note, parts = None, 0
     if release.has(SHMEM_MTHP) and any(not key[0] for key in replay.keys):
-        first = judged_result(profile, release, tried, figures, allowed, replayed, masks, max_bloat, max_memory,
-                              inputs={}, pid=pid, recorded_faults=0)
-        tried, figures, allowed, replayed, shmem_note = _with_shmem(profile, first.advised, tried, figures, allowed,
-                                                                    replayed, replayed_all)
+        tried, figures, allowed, replayed, parts, shmem_note = with_shmem(profile, tried, figures, allowed, replayed,
+                                                                           replayed_all)
     result = judged_result(profile, release, tried, figures, allowed, replayed, masks, max_bloat, max_memory,
                            inputs={"trace": record.meta.get("path"), "pid": pid, "max_bloat": max_bloat,
-                                   "max_memory": max_memory}, pid=pid, recorded_faults=record.faults)
+                                   "max_memory": max_memory}, pid=pid, recorded_faults=record.faults,
+                           also_tried=parts)
     if shmem_note:
         result.notes.append(shmem_note)
     if coupled:
@@ -142,9 +141,10 @@ def compute_advise(profile: Profile, release: Release, record, now: ThpSettings,
 def judged_result(profile: Profile, release: Release, tried: list, figures: list[dict], allowed: np.ndarray,
                   replayed: int, mask_of: Callable[[ThpSettings], list[int]], max_bloat: float | None,
                   max_memory: int | None, inputs: dict, pid: int, recorded_faults: int,
-                  source: str = "the record") -> AdviseResult:
+                  source: str = "the record", also_tried: int = 0) -> AdviseResult:
     """Every tried setting's figures judged: the distinct outcomes, the front, the advice within the
-    budget, and the writes that apply it (``mask_of``: a setting's allowed orders per key)."""
+    budget, and the writes that apply it (``mask_of``: a setting's allowed orders per key;
+    ``also_tried``: settings replayed to find the ones tried, not judged themselves)."""
     candidates, now_label = _judge(profile, tried, dict(enumerate(figures)), max_bloat, max_memory)
     best = _advised(candidates)
     apply, undo = [], []
@@ -159,7 +159,9 @@ def judged_result(profile: Profile, release: Release, tried: list, figures: list
     space = ("every subset of " + ", ".join(fmt_size(profile.page_size << o) for o in anon_orders(profile))
              + ", all always or all madvise" if release.has(MTHP_ANON)
              else f"the top-level switch: kernel {release} has no per-size switch")
-    notes = [f"{len(tried) - 1} settings tried ({space}), and the settings at the time; {replayed} replayed (each "
+    notes = [f"{len(tried) - 1 + also_tried:,} settings tried ({space}"
+             + (", with the shmem switches as below" if also_tried else "") + f"), and the settings at the time; "
+             f"{replayed:,} replayed (each "
              f"other one allows the same orders where {source}'s faults used them, and no more: it replays the "
              f"same), {len(candidates)} distinct outcomes", "bloat is against base pages (the setting 'none'); TLB entries, page tables and memory are "
              "the process's at the end"]
@@ -167,22 +169,51 @@ def judged_result(profile: Profile, release: Release, tried: list, figures: list
         notes.append("no setting meets the budget (" + ", ".join(budget) + "): the least memory is "
                      + min(candidates, key=lambda c: c.populated_bytes).label)
     return AdviseResult(profile=profile.name, kernel=str(release), pid=pid, recorded_faults=recorded_faults,
-                        tried=len(tried) - 1, now=now_label, advised=best.label if best else None, apply=apply,
+                        tried=len(tried) - 1 + also_tried, now=now_label, advised=best.label if best else None, apply=apply,
                         undo=undo, candidates=candidates, notes=notes,
                         explain=[_why(c, candidates, best) for c in candidates], inputs=inputs)
 
 
-def _with_shmem(profile: Profile, advised: str | None, tried: list, figures: list, allowed: np.ndarray, replayed: int,
+def with_shmem(profile: Profile, tried: list, figures: list, allowed: np.ndarray, replayed: int,
                 replayed_all: Callable) -> tuple:
-    """The per-size shmem_enabled switches searched with the anonymous setting the first search
-    advises, joined to it: (tried, figures, allowed, replayed, a note)."""
-    base = dict(tried).get(advised or "now")
-    more = shmem_settings_to_try(profile, advised or "now", base)
-    figures2, allowed2, replayed2 = replayed_all(more)
-    note = (f"the record maps anonymous shmem: also tried, with the anonymous setting '{advised or 'now'}', every "
-            "subset of its shmem sizes (per-size shmem_enabled), all always or all advise")
-    return (tried[:-1] + more + tried[-1:], figures[:-1] + figures2 + figures[-1:],
-            np.concatenate([allowed[:-1], allowed2, allowed[-1:]]), replayed + replayed2, note)
+    """The anonymous and the per-size shmem switches searched together: (tried, figures, allowed,
+    replayed, the settings replayed for the parts' fronts, a note).
+
+    The process's anonymous and shmem mappings add up: a fault's folio depends on its own VMA's
+    switches only (alloc_anon_folio() and shmem_alloc_and_add_folio() take orders that fit the VMA, so
+    a PMD block two VMAs share keeps its PTE table either way), and the upper tables follow the pages
+    touched, whatever their folios.  So memory, faults, TLB entries and page tables of a pairing are the
+    sums of its two parts', and its largest fault the larger part's: a pairing with a part off its own
+    front is beaten by the same pairing with the part that beats it.  Each part's front is found with
+    the other part at base pages; every pairing of the two fronts is then replayed as it is."""
+    none = tried[0][1]  # "none": every anonymous size never (the first setting tried)
+    shmem_none = {s: "never" for s in (profile.page_size << o for o in file_orders(profile))}
+    anon = [(label, s.model_copy(update={"shmem_enabled": shmem_none})) for label, s in tried[:-1]]
+    shmem = [("none", none.model_copy(update={"shmem_enabled": shmem_none}))] + \
+        shmem_settings_to_try(profile, "none", none)
+    figures_a, _, replayed_a = replayed_all(anon)
+    figures_s, _, replayed_s = replayed_all(shmem)
+    pairs = [(f"{a_label}, shmem {s_label.removeprefix('none, shmem ')}",
+              a.model_copy(update={"shmem_enabled": s.shmem_enabled}))
+             for a_label, a in (anon[i] for i in _front(figures_a)) for s_label, s in (shmem[j] for j in _front(figures_s))]
+    figures_p, allowed_p, replayed_p = replayed_all(pairs)
+    note = (f"the record maps anonymous shmem: the anonymous and the shmem switches were searched together: each "
+            f"part's settings with the other at base pages ({len(anon):,} and {len(shmem):,}), then every pairing of "
+            f"the two parts' fronts ({len(pairs):,}): the parts add up, so a pairing with a part off its front is "
+            "beaten by one on it")
+    return (tried[:-1] + pairs + tried[-1:], figures[:-1] + figures_p + figures[-1:],
+            np.concatenate([allowed[:-1], allowed_p, allowed[-1:]]), replayed + replayed_a + replayed_s + replayed_p,
+            len(anon) + len(shmem), note)
+
+
+def _front(figures: list[dict]) -> list[int]:
+    """The settings no other beats on every judged figure (one per distinct outcome, the first)."""
+    seen: dict[tuple, int] = {}
+    for i, f in enumerate(figures):
+        seen.setdefault(tuple(f[k] for k in JUDGED), i)
+    rows = list(seen.items())
+    return [i for key, i in rows if not any(all(o <= k for o, k in zip(other, key)) and other != key
+                                            for other, _ in rows)]
 
 
 def search(allowed: np.ndarray, run: Callable[[list[int]], list[dict]], batch: int) -> tuple[list[dict], int]:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from hugecalc.calc.advise import AdviseResult, figures_of, judged_result, search
+from hugecalc.calc.advise import AdviseResult, figures_of, judged_result, search, with_shmem
 from hugecalc.calc.switches import settings_to_try
 from hugecalc.calc.orders import PassShape, ThpSettings, allowed_orders, anon_orders, pass_settings
 from hugecalc.calc.replay import UFFD_FLAGS, replay, snapshot_bound
 from hugecalc.errors import InputError
 from hugecalc.machine.capture import REPLAYED_KINDS
 from hugecalc.profiles import Profile
-from hugecalc.releases import Release
+from hugecalc.releases import SHMEM_MTHP, Release
 
 
 def compute_advise_snapshot(profile: Profile, release: Release, pid: int, comm: str, present: list,
@@ -42,29 +42,39 @@ def compute_advise_snapshot(profile: Profile, release: Release, pid: int, comm: 
     vmas = [v for v in present if REPLAYED_KINDS.get(v.kind) and v.kernel_page_bytes == profile.page_size]
     if not any(int((v.ends - v.starts).sum()) for v in vmas):
         raise InputError(f"process {pid} has no anonymous or shmem page present: nothing to advise", field="pid")
+    def replayed_all(tried: list) -> tuple[list[dict], np.ndarray, int]:
+        allowed = np.array([[_mask(profile, release, s, v, disabled) for v in vmas] for _, s in tried],
+                           dtype=np.int64).reshape(len(tried), len(vmas))
+
+        def run(batch: list[int]) -> list[dict]:
+            out = []
+            for i in batch:
+                r = replay(profile, release, present, tried[i][1], tried[i][0], disabled)
+                folios = {f.size_bytes: f.count for f in r.folios}
+                largest = max(folios, default=profile.page_size)
+                used = sum(1 << (s // profile.page_size).bit_length() - 1 for s in folios if s > profile.page_size)
+                out.append(figures_of(profile, r.populated_bytes, r.faults, r.tlb_entries, r.page_table_bytes,
+                                      largest, folios, used))
+            return out
+
+        figures, replayed = search(allowed, run, 1)
+        return figures, allowed, replayed
+
     tried = settings_to_try(profile, release, now) + [("now", now)]
-    allowed = np.array([[_mask(profile, release, s, v, disabled) for v in vmas] for _, s in tried],
-                       dtype=np.int64).reshape(len(tried), len(vmas))
-
-    def run(batch: list[int]) -> list[dict]:
-        out = []
-        for i in batch:
-            r = replay(profile, release, present, tried[i][1], tried[i][0], disabled)
-            folios = {f.size_bytes: f.count for f in r.folios}
-            largest = max(folios, default=profile.page_size)
-            used = sum(1 << (s // profile.page_size).bit_length() - 1 for s in folios if s > profile.page_size)
-            out.append(figures_of(profile, r.populated_bytes, r.faults, r.tlb_entries, r.page_table_bytes,
-                                  largest, folios, used))
-        return out
-
-    figures, replayed = search(allowed, run, 1)
+    figures, allowed, replayed = replayed_all(tried)
+    parts, shmem_note = 0, None
+    if release.has(SHMEM_MTHP) and any(REPLAYED_KINDS[v.kind] == "shmem" for v in vmas):
+        tried, figures, allowed, replayed, parts, shmem_note = with_shmem(profile, tried, figures, allowed, replayed,
+                                                                          replayed_all)
     result = judged_result(profile, release, tried, figures, allowed, replayed,
                            lambda s: [_mask(profile, release, s, v, disabled) for v in vmas], max_bloat, max_memory,
                            source="the snapshot",
                            inputs={"pid": pid, "max_bloat": max_bloat, "max_memory": max_memory},
-                           pid=pid, recorded_faults=0)
+                           pid=pid, recorded_faults=0, also_tried=parts)
     result.notes[:0] = [f"process {pid} ({comm}) replayed from a snapshot of its present pages",
                         snapshot_bound(present, profile.page_size)]
+    if shmem_note:
+        result.notes.append(shmem_note.replace("the record maps", "the process maps"))
     return result
 
 
