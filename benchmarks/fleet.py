@@ -12,6 +12,7 @@ HUGECALC_FLEET_HOSTS overrides the number of hosts (default 100000).
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -76,27 +77,31 @@ def own_time(command: str, args: list[str], source: str) -> tuple[float, float, 
 
         faults.kernels()
     figures = list(next(s for s in specs() if s.name == command).fleet.figures)
-    items = [item for part in engine.partitions([source]) for item in part]
+    parts = engine.partitions([source])
     EXPLAINING.set(False)
     best = [float("inf")] * 3
     for _ in range(3):
+        read = own = 0.0
+        rows: list[dict] = []
         gc.disable()  # as run_partition does
-        profiles: list = []
-        start = time.perf_counter()
-        hosts = [engine.read_host(src, text, error, [], profiles) for item in items
-                 for src, text, error in engine.captures(item)]
-        read = time.perf_counter() - start
-        start = time.perf_counter()
-        for r, capture in hosts:
-            if capture is not None:
-                engine.figure_host(r, capture, row, options)
-        own = time.perf_counter() - start
-        start = time.perf_counter()
-        engine.aggregate(figures, [r for r, _ in hosts], [])
-        agg = time.perf_counter() - start
+        for part in parts:  # a partition at a time, as the engine streams them
+            profiles: list = []
+            start = time.perf_counter()
+            hosts = [engine.read_host(src, text, error, [], profiles) for item in part
+                     for src, text, error in engine.captures(item)]
+            read += time.perf_counter() - start
+            start = time.perf_counter()
+            for r, capture in hosts:
+                if capture is not None:
+                    engine.figure_host(r, capture, row, options)
+            own += time.perf_counter() - start
+            rows += [r for r, _ in hosts]
+            del hosts
         gc.enable()
+        start = time.perf_counter()
+        engine.aggregate(figures, rows, [])
+        agg = time.perf_counter() - start
         best = [min(b, t) for b, t in zip(best, (read, own, agg))]
-        del hosts
     return tuple(best)
 
 
@@ -110,14 +115,7 @@ def main() -> int:
         print(f"fleet: {HOSTS:,} synthetic hosts, {os.path.getsize(source) / 2**20:,.0f} MiB of JSON Lines "
               f"(written in {t:.1f} s)")
         for command, args in WHAT_IFS.items():
-            read, figures, agg = own_time(command, args[1:], source)
-            own = (figures + agg) / HOSTS * 1e6
-            ok = own <= OWN_US_TARGET
-            missed += not ok
-            print(f"  fleet {' '.join(args)}\n"
-                  f"    reading the captures     {read / HOSTS * 1e6:>8.1f} us/host  (read, parsed and validated)\n"
-                  f"    hugecalc's own time      {own:>8.1f} us/host  (figures {figures / HOSTS * 1e6:.1f} + "
-                  f"aggregation {agg / HOSTS * 1e6:.1f}; target <= {OWN_US_TARGET:g}: {'ok' if ok else 'MISSED'})")
+            print(f"  fleet {' '.join(args)}")
             t0, rss = timed([HUGECALC, "fleet", command, source, *args[1:], "--json"])
             print(f"    in-process           {HOSTS / t0:>8,.0f} hosts/s  {t0:6.1f} s  peak RSS {rss:,.0f} MB")
             with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -131,8 +129,22 @@ def main() -> int:
             missed += not ok
             print(f"    2 workers vs in-process: {t0 / t:.2f}x (target >= {CLUSTER_TARGET}: "
                   f"{'ok' if ok else 'MISSED'})")
+            # In a process of its own: a child's peak RSS starts from its parent's (fork, then exec).
+            out = subprocess.run([sys.executable, __file__, "--own", command, source], check=True,
+                                 capture_output=True, text=True).stdout
+            read, figures, agg = json.loads(out.splitlines()[-1])
+            own = (figures + agg) / HOSTS * 1e6
+            ok = own <= OWN_US_TARGET
+            missed += not ok
+            print(f"    reading the captures     {read / HOSTS * 1e6:>8.1f} us/host  (read, parsed and validated)\n"
+                  f"    hugecalc's own time      {own:>8.1f} us/host  (figures {figures / HOSTS * 1e6:.1f} + "
+                  f"aggregation {agg / HOSTS * 1e6:.1f}; target <= {OWN_US_TARGET:g}: {'ok' if ok else 'MISSED'})")
     return missed
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--own"]:
+        command, source = sys.argv[2:4]
+        print(json.dumps(own_time(command, WHAT_IFS[command][1:], source)))
+        sys.exit(0)
     sys.exit(main())
