@@ -17,7 +17,7 @@ run: $(STAMP)
 # The tests that leave the machine alone run in parallel (one worker per core); the experiments on
 # the running kernel (marked root) run after them, one at a time, and only when asked.
 test: $(STAMP)
-	$(PY) -m pytest -n auto -m "not root"
+	$(PY) -m pytest -n auto --dist worksteal -m "not root"
 	@if [ -n "$$HUGECALC_KERNEL_TESTS" ]; then $(PY) -m pytest -m root; fi
 
 # Also the experiments on the running kernel (root): they change THP/HVO settings and allocate

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import gzip
+import errno
 import os
 import platform
 import socket
@@ -272,6 +273,17 @@ def smaps(pid: int, page: int, option: str = "--pids") -> list[dict]:
 
 
 def capture_process(pid: int, page: int, user_va: int, option: str = "--pids") -> Process:
+    try:
+        return _capture_process(pid, page, user_va, option)
+    except (HostError, OSError) as e:
+        cause = e if isinstance(e, OSError) else e.__cause__
+        exited = isinstance(cause, OSError) and cause.errno in (errno.ESRCH, errno.ENOENT)  # a zombie: ESRCH
+        if not exited and (kernelfs.PROC / str(pid)).exists():
+            raise
+        raise InputError(f"{option} {pid}: the process went away while it was read") from None
+
+
+def _capture_process(pid: int, page: int, user_va: int, option: str) -> Process:
     vmas = []
     for v in smaps(pid, page, option):
         if v["start"] >= user_va:
