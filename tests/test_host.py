@@ -305,16 +305,16 @@ def test_pids_all_holds_while_processes_come_and_go(run):
         while not stop.is_set():
             # many short lives with large mappings: a capture is likely reading one as it exits
             procs = [subprocess.Popen(["sleep", "0.0" + str(i)]) for i in range(1, 10)]
-            subprocess.run([sys.executable, "-c", "import mmap; m = mmap.mmap(-1, 1 << 26, flags=mmap.MAP_PRIVATE);"
-                            "m.write(bytes(1 << 26))"])
+            subprocess.run([sys.executable, "-c", "import mmap; m = mmap.mmap(-1, 1 << 25, flags=mmap.MAP_PRIVATE);"
+                            "m.write(bytes(1 << 25))"])
             for p in procs:
                 p.wait()
 
-    threads = [threading.Thread(target=churn) for _ in range(3)]
+    threads = [threading.Thread(target=churn) for _ in range(2)]
     for t in threads:
         t.start()
     try:
-        for _ in range(6):
+        for _ in range(5):
             r = run("host", "--pids", "all", "--json")
             assert r.exit_code == 0 and r.json["processes"], r.stderr
     finally:

@@ -17,7 +17,7 @@ from hugecalc.units import fmt_bytes, fmt_size
 def _pids(text: str | None) -> list[int] | None:
     if text is None:
         return None
-    from hugecalc.machine.snapshot import all_pids
+    from hugecalc.machine.processes import all_pids
 
     if text.strip() == "all":
         return all_pids()

@@ -47,7 +47,7 @@ def command_line(pid: int) -> list[str]:
 def initial_rows(pid: int, page: int, user_va: int, t_ns: int) -> tuple[list[tuple], object]:
     """The process as it stands: its mappings and present pages as record rows at ``t_ns``, and
     the snapshot they came from."""
-    from hugecalc.machine.snapshot import capture_process, smaps
+    from hugecalc.machine.processes import capture_process, smaps
 
     prot = {v["start"]: ("rd" in v["flags"]) | ("wr" in v["flags"]) << 1 | ("ex" in v["flags"]) << 2
             for v in smaps(pid, page, "--pid")}

@@ -152,7 +152,7 @@ def uffd_ranges(t_ns: int, tgid: int, tid: int) -> list[tuple]:
     """The process's userfaultfd-registered mappings (VmFlags um, uw, ui in /proc/PID/smaps), read as
     an UFFDIO_(UN)REGISTER is parsed, a few milliseconds after it: the registration's range is in the
     program's memory, which no tracepoint shows."""
-    from hugecalc.machine.snapshot import smaps
+    from hugecalc.machine.processes import smaps
 
     try:
         vmas = smaps(tgid, os.sysconf("SC_PAGESIZE"))
