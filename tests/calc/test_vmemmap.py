@@ -204,6 +204,8 @@ def test_agrees_with_reference(name, size, sp):
     kernel=st.sampled_from(["5.14", "5.18", "6.7", "6.18"]),
 )
 def test_split_and_saving_properties(hugepages, size, layout, kernel):
+    if size == G:  # the reference walks 4,096 vmemmap pages a 1G hugepage: 64 of them are 16 vmemmap PMDs
+        hugepages = hugepages % 64 + 1
     p = load_profile("x86-64")
     r = row(p, kernel, size, hugepage_count=hugepages, layout=layout)
     nr = size // 4096
