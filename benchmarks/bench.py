@@ -253,5 +253,6 @@ if __name__ == "__main__":
     from fleet import main as fleet_main  # benchmarks/fleet.py
     from record import main as record_main  # benchmarks/record.py
 
-    status = record_main() or status
-    sys.exit(status or fleet_main())
+    status = record_main() or status  # every part runs, whatever an earlier one missed
+    status = fleet_main() or status
+    sys.exit(1 if status else 0)
