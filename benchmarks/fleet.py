@@ -99,7 +99,8 @@ def own_time(command: str, args: list[str], source: str) -> tuple[float, float, 
             del hosts
         gc.enable()
         start = time.perf_counter()
-        engine.aggregate(figures, rows, [])
+        kept = engine.Hosts(figures).add(rows)  # as run() keeps each partition's rows when they come
+        engine.aggregate(figures, kept, [])
         agg = time.perf_counter() - start
         best = [min(b, t) for b, t in zip(best, (read, own, agg))]
     return tuple(best)
@@ -138,7 +139,7 @@ def main() -> int:
             missed += not ok
             print(f"    reading the captures     {read / HOSTS * 1e6:>8.1f} us/host  (read, parsed and validated)\n"
                   f"    hugecalc's own time      {own:>8.1f} us/host  (figures {figures / HOSTS * 1e6:.1f} + "
-                  f"aggregation {agg / HOSTS * 1e6:.1f}; target <= {OWN_US_TARGET:g}: {'ok' if ok else 'MISSED'})")
+                  f"keeping and aggregating {agg / HOSTS * 1e6:.1f}; target <= {OWN_US_TARGET:g}: {'ok' if ok else 'MISSED'})")
     return missed
 
 

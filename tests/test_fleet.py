@@ -219,8 +219,9 @@ def test_a_hung_or_lost_worker_costs_only_its_hosts(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "partitions", lambda s: cut(s, 1))  # one host a task
     with dask_config(distributed), distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=True,
                                                             dashboard_address=":0") as cluster:
-        rows = engine.run(_hangs_or_dies, sources, {"what_if": {}}, [], cluster.scheduler_address, timeout=5)
-    by = {Path(r["source"]).stem: r for r in rows}
+        hosts = engine.run(_hangs_or_dies, sources, {"what_if": {}}, [], cluster.scheduler_address, timeout=5,
+                           figures=["hugepages"], keep_rows=True)
+    by = {Path(r["source"]).stem: r for r in hosts.rows}
     assert by["a"]["error"] is None and by["b"]["error"] is None and by["a"]["hugepages"] == 1
     assert "no result within 5 s" in by["x-hang"]["error"]
     assert "the cluster lost this task" in by["y-die"]["error"]
@@ -243,12 +244,13 @@ def test_timeout_needs_a_cluster(run, synthetic):
 
 def test_sums_are_exact_beyond_a_float64s_integers():
     """A fleet's bytes add up past 2^53: the sum is an exact integer, not a float64's rounding."""
-    from hugecalc.fleet.engine import aggregate
+    from hugecalc.fleet.engine import Hosts, aggregate
 
-    rows = [{"error": None, "skipped": None, "group": None, "saved_bytes": v} for v in (1 << 60, 1, None, 3)]
-    [total] = aggregate(["saved_bytes"], rows, [])
-    assert total["hosts"] == 4 and total["metrics"]["saved_bytes"]["sum"] == (1 << 60) + 4
-    assert total["metrics"]["saved_bytes"]["p50"] == 3.0
+    rows = [{"source": "x", "error": None, "skipped": None, "group": None, "saved_bytes": v}
+            for v in (1 << 60, 1, None, 3, 1 << 62)]
+    [total] = aggregate(["saved_bytes"], Hosts(["saved_bytes"]).add(rows), [])
+    assert total["hosts"] == 5 and total["metrics"]["saved_bytes"]["sum"] == (1 << 60) + (1 << 62) + 4
+    assert total["metrics"]["saved_bytes"]["p50"] == 3.0 + ((1 << 60) - 3) / 2  # of the 4 with a value
 
 
 def test_vmemmap_figures_per_host_are_the_host_files_sums(fleet200):

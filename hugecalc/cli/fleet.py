@@ -103,27 +103,26 @@ def _run(spec: Spec, params: Params) -> None:
         bar.start()
         progress = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
     try:
-        rows = engine.run(spec.fleet.row, list(v["sources"]), options, list(v["by"]), v["scheduler"], progress,
-                          v["timeout"])
+        hosts = engine.run(spec.fleet.row, list(v["sources"]), options, list(v["by"]), v["scheduler"], progress,
+                           v["timeout"], figures=list(spec.fleet.figures), keep_rows=bool(v["output"]))
     finally:
         if progress:
             bar.stop()
-    if rows and all(r["skipped"] for r in rows):  # a what-if no host can take is bad input
+    if hosts.count and len(hosts.skipped) == hosts.count:  # a what-if no host can take is bad input
         from collections import Counter
 
-        reason, n = Counter(r["skipped"] for r in rows).most_common(1)[0]
-        raise InputError(f"the what-if applies to none of the {len(rows):,} hosts: {reason} ({n:,} of them)")
+        reason, n = Counter(s["reason"] for s in hosts.skipped).most_common(1)[0]
+        raise InputError(f"the what-if applies to none of the {hosts.count:,} hosts: {reason} ({n:,} of them)")
     figures = list(spec.fleet.figures)
-    groups = engine.aggregate(figures, rows, list(v["by"]))
-    failed = [{"source": r["source"], "error": r["error"]} for r in rows if r["error"] is not None]
-    skipped = [{"source": r["source"], "reason": r["skipped"]} for r in rows if r["skipped"] is not None]
+    groups = engine.aggregate(figures, hosts, list(v["by"]))
+    failed, skipped = hosts.failed, hosts.skipped
     if v["output"]:
-        engine.write_parquet(v["output"], rows, v["force"])
+        engine.write_parquet(v["output"], hosts.rows, v["force"])
     result = FleetResult(command=f"fleet {spec.name}", profile="per host (captured)",
                          kernel=v["kernel"] or "per host (captured)",
                          inputs={"sources": list(v["sources"]), "by": list(v["by"]), "kernel": v["kernel"],
                                  "scheduler": v["scheduler"], "what_if": _shown(what_if)},
-                         hosts=len(rows) - len(failed) - len(skipped), hosts_failed=len(failed), failed=failed,
+                         hosts=hosts.count - len(failed) - len(skipped), hosts_failed=len(failed), failed=failed,
                          hosts_skipped=len(skipped), skipped=skipped, groups=groups,
                          explain=engine.derivations(spec.fleet.figures, spec.fleet.rule, groups))
     emit(result, v["as_json"], v["explain"],
