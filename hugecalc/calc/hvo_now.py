@@ -117,7 +117,8 @@ def hvo_now_figures(profile: Profile, release: Release, pools: list[tuple[int, i
             hugepages += count
             saved_if = rule.saved_bytes(count - self_hosted)
             what_if += saved_if
-            now += saved_if if hvo_now == 1 and rule.optimizable else 0
+            if hvo_now == 1 and rule.reason is None:
+                now += saved_if
     return {"pool_bytes": pool_bytes, "hugepages": hugepages, "saved_now_bytes": now,
             "saved_what_if_bytes": what_if, "gain_bytes": what_if - now}
 
