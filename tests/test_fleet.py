@@ -281,8 +281,10 @@ def test_vmemmap_figures_per_host_are_the_host_files_sums(fleet200):
 
 
 def test_mthp_figures_computed_once_for_alike_hosts_are_each_hosts_own(fleet200):
-    """fleet mthp computes the figures once for hosts alike in profile, release and THP switches: on
-    200 hosts read twice (the second time every host a hit), each row is the host's own computation."""
+    """fleet mthp computes figures only (calc.mthp.pass_figures), once for hosts alike in profile,
+    release and THP switches: on 200 hosts read twice (the second time every host a hit), each row is
+    what `mthp --host FILE` computes for the host (compute_now_and_what_if)."""
+    from hugecalc.calc.replay import compute_now_and_what_if
     from hugecalc.cli import mthp
     from hugecalc.calc.orders import PassShape, ThpSettings
     from hugecalc.errors import InputError
@@ -300,6 +302,11 @@ def test_mthp_figures_computed_once_for_alike_hosts_are_each_hosts_own(fleet200)
             row = mthp._fleet_row(capture, capture.profile, release, what_if)
         except InputError:
             continue
-        assert row == mthp._fleet_figures(capture, capture.profile, release, what_if), capture.hostname
+        r = compute_now_and_what_if(capture.profile, release, capture, what_if["shape"], what_if["settings"])
+        now, then = r.now, r.what_if or r.now
+        assert row == {"faults_now": now.faults, "faults_what_if": then.faults,
+                       "populated_now_bytes": now.populated_bytes, "populated_what_if_bytes": then.populated_bytes,
+                       "page_table_now_bytes": now.page_table_bytes, "page_table_what_if_bytes": then.page_table_bytes,
+                       "tlb_now": now.tlb_entries, "tlb_what_if": then.tlb_entries}, capture.hostname
         compared += 1
     assert compared > 100  # the others' kernels have no per-size switch, or 64K is their base page

@@ -268,6 +268,23 @@ def pass_inputs(profile: Profile, shape: PassShape, p: Pass) -> dict:
     }
 
 
+def _stages(profile: Profile, release: Release, shape: PassShape, settings: ThpSettings,
+            notes: list[str]) -> tuple[Pass, set[int], str, Walk, list]:
+    """Stages 1 to 3 and the page-table rows: the pass, the orders allowed and why, the walk."""
+    p = pass_settings(profile, release, shape, settings, notes)
+    allowed, why = allowed_orders(profile, release, p, notes)
+    w = walk(profile, release, p, allowed)
+    return p, allowed, why, w, [level_row(profile, release, name, n) for name, n in w.tables.items()]
+
+
+def pass_figures(profile: Profile, release: Release, shape: PassShape, settings: ThpSettings) -> dict[str, int]:
+    """A pass's faults, populated memory, page tables and TLB entries as ``compute_mthp`` gives them,
+    without building its result (a fleet's hosts: a few of these in microseconds)."""
+    _, _, _, w, rows = _stages(profile, release, shape, settings, [])
+    return {"faults": w.read_faults + w.write_faults, "populated_bytes": w.populated_bytes,
+            "page_table_bytes": vmpte_bytes(profile, rows), "tlb_entries": w.tlb_entries}
+
+
 def compute_mthp(profile: Profile, release: Release, shape: PassShape = PassShape(),
                  settings: ThpSettings = ThpSettings(), khugepaged: KhugepagedScan | None = None) -> MthpResult:
     """Faults, folios, TLB entries and page tables of one pass over a VMA.
@@ -280,12 +297,9 @@ def compute_mthp(profile: Profile, release: Release, shape: PassShape = PassShap
     ``shmem_allowable_huge_orders()`` (mm/shmem.c).
     """
     notes: list[str] = []
-    p = pass_settings(profile, release, shape, settings, notes)
-    allowed, why = allowed_orders(profile, release, p, notes)
-    w = walk(profile, release, p, allowed)
+    p, allowed, why, w, rows = _stages(profile, release, shape, settings, notes)
     # Stage 4: the counts.
     page = profile.page_size
-    rows = [level_row(profile, release, name, n) for name, n in w.tables.items()]
     touched = stride_blocks(p.start, (p.end - 1 - p.start) // p.touch_stride + 1, p.touch_stride, page) * page
     clear_s = w.largest_folio_bytes / (profile.costs.clear_gib_per_s * (1 << 30))
     if profile.preallocated_levels:

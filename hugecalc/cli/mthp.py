@@ -335,14 +335,20 @@ def _fleet_row(capture: Any, profile: Profile, release: Any, what_if: dict) -> d
 
 
 def _fleet_figures(capture: Any, profile: Profile, release: Any, what_if: dict) -> dict:
-    from hugecalc.calc.replay import compute_now_and_what_if
+    """The pass under the capture's settings now and under the what-if, as ``compute_now_and_what_if``
+    gives them (``mthp --host FILE``), figures only."""
+    from hugecalc.calc.mthp import pass_figures
+    from hugecalc.calc.replay import settings_from_capture
 
-    r = compute_now_and_what_if(profile, release, capture, what_if["shape"], what_if["settings"])
-    now, what_if = r.now, r.what_if or r.now  # no what-if: the settings now are the what-if
-    return {"faults_now": now.faults, "faults_what_if": what_if.faults,
-            "populated_now_bytes": now.populated_bytes, "populated_what_if_bytes": what_if.populated_bytes,
-            "page_table_now_bytes": now.page_table_bytes, "page_table_what_if_bytes": what_if.page_table_bytes,
-            "tlb_now": now.tlb_entries, "tlb_what_if": what_if.tlb_entries}
+    now_settings, _ = settings_from_capture(capture)
+    what_if_settings = now_settings.with_overrides(what_if["settings"])
+    now = pass_figures(profile, release, what_if["shape"], now_settings)
+    then = now if what_if_settings == now_settings else pass_figures(profile, release, what_if["shape"],
+                                                                        what_if_settings)
+    return {"faults_now": now["faults"], "faults_what_if": then["faults"],
+            "populated_now_bytes": now["populated_bytes"], "populated_what_if_bytes": then["populated_bytes"],
+            "page_table_now_bytes": now["page_table_bytes"], "page_table_what_if_bytes": then["page_table_bytes"],
+            "tlb_now": now["tlb_entries"], "tlb_what_if": then["tlb_entries"]}
 
 
 FLEET_FIGURES = ("faults_now", "faults_what_if", "populated_now_bytes", "populated_what_if_bytes",
