@@ -28,9 +28,6 @@ def _fmt(v: tuple[int, ...]) -> str:
     return ".".join(str(x) for x in (v if len(v) > 2 and v[2] else v[:2]))
 
 
-_HAS: dict = {}  # (release, id(rule), arch) -> (rule, whether it holds)
-
-
 @dataclass(frozen=True)
 class Release:
     """A kernel release: ``X.Y``, or a stable one ``X.Y.Z``; ``text`` is how the user gave it.
@@ -57,15 +54,8 @@ class Release:
         return self.text or _fmt(self.full if self.sublevel else self.version)
 
     def has(self, rule: Rule, arch: str | None = None) -> bool:
-        """Whether ``rule`` holds in this release (on ``arch``, for per-arch rules); each answer once
-        (the rule is held with it, so its id is not reused while cached)."""
-        key = (self, id(rule), arch)
-        hit = _HAS.get(key)
-        if hit is None:
-            if len(_HAS) >= 65536:
-                _HAS.clear()
-            hit = _HAS[key] = (rule, rule.spans_for(arch).contains(self.full))
-        return hit[1]
+        """Whether ``rule`` holds in this release (on ``arch``, for per-arch rules)."""
+        return _holds(self, rule, arch)
 
     def sublevel_matters(self, rule: Rule, arch: str | None = None) -> Full | None:
         """Where the sublevel is unknown and ``rule`` changed inside this stable branch: the first
@@ -120,7 +110,7 @@ class _Spans(tuple):
         return ", ".join(str(s) for s in self) or "no release"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one object per rule: hashed by identity, so answers about it are cached
 class Rule:
     """A release-dependent kernel behaviour and where it is stated."""
 
@@ -133,6 +123,11 @@ class Rule:
         if self.per_arch is None:
             return _Spans(self.spans)
         return _Spans(self.per_arch.get(arch or "", ()))
+
+
+@lru_cache(maxsize=65536)  # each answer once: the calculations ask the same few again and again
+def _holds(release: Release, rule: Rule, arch: str | None) -> bool:
+    return rule.spans_for(arch).contains(release.full)
 
 
 def unconfirmed_notes(release: Release, rules: list[tuple[Rule, str | None]]) -> list[str]:

@@ -175,7 +175,7 @@ def judged_result(profile: Profile, release: Release, tried: list, figures: list
 
 
 def with_shmem(profile: Profile, tried: list, figures: list, allowed: np.ndarray, replayed: int,
-                replayed_all: Callable) -> tuple:
+               replayed_all: Callable, holder: str = "the record") -> tuple:
     """The anonymous and the per-size shmem switches searched together: (tried, figures, allowed,
     replayed, the settings replayed for the parts' fronts, a note).
 
@@ -197,7 +197,7 @@ def with_shmem(profile: Profile, tried: list, figures: list, allowed: np.ndarray
               a.model_copy(update={"shmem_enabled": s.shmem_enabled}))
              for a_label, a in (anon[i] for i in _front(figures_a)) for s_label, s in (shmem[j] for j in _front(figures_s))]
     figures_p, allowed_p, replayed_p = replayed_all(pairs)
-    note = (f"the record maps anonymous shmem: the anonymous and the shmem switches were searched together: each "
+    note = (f"{holder} maps anonymous shmem: the anonymous and the shmem switches were searched together: each "
             f"part's settings with the other at base pages ({len(anon):,} and {len(shmem):,}), then every pairing of "
             f"the two parts' fronts ({len(pairs):,}): the parts add up, so a pairing with a part off its front is "
             "beaten by one on it")

@@ -65,7 +65,7 @@ def compute_advise_snapshot(profile: Profile, release: Release, pid: int, comm: 
     parts, shmem_note = 0, None
     if release.has(SHMEM_MTHP) and any(REPLAYED_KINDS[v.kind] == "shmem" for v in vmas):
         tried, figures, allowed, replayed, parts, shmem_note = with_shmem(profile, tried, figures, allowed, replayed,
-                                                                          replayed_all)
+                                                                          replayed_all, "the process")
     result = judged_result(profile, release, tried, figures, allowed, replayed,
                            lambda s: [_mask(profile, release, s, v, disabled) for v in vmas], max_bloat, max_memory,
                            source="the snapshot",
@@ -74,7 +74,7 @@ def compute_advise_snapshot(profile: Profile, release: Release, pid: int, comm: 
     result.notes[:0] = [f"process {pid} ({comm}) replayed from a snapshot of its present pages",
                         snapshot_bound(present, profile.page_size)]
     if shmem_note:
-        result.notes.append(shmem_note.replace("the record maps", "the process maps"))
+        result.notes.append(shmem_note)
     return result
 
 

@@ -74,13 +74,16 @@ def fleet_options(fn: Callable) -> Callable:
     )(fn)
 
 
+def _check_timeout(timeout: float | None, scheduler: str | None) -> None:
+    if timeout is not None and scheduler is None:
+        raise InputError("--timeout bounds a cluster run: give --scheduler too (in-process, a run is yours to stop)")
+
+
 def _run(spec: Spec, params: Params) -> None:
     from hugecalc.fleet import engine
 
-    if params.values["timeout"] is not None and params.values["scheduler"] is None:
-        raise InputError("--timeout bounds a cluster run: give --scheduler too (in-process, a run is yours to stop)")
-
     v = params.values
+    _check_timeout(v["timeout"], v["scheduler"])
     if v["kernel"] is not None:
         from hugecalc.releases import parse_release
 
@@ -286,8 +289,7 @@ def fleet_advise(sources: tuple[str, ...], max_bloat: float | None, max_memory: 
     if kernel:
         parse_release(kernel)
     options = {"max_bloat": max_bloat, "max_memory": max_memory, "profile": profile_name, "kernel": kernel}
-    if timeout is not None and scheduler is None:
-        raise InputError("--timeout bounds a cluster run: give --scheduler too (in-process, a run is yours to stop)")
+    _check_timeout(timeout, scheduler)
     result = fleet_advice(run_advice(record_sources(list(sources)), options, scheduler, timeout), options)
     emit(result, as_json, False, lambda out: _draw_advice(out, result))
     if result.hosts_failed:

@@ -116,7 +116,7 @@ def _advise_capture(path: str, options: dict) -> list[dict]:
             result = compute_advise_snapshot(profile, release, proc.pid, proc.comm, present, proc.thp_enabled is False,
                                              now, options.get("max_bloat"), options.get("max_memory"))
         except InputError as e:
-            if "nothing to advise" in str(e):
+            if e.field == "pid":
                 continue  # a process without anonymous or shmem pages: no setting changes it
             raise
         rows.append(_advice(f"{path}: pid {proc.pid} ({proc.comm})", result))

@@ -17,9 +17,10 @@ from operator import methodcaller
 from typing import Any, Callable
 
 import numpy as np
+from pydantic import ValidationError
 
 from hugecalc.errors import HugecalcError, InputError
-from hugecalc.machine.capture import captured_release
+from hugecalc.machine.capture import CAPTURE_SCHEMA_VERSION, Capture, captured_release, printable
 from hugecalc.fleet.sources import captures, partitions
 from hugecalc.result import Derivation, Model, Result
 from hugecalc.versions import parse_release
@@ -78,8 +79,6 @@ def _field(data: dict, key: str) -> str:
     value: Any = data
     for part in {"profile": "profile.name"}.get(key, key).split("."):
         value = value.get(part) if isinstance(value, dict) else None
-    from hugecalc.machine.capture import printable
-
     return "(not captured)" if value is None else printable(str(value))  # a group of its own, named so
 
 
@@ -148,10 +147,6 @@ def _run_partition(host_figures: HostRow, items: list[tuple[str, str, int, int]]
 def read_host(source: str, text: str | None, error: str | None, by: list[str],
               profiles: list[tuple[dict, Any]]) -> tuple[dict, Any]:
     """One host's row as read (its error, if its capture is unreadable or damaged), and its capture."""
-    from pydantic import ValidationError
-
-    from hugecalc.machine.capture import CAPTURE_SCHEMA_VERSION
-
     row: dict = {"source": source, "host": None, "arch": None, "kernel": None, "profile": None,
                  "error": error, "skipped": None, "group": None}
     if text is None:
@@ -191,8 +186,6 @@ def figure_host(row: dict, capture: Any, host_figures: HostRow, options: dict) -
 
 def _validated(data: dict, text: str, profiles: list[tuple[dict, Any]]) -> Any:
     """The capture, its profile the object an earlier capture of the task with an equal one got."""
-    from hugecalc.machine.capture import Capture
-
     raw = data.get("profile")
     for seen, profile in profiles:
         if raw == seen:
