@@ -310,3 +310,36 @@ def test_mthp_figures_computed_once_for_alike_hosts_are_each_hosts_own(fleet200)
                        "tlb_now": now.tlb_entries, "tlb_what_if": then.tlb_entries}, capture.hostname
         compared += 1
     assert compared > 100  # the others' kernels have no per-size switch, or 64K is their base page
+
+
+def _jsonl_items_model(path: str, size: int) -> list[tuple]:
+    """The obvious cut: line by line, a new item every ``size`` non-blank lines."""
+    items, offset, lines, start = [], 0, 0, 0
+    with open(path, "rb") as f:
+        for line in f:
+            if lines == size:
+                items.append(("jsonl", path, start, lines))
+                start, lines = offset, 0
+            offset += len(line)
+            lines += bool(line.strip())
+    if lines:
+        items.append(("jsonl", path, start, lines))
+    return items
+
+
+def test_jsonl_cut_by_newlines_equals_the_line_by_line_cut(tmp_path):
+    """The partitions of a JSON Lines file (found by memchr over blocks) are where a line-by-line
+    reader cuts: blank and whitespace lines, a last line without newline, lines across 1 MiB blocks."""
+    import random
+
+    from hugecalc.fleet.sources import _jsonl_items
+
+    rng = random.Random(5)
+    path = str(tmp_path / "t.jsonl")
+    pieces = [b"", b" ", b"\n", b"  \n", b"\t\r\n", b"{}", b"y" * 70, b"y" * 64 + b"\n"]
+    for case in range(400):
+        long = 300_000 if case % 50 == 0 else 200  # now and then a file past a block
+        parts = [rng.choice(pieces + [b"x" * rng.randint(1, long) + b"\n"]) for _ in range(rng.randint(0, 30))]
+        Path(path).write_bytes(b"".join(parts))
+        for size in (1, 2, 3, 7):
+            assert _jsonl_items(path, size) == _jsonl_items_model(path, size), (parts, size)

@@ -35,7 +35,7 @@ from hugecalc.calc.orders import (Pass, PassShape, ThpSettings, allowed_orders, 
 from hugecalc.calc.tables import counted_levels, level_row, preallocated_note, stride_blocks, vmpte_bytes
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
-from hugecalc.releases import (ARM64_CONTPTE, HUGE_ZERO_WP_THP, KHUGEPAGED_MTHP, MTHP_ANON, SHMEM_MTHP, Release,
+from hugecalc.releases import (ARM64_CONTPTE, HUGE_ZERO_WP_THP, KHUGEPAGED_MTHP, MTHP_ANON, SHMEM_MTHP, VMPTE_ALL_LEVELS, Release,
                                unconfirmed_notes)
 from hugecalc.result import Figure, Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size
@@ -141,11 +141,23 @@ class Walk:
 def walk(profile: Profile, release: Release, p: Pass, allowed: set[int]) -> Walk:
     """Stage 3: run the fault walk and count the page tables the pass needs; once per profile object,
     release, the pass's range and touches, and the orders allowed (a sweep's or a fleet's passes repeat)."""
-    key = (walk, release, p.start, p.end, p.touch_stride, p.prepopulated_stride, p.shmem, p.access, frozenset(allowed))
+    key = (walk, walk_release(profile, release), walk_key(p), frozenset(allowed))
     return per_profile(profile, key, lambda: _walk(profile, release, p, allowed))
 
 
+def walk_key(p: Pass) -> tuple:
+    """What a walk reads of a pass besides the orders allowed: its range and touches."""
+    return p.start, p.end, p.touch_stride, p.prepopulated_stride, p.shmem, p.access
+
+
+def walk_release(profile: Profile, release: Release) -> tuple:
+    """All a walk reads of the release (keep with ``_walk``): releases alike in these walk alike,
+    so a fleet's many kernels share their walks."""
+    return release.has(HUGE_ZERO_WP_THP), tlb_block_pages(profile, release)
+
+
 def _walk(profile: Profile, release: Release, p: Pass, allowed: set[int]) -> Walk:
+    # Reads of the release: walk_release() only (the memo's key).
     P = pmd_order(profile)
     out_folios = np.zeros(P + 1, dtype=np.int64)
     out = np.zeros(6, dtype=np.int64)
@@ -280,7 +292,17 @@ def _stages(profile: Profile, release: Release, shape: PassShape, settings: ThpS
 def pass_figures(profile: Profile, release: Release, shape: PassShape, settings: ThpSettings) -> dict[str, int]:
     """A pass's faults, populated memory, page tables and TLB entries as ``compute_mthp`` gives them,
     without building its result (a fleet's hosts: a few of these in microseconds)."""
-    _, _, _, w, rows = _stages(profile, release, shape, settings, [])
+    notes: list[str] = []
+    p = pass_settings(profile, release, shape, settings, notes)
+    allowed, _ = allowed_orders(profile, release, p, notes)
+    # The figures follow the walk: once per profile object, release, range, touches and orders allowed.
+    key = (pass_figures, walk_release(profile, release), release.has(VMPTE_ALL_LEVELS), walk_key(p), frozenset(allowed))
+    return per_profile(profile, key, lambda: _walk_figures(profile, release, p, allowed))
+
+
+def _walk_figures(profile: Profile, release: Release, p: Pass, allowed: set[int]) -> dict[str, int]:
+    w = walk(profile, release, p, allowed)
+    rows = [level_row(profile, release, name, n) for name, n in w.tables.items()]
     return {"faults": w.read_faults + w.write_faults, "populated_bytes": w.populated_bytes,
             "page_table_bytes": vmpte_bytes(profile, rows), "tlb_entries": w.tlb_entries}
 

@@ -27,6 +27,7 @@ from typing import Literal
 
 from pydantic import ValidationError, model_validator
 
+from hugecalc.calc import per_profile
 from hugecalc.calc.tables import check_user_span, table_aligned_start
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
@@ -69,8 +70,6 @@ def anon_orders(profile: Profile) -> list[int]:
 def file_orders(profile: Profile) -> list[int]:
     """THP_ORDERS_ALL_FILE_DEFAULT: orders 1..MAX_PAGECACHE_ORDER."""
     return list(range(1, min(MAX_XAS_ORDER, pmd_order(profile)) + 1))
-
-
 
 
 def _order_of(profile: Profile, size: int, field: str) -> int:
@@ -267,24 +266,29 @@ def per_size_modes(profile: Profile, settings: ThpSettings) -> tuple[dict[int, s
     """Every anon and shmem order's mode: as booted (the PMD size inherit, the others never), then
     the sizes ``settings`` names (transhuge.rst)."""
     P, anon, files = pmd_order(profile), anon_orders(profile), file_orders(profile)
+    anon_of, files_of = per_profile(profile, per_size_modes, lambda: ({profile.page_size << o: o for o in anon},
+                                                                       {profile.page_size << o: o for o in files}))
     anon_modes = {o: "never" for o in anon}
     anon_modes[P] = "inherit"
-    for size, mode in settings.enabled.items():
-        anon_modes[check_order(profile, size, anon, "enabled", "THP_ORDERS_ALL_ANON excludes order 1")] = mode
+    for size, mode in settings.enabled.items():  # a size not in the map: check_order() says why
+        anon_modes[anon_of.get(size) or check_order(profile, size, anon, "enabled",
+                                                    "THP_ORDERS_ALL_ANON excludes order 1")] = mode
     shm_modes = {o: "never" for o in files}
     if P in shm_modes:
         shm_modes[P] = "inherit"
     for size, mode in settings.shmem_enabled.items():
-        shm_modes[check_order(profile, size, files, "shmem_enabled",
-                              "THP_ORDERS_ALL_FILE_DEFAULT: orders 1..MAX_PAGECACHE_ORDER")] = mode
+        shm_modes[files_of.get(size) or check_order(profile, size, files, "shmem_enabled",
+                                                    "THP_ORDERS_ALL_FILE_DEFAULT: orders 1..MAX_PAGECACHE_ORDER")] = mode
     return anon_modes, shm_modes
 
 
 def pass_settings(profile: Profile, release: Release, shape: PassShape, settings: ThpSettings,
                   notes: list[str]) -> Pass:
     """Stage 1: the pass's shape and THP settings, checked against the profile."""
-    start = _check_vma(profile, shape)
-    notes += _placement_notes(profile, release, shape)
+    # The shape's checks and placement depend on no switch: once per profile, release and shape.
+    start, placement = per_profile(profile, (pass_settings, release, shape),
+                                   lambda: (_check_vma(profile, shape), _placement_notes(profile, release, shape)))
+    notes += placement
     anon_modes, shm_modes = per_size_modes(profile, settings)
     return Pass(memory=shape.memory, start=start, end=start + shape.vma_size, file_offset=shape.file_offset,
                 touch_stride=shape.touch_stride or profile.page_size,

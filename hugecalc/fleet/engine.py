@@ -110,8 +110,10 @@ def derivations(figures: dict[str, str], rule: str, groups: list[dict]) -> list[
     return out
 
 
-def run_partition(host_figures: HostRow, items: list[tuple[str, str, int, int]], options: dict, by: list[str]) -> list[dict]:
-    """One Dask task: every host of the partition, as rows (errors as rows too)."""
+def run_partition(host_figures: HostRow, items: list[tuple[str, str, int, int]], options: dict, by: list[str],
+                  figures: list[str] = (), keep_rows: bool = False) -> Hosts:
+    """One Dask task: every host of the partition (errors too), kept compact where it is computed (a
+    worker sends columns, not rows: a cluster's client has almost nothing to do per host)."""
     from hugecalc.calc import EXPLAINING
 
     token = EXPLAINING.set(False)  # a host's derivations are never printed: not built
@@ -120,7 +122,7 @@ def run_partition(host_figures: HostRow, items: list[tuple[str, str, int, int]],
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _run_partition(host_figures, items, options, by)
+        return Hosts(list(figures), keep_rows).add(_run_partition(host_figures, items, options, by))
     finally:
         EXPLAINING.reset(token)
         if collecting:
@@ -134,7 +136,7 @@ def _run_partition(host_figures: HostRow, items: list[tuple[str, str, int, int]]
 
         faults.kernels()  # hundreds of walks: compile (or load) them once for the whole task
     rows = []
-    profiles: list[tuple[dict, Any]] = []  # equal profiles read as one object: its figures are computed once
+    profiles = SEEN_PROFILES  # equal profiles read as one object, in every task of this process
     for item in items:
         for source, text, error in captures(item):
             row, capture = read_host(source, text, error, by, profiles)
@@ -184,6 +186,12 @@ def figure_host(row: dict, capture: Any, host_figures: HostRow, options: dict) -
         row["error"] = str(e)
 
 
+#: The profiles this process has read (as written, as validated; at most 64): a host's profile is the
+#: object an earlier host with an equal one got, so what is computed per profile object (``calc.per_profile``:
+#: walks, HVO rules) is computed once for the fleet, not once per task.
+SEEN_PROFILES: list[tuple[dict, Any]] = []
+
+
 def _validated(data: dict, text: str, profiles: list[tuple[dict, Any]]) -> Any:
     """The capture, its profile the object an earlier capture of the task with an equal one got."""
     raw = data.get("profile")
@@ -204,23 +212,21 @@ def run(host_figures: HostRow, sources: list[str], options: dict, by: list[str],
         figures: list[str] = (), keep_rows: bool = False) -> Hosts:
     """Every host, in source order (``figures`` kept as columns; ``keep_rows``: the whole rows too):
     in-process, or on the cluster at ``scheduler`` (hosts whose task is lost or late, past ``timeout``
-    seconds, fail: :func:`on_cluster`).  Each partition's rows are kept compact as soon as they come."""
+    seconds, fail: :func:`on_cluster`).  Each partition's hosts are kept compact where they are computed."""
     import dask
 
     parts = partitions(sources)
-    tasks = [dask.delayed(run_partition, pure=True)(host_figures, p, options, by) for p in parts]
-
-    def kept(rows: list[dict]) -> Hosts:
-        return Hosts(list(figures), keep_rows).add(rows)
-
+    tasks = [dask.delayed(run_partition, pure=True)(host_figures, p, options, by, list(figures), keep_rows)
+             for p in parts]
     if scheduler is None:
         done = []
         for i, task in enumerate(tasks):
-            done.append(kept(task.compute(scheduler="synchronous")))
+            done.append(task.compute(scheduler="synchronous"))
             if progress:
                 progress(i + 1, len(tasks))
     else:
-        done = on_cluster(scheduler, tasks, timeout, lambda i, why: failed_rows(parts[i], why), progress, kept)
+        done = on_cluster(scheduler, tasks, timeout,
+                          lambda i, why: Hosts(list(figures), keep_rows).add(failed_rows(parts[i], why)), progress)
     hosts = Hosts(list(figures), keep_rows)
     for part in done:
         hosts.extend(part)
@@ -232,12 +238,11 @@ CLUSTER_TIMEOUT = 600.0
 
 
 def on_cluster(scheduler: str, tasks: list, timeout: float | None, failed: Callable[[int, str], Any],
-               progress: Callable[[int, int], None] | None = None,
-               kept: Callable[[Any], Any] = lambda result: result) -> list:
-    """The tasks computed on the dask.distributed cluster at ``scheduler``, in order, each result as
-    ``kept`` keeps it when it comes. A task the cluster loses (its worker died, again and again:
-    KilledWorker), or one without a result within ``timeout`` seconds of the start (a hung worker),
-    becomes ``kept(failed(index, why))``; the others are kept and the run goes on."""
+               progress: Callable[[int, int], None] | None = None) -> list:
+    """The tasks' results from the dask.distributed cluster at ``scheduler``, in order. A task the
+    cluster loses (its worker died, again and again: KilledWorker), or one without a result within
+    ``timeout`` seconds of the start (a hung worker), becomes ``failed(index, why)``; the others are
+    kept and the run goes on."""
     import asyncio
 
     from distributed import Client, as_completed
@@ -253,12 +258,14 @@ def on_cluster(scheduler: str, tasks: list, timeout: float | None, failed: Calla
         results: list = [None] * len(futures)
         done = 0
         try:
-            for future in as_completed(futures, timeout=timeout):
+            # with_results: each result fetched as its task ends, not one round trip at a time here
+            for future, result in as_completed(futures, timeout=timeout, with_results=True, raise_errors=False):
                 i = index[future.key]
-                try:
-                    results[i] = kept(future.result())
-                except Exception as e:  # noqa: BLE001 - whatever the cluster raises costs only this task
-                    results[i] = kept(failed(i, f"the cluster lost this task ({type(e).__name__}: {e})"))
+                if future.status == "finished":
+                    results[i] = result
+                else:  # whatever the cluster raised (an (type, exception, traceback) triple) costs only this task
+                    e = result[1] if isinstance(result, tuple) else result
+                    results[i] = failed(i, f"the cluster lost this task ({type(e).__name__}: {e})")
                 done += 1
                 if progress:
                     progress(done, len(futures))
@@ -266,8 +273,8 @@ def on_cluster(scheduler: str, tasks: list, timeout: float | None, failed: Calla
             late = [f for f in futures if results[index[f.key]] is None]
             client.cancel(late)
             for f in late:
-                results[index[f.key]] = kept(failed(index[f.key], f"no result within {timeout:g} s (--timeout): a "
-                                                                  "worker hung or was lost"))
+                results[index[f.key]] = failed(index[f.key], f"no result within {timeout:g} s (--timeout): a "
+                                                             "worker hung or was lost")
     return results
 
 

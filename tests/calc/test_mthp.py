@@ -354,3 +354,26 @@ def test_tmpfs_and_khugepaged_figures_say_their_release_is_unconfirmed():
     assert any(n.startswith("release unconfirmed: 6.14") for n in r.notes)
     k = compute_mthp(X86, R("7.3"), enabled=[(64 * K, "always")], prepopulated_stride=M, khugepaged=True)
     assert any(n.startswith("release unconfirmed: 7.2") for n in k.notes)
+
+
+def test_walks_are_shared_only_by_releases_that_walk_alike():
+    """A walk and a pass's figures are kept per profile and what they read of the release (not the
+    release itself: a fleet runs many kernels): each release's figures, computed with the others'
+    kept, are the ones it gets alone."""
+    import hugecalc.calc as calc
+    from hugecalc.calc.mthp import pass_figures
+    from hugecalc.calc.orders import PassShape, ThpSettings
+
+    kernels = ["4.14", "4.19", "5.15", "6.1", "6.8", "6.9", "6.12", "6.13", "6.18", "7.1"]
+    cases = [(p, R(k), PassShape(vma_size=6 * M + 20 * K, access=access), ThpSettings(top_level=top, enabled=enabled))
+             for p in (X86, load_profile("arm64-4k")) for k in kernels for access in ("write", "read-then-write")
+             for top, enabled in (("never", {}), ("always", {}), ("never", {64 * K: "always"}),
+                                  ("madvise", {16 * K: "inherit", 64 * K: "always"}))]
+    alone = []
+    for case in cases:
+        calc._BY_PROFILE.clear()
+        alone.append(pass_figures(*case))
+    calc._BY_PROFILE.clear()
+    shared = [pass_figures(*case) for case in reversed(cases)][::-1]
+    assert shared == alone
+    assert len({str(f) for f in alone}) >= 6  # the releases and switches do change the figures
