@@ -29,10 +29,10 @@ NONE = -4  # no PMD mapping
 #: USED: the orders the THP rules chose that changed the state (a folio, or the huge zero page): a
 #: setting that still allows those, and allows nothing more, replays the same (``advise``)
 FAULTS, READS, WRITES, ZERO_MAPS, POPULATED, TLB, PTE_TABLES, MAX_ORDER, USED = range(9)
-KERNELS = ("set_entry", "clear_entry", "pte_range_none", "_hb", "_fits_mask", "_compact", "_masks", "_grow", "_split",
+KERNELS = ("set_entry", "clear_entry", "pte_range_none", "_hb", "_fits_mask", "_copy_1d", "_copy_2d", "_compact", "_masks", "_grow", "_split",
            "_figures", "_close", "_group_run", "_run_chunk", "simulate")
 #: small steps of the loop, inlined into it (a call per step would cost more than the step)
-INLINED = frozenset({"set_entry", "clear_entry", "pte_range_none", "_hb", "_fits_mask"})
+INLINED = frozenset({"set_entry", "clear_entry", "pte_range_none", "_hb", "_fits_mask", "_copy_1d", "_copy_2d"})
 _compiled = False
 prange = range
 
@@ -113,6 +113,22 @@ def _masks(allowed, members, start, count, inter, union):
         inter[k], union[k] = a, u
 
 
+# Arrays are copied element by element: numba's array-to-array assignment compiles its shape-mismatch
+# error (string formatting) for every shape, seconds of a first run's compile.
+
+def _copy_1d(dst, src, n):
+    """dst[:n] = src[:n]"""
+    for i in range(n):
+        dst[i] = src[i]
+
+
+def _copy_2d(dst, src, n):
+    """dst[:n] = src[:n], rows of the same length"""
+    for i in range(n):
+        for j in range(src.shape[1]):
+            dst[i, j] = src[i, j]
+
+
 def _grow(rows, fols, sts, gcnt, ginter, gunion, mstart, mcount):
     """The group pools, twice as large."""
     g = rows.shape[0]
@@ -120,8 +136,15 @@ def _grow(rows, fols, sts, gcnt, ginter, gunion, mstart, mcount):
            np.zeros((2 * g, 3), np.int64), np.zeros((2 * g, gcnt.shape[1]), np.int64),
            np.zeros((2 * g, ginter.shape[1]), np.int64), np.zeros((2 * g, gunion.shape[1]), np.int64),
            np.zeros(2 * g, np.int64), np.zeros(2 * g, np.int64))
-    out[0][:g], out[1][:g], out[2][:g], out[3][:g] = rows, fols, sts, gcnt
-    out[4][:g], out[5][:g], out[6][:g], out[7][:g] = ginter, gunion, mstart, mcount
+    _copy_2d(out[0], rows, g)
+    for i in range(g):
+        _copy_2d(out[1][i], fols[i], fols.shape[1])
+    _copy_2d(out[2], sts, g)
+    _copy_2d(out[3], gcnt, g)
+    _copy_2d(out[4], ginter, g)
+    _copy_2d(out[5], gunion, g)
+    _copy_1d(out[6], mstart, g)
+    _copy_1d(out[7], mcount, g)
     return out
 
 
@@ -144,16 +167,18 @@ def _split(allowed, members, tmp, bkt, mstart, mcount, g, key, fits, ng, rows, f
     for m in range(s0, s0 + c):
         tmp[s0 + offs[bkt[m]]] = members[m]
         offs[bkt[m]] += 1
-    members[s0:s0 + c] = tmp[s0:s0 + c]
+    for m in range(s0, s0 + c):
+        members[m] = tmp[m]
     start, parts = s0, 0
     for b in range(64):
         if counts[b] == 0:
             continue
         dst = g if parts == 0 else ng + parts - 1
         if parts:
-            rows[dst] = rows[g]
-            fols[dst, :sts[g, 2]] = fols[g, :sts[g, 2]]
-            sts[dst], gcnt[dst] = sts[g], gcnt[g]
+            _copy_1d(rows[dst], rows[g], rows.shape[1])
+            _copy_2d(fols[dst], fols[g], sts[g, 2])
+            _copy_1d(sts[dst], sts[g], 3)
+            _copy_1d(gcnt[dst], gcnt[g], gcnt.shape[1])
         mstart[dst], mcount[dst] = start, counts[b]
         _masks(allowed, members, start, counts[b], ginter[dst], gunion[dst])
         new_orders[parts] = b
@@ -240,7 +265,8 @@ def _run_chunk(items, lo, hi, allowed, pers, n, shift, cont, wp_thp, cnt, folios
         rows[0, :n], rows[0, n] = EMPTY, 0
         sts[0, 0], sts[0, 1], sts[0, 2] = 0, NONE, 0
         gcnt[0, :] = 0
-        ginter[0], gunion[0] = all_inter, all_union
+        _copy_1d(ginter[0], all_inter, K)
+        _copy_1d(gunion[0], all_union, K)
         ng, depth = 1, 1
         stack[0, 0], stack[0, 1], stack[0, 2] = 0, b0, -1
         while depth:
