@@ -22,17 +22,18 @@ import sys
 import numpy as np
 
 from hugecalc.calc.oplog import FAULT_ITEM, ZAP_ITEM
-from hugecalc.calc.pages import ANON, EMPTY, HUGE_ZERO, OTHER, ZERO, clear_entry, pte_range_none, set_entry
+from hugecalc.calc.pages import (ANON, EMPTY, HUGE_ZERO, OTHER, ZERO, clear_entry, copy_1d, copy_2d, pte_range_none,
+                                 set_entry)
 
 NONE = -4  # no PMD mapping
 #: per-setting counts
 #: USED: the orders the THP rules chose that changed the state (a folio, or the huge zero page): a
 #: setting that still allows those, and allows nothing more, replays the same (``advise``)
 FAULTS, READS, WRITES, ZERO_MAPS, POPULATED, TLB, PTE_TABLES, MAX_ORDER, USED = range(9)
-KERNELS = ("set_entry", "clear_entry", "pte_range_none", "_hb", "_fits_mask", "_copy_1d", "_copy_2d", "_compact", "_masks", "_grow", "_split",
+KERNELS = ("set_entry", "clear_entry", "pte_range_none", "_hb", "_fits_mask", "copy_1d", "copy_2d", "_compact", "_masks", "_grow", "_split",
            "_figures", "_close", "_group_run", "_run_chunk", "simulate")
 #: small steps of the loop, inlined into it (a call per step would cost more than the step)
-INLINED = frozenset({"set_entry", "clear_entry", "pte_range_none", "_hb", "_fits_mask", "_copy_1d", "_copy_2d"})
+INLINED = frozenset({"set_entry", "clear_entry", "pte_range_none", "_hb", "_fits_mask", "copy_1d", "copy_2d"})
 _compiled = False
 prange = range
 
@@ -113,38 +114,18 @@ def _masks(allowed, members, start, count, inter, union):
         inter[k], union[k] = a, u
 
 
-# Arrays are copied element by element: numba's array-to-array assignment compiles its shape-mismatch
-# error (string formatting) for every shape, seconds of a first run's compile.
-
-def _copy_1d(dst, src, n):
-    """dst[:n] = src[:n]"""
-    for i in range(n):
-        dst[i] = src[i]
-
-
-def _copy_2d(dst, src, n):
-    """dst[:n] = src[:n], rows of the same length"""
-    for i in range(n):
-        for j in range(src.shape[1]):
-            dst[i, j] = src[i, j]
-
-
 def _grow(rows, fols, sts, gcnt, ginter, gunion, mstart, mcount):
-    """The group pools, twice as large."""
+    """The group pools, twice as large (copied element by element: ``pages.copy_2d``)."""
     g = rows.shape[0]
     out = (np.empty((2 * g, rows.shape[1]), np.int64), np.zeros((2 * g, fols.shape[1], 3), np.int64),
            np.zeros((2 * g, 3), np.int64), np.zeros((2 * g, gcnt.shape[1]), np.int64),
            np.zeros((2 * g, ginter.shape[1]), np.int64), np.zeros((2 * g, gunion.shape[1]), np.int64),
            np.zeros(2 * g, np.int64), np.zeros(2 * g, np.int64))
-    _copy_2d(out[0], rows, g)
+    for dst, src in ((out[0], rows), (out[2], sts), (out[3], gcnt), (out[4], ginter), (out[5], gunion)):
+        copy_2d(dst, src, g)
     for i in range(g):
-        _copy_2d(out[1][i], fols[i], fols.shape[1])
-    _copy_2d(out[2], sts, g)
-    _copy_2d(out[3], gcnt, g)
-    _copy_2d(out[4], ginter, g)
-    _copy_2d(out[5], gunion, g)
-    _copy_1d(out[6], mstart, g)
-    _copy_1d(out[7], mcount, g)
+        copy_2d(out[1][i], fols[i], fols.shape[1])
+        out[6][i], out[7][i] = mstart[i], mcount[i]
     return out
 
 
@@ -175,10 +156,10 @@ def _split(allowed, members, tmp, bkt, mstart, mcount, g, key, fits, ng, rows, f
             continue
         dst = g if parts == 0 else ng + parts - 1
         if parts:
-            _copy_1d(rows[dst], rows[g], rows.shape[1])
-            _copy_2d(fols[dst], fols[g], sts[g, 2])
-            _copy_1d(sts[dst], sts[g], 3)
-            _copy_1d(gcnt[dst], gcnt[g], gcnt.shape[1])
+            copy_1d(rows[dst], rows[g], rows.shape[1])
+            copy_2d(fols[dst], fols[g], sts[g, 2])
+            copy_1d(sts[dst], sts[g], 3)
+            copy_1d(gcnt[dst], gcnt[g], gcnt.shape[1])
         mstart[dst], mcount[dst] = start, counts[b]
         _masks(allowed, members, start, counts[b], ginter[dst], gunion[dst])
         new_orders[parts] = b
@@ -265,8 +246,8 @@ def _run_chunk(items, lo, hi, allowed, pers, n, shift, cont, wp_thp, cnt, folios
         rows[0, :n], rows[0, n] = EMPTY, 0
         sts[0, 0], sts[0, 1], sts[0, 2] = 0, NONE, 0
         gcnt[0, :] = 0
-        _copy_1d(ginter[0], all_inter, K)
-        _copy_1d(gunion[0], all_union, K)
+        copy_1d(ginter[0], all_inter, K)
+        copy_1d(gunion[0], all_union, K)
         ng, depth = 1, 1
         stack[0, 0], stack[0, 1], stack[0, 2] = 0, b0, -1
         while depth:

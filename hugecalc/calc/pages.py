@@ -369,6 +369,22 @@ def copy_rows(src, dst):
         dst[block] = row.copy()
 
 
+# Arrays are copied element by element: numba's array-to-array assignment compiles its shape-mismatch
+# message (string formatting) for every shape, seconds of a first run's compile.
+
+def copy_1d(dst, src, n):
+    """dst[:n] = src[:n]"""
+    for i in range(n):
+        dst[i] = src[i]
+
+
+def copy_2d(dst, src, n):
+    """dst[:n] = src[:n], rows of the same length"""
+    for i in range(n):
+        for j in range(src.shape[1]):
+            dst[i, j] = src[i, j]
+
+
 def copy_map(src, dst):
     for k, v in src.items():
         dst[k] = v
