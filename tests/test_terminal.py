@@ -1,6 +1,7 @@
 """A real terminal (tmux): the README examples at 80x24 and at 60 columns show every count of their
 JSON result whole, and no `…`."""
 
+import functools
 import json
 import shutil
 import subprocess
@@ -28,6 +29,12 @@ CASES = [
 ]
 
 
+@functools.lru_cache(maxsize=None)
+def _json(*args: str) -> dict:
+    """The command's --json document: one run for all the widths it is shown at."""
+    return json.loads(subprocess.run([HUGECALC, *args, "--json"], capture_output=True, text=True, check=True).stdout)
+
+
 def _pane(args: list[str], width: int, height: int) -> str:
     session = f"hugecalc-{uuid.uuid4().hex[:8]}"
     done = f"/tmp/{session}.done"
@@ -50,7 +57,7 @@ def _pane(args: list[str], width: int, height: int) -> str:
 @pytest.mark.parametrize("width,height", [(80, 24), (60, 40), (100, 30), (120, 30)])
 @pytest.mark.parametrize("args,numbers", CASES, ids=[" ".join(a) for a, _ in CASES])
 def test_every_number_whole_in_a_real_terminal(args, numbers, width, height):
-    doc = json.loads(subprocess.run([HUGECALC, *args, "--json"], capture_output=True, text=True, check=True).stdout)
+    doc = _json(*args)
     screen = _pane(args, width, height)
     assert "…" not in screen, screen
     for n in numbers(doc):
@@ -61,7 +68,7 @@ def test_every_number_whole_in_a_real_terminal(args, numbers, width, height):
 @pytest.mark.parametrize("width", [80, 120])  # 60 columns (a block per row) is held piped: tests/test_widths.py
 def test_a_grouped_fleet_table_whole_in_a_real_terminal(fleet200, width):
     args = ["fleet", "mthp", str(fleet200), "--size", "64k", "--by", "arch", "--by", "kernel"]
-    doc = json.loads(subprocess.run([HUGECALC, *args, "--json"], capture_output=True, text=True, check=True).stdout)
+    doc = _json(*args)
     screen = _pane(args, width, 500)
     assert "…" not in screen, screen
     from hugecalc.units import fmt_bytes
