@@ -106,8 +106,12 @@ def test_real_captures_and_a_kernel_what_if(run):
     assert arm64_after("--kernel", "7.0") == (tables, 8192)  # 7.0: the 50 PTE tables go, PMD and PUD stay
 
 
-def test_local_cluster_equals_in_process(run, synthetic):
+def test_local_cluster_equals_in_process(run, synthetic, monkeypatch):
     distributed = pytest.importorskip("distributed")
+    from hugecalc.fleet import engine
+
+    cut = engine.partitions
+    monkeypatch.setattr(engine, "partitions", lambda s: cut(s, 37))  # many tasks, one cut inside the JSON Lines
     args = ["fleet", "vmemmap", str(synthetic / "hosts"), str(synthetic / "more.jsonl"), "--by", "kernel", "--json"]
     local = run(*args).json
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hugecalc.errors import InputError
 
-PARTITION_HOSTS = 500
+PARTITION_HOSTS = 2000
 
 
 def partitions(sources: list[str], size: int = PARTITION_HOSTS) -> list[list[tuple[str, str, int, int]]]:
