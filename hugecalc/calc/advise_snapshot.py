@@ -85,4 +85,4 @@ def _mask(profile: Profile, release: Release, settings: ThpSettings, v, disabled
     shape = PassShape(memory=REPLAYED_KINDS[v.kind], madvise="hg" in v.flags and "nh" not in v.flags,
                       nohugepage="nh" in v.flags, vma_size=v.end - v.start, vma_start=v.start)
     p = pass_settings(profile, release, shape, settings, [])
-    return sum(1 << o for o in allowed_orders(profile, release, p, [])[0])
+    return sum(1 << o for o in allowed_orders(profile, release, p, [], reason=False)[0])

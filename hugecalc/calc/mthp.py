@@ -294,7 +294,7 @@ def pass_figures(profile: Profile, release: Release, shape: PassShape, settings:
     without building its result (a fleet's hosts: a few of these in microseconds)."""
     notes: list[str] = []
     p = pass_settings(profile, release, shape, settings, notes)
-    allowed, _ = allowed_orders(profile, release, p, notes)
+    allowed, _ = allowed_orders(profile, release, p, notes, reason=False)
     # The figures follow the walk: once per profile object, release, range, touches and orders allowed.
     key = (pass_figures, walk_release(profile, release), release.has(VMPTE_ALL_LEVELS), walk_key(p), frozenset(allowed))
     return per_profile(profile, key, lambda: _walk_figures(profile, release, p, allowed))

@@ -155,10 +155,10 @@ class ThpSettings(Checked):
     shmem_enabled: dict[int, ShmemMode] = {}  # hugepages-<size>kB/shmem_enabled
 
     def with_overrides(self, what_if: ThpSettings) -> ThpSettings:
-        """These settings with the switches ``what_if`` sets replacing theirs."""
-        return ThpSettings(top_level=what_if.top_level or self.top_level, huge=what_if.huge or self.huge,
-                           enabled={**self.enabled, **what_if.enabled},
-                           shmem_enabled={**self.shmem_enabled, **what_if.shmem_enabled})
+        """These settings with the switches ``what_if`` sets replacing theirs (both valid: so is the merge)."""
+        return ThpSettings.model_construct(top_level=what_if.top_level or self.top_level, huge=what_if.huge or self.huge,
+                                           enabled={**self.enabled, **what_if.enabled},
+                                           shmem_enabled={**self.shmem_enabled, **what_if.shmem_enabled})
 
     def shown(self) -> dict:
         """As the JSON shows them: sizes as labels (64K)."""
@@ -318,7 +318,7 @@ def _file_fault_orders(profile: Profile, release: Release, p: Pass, global_on: b
 
 
 def _anon_shmem_orders(profile: Profile, release: Release, p: Pass, global_on: bool,
-                       notes: list[str]) -> tuple[set[int], str]:
+                       notes: list[str], reason: bool = True) -> tuple[set[int], str]:
     """Anonymous shmem's page fault: ``shmem_allowable_huge_orders()`` (6.11+), ``shmem_is_huge()`` before."""
     page, P = profile.page_size, pmd_order(profile)
     notes += unconfirmed_notes(release, [(SHMEM_MTHP, None)])
@@ -335,7 +335,7 @@ def _anon_shmem_orders(profile: Profile, release: Release, p: Pass, global_on: b
                   if p.huge == "force" else "no THP for any shmem"))
     elif release.has(SHMEM_MTHP):
         allowed = _allowed(p.shm_modes, ("always", "within_size"), "advise", p.madvise, global_on)
-        why = _why(page, "shmem_allowable_huge_orders(): shmem_enabled " + p.huge, p.madvise, p.shm_modes)
+        why = _why(page, "shmem_allowable_huge_orders(): shmem_enabled " + p.huge, p.madvise, p.shm_modes) if reason else ""
     else:  # shmem_is_huge() before 6.11: shmem_enabled alone
         if any(m != ("inherit" if o == P else "never") for o, m in p.shm_modes.items()):
             notes.append(f"kernel {release} has no per-size shmem_enabled (it came in 6.11): the per-size "
@@ -345,8 +345,9 @@ def _anon_shmem_orders(profile: Profile, release: Release, p: Pass, global_on: b
     return allowed, why
 
 
-def allowed_orders(profile: Profile, release: Release, p: Pass, notes: list[str]) -> tuple[set[int], str]:
-    """Stage 2: the orders a fault in this VMA may get, and why.
+def allowed_orders(profile: Profile, release: Release, p: Pass, notes: list[str], reason: bool = True) -> tuple[set[int], str]:
+    """Stage 2: the orders a fault in this VMA may get, and why (the per-size part of why only with
+    ``reason``: most callers want the orders alone, and that text is most of a call's cost).
 
     ``thp_vma_allowable_orders()`` (anon) and ``shmem_allowable_huge_orders()`` (shmem, tmpfs),
     then ``thp_vma_suitable_order()``'s file-offset alignment for shmem.
@@ -371,14 +372,14 @@ def allowed_orders(profile: Profile, release: Release, p: Pass, notes: list[str]
         return ({P} if anon_global_on else set()), why
     if not p.shmem:
         allowed = _allowed(p.anon_modes, ("always",), "madvise", p.madvise, anon_global_on)
-        return allowed, _why(page, "thp_vma_allowable_orders(): top-level " + p.top_level, p.madvise, p.anon_modes)
+        why = _why(page, "thp_vma_allowable_orders(): top-level " + p.top_level, p.madvise, p.anon_modes) if reason else ""
+        return allowed, why
     if p.memory in ("tmpfs", "sysv"):
         allowed, why = _file_fault_orders(profile, release, p, shmem_global_on, notes)
     else:
-        allowed, why = _anon_shmem_orders(profile, release, p, shmem_global_on, notes)
+        allowed, why = _anon_shmem_orders(profile, release, p, shmem_global_on, notes, reason)
     if p.huge == "within_size" or "within_size" in p.shm_modes.values():
-        notes.append("within_size: the file is taken to end where the VMA ends, so every order that fits "
-                     "the VMA also fits i_size")
+        notes.append("within_size: the file is taken to end where the VMA ends, so every order that fits the VMA also fits i_size")
     # thp_vma_suitable_order() for files: (vm_start >> PAGE_SHIFT) - vm_pgoff aligned to the order.
     misaligned = {o for o in allowed if ((p.start - p.file_offset) // page) % (1 << o)}
     if misaligned:

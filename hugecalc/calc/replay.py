@@ -95,7 +95,7 @@ def replay(profile: Profile, release: Release, vmas: list[PresentVma], settings:
         shape = PassShape(memory=memory, madvise="hg" in flags and "nh" not in flags, nohugepage="nh" in flags,
                           vma_size=v.end - v.start, vma_start=v.start)
         p = pass_settings(profile, release, shape, settings, [])
-        allowed, _ = allowed_orders(profile, release, p, [])
+        allowed, _ = allowed_orders(profile, release, p, [], reason=False)
         if thp_disabled or UFFD_FLAGS & set(flags):  # vma_thp_disabled(); userfaultfd_armed() in alloc_anon_folio()
             allowed = set()
         pages = block_ids(v.starts, v.ends, page) * page  # every present page, in order

@@ -58,7 +58,7 @@ def allowed_mask(profile: Profile, release: Release, settings: ThpSettings, vma:
                       vma_start=vma.start, madvise=vma.hugepage and not vma.nohugepage,
                       nohugepage=vma.nohugepage, stack=vma.stack and vma.kind in ANON)
     p = pass_settings(profile, release, shape, settings, [])
-    return sum(1 << o for o in allowed_orders(profile, release, p, [])[0])
+    return sum(1 << o for o in allowed_orders(profile, release, p, [], reason=False)[0])
 
 
 class Process:
