@@ -22,16 +22,17 @@ def explaining() -> bool:
 _BY_PROFILE: dict = {}
 
 
-def per_profile(profile: object, key: object, make: Callable[[], Any]) -> Any:
+def per_profile(profile: object, key: object, make: Callable[[], Any], store: dict = _BY_PROFILE) -> Any:
     """``make()``, computed once per profile object and ``key`` (figures that depend on nothing else).
     Keyed by the object's identity and holding it, so its id is not reused while cached; the 4,096
     used last are kept (a fleet's hosts with their own switches do not push out the walks they share).
-    A fleet reads many captures with equal profiles as one object (``fleet.engine``), so they share it."""
+    A fleet reads many captures with equal profiles as one object (``fleet.engine``), so they share it.
+    ``store``: a dict of the caller's, for results that rarely repeat and would push the others out."""
     k = (id(profile), key)
-    hit = _BY_PROFILE.pop(k, None)
+    hit = store.pop(k, None)
     if hit is None:
-        if len(_BY_PROFILE) >= 4096:
-            del _BY_PROFILE[next(iter(_BY_PROFILE))]  # the least recently used
+        if len(store) >= 4096:
+            del store[next(iter(store))]  # the least recently used
         hit = (profile, make())
-    _BY_PROFILE[k] = hit
+    store[k] = hit
     return hit[1]

@@ -263,29 +263,29 @@ def _placement_notes(profile: Profile, release: Release, shape: PassShape) -> li
 
 
 def per_size_modes(profile: Profile, settings: ThpSettings) -> tuple[dict[int, str], dict[int, str]]:
-    """Every anon and shmem order's mode: as booted (the PMD size inherit, the others never), then
-    the sizes ``settings`` names (transhuge.rst)."""
-    P, anon, files = pmd_order(profile), anon_orders(profile), file_orders(profile)
-    anon_of, files_of = per_profile(profile, per_size_modes, lambda: ({profile.page_size << o: o for o in anon},
-                                                                       {profile.page_size << o: o for o in files}))
-    anon_modes = {o: "never" for o in anon}
-    anon_modes[P] = "inherit"
+    """Every anon and shmem order's mode: as booted (the PMD size inherit, the others never), then the sizes ``settings`` names."""
+    anon, files, anon_of, files_of, booted_anon, booted_shm = per_profile(profile, per_size_modes, lambda: _orders(profile))
+    anon_modes = dict(booted_anon)
     for size, mode in settings.enabled.items():  # a size not in the map: check_order() says why
         anon_modes[anon_of.get(size) or check_order(profile, size, anon, "enabled",
                                                     "THP_ORDERS_ALL_ANON excludes order 1")] = mode
-    shm_modes = {o: "never" for o in files}
-    if P in shm_modes:
-        shm_modes[P] = "inherit"
+    shm_modes = dict(booted_shm)
     for size, mode in settings.shmem_enabled.items():
         shm_modes[files_of.get(size) or check_order(profile, size, files, "shmem_enabled",
                                                     "THP_ORDERS_ALL_FILE_DEFAULT: orders 1..MAX_PAGECACHE_ORDER")] = mode
     return anon_modes, shm_modes
 
 
+def _orders(profile: Profile) -> tuple:
+    """A profile's anon and file orders, each size's order, and every order's mode as booted."""
+    P, page, anon, files = pmd_order(profile), profile.page_size, anon_orders(profile), file_orders(profile)
+    return anon, files, {page << o: o for o in anon}, {page << o: o for o in files}, *(
+        {o: "inherit" if o == P else "never" for o in orders} for orders in (anon, files))
+
+
 def pass_settings(profile: Profile, release: Release, shape: PassShape, settings: ThpSettings,
                   notes: list[str]) -> Pass:
-    """Stage 1: the pass's shape and THP settings, checked against the profile."""
-    # The shape's checks and placement depend on no switch: once per profile, release and shape.
+    """Stage 1: the pass's shape and THP settings, checked against the profile (the shape once per profile and release)."""
     start, placement = per_profile(profile, (pass_settings, release, shape),
                                    lambda: (_check_vma(profile, shape), _placement_notes(profile, release, shape)))
     notes += placement

@@ -331,7 +331,10 @@ def _fleet_row(capture: Any, profile: Profile, release: Any, what_if: dict) -> d
     key = (_fleet_row, release, what_if["shape"], s.top_level, s.huge, tuple(s.enabled.items()),
            tuple(s.shmem_enabled.items()), th.enabled, th.shmem_enabled,
            tuple((size, modes.get("enabled"), modes.get("shmem_enabled")) for size, modes in th.sizes.items()))
-    return per_profile(profile, key, lambda: _fleet_figures(capture, profile, release, what_if)).copy()
+    return per_profile(profile, key, lambda: _fleet_figures(capture, profile, release, what_if), _FLEET_ROWS).copy()
+
+
+_FLEET_ROWS: dict = {}  # hosts alike in their switches (many in a real fleet, few in a synthetic one)
 
 
 def _fleet_figures(capture: Any, profile: Profile, release: Any, what_if: dict) -> dict:
