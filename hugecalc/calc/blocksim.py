@@ -30,8 +30,8 @@ NONE = -4  # no PMD mapping
 #: USED: the orders the THP rules chose that changed the state (a folio, or the huge zero page): a
 #: setting that still allows those, and allows nothing more, replays the same (``advise``)
 FAULTS, READS, WRITES, ZERO_MAPS, POPULATED, TLB, PTE_TABLES, MAX_ORDER, USED = range(9)
-KERNELS = ("set_entry", "clear_entry", "pte_range_none", "_hb", "_fits_mask", "copy_1d", "copy_2d", "_compact", "_masks", "_grow", "_split",
-           "_figures", "_close", "_group_run", "_run_chunk", "simulate")
+KERNELS = ("set_entry", "clear_entry", "pte_range_none", "_hb", "_fits_mask", "copy_1d", "copy_2d", "_compact",
+           "_masks", "_grow", "_split", "_figures", "_close", "_group_run", "_run_chunk", "simulate")
 #: small steps of the loop, inlined into it (a call per step would cost more than the step)
 INLINED = frozenset({"set_entry", "clear_entry", "pte_range_none", "_hb", "_fits_mask", "copy_1d", "copy_2d"})
 _compiled = False

@@ -35,8 +35,8 @@ from hugecalc.calc.orders import (Pass, PassShape, ThpSettings, allowed_orders, 
 from hugecalc.calc.tables import counted_levels, level_row, preallocated_note, stride_blocks, vmpte_bytes
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
-from hugecalc.releases import (ARM64_CONTPTE, HUGE_ZERO_WP_THP, KHUGEPAGED_MTHP, MTHP_ANON, SHMEM_MTHP, VMPTE_ALL_LEVELS, Release,
-                               unconfirmed_notes)
+from hugecalc.releases import (ARM64_CONTPTE, HUGE_ZERO_WP_THP, KHUGEPAGED_MTHP, MTHP_ANON, SHMEM_MTHP,
+                               VMPTE_ALL_LEVELS, Release, unconfirmed_notes)
 from hugecalc.result import Figure, Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size
 
@@ -286,7 +286,7 @@ def _stages(profile: Profile, release: Release, shape: PassShape, settings: ThpS
     p = pass_settings(profile, release, shape, settings, notes)
     allowed, why = allowed_orders(profile, release, p, notes)
     w = walk(profile, release, p, allowed)
-    return p, allowed, why, w, [level_row(profile, release, name, n) for name, n in w.tables.items()]
+    return p, allowed, why, w, _level_rows(profile, release, w)
 
 
 def pass_figures(profile: Profile, release: Release, shape: PassShape, settings: ThpSettings) -> dict[str, int]:
@@ -296,15 +296,19 @@ def pass_figures(profile: Profile, release: Release, shape: PassShape, settings:
     p = pass_settings(profile, release, shape, settings, notes)
     allowed, _ = allowed_orders(profile, release, p, notes, reason=False)
     # The figures follow the walk: once per profile object, release, range, touches and orders allowed.
-    key = (pass_figures, walk_release(profile, release), release.has(VMPTE_ALL_LEVELS), walk_key(p), frozenset(allowed))
+    key = (pass_figures, walk_release(profile, release), release.has(VMPTE_ALL_LEVELS), walk_key(p),
+           frozenset(allowed))
     return per_profile(profile, key, lambda: _walk_figures(profile, release, p, allowed))
 
 
 def _walk_figures(profile: Profile, release: Release, p: Pass, allowed: set[int]) -> dict[str, int]:
     w = walk(profile, release, p, allowed)
-    rows = [level_row(profile, release, name, n) for name, n in w.tables.items()]
     return {"faults": w.read_faults + w.write_faults, "populated_bytes": w.populated_bytes,
-            "page_table_bytes": vmpte_bytes(profile, rows), "tlb_entries": w.tlb_entries}
+            "page_table_bytes": vmpte_bytes(profile, _level_rows(profile, release, w)), "tlb_entries": w.tlb_entries}
+
+
+def _level_rows(profile: Profile, release: Release, w: Walk) -> list:
+    return [level_row(profile, release, name, n) for name, n in w.tables.items()]
 
 
 def compute_mthp(profile: Profile, release: Release, shape: PassShape = PassShape(),
