@@ -127,7 +127,23 @@ def test_any_option_values(command, data):
 
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
-RECORD = os.path.join(DATA, "records", "sqlite3.record")
+
+
+def _small_record() -> str:
+    """A record of a heap and an arena, a few hundred faults: the options are what is drawn here, and
+    a replay of it takes milliseconds (the real program's record is replayed by test_trace*.py)."""
+    import tempfile
+
+    from tests.records import brk, madvise, mmap, touch, write_events
+
+    arena, heap = 0x40000000, 0x10000000
+    events = [mmap(arena, 4 << 20), *(touch(arena + p * 4096) for p in range(0, 1024, 3)), brk(heap),
+              brk(heap + (1 << 20)), *(touch(heap + p * 4096, write=p % 2 == 0) for p in range(256)),
+              madvise(arena, 1 << 20, 4), *(touch(arena + p * 4096) for p in range(64))]
+    return str(write_events(os.path.join(tempfile.mkdtemp(prefix="hugecalc-property-"), "small.record"), events))
+
+
+RECORD = _small_record()
 CAPTURE = os.path.join(DATA, "captures", "x86-64-6.18.json")
 path = st.sampled_from([RECORD, CAPTURE, "/nonexistent/x", "/dev/null", DATA, ""]) | text
 percent = st.one_of(st.sampled_from(["5%", "0", "0%", "2.5", "100%", "-1", "nan", "inf", "1e9", "５%"]), text)

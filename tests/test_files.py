@@ -57,18 +57,18 @@ def test_a_link_planted_at_the_old_temporary_name_is_never_followed(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".fleet.jsonl.")]  # no temporary file left
 
 
-def test_output_paths_are_checked_before_the_work(tmp_path):
-    r = hugecalc("fleet", "vmemmap", "tests/data/captures", "-o", "/nonexistent/dir/x.parquet")
-    assert r.returncode == 2 and "does not exist" in r.stderr
-    r = hugecalc("fleet", "synth", "--hosts", "2", "--output", str(tmp_path / "fleet.json"))
-    assert r.returncode == 2 and "not one .json" in r.stderr and not (tmp_path / "fleet.json").exists()
+def test_output_paths_are_checked_before_the_work(run, tmp_path):
+    r = run("fleet", "vmemmap", "tests/data/captures", "-o", "/nonexistent/dir/x.parquet")
+    assert r.exit_code == 2 and "does not exist" in r.stderr
+    r = run("fleet", "synth", "--hosts", "2", "--output", str(tmp_path / "fleet.json"))
+    assert r.exit_code == 2 and "not one .json" in r.stderr and not (tmp_path / "fleet.json").exists()
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "other.json").write_text("{}")
-    r = hugecalc("fleet", "synth", "--hosts", "2", "--output", str(busy))
-    assert r.returncode == 2 and "not empty" in r.stderr
-    r = hugecalc("fleet", "synth", "--hosts", "2", "--output", str(tmp_path / "new"))
-    assert r.returncode == 0 and sorted(p.name for p in (tmp_path / "new").iterdir()) == ["host-000000.json",
+    r = run("fleet", "synth", "--hosts", "2", "--output", str(busy))
+    assert r.exit_code == 2 and "not empty" in r.stderr
+    r = run("fleet", "synth", "--hosts", "2", "--output", str(tmp_path / "new"))
+    assert r.exit_code == 0 and sorted(p.name for p in (tmp_path / "new").iterdir()) == ["host-000000.json",
                                                                                           "host-000001.json"]
 
 
@@ -102,7 +102,7 @@ def test_a_binary_capture_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("encoding", ["ascii", "utf-8", "upper-hex"])
-def test_text_from_a_capture_never_reaches_the_terminal_as_escapes(tmp_path, encoding):
+def test_text_from_a_capture_never_reaches_the_terminal_as_escapes(run, tmp_path, encoding):
     """However the JSON text carries a control character (escaped in either case of hex, or raw: a C1
     character), it is written out; the fleet's groups (--by hostname) too."""
     import json
@@ -117,8 +117,8 @@ def test_text_from_a_capture_never_reaches_the_terminal_as_escapes(tmp_path, enc
     path.write_text(text.replace("\\u001b", "\\u001B") if encoding == "upper-hex" else text, encoding="utf-8")
     for args in (["vmemmap", "--host", str(path)], ["mthp", "--host", str(path), "--size", "64k"],
                  ["fleet", "vmemmap", str(path), "--by", "hostname", "--by", "kernel"]):
-        r = hugecalc(*args)
-        assert r.returncode == 0, r.stderr
+        r = run(*args)
+        assert r.exit_code == 0, r.stderr
         assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "\x9b" not in r.stdout
         assert "evil\\x1b]0;pwned" in r.stdout
 

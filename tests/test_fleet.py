@@ -198,14 +198,25 @@ def test_hidden_backup_and_result_files_are_not_hosts(fleet200, tmp_path):
 
 
 def _hangs_or_dies(capture, profile, release, what_if):
-    """A host function for the cluster test: one host's worker hangs, another's dies."""
+    """A host function for the cluster test: one host's worker hangs (past --timeout, let go once
+    the run is over, for a quick close), another's dies every time, once the good hosts are done
+    (a task queued on a dying worker would count as a suspect); flags in $HUGECALC_TEST_FLAGS."""
     import os
     import time
 
+    flags = os.environ["HUGECALC_TEST_FLAGS"]
+
+    def wait_for(*names):
+        deadline = time.monotonic() + 600
+        while not all(os.path.exists(os.path.join(flags, n)) for n in names) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     if capture.hostname.endswith("-hang"):
-        time.sleep(3600)
-    if capture.hostname.endswith("-die"):
+        wait_for("let-go")
+    elif capture.hostname.endswith("-die"):
+        wait_for("a", "b")
         os._exit(1)
+    open(os.path.join(flags, capture.hostname), "w").close()
     return {"hugepages": 1}
 
 
@@ -221,13 +232,16 @@ def test_a_hung_or_lost_worker_costs_only_its_hosts(tmp_path, monkeypatch):
     sources = [str(tmp_path / f"{n}.json") for n in ("a", "b", "x-hang", "y-die")]
     cut = engine.partitions
     monkeypatch.setattr(engine, "partitions", lambda s: cut(s, 1))  # one host a task
+    (tmp_path / "flags").mkdir()
+    monkeypatch.setenv("HUGECALC_TEST_FLAGS", str(tmp_path / "flags"))  # read by the worker processes
     with dask_config(distributed), distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=True,
                                                             dashboard_address=":0") as cluster:
-        hosts = engine.run(_hangs_or_dies, sources, {"what_if": {}}, [], cluster.scheduler_address, timeout=5,
+        hosts = engine.run(_hangs_or_dies, sources, {"what_if": {}}, [], cluster.scheduler_address, timeout=3,
                            figures=["hugepages"], keep_rows=True)
+        (tmp_path / "flags" / "let-go").touch()
     by = {Path(r["source"]).stem: r for r in hosts.rows}
     assert by["a"]["error"] is None and by["b"]["error"] is None and by["a"]["hugepages"] == 1
-    assert "no result within 5 s" in by["x-hang"]["error"]
+    assert "no result within 3 s" in by["x-hang"]["error"]
     assert "the cluster lost this task" in by["y-die"]["error"]
 
 

@@ -217,7 +217,7 @@ class Pages:
     def table_blocks(self) -> tuple[np.ndarray, int]:
         """The PMD blocks in use (a PTE table or a PMD mapping), sorted, and how many PTE tables."""
         blocks, tables = self.k.table_blocks(self.pte, self.pmd)
-        return blocks, int(tables)
+        return np.sort(blocks), int(tables)
 
     def zap(self, start: int, end: int) -> None:
         """The pages of [start, end) unmapped."""

@@ -250,10 +250,17 @@ def fleet_synth(hosts: int, seed: int, output: str) -> None:
         raise InputError(f"--output {output}: a fleet is a folder (a file per host) or a .jsonl file, not one .json")
     elif os.path.lexists(output) and not os.path.isdir(output):
         raise InputError(f"--output {output} exists and is not a folder")
-    elif os.path.isdir(output) and any(os.scandir(output)):
+    elif os.path.isdir(output) and _has_entries(output):
         raise InputError(f"--output {output}: the folder is not empty; a fleet written there would mix with what is in it")
     n = write_synthetic(hosts, seed, output)
     click.echo(f"hugecalc: wrote {n:,} synthetic captures to {output}", err=True)
+
+
+def _has_entries(folder: str) -> bool:
+    import os
+
+    with os.scandir(folder) as entries:  # closed, not left to the collector
+        return any(entries)
 
 
 @click.command("advise", cls=Command)
