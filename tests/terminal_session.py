@@ -32,7 +32,9 @@ def serve(folder: Path) -> None:
         except SystemExit:
             pass
         sys.stdout.flush()
-        (folder / f"{n}.done").write_text(json.dumps(list(os.get_terminal_size())))
+        done = folder / f"{n}.done"  # written whole, then named: the test reads it once it appears
+        done.with_suffix(".part").write_text(json.dumps(list(os.get_terminal_size())))
+        done.with_suffix(".part").rename(done)
         n += 1
 
 

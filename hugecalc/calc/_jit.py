@@ -2,7 +2,8 @@
 
 - ``cache=True``: compiled machine code is written next to the module (or to NUMBA_CACHE_DIR),
   so only the first run after an install compiles; later runs load it in milliseconds.
-- ``nogil=True``: kernels hold no Python state.
+- ``nogil=True``: kernels hold no Python state, so threads run them side by side (the chunks of
+  ``blocksim.simulate``, the settings of ``advise``'s whole replays).
 - ``error_model="numpy"``: integer division by zero is not checked per operation (the callers
   validate every divisor first), which keeps the loops tight.
 
@@ -45,7 +46,7 @@ def cache_dir(package_dir: str | None = None) -> str | None:
     return ""
 
 
-def jit(fn: Callable, parallel: bool = False, inline: bool = False) -> Any:
+def jit(fn: Callable, inline: bool = False) -> Any:
     import os
 
     where = cache_dir()
@@ -55,15 +56,13 @@ def jit(fn: Callable, parallel: bool = False, inline: bool = False) -> Any:
         calc.on_slow_compile("no writable place for numba's cache: compiling on every run")
     import numba
 
-    return numba.njit(cache=where != "", nogil=True, error_model="numpy", parallel=parallel,
-                      inline="always" if inline else "never")(fn)
+    return numba.njit(cache=where != "", nogil=True, error_model="numpy", inline="always" if inline else "never")(fn)
 
 
 _COMPILE_LOCK = threading.Lock()
 
 
-def compile_module(module: Any, names: tuple[str, ...], parallel: frozenset = frozenset(),
-                   inline: frozenset = frozenset()) -> Any:
+def compile_module(module: Any, names: tuple[str, ...], inline: frozenset = frozenset()) -> Any:
     """``module`` with its kernels ``names`` compiled in place (their globals rebound to numba
     dispatchers), once per process and one thread at a time; ``module._compiled`` says it is done.
     A name bound to another module's kernel is compiled again from its Python function, with this
@@ -73,7 +72,7 @@ def compile_module(module: Any, names: tuple[str, ...], parallel: frozenset = fr
             g = vars(module)
             for name in names:
                 fn = getattr(g[name], "py_func", g[name])
-                g[name] = jit(fn, parallel=name in parallel, inline=name in inline)
+                g[name] = jit(fn, inline=name in inline)
             module._compiled = True
     return module
 

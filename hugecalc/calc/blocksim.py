@@ -18,6 +18,7 @@ search replays the journal once per setting (``oplog.coupled`` says why).
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -31,21 +32,16 @@ NONE = -4  # no PMD mapping
 #: setting that still allows those, and allows nothing more, replays the same (``advise``)
 FAULTS, READS, WRITES, ZERO_MAPS, POPULATED, TLB, PTE_TABLES, MAX_ORDER, USED = range(9)
 KERNELS = ("set_entry", "clear_entry", "pte_range_none", "_hb", "_fits_mask", "copy_1d", "copy_2d", "_compact",
-           "_masks", "_grow", "_split", "_figures", "_close", "_group_run", "_run_chunk", "simulate")
+           "_masks", "_grow", "_split", "_figures", "_close", "_group_run", "_run_chunk")
 #: small steps of the loop, inlined into it (a call per step would cost more than the step)
 INLINED = frozenset({"set_entry", "clear_entry", "pte_range_none", "_hb", "_fits_mask", "copy_1d", "copy_2d"})
 _compiled = False
-prange = range
 
 
 def kernels():
-    """This module, compiled by numba (the blocks in parallel over the cores)."""
-    import numba
-
+    """This module, compiled by numba (:func:`simulate` runs the chunks of blocks over the cores)."""
     from hugecalc.calc._jit import compile_module
-
-    globals()["prange"] = numba.prange
-    return compile_module(sys.modules[__name__], KERNELS, parallel=frozenset({"simulate"}), inline=INLINED)
+    return compile_module(sys.modules[__name__], KERNELS, inline=INLINED)
 
 
 def compiled() -> bool:
@@ -391,10 +387,14 @@ def simulate(items, allowed, pers, n, shift, cont, wp_thp, bounds):
     and setting, the counts (FAULTS..USED), folios by order, and per upper level the tables in use
     (count, first and last table index: a chunk may share its first with the chunk before)."""
     T, chunks, L = allowed.shape[0], len(bounds) - 1, len(pers)
-    cnt = np.zeros((chunks, T, 9), np.int64)
-    folios = np.zeros((chunks, T, 64), np.int64)
+    cnt, folios = np.zeros((chunks, T, 9), np.int64), np.zeros((chunks, T, 64), np.int64)
     upper = np.zeros((chunks, T, L, 3), np.int64)  # count, first and last table index
     upper[:, :, :, 1:] = -1
-    for c in prange(chunks):
-        _run_chunk(items, bounds[c], bounds[c + 1], allowed, pers, n, shift, cont, wp_thp, cnt[c], folios[c], upper[c])
+
+    def run(c: int) -> None:
+        _run_chunk(items, int(bounds[c]), int(bounds[c + 1]), allowed, pers, n, shift, cont, wp_thp, cnt[c],
+                   folios[c], upper[c])
+
+    with ThreadPoolExecutor(chunks) as pool:  # the compiled chunks release the GIL (numba's prange: 9 s more compile)
+        list(pool.map(run, range(chunks)))
     return cnt, folios, upper
