@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 CAPTURES = Path(__file__).parent / "data" / "captures"
 
@@ -328,6 +329,122 @@ def test_mthp_figures_computed_once_for_alike_hosts_are_each_hosts_own(fleet200)
                        "tlb_now": now.tlb_entries, "tlb_what_if": then.tlb_entries}, capture.hostname
         compared += 1
     assert compared > 100  # the others' kernels have no per-size switch, or 64K is their base page
+
+
+_MODES = ["always", "inherit", "madvise", "never", "within_size", "advise"]
+_TOP = ["always", "madvise", "never", "[madvise]", None]
+_HUGE = ["always", "within_size", "advise", "never", "deny", "force", None]
+
+
+@st.composite
+def _host_switches(draw, capture):
+    """A host's THP switches: odd ones too (force, deny, an unknown mode, a size spelled twice, a label that is no size)."""
+    from hugecalc.units import fmt_size
+
+    page, pmd = capture.profile.page_size, capture.profile.pmd_size
+    # A few sizes, so that hosts often share their orders: the first two, 64K, the PMD size.
+    labels = [fmt_size(page << o) for o in (1, 2, 4, (pmd // page).bit_length() - 1)]
+    modes = st.sampled_from(_MODES[:4] * 8 + _MODES[4:] + ["bogus"])
+    sizes = {label: {k: draw(modes) for k in draw(st.sampled_from([("enabled",), ("shmem_enabled",),
+                                                                     ("enabled", "shmem_enabled")] * 3 + [()]))}
+             for label in draw(st.lists(st.sampled_from(labels * 8 + ["3K", "64kB"]), max_size=5))}
+    return capture.thp.model_copy(update={"enabled": draw(st.sampled_from(_TOP)),
+                                          "shmem_enabled": draw(st.sampled_from(_HUGE)), "sizes": sizes})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow])
+@given(data=st.data())
+def test_mthp_fleet_figures_are_the_whole_paths(fleet200_captures, data):
+    """fleet mthp decides each per-size entry once for hosts alike (calc.replay.now_and_what_if_figures):
+    for any switches, kernel, memory and what-if, each host's figures, or its error, are what the whole
+    path of `mthp --host FILE` gives it (check_release_has_switches, then compute_now_and_what_if), for
+    a run of hosts with one what-if (as a fleet: they share what is decided)."""
+    from hugecalc.calc.orders import PassShape, ThpSettings
+    from hugecalc.calc.mthp_fleet import now_and_what_if_figures
+    from hugecalc.errors import InputError
+    from hugecalc.releases import parse_release
+
+    draw = data.draw
+    capture = fleet200_captures[draw(st.integers(0, len(fleet200_captures) - 1))]  # (an index: its repr is long)
+    page, pmd = capture.profile.page_size, capture.profile.pmd_size
+    memory = draw(st.sampled_from(["anon", "anon", "shmem", "sysv", "tmpfs"]))
+    shape = PassShape(memory=memory, vma_size=pmd * 2, madvise=draw(st.booleans()),
+                      file_offset=0 if memory in ("anon", "sysv") else draw(st.sampled_from([0, 3 * page])))
+    what_if = ThpSettings.model_construct(
+        top_level=draw(st.sampled_from(["always", "madvise", "never", None])), huge=draw(st.sampled_from(_HUGE)),
+        enabled={page << o: draw(st.sampled_from(_MODES[:4])) for o in draw(st.sets(st.integers(1, 5), max_size=2))},
+        shmem_enabled={page << o: draw(st.sampled_from(["always", "inherit", "advise", "never"]))
+                       for o in draw(st.sets(st.integers(1, 5), max_size=1))})
+    release = parse_release(draw(st.sampled_from(["6.1", "6.8", "6.12", "7.1"])))
+    for thp in draw(st.lists(_host_switches(capture), min_size=1, max_size=40)):
+        host = capture.model_copy(update={"thp": thp})
+        expected = _whole_path(host, release, shape, what_if)
+        try:
+            got = now_and_what_if_figures(host, capture.profile, release, shape, what_if)
+        except InputError as e:
+            got = str(e)
+        assert got == expected
+        event("figures" if isinstance(got, dict) else "refused: " + got.split(" ")[0])
+
+
+def _whole_path(capture, release, shape, what_if):
+    """`mthp --host FILE`'s figures for a host (or its error): the reference of the fleet's."""
+    from hugecalc.calc.orders import check_release_has_switches
+    from hugecalc.calc.replay import compute_now_and_what_if
+    from hugecalc.errors import InputError
+
+    try:
+        check_release_has_switches(release, what_if, {"enabled": "enabled", "shmem_enabled": "shmem_enabled"})
+        r = compute_now_and_what_if(capture.profile, release, capture, shape, what_if)
+    except InputError as e:
+        return str(e)
+    now, then = r.now, r.what_if or r.now
+    return {"faults_now": now.faults, "faults_what_if": then.faults, "populated_now_bytes": now.populated_bytes,
+            "populated_what_if_bytes": then.populated_bytes, "page_table_now_bytes": now.page_table_bytes,
+            "page_table_what_if_bytes": then.page_table_bytes, "tlb_now": now.tlb_entries, "tlb_what_if": then.tlb_entries}
+
+
+def test_mthp_fleet_figures_every_mode_of_two_sizes(fleet200_captures):
+    """Every host alike but in two per-size entries (64K and the PMD size: absent, or each mode) and the
+    top-level switches, under what-ifs that leave them or set them: many hosts share their orders with
+    others whose switches differ, and each gets the whole path's figures."""
+    from itertools import product
+
+    from hugecalc.calc.orders import PassShape, ThpSettings
+    from hugecalc.calc.mthp_fleet import now_and_what_if_figures
+    from hugecalc.errors import InputError
+    from hugecalc.releases import parse_release
+
+    capture = next(c for c in fleet200_captures if c.profile.page_size == 4096)
+    absent = None
+    compared = {"figures": 0, "refused": 0}
+    for what_if, memory, kernel in [(ThpSettings(), "anon", "6.12"), (ThpSettings(top_level="always"), "anon", "6.8"),
+                                    (ThpSettings(enabled={64 << 10: "always"}), "anon", "7.1"),
+                                    (ThpSettings(huge="always"), "shmem", "6.12"), (ThpSettings(), "tmpfs", "6.18")]:
+        shape, release = PassShape(memory=memory, vma_size=8 << 20), parse_release(kernel)
+        field = "enabled" if memory == "anon" else "shmem_enabled"
+        for top, huge, small, pmd in product(["always", "madvise", "never"], ["never", "always", "force"],
+                                             [absent, "never", "always", "inherit"], [absent, "never", "inherit"]):
+            sizes = {label: {field: mode} for label, mode in (("64K", small), ("2M", pmd)) if mode}
+            host = capture.model_copy(update={"thp": capture.thp.model_copy(
+                update={"enabled": top, "shmem_enabled": huge, "sizes": sizes})})
+            try:
+                got = now_and_what_if_figures(host, capture.profile, release, shape, what_if)
+            except InputError as e:
+                got = str(e)
+            assert got == _whole_path(host, release, shape, what_if), (what_if, memory, top, huge, sizes)
+            compared["figures" if isinstance(got, dict) else "refused"] += 1
+    assert compared["figures"] > 300 and compared["refused"] > 5
+
+
+@pytest.fixture(scope="module")
+def fleet200_captures(fleet200):
+    from hugecalc.fleet.engine import read_host
+
+    profiles: list = []  # as the engine reads them: equal profiles one object
+    hosts = [read_host(str(p), p.read_text(), None, [], profiles)[1] for p in sorted(fleet200.glob("*.json"))[:60]]
+    return [h for h in hosts if h is not None]
 
 
 def _jsonl_items_model(path: str, size: int) -> list[tuple]:

@@ -216,24 +216,27 @@ def _derivations(profile: Profile, release: Release, run: ReplayRun, kept: int) 
 
 def settings_from_capture(capture) -> tuple[ThpSettings, list[str]]:
     """The THP switches of a capture (sizes its profile does not allow are left out)."""
-    from hugecalc.calc.orders import anon_orders, file_orders
-    from hugecalc.units import parse_size
-
-    page = capture.profile.page_size
-    anon = {page << o for o in anon_orders(capture.profile)}
-    files = {page << o for o in file_orders(capture.profile)}
     th = capture.thp
     notes = []
-    huge = th.shmem_enabled or "never"
     if th.boot_params:
         notes.append("the machine booted with " + " ".join(f"{k}={v}" for k, v in th.boot_params.items())
                      + ": the switches read as the capture holds them now, which the what-if starts from")
-    settings = ThpSettings(
-        top_level=th.enabled if th.enabled in ("always", "madvise", "never") else "never", huge=huge,
-        enabled={parse_size(k): v["enabled"] for k, v in th.sizes.items() if "enabled" in v and parse_size(k) in anon},
-        shmem_enabled={parse_size(k): v["shmem_enabled"] for k, v in th.sizes.items()
+    return switches_of(capture.profile, th.enabled, th.shmem_enabled, th.sizes), notes
+
+
+def switches_of(profile: Profile, enabled: str | None, shmem_enabled: str | None, sizes: dict) -> ThpSettings:
+    """Settings of a capture's switches: the top-level ones and its per-size entries ("64K" -> modes)."""
+    from hugecalc.calc.orders import anon_orders, file_orders
+    from hugecalc.units import parse_size
+
+    page = profile.page_size
+    anon = {page << o for o in anon_orders(profile)}
+    files = {page << o for o in file_orders(profile)}
+    return ThpSettings(
+        top_level=enabled if enabled in ("always", "madvise", "never") else "never", huge=shmem_enabled or "never",
+        enabled={parse_size(k): v["enabled"] for k, v in sizes.items() if "enabled" in v and parse_size(k) in anon},
+        shmem_enabled={parse_size(k): v["shmem_enabled"] for k, v in sizes.items()
                        if "shmem_enabled" in v and parse_size(k) in files})
-    return settings, notes
 
 
 def compute_now_and_what_if(profile: Profile, release: Release, capture, shape: PassShape, what_if: ThpSettings):

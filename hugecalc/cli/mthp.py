@@ -8,6 +8,7 @@ import click
 
 from hugecalc.calc.mthp import MthpComparison, MthpNowWhatIf, MthpResult
 from hugecalc.calc.orders import PassShape, ThpSettings
+from hugecalc.calc.mthp_fleet import FIGURES
 from hugecalc.calc.replay import ReplayResult
 from hugecalc.calc.tracereplay import TraceResult
 from hugecalc.machine.capture import REPLAYED_KINDS
@@ -320,42 +321,10 @@ def _plot(result: Any, params: Params) -> None:
 
 
 def _fleet_row(capture: Any, profile: Profile, release: Any, what_if: dict) -> dict:
-    from hugecalc.calc import per_profile
-    from hugecalc.calc.orders import check_release_has_switches
+    from hugecalc.calc.mthp_fleet import now_and_what_if_figures
 
-    # A host whose kernel has no per-size switch: the what-if does not apply to it (as --host FILE says).
-    check_release_has_switches(release, what_if["settings"], {"enabled": "enabled", "shmem_enabled": "shmem_enabled"})
-    # Hosts alike in what the figures read (profile, release, the THP switches; the what-if is the run's)
-    # have the same figures: computed once (settings_from_capture() reads no other capture field).
-    s, th = what_if["settings"], capture.thp
-    key = (_fleet_row, release, what_if["shape"], s.top_level, s.huge, tuple(s.enabled.items()),
-           tuple(s.shmem_enabled.items()), th.enabled, th.shmem_enabled,
-           tuple((size, modes.get("enabled"), modes.get("shmem_enabled")) for size, modes in th.sizes.items()))
-    return per_profile(profile, key, lambda: _fleet_figures(capture, profile, release, what_if), _FLEET_ROWS).copy()
+    return now_and_what_if_figures(capture, profile, release, what_if["shape"], what_if["settings"])
 
-
-_FLEET_ROWS: dict = {}  # hosts alike in their switches (many in a real fleet, few in a synthetic one)
-
-
-def _fleet_figures(capture: Any, profile: Profile, release: Any, what_if: dict) -> dict:
-    """The pass under the capture's settings now and under the what-if, as ``compute_now_and_what_if``
-    gives them (``mthp --host FILE``), figures only."""
-    from hugecalc.calc.mthp import pass_figures
-    from hugecalc.calc.replay import settings_from_capture
-
-    now_settings, _ = settings_from_capture(capture)
-    what_if_settings = now_settings.with_overrides(what_if["settings"])
-    now = pass_figures(profile, release, what_if["shape"], now_settings)
-    then = now if what_if_settings == now_settings else pass_figures(profile, release, what_if["shape"],
-                                                                        what_if_settings)
-    return {"faults_now": now["faults"], "faults_what_if": then["faults"],
-            "populated_now_bytes": now["populated_bytes"], "populated_what_if_bytes": then["populated_bytes"],
-            "page_table_now_bytes": now["page_table_bytes"], "page_table_what_if_bytes": then["page_table_bytes"],
-            "tlb_now": now["tlb_entries"], "tlb_what_if": then["tlb_entries"]}
-
-
-FLEET_FIGURES = ("faults_now", "faults_what_if", "populated_now_bytes", "populated_what_if_bytes",
-                 "page_table_now_bytes", "page_table_what_if_bytes", "tlb_now", "tlb_what_if")
 
 #: the single-host table's label of each fleet figure
 FLEET_LABELS = {"faults": "Page faults", "populated": "Memory populated", "page_table": "Page tables",
@@ -377,7 +346,7 @@ SPEC = Spec(
         rule="compute_now_and_what_if() (calc/replay.py), as `hugecalc mthp --host FILE`: the pass under the "
              "captured THP settings (now) and under the what-if",
         figures={m: f"{m.replace('_now', '').replace('_what_if', '').replace('_bytes', '')} of the pass "
-                    + ("now" if "_now" in m else "under the what-if") for m in FLEET_FIGURES},
+                    + ("now" if "_now" in m else "under the what-if") for m in FIGURES},
         labels={m: FLEET_LABELS[m.split("_now")[0].split("_what_if")[0]] + (", now" if "_now" in m else ", what-if")
-                for m in FLEET_FIGURES}),
+                for m in FIGURES}),
 )

@@ -196,12 +196,20 @@ class Capture(_Model):
 
 def captured_release(capture: Capture):
     """The kernel a capture was made on, as a release the rules know."""
-    from hugecalc.releases import parse_release
+    release = _RELEASES.get(capture.kernel)
+    if release is None:
+        from hugecalc.releases import parse_release
 
-    try:
-        return parse_release(capture.kernel)
-    except InputError as e:
-        raise InputError(f"the capture's kernel {capture.kernel}: {str(e).split(': ', 1)[-1]} (give --kernel)") from None
+        try:
+            release = parse_release(capture.kernel)
+        except InputError as e:
+            raise InputError(f"the capture's kernel {capture.kernel}: {str(e).split(': ', 1)[-1]} (give --kernel)") from None
+        if len(_RELEASES) < 4096:
+            _RELEASES[capture.kernel] = release
+    return release
+
+
+_RELEASES: dict = {}  # a fleet's hosts run a few kernels: each looked up here, without a call
 
 
 # --- present pages as compact runs -------------------------------------------------------------
