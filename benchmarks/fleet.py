@@ -1,9 +1,9 @@
 """`make bench` part: 100,000 synthetic hosts, vmemmap and mthp what-ifs.
 
 For each what-if, in one run:
-- in-process, through the engine: reading the captures alone (every capture read and validated, its
-  row an empty one) beside the whole run (reading and each host's figures); hugecalc's own time per
-  host is their difference, then the aggregation (target: at most 10 us a host);
+- in-process, through the engine's own steps as a task runs them: each host read (its capture read
+  and validated), then its figures, each step timed on its own, then the rows kept and aggregated;
+  hugecalc's own time per host is the figures and the keeping (target: at most 10 us a host);
 - the command as users run it, in-process and on a LocalCluster of 2 worker processes (target: the
   cluster at least 1.8x the in-process throughput), in turn and best of 3 each, with peak RSS (flat in
   the number of hosts); beside them the engine's tasks on 2 plain forked processes, what two cores give.

@@ -142,6 +142,39 @@ def _walk_block(lo, hi, start, page, pmd, pmd_order, stride, pre_stride, order_m
         out[5] += 1
 
 
+class _BlockMemo:
+    """The plain-Python walk's blocks, each kind walked once (a sweep's passes meet the same blocks
+    again and again).  A block's faults are the same wherever its PMD lies: they depend on where the
+    walked part starts and ends in it, the phase there of the touches (``start`` mod ``stride``) and
+    of the prepopulated pages, and the pass's constants; so they are kept by those, and added.  The
+    compiled walk calls ``_walk_block`` itself (``compile_module`` compiles ``py_func``)."""
+
+    def __init__(self, fn):
+        self.py_func = fn
+        self.blocks: dict = {}
+
+    def __call__(self, lo, hi, start, page, pmd, pmd_order, stride, pre_stride, *rest):
+        *constants, out_folios, out = rest
+        x = lo - lo % pmd
+        key = (lo - x, hi - x, (start - x) % stride, (start - x) % pre_stride if pre_stride > 0 else 0, page, pmd,
+               stride, pre_stride, *constants)
+        block = self.blocks.get(key)
+        if block is None:
+            folios, counts = out_folios * 0, out * 0
+            self.py_func(lo, hi, start, page, pmd, pmd_order, stride, pre_stride, *constants, folios, counts)
+            if len(self.blocks) >= 1 << 16:
+                self.blocks.clear()
+            block = self.blocks[key] = (folios, counts)
+        folios, counts = block
+        out_folios += folios
+        largest = max(out[4], counts[4])
+        out += counts
+        out[4] = largest  # the largest folio is a maximum, not a sum
+
+
+_walk_block = _BlockMemo(_walk_block)
+
+
 def fault_walk(start, end, page, pmd, stride, pre_stride, period, order_mask, pmd_ok, shmem, read_then_write,
                huge_zero_thp, cont_pages, out_folios, out):
     """Walk the pass PMD block by PMD block.  Interior blocks repeat with a ``period`` of
