@@ -141,7 +141,7 @@ def limits(failed: int) -> int:
             ok = t < 10 and separate / t >= 20
             one = statistics.mean(single)
             singles_ok = t <= 2 * one or jobs > 1  # the target is the default run's; --jobs 2 is for the record
-            failed += not ok + (not singles_ok)
+            failed += (not ok) + (not singles_ok)
             print(f"hugecalc batch --jobs {jobs} < {len(lines):,} mixed vmemmap/pgtable/mthp requests\n"
                   f"  {t * 1000:>8.0f} ms  ({len(lines) / t:,.0f} requests/s)\n"
                   f"  {separate * 1000:>8.0f} ms  reference: {len(lines):,} separate invocations (mean of 20 timed)\n"

@@ -67,6 +67,29 @@ def test_per_host_equals_host_file(run, synthetic, tmp_path):
         assert row["faults_what_if"] == (doc["what_if"] or doc["now"])["faults"]
 
 
+def test_skipped_hosts_counted_whole_listed_a_few_per_reason(run, synthetic, tmp_path, monkeypatch):
+    """Hosts a what-if does not apply to: every one counted, by reason; by name only the first few of
+    each reason (the JSON and the run's memory do not grow with them); --output has every host's reason."""
+    import pyarrow.parquet as pq
+
+    from hugecalc.fleet import engine
+
+    monkeypatch.setattr(engine, "SKIPPED_LISTED", 3)
+    out = tmp_path / "rows.parquet"
+    doc = run("fleet", "mthp", str(synthetic / "hosts"), str(synthetic / "more.jsonl"), "--size", "64k",
+              "--output", str(out), "--json").json
+    rows = pq.read_table(out).to_pylist()
+    counts: dict = {}
+    for row in rows:
+        if row["skipped"]:
+            counts.setdefault(row["skipped"], []).append(row["source"])
+    assert doc["hosts_skipped"] == sum(map(len, counts.values())) > 3 * len(counts)
+    assert doc["skipped_reasons"] == sorted(({"reason": k, "hosts": len(v)} for k, v in counts.items()),
+                                            key=lambda x: -x["hosts"])
+    assert sorted((x["reason"], x["source"]) for x in doc["skipped"]) == sorted(
+        (k, source) for k, v in counts.items() for source in v[:3])  # the first of each reason, in source order
+
+
 def test_bad_hosts_are_listed_and_left_out(run, synthetic, tmp_path):
     folder = tmp_path / "mixed"
     shutil.copytree(synthetic / "hosts", folder)

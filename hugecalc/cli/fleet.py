@@ -111,22 +111,23 @@ def _run(spec: Spec, params: Params) -> None:
     finally:
         if progress:
             bar.stop()
-    if hosts.count and len(hosts.skipped) == hosts.count:  # a what-if no host can take is bad input
-        from collections import Counter
-
-        reason, n = Counter(s["reason"] for s in hosts.skipped).most_common(1)[0]
+    reasons = sorted(((n, reason) for reason, (n, _) in hosts.skipped.items()), key=lambda x: -x[0])
+    if hosts.count and hosts.skipped_count == hosts.count:  # a what-if no host can take is bad input
+        n, reason = reasons[0]
         raise InputError(f"the what-if applies to none of the {hosts.count:,} hosts: {reason} ({n:,} of them)")
     figures = list(spec.fleet.figures)
     groups = engine.aggregate(figures, hosts, list(v["by"]))
-    failed, skipped = hosts.failed, hosts.skipped
+    failed = hosts.failed
+    skipped = [{"source": source, "reason": reason} for reason, (_, sources) in hosts.skipped.items() for source in sources]
     if v["output"]:
         engine.write_parquet(v["output"], hosts.rows, v["force"])
     result = FleetResult(command=f"fleet {spec.name}", profile="per host (captured)",
                          kernel=v["kernel"] or "per host (captured)",
                          inputs={"sources": list(v["sources"]), "by": list(v["by"]), "kernel": v["kernel"],
                                  "scheduler": v["scheduler"], "what_if": _shown(what_if)},
-                         hosts=hosts.count - len(failed) - len(skipped), hosts_failed=len(failed), failed=failed,
-                         hosts_skipped=len(skipped), skipped=skipped, groups=groups,
+                         hosts=hosts.count - len(failed) - hosts.skipped_count, hosts_failed=len(failed), failed=failed,
+                         hosts_skipped=hosts.skipped_count, skipped=skipped,
+                         skipped_reasons=[{"reason": reason, "hosts": n} for n, reason in reasons], groups=groups,
                          explain=engine.derivations(spec.fleet.figures, spec.fleet.rule, groups))
     emit(result, v["as_json"], v["explain"],
          lambda out: _draw(out, spec.name, figures, result.model_dump(), v["by"], spec.fleet.labels))
@@ -157,7 +158,7 @@ def _draw(out: Any, command: str, figures: list[str], doc: dict, by: tuple[str, 
     from hugecalc.render import print_wrapped
 
     out.print(Text(f"fleet {command}: {doc['hosts']:,} host{'' if doc['hosts'] == 1 else 's'}"
-                   + (f", {doc['hosts_skipped']:,} not applicable" if doc["skipped"] else "")
+                   + (f", {doc['hosts_skipped']:,} not applicable" if doc["hosts_skipped"] else "")
                    + (f", {doc['hosts_failed']:,} failed" if doc["failed"] else ""), style="bold"))
     columns = [*by, "hosts", "figure", *STATS]
     rows, full = [], []  # the table's rows (a group named once), and each row whole (for blocks)
@@ -197,10 +198,8 @@ def _draw(out: Any, command: str, figures: list[str], doc: dict, by: tuple[str, 
         for r in rows:
             t.add_row(*(r[k] for k in part))
         out.print(Fitted(t, [[r[k] for k in part] for r in full]))
-    reasons: dict[str, int] = {}
-    for x in doc["skipped"]:
-        reasons[x["reason"]] = reasons.get(x["reason"], 0) + 1
-    for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]:
+    for x in doc["skipped_reasons"][:5]:
+        reason, n = x["reason"], x["hosts"]
         print_wrapped(out, f"not applicable to {n:,} host{'s' if n > 1 else ''}: {reason}", 4, "yellow")
     for f in doc["failed"][:10]:
         print_wrapped(out, f"failed: {f['source']}: {f['error']}", 4, "yellow")

@@ -59,6 +59,11 @@ class HostSkipped(Model):
     reason: str
 
 
+class SkippedReason(Model):
+    reason: str
+    hosts: int
+
+
 class FleetResult(Result):
     """``hugecalc fleet COMMAND``: per group, each metric's sum, mean and percentiles over hosts."""
 
@@ -66,7 +71,9 @@ class FleetResult(Result):
     hosts_failed: int
     failed: list[HostFailed]
     hosts_skipped: int
+    #: the hosts the what-if does not apply to, by name: at most SKIPPED_LISTED for each reason
     skipped: list[HostSkipped]
+    skipped_reasons: list[SkippedReason]  # every reason, with its hosts, most first
     groups: list[FleetGroup]
 
 
@@ -295,6 +302,12 @@ def failed_rows(part: list[tuple[str, str, int, int]], why: str) -> list[dict]:
 NO_VALUE = -(1 << 63)
 
 
+#: Hosts a what-if does not apply to, listed by name for each reason (a fleet's old kernels can be
+#: half of it: its JSON would be mostly their names, and its memory grow with them); every host is
+#: counted, and --output has each host's row with its reason.
+SKIPPED_LISTED = 100
+
+
 class Hosts:
     """What a run keeps of its hosts, in source order: per figure an int64 column over the hosts it
     was computed for, their --by groups, the failed and the skipped hosts with the reason, and the
@@ -304,13 +317,22 @@ class Hosts:
         self.columns = {m: array("q") for m in figures}
         self.groups: list[tuple] = []
         self.failed: list[dict] = []
-        self.skipped: list[dict] = []
+        self.skipped: dict[str, list] = {}  # reason -> [hosts, the sources of the first SKIPPED_LISTED]
+        self.skipped_count = 0
         self.rows: list[dict] | None = [] if keep_rows else None
         self.count = 0
         self._texts: dict[str, str] = {}  # a reason many hosts share, kept once
 
     def _once(self, text: str) -> str:
         return self._texts.setdefault(text, text)
+
+    def _skip(self, reason: str, n: int, sources: list[str]) -> None:
+        entry = self.skipped.get(reason)
+        if entry is None:
+            entry = self.skipped[reason] = [0, []]
+        entry[0] += n
+        entry[1] += sources[:SKIPPED_LISTED - len(entry[1])]
+        self.skipped_count += n
 
     def add(self, rows: list[dict]) -> Hosts:
         self.count += len(rows)
@@ -321,7 +343,7 @@ class Hosts:
             if r["error"] is not None:
                 self.failed.append({"source": r["source"], "error": self._once(r["error"])})
             elif r["skipped"] is not None:
-                self.skipped.append({"source": r["source"], "reason": self._once(r["skipped"])})
+                self._skip(r["skipped"], 1, [r["source"]])
         for m, column in self.columns.items():  # a column at a time, in C
             values = list(map(methodcaller("get", m), ok))
             column.extend([NO_VALUE if v is None else v for v in values] if None in values else values)
@@ -334,7 +356,8 @@ class Hosts:
             column.extend(other.columns[m])
         self.groups += other.groups
         self.failed += other.failed
-        self.skipped += other.skipped
+        for reason, (n, sources) in other.skipped.items():
+            self._skip(reason, n, sources)
         if self.rows is not None and other.rows is not None:
             self.rows += other.rows
 
