@@ -344,6 +344,8 @@ def test_mthp_figures_computed_once_for_alike_hosts_are_each_hosts_own(fleet200)
             row = mthp._fleet_row(capture, capture.profile, release, what_if)
         except InputError:
             continue
+        if isinstance(row, str):  # why the what-if does not apply
+            continue
         r = compute_now_and_what_if(capture.profile, release, capture, what_if["shape"], what_if["settings"])
         now, then = r.now, r.what_if or r.now
         assert row == {"faults_now": now.faults, "faults_what_if": then.faults,
@@ -407,7 +409,7 @@ def test_mthp_fleet_figures_are_the_whole_paths(fleet200_captures, data):
             got = now_and_what_if_figures(host, capture.profile, release, shape, what_if)
         except InputError as e:
             got = str(e)
-        assert got == expected
+        assert got == expected  # a reason given (a str) or raised: the same
         event("figures" if isinstance(got, dict) else "refused: " + got.split(" ")[0])
 
 

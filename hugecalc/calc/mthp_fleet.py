@@ -11,6 +11,7 @@ orders allowed now and under the what-if (``tests/test_fleet.py`` holds every ho
 from __future__ import annotations
 
 from functools import reduce
+from itertools import repeat
 from operator import or_
 
 from hugecalc.calc.orders import PassShape, ThpSettings, allowed_orders, check_release_has_switches, pass_settings
@@ -24,9 +25,10 @@ FIGURES = ("faults_now", "faults_what_if", "populated_now_bytes", "populated_wha
 
 
 def now_and_what_if_figures(capture, profile: Profile, release: Release, shape: PassShape,
-                            what_if: ThpSettings) -> dict[str, int]:
+                            what_if: ThpSettings) -> dict[str, int] | str:
     """``compute_now_and_what_if``'s faults, populated memory, page tables and TLB entries, now and
-    under the what-if (the dict is shared by hosts alike: do not change it).  A host whose switches
+    under the what-if (the dict is shared by hosts alike: do not change it); or, as a str, why the
+    what-if does not apply to the host (the InputError the whole path raises).  A host whose switches
     the whole path refuses takes it, for its own error."""
     th = capture.thp
     # Keyed by identity (the objects held by the value): hashing a release or a model is most of a lookup.
@@ -41,9 +43,9 @@ def now_and_what_if_figures(capture, profile: Profile, release: Release, shape: 
 
 
 _ALIKE: dict = {}  # hosts alike in profile, release and top-level switches, under one what-if
-#: Each per-size entry a fleet has ("64K", its modes) -> a number (a few hundred: a small dict, in the
-#: CPU's cache; a dict of them for each kind of host would be one miss an entry).
-_ENTRIES: dict[tuple, int] = {}
+#: Each per-size entry a fleet has, as one object (a few hundred): the kinds of hosts key their
+#: decisions with these, so the keys compared in a lookup stay in the CPU's cache.
+_ENTRIES: dict[tuple, tuple] = {}
 _TOKENS: dict = {}  # a what-if's shape and switches -> a number
 _LAST: list = []  # (shape, switches, number): a run's what-if is one object, its number looked up once
 
@@ -58,6 +60,7 @@ def _token(shape: PassShape, s: ThpSettings) -> int:
     return token
 
 
+_ENABLED, _SHMEM_ENABLED = repeat("enabled"), repeat("shmem_enabled")
 _ORDERS = (1 << 64) - 1  # a part of an entry's number: one bit an order (fewer than 64)
 _REFUSED = 1 << 192  # the host's switches are refused: it takes the whole path, for its error
 _THEN_REFUSED = 1 << 193  # the what-if is refused with them (its huge=force, a non-PMD inherit)
@@ -73,7 +76,7 @@ class _AlikeHosts:
                  enabled: str | None, shmem_enabled: str | None) -> None:
         self.profile, self.release, self.shape, self.what_if = profile, release, shape, what_if
         self.top = enabled, shmem_enabled
-        self.table: list[int | None] = []  # by an entry's number (_ENTRIES): its decision
+        self.decided: dict[tuple, int] = {}  # each entry ("64K", enabled, shmem_enabled): its decision
         self.why: dict[tuple, str] = {}  # an entry's _THEN_REFUSED: the error
         self.rows: dict[int, dict] = {}
         self.refused = None  # the what-if does not apply to this release: every host says why
@@ -100,18 +103,20 @@ class _AlikeHosts:
             bits.append(str(e))
         return bits[0], bits[1]
 
-    def _entry(self, key: tuple, number: int) -> int:
+    def _entry(self, key: tuple) -> int:
         from hugecalc.units import parse_size
 
-        label, modes = key
+        key = _ENTRIES.setdefault(key, key)  # one object for each entry, whatever host had it first
+        label, enabled, shmem_enabled = key
         try:
             size = parse_size(label)
         except InputError:
-            self.table[number] = _REFUSED
+            self.decided[key] = _REFUSED
             return _REFUSED
         order = size.bit_length() - self.profile.page_size.bit_length()
         bit = 1 << order if order > 0 and self.profile.page_size << order == size else 0
-        now, then = self._allowed({label: dict(modes)})
+        modes = {k: v for k, v in (("enabled", enabled), ("shmem_enabled", shmem_enabled)) if v is not None}
+        now, then = self._allowed({label: modes})
         if now is None:
             entry = _REFUSED
         elif isinstance(then, str):
@@ -119,31 +124,27 @@ class _AlikeHosts:
             entry = bit | (now & bit) << 64 | _THEN_REFUSED
         else:
             entry = bit | (now & bit) << 64 | (then & bit) << 128
-        self.table[number] = entry
+        self.decided[key] = entry
         return entry
 
-    def figures(self, capture) -> dict[str, int]:
+    def figures(self, capture) -> dict[str, int] | str:
         if self.refused:
-            raise InputError(self.refused)
+            return self.refused
         sizes = capture.thp.sizes
-        keys = list(zip(sizes, map(tuple, map(dict.items, sizes.values()))))
-        numbers = list(map(_ENTRIES.get, keys))
-        if None in numbers:
-            numbers = [_ENTRIES.setdefault(k, len(_ENTRIES)) for k in keys]
-        table = self.table
-        if len(table) < len(_ENTRIES):
-            table += [None] * (len(_ENTRIES) - len(table))
-        decided = list(map(table.__getitem__, numbers))
+        # An entry as the path reads it (switches_of(): its enabled and shmem_enabled), built in C.
+        modes = sizes.values()
+        keys = list(zip(sizes, map(dict.get, modes, _ENABLED), map(dict.get, modes, _SHMEM_ENABLED)))
+        decided = list(map(self.decided.get, keys))
         if None in decided:
-            decided = [self._entry(k, i) if e is None else e for k, i, e in zip(keys, numbers, decided)]
+            decided = [self._entry(k) if e is None else e for k, e in zip(keys, decided)]
         bits = reduce(or_, decided, 0)
         if bits & _REFUSED or (sum(decided) ^ bits) & _PARTS or self.booted_now is None:
             # switches the path refuses (for their error), or two entries of one size
             return _host_figures(capture, self.profile, self.release, self.shape, self.what_if)
         if isinstance(self.booted_then, str):  # the what-if's own sizes are checked first
-            raise InputError(self.booted_then)
+            return self.booted_then
         if bits & _THEN_REFUSED:
-            raise InputError(next(self.why[k] for k, e in zip(keys, decided) if e & _THEN_REFUSED))
+            return next(self.why[k] for k, e in zip(keys, decided) if e & _THEN_REFUSED)
         covered = bits & _ORDERS
         now = (bits >> 64 & _ORDERS) | (self.booted_now & ~covered)
         then = (bits >> 128 & _ORDERS) | (self.booted_then & ~covered)

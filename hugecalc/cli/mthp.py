@@ -320,7 +320,7 @@ def _plot(result: Any, params: Params) -> None:
         write_trace_chart(result, "populated_bytes", "populated memory", params.plot, params.force)
 
 
-def _fleet_row(capture: Any, profile: Profile, release: Any, what_if: dict) -> dict:
+def _fleet_row(capture: Any, profile: Profile, release: Any, what_if: dict) -> dict | str:
     from hugecalc.calc.mthp_fleet import now_and_what_if_figures
 
     return now_and_what_if_figures(capture, profile, release, what_if["shape"], what_if["settings"])

@@ -26,8 +26,10 @@ from hugecalc.result import Derivation, Model, Result
 from hugecalc.versions import parse_release
 
 #: One host's figures: (capture, profile, release, the what-if) -> {figure: value}, as the command
-#: computes them for ``--host FILE`` (each command declares its own: ``Spec.fleet``).
-HostRow = Callable[[Any, Any, Any, dict], dict]
+#: computes them for ``--host FILE`` (each command declares its own: ``Spec.fleet``); or why the
+#: what-if does not apply to the host, as a str or raised as an InputError (a str costs no raise:
+#: a fleet's old kernels can be half of it).
+HostRow = Callable[[Any, Any, Any, dict], "dict | str"]
 
 
 class Stats(Model):
@@ -89,7 +91,7 @@ def _field(data: dict, key: str) -> str:
     return "(not captured)" if value is None else printable(str(value))  # a group of its own, named so
 
 
-def host_row(row: HostRow, capture: Any, options: dict) -> dict:
+def host_row(row: HostRow, capture: Any, options: dict) -> dict | str:
     """One host's figures under the what-if, on its captured release or the one --kernel names."""
     release = parse_release(options["kernel"]) if options.get("kernel") else captured_release(capture)
     return row(capture, capture.profile, release, options["what_if"])
@@ -186,11 +188,16 @@ def read_host(source: str, text: str | None, error: str | None, by: list[str],
 def figure_host(row: dict, capture: Any, host_figures: HostRow, options: dict) -> None:
     """A host's figures into its row: hugecalc's own work per host once the capture is read."""
     try:
-        row.update(host_row(host_figures, capture, options))
+        figures = host_row(host_figures, capture, options)
     except InputError as e:  # the what-if does not apply to this host (64K mTHP on 64K pages)
         row["skipped"] = str(e)
     except HugecalcError as e:
         row["error"] = str(e)
+    else:
+        if type(figures) is str:
+            row["skipped"] = figures
+        else:
+            row.update(figures)
 
 
 #: The profiles this process has read (as written, as validated; at most 64): a host's profile is the
