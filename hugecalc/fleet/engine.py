@@ -25,10 +25,9 @@ from hugecalc.fleet.sources import captures, partitions
 from hugecalc.result import Derivation, Model, Result
 from hugecalc.versions import parse_release
 
-#: One host's figures: (capture, profile, release, the what-if) -> {figure: value}, as the command
-#: computes them for ``--host FILE`` (each command declares its own: ``Spec.fleet``); or why the
-#: what-if does not apply to the host, as a str or raised as an InputError (a str costs no raise:
-#: a fleet's old kernels can be half of it).
+#: One host's figures: (capture, profile, release, the what-if) -> {figure: value}, as the command computes
+#: them for ``--host FILE`` (each command declares its own: ``Spec.fleet``); or why the what-if does not apply
+#: to the host, as a str or raised as an InputError (a str costs no raise: a fleet's old kernels can be half of it).
 HostRow = Callable[[Any, Any, Any, dict], "dict | str"]
 
 
@@ -190,14 +189,10 @@ def figure_host(row: dict, capture: Any, host_figures: HostRow, options: dict) -
     try:
         figures = host_row(host_figures, capture, options)
     except InputError as e:  # the what-if does not apply to this host (64K mTHP on 64K pages)
-        row["skipped"] = str(e)
+        figures = str(e)
     except HugecalcError as e:
-        row["error"] = str(e)
-    else:
-        if type(figures) is str:
-            row["skipped"] = figures
-        else:
-            row.update(figures)
+        figures = {"error": str(e)}
+    row.update({"skipped": figures} if type(figures) is str else figures)
 
 
 #: The profiles this process has read (as written, as validated; at most 64): a host's profile is the
@@ -309,9 +304,8 @@ def failed_rows(part: list[tuple[str, str, int, int]], why: str) -> list[dict]:
 NO_VALUE = -(1 << 63)
 
 
-#: Hosts a what-if does not apply to, listed by name for each reason (a fleet's old kernels can be
-#: half of it: its JSON would be mostly their names, and its memory grow with them); every host is
-#: counted, and --output has each host's row with its reason.
+#: Hosts a what-if does not apply to, named for each reason (a fleet's old kernels can be half of it: its JSON
+#: would be mostly their names, its memory grow with them); all are counted; --output has each one's row.
 SKIPPED_LISTED = 100
 
 
@@ -334,9 +328,7 @@ class Hosts:
         return self._texts.setdefault(text, text)
 
     def _skip(self, reason: str, n: int, sources: list[str]) -> None:
-        entry = self.skipped.get(reason)
-        if entry is None:
-            entry = self.skipped[reason] = [0, []]
+        entry = self.skipped.setdefault(reason, [0, []])
         entry[0] += n
         entry[1] += sources[:SKIPPED_LISTED - len(entry[1])]
         self.skipped_count += n
