@@ -269,6 +269,26 @@ def test_a_hung_or_lost_worker_costs_only_its_hosts(tmp_path, monkeypatch):
     assert "the cluster lost this task" in by["y-die"]["error"]
 
 
+def test_hosts_a_cluster_lost_are_named_as_read(tmp_path):
+    """failed_rows names each host of a lost task as reading it would (JSON Lines with blank lines,
+    Parquet rows, files): the same locator in a failed row as in a computed one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hugecalc.fleet.engine import failed_rows
+    from hugecalc.fleet.sources import captures, partitions
+
+    text = json.dumps(json.loads((CAPTURES / "x86-64-6.18.json").read_text()))
+    (tmp_path / "a.jsonl").write_text("\n".join([text, "", text, "  ", text, text]) + "\n")
+    pq.write_table(pa.table({"capture": [text] * 5}), tmp_path / "b.parquet")
+    (tmp_path / "c.json").write_text(text)
+    parts = partitions([str(tmp_path / n) for n in ("a.jsonl", "b.parquet", "c.json")], 3)
+    assert len(parts) > 2
+    for part in parts:
+        read = [source for item in part for source, _, _ in captures(item)]
+        assert [r["source"] for r in failed_rows(part, "lost")] == read
+
+
 def dask_config(distributed):
     import dask
 

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from hugecalc.errors import HugecalcError, InputError
 from hugecalc.machine.capture import CAPTURE_SCHEMA_VERSION, Capture, captured_release, printable
-from hugecalc.fleet.sources import captures, partitions
+from hugecalc.fleet.sources import captures, locators, partitions
 from hugecalc.result import Derivation, Model, Result
 from hugecalc.versions import parse_release
 
@@ -289,14 +289,7 @@ def on_cluster(scheduler: str, tasks: list, timeout: float | None, failed: Calla
 
 def failed_rows(part: list[tuple[str, str, int, int]], why: str) -> list[dict]:
     """The rows of a partition the cluster did not compute: each of its hosts failed with ``why``."""
-    sources = []
-    for kind, path, a, b in part:
-        if kind == "file":
-            sources.append(path)
-        elif kind == "jsonl":
-            sources += [f"{path} (line {k + 1} of the {b} from byte {a})" for k in range(b)]
-        else:
-            sources += [f"{path} (row {k})" for k in range(a, b)]
+    sources = [source for item in part for source in locators(item)]
     return [{"source": src, "error": why, "skipped": None, "group": None} for src in sources]
 
 

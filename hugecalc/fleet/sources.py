@@ -129,3 +129,17 @@ def captures(item: tuple[str, str, int, int]):
         column = pq.read_table(path, columns=["capture"]).column("capture").slice(a, b - a).to_pylist()
         for i, text in enumerate(column):
             yield f"{path}[{a + i}]", text, None
+
+
+def locators(item: tuple[str, str, int, int]) -> list[str]:
+    """Each host's name in an item as :func:`captures` gives it (a host the cluster lost is named as
+    one it read); a JSON Lines item's lines are read for it (its blank lines count)."""
+    kind, path, a, b = item
+    if kind == "file":
+        return [path]
+    if kind == "parquet":
+        return [f"{path}[{k}]" for k in range(a, b)]
+    try:
+        return [source for source, _, _ in captures(item)]
+    except OSError:  # the file is gone from here: its lines numbered as if none were blank
+        return [f"{path}:{a}+{k}" for k in range(b)]
