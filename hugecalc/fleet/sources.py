@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+from itertools import chain
 from pathlib import Path
 
 from hugecalc.errors import InputError
@@ -79,7 +80,8 @@ def _jsonl_items(path: str, size: int) -> list[tuple[str, str, int, int]]:
     lines = start = offset = length = 0  # hosts in the item, where it starts; the line's start, its length
     head = b""  # the line's first bytes while it is short
     with open(path, "rb") as f:
-        while block := f.read(1 << 20):
+        # A last line without its newline ends where the file does: a newline is read after the file.
+        for block in chain(iter(lambda: f.read(1 << 20), b""), [b"\n"]):
             pos = 0
             while pos < len(block):
                 nl = block.find(b"\n", pos)
@@ -94,10 +96,6 @@ def _jsonl_items(path: str, size: int) -> list[tuple[str, str, int, int]]:
                         start, lines = offset, 0
                     lines += length > 64 or bool(head.strip())
                     offset, length, head = offset + length, 0, b""
-    if length and lines == size:
-        items.append(("jsonl", path, start, lines))
-        start, lines = offset, 0
-    lines += length > 64 or bool(head.strip())
     if lines:
         items.append(("jsonl", path, start, lines))
     return items
