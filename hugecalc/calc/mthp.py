@@ -36,7 +36,7 @@ from hugecalc.calc.tables import counted_levels, level_row, preallocated_note, s
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
 from hugecalc.releases import (ARM64_CONTPTE, HUGE_ZERO_WP_THP, KHUGEPAGED_MTHP, MTHP_ANON, SHMEM_MTHP,
-                               VMPTE_ALL_LEVELS, Release, unconfirmed_notes)
+                               Release, unconfirmed_notes)
 from hugecalc.result import Figure, Derivation, Model, Result, field
 from hugecalc.units import fmt_bytes, fmt_size
 
@@ -291,17 +291,9 @@ def _stages(profile: Profile, release: Release, shape: PassShape, settings: ThpS
 
 def pass_figures(profile: Profile, release: Release, shape: PassShape, settings: ThpSettings) -> dict[str, int]:
     """A pass's faults, populated memory, page tables and TLB entries as ``compute_mthp`` gives them,
-    without building its result (a fleet's hosts: a few of these in microseconds)."""
-    notes: list[str] = []
-    p = pass_settings(profile, release, shape, settings, notes)
-    allowed, _ = allowed_orders(profile, release, p, notes, reason=False)
-    # The figures follow the walk: once per profile object, release, range, touches and orders allowed.
-    key = (pass_figures, walk_release(profile, release), release.has(VMPTE_ALL_LEVELS), walk_key(p),
-           frozenset(allowed))
-    return per_profile(profile, key, lambda: _walk_figures(profile, release, p, allowed))
-
-
-def _walk_figures(profile: Profile, release: Release, p: Pass, allowed: set[int]) -> dict[str, int]:
+    without building its result (a fleet's kinds of hosts: the walk is kept, by ``walk``)."""
+    p = pass_settings(profile, release, shape, settings, [])
+    allowed, _ = allowed_orders(profile, release, p, [], reason=False)
     w = walk(profile, release, p, allowed)
     return {"faults": w.read_faults + w.write_faults, "populated_bytes": w.populated_bytes,
             "page_table_bytes": vmpte_bytes(profile, _level_rows(profile, release, w)), "tlb_entries": w.tlb_entries}
