@@ -5,7 +5,7 @@ For each what-if, in one run:
   and validated), then its figures, each step timed on its own, then the rows kept and aggregated;
   hugecalc's own time per host is the figures and the keeping (target: at most 10 us a host);
 - the command as users run it, in-process and on a LocalCluster of 2 worker processes, in turn and
-  best of 3 each, with peak RSS (flat in the number of hosts); beside them the engine's tasks on 2
+  best of 5 each, with peak RSS (flat in the number of hosts); beside them the engine's tasks on 2
   plain forked processes, what two cores give.  Each over every host and over the first fifth: the
   difference is the throughput a run sustains, its start-up apart (the cluster's client imports
   dask.distributed, half a second); target: the cluster's at least 1.8x the in-process one.
@@ -29,6 +29,7 @@ HOSTS = int(os.environ.get("HUGECALC_FLEET_HOSTS", 100_000))
 WHAT_IFS = {"vmemmap": ["vmemmap", "--kernel", "7.1"], "mthp": ["mthp", "--size", "64k"]}
 OWN_US_TARGET = 10.0
 CLUSTER_TARGET = 1.8
+ROUNDS = 5  # each way's runs, in turn: the best is taken (a ratio of differences needs the steadiest)
 
 
 def timed(cmd: list[str]) -> tuple[float, float]:
@@ -158,10 +159,10 @@ def main() -> int:
                 ways = {"in-process": cmd, "cluster": cmd + ["--scheduler", cluster.scheduler_address],
                         "reference": [sys.executable, __file__, "--pool", command, source]}
                 timed([fifth if a == source else a for a in ways["cluster"]])  # a cluster in service: workers warm
-                # In turn, best of 3 each: this VM's speed drifts by a third within a minute. Each way over
+                # In turn, best of ROUNDS each: this VM's speed drifts by a third within a minute. Each way over
                 # every host and over the first fifth: their difference is its sustained throughput.
                 runs = [{(way, n): timed([fifth if a == source and n < HOSTS else a for a in argv])
-                         for way, argv in ways.items() for n in (HOSTS, HOSTS // 5)} for _ in range(3)]
+                         for way, argv in ways.items() for n in (HOSTS, HOSTS // 5)} for _ in range(ROUNDS)]
                 peak = worker_peak_mb(client)
             best = {k: min(r[k][0] for r in runs) for k in runs[0]}
             rss = {k: max(r[k][1] for r in runs) for k in runs[0]}
@@ -182,7 +183,7 @@ def main() -> int:
                   f"in-process {rate['in-process']:,.0f} hosts/s, 2 workers {rate['cluster']:,.0f} hosts/s, "
                   f"reference {rate['reference']:,.0f} hosts/s\n"
                   f"    2 workers vs in-process, sustained: {ratio:.2f}x (target >= {CLUSTER_TARGET}: "
-                  f"{'ok' if ok else 'MISSED'}; the reference {rate['reference'] / rate['in-process']:.2f}x; best of 3 "
+                  f"{'ok' if ok else 'MISSED'}; the reference {rate['reference'] / rate['in-process']:.2f}x; best of {ROUNDS} "
                   "each, in turn)")
             # In a process of its own: a child's peak RSS starts from its parent's (fork, then exec).
             out = subprocess.run([sys.executable, __file__, "--own", command, source], check=True,
