@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from hugecalc.errors import InputError
 from hugecalc.profiles import Profile
+from hugecalc.versions import parse_release
 
 CAPTURE_KIND = "hugecalc-capture"
 CAPTURE_SCHEMA_VERSION = 1
@@ -195,21 +196,12 @@ class Capture(_Model):
 
 
 def captured_release(capture: Capture):
-    """The kernel a capture was made on, as a release the rules know."""
-    release = _RELEASES.get(capture.kernel)
-    if release is None:
-        from hugecalc.releases import parse_release
-
-        try:
-            release = parse_release(capture.kernel)
-        except InputError as e:
-            raise InputError(f"the capture's kernel {capture.kernel}: {str(e).split(': ', 1)[-1]} (give --kernel)") from None
-        if len(_RELEASES) < 4096:
-            _RELEASES[capture.kernel] = release
-    return release
-
-
-_RELEASES: dict = {}  # a fleet's hosts run a few kernels: each looked up here, without a call
+    """The kernel a capture was made on, as a release the rules know (parse_release keeps each: a
+    fleet's hosts run a few kernels)."""
+    try:
+        return parse_release(capture.kernel)
+    except InputError as e:
+        raise InputError(f"the capture's kernel {capture.kernel}: {str(e).split(': ', 1)[-1]} (give --kernel)") from None
 
 
 # --- present pages as compact runs -------------------------------------------------------------
