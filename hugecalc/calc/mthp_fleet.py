@@ -92,16 +92,17 @@ class _AlikeHosts:
         as booted; None now: the switches are refused."""
         try:
             now = switches_of(self.profile, *self.top, sizes)
-            p = pass_settings(self.profile, self.release, self.shape, now, [])
-            bits = [sum(1 << o for o in allowed_orders(self.profile, self.release, p, [], reason=False)[0])]
+            bits = self._bits(now)
         except InputError:
             return None, 0
         try:
-            p = pass_settings(self.profile, self.release, self.shape, now.with_overrides(self.what_if), [])
-            bits.append(sum(1 << o for o in allowed_orders(self.profile, self.release, p, [], reason=False)[0]))
+            return bits, self._bits(now.with_overrides(self.what_if))
         except InputError as e:  # the what-if's own sizes, or its huge=force with a non-PMD inherit
-            bits.append(str(e))
-        return bits[0], bits[1]
+            return bits, str(e)
+
+    def _bits(self, settings: ThpSettings) -> int:
+        p = pass_settings(self.profile, self.release, self.shape, settings, [])
+        return sum(1 << o for o in allowed_orders(self.profile, self.release, p, [], reason=False)[0])
 
     def _entry(self, key: tuple) -> int:
         from hugecalc.units import parse_size
